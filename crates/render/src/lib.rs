@@ -1,0 +1,94 @@
+//! Pure Mandelbrot tile rendering: a [`TileId`] and a [`Style`] in, a 256×256 PNG out.
+//!
+//! This crate does no I/O and knows nothing of async, HTTP, caches or queues; the api and
+//! the worker both call [`render_tile`]. Output is byte-for-byte deterministic for a given
+//! [`RENDER_VERSION`]: the kernel uses only IEEE-754 arithmetic (no libm calls, no fused
+//! multiply-add), so the same tile renders to the same bytes on every machine, which is what
+//! lets caches and strong ETags key on the tile id alone.
+//!
+//! Layout:
+//! - [`tile`]: slippy-map coordinates, their validation, and the viewport each one covers;
+//! - [`kernel`]: the escape-time iteration, several pixels at a time;
+//! - [`palette`]: the fixed set of colour styles;
+//! - [`encode`]: RGB pixels to PNG.
+
+pub mod encode;
+pub mod kernel;
+pub mod palette;
+pub mod tile;
+
+pub use encode::{EncodeError, Encoding};
+pub use palette::{Style, UnknownStyle};
+pub use tile::{MaxZoom, TILE_SIZE, TileError, TileId, Viewport};
+
+/// Identifies the renderer's output. Bump it whenever a change alters any tile's bytes
+/// (kernel, iteration budget, palette, encoder settings): caches key on it, and the ETag
+/// carries it, so clients and shared caches never mix tiles from two renderers.
+/// The golden-hash test in `tests/golden.rs` fails when the bytes change, as a reminder.
+pub const RENDER_VERSION: &str = "r1";
+
+/// Why a render produced no tile.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The caller's cancellation check returned true part-way through.
+    #[error("render cancelled")]
+    Cancelled,
+    /// The PNG encoder failed (it does not for valid RGB buffers; kept for honesty).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// An RGB image of one tile, row-major, 3 bytes per pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels(Vec<u8>);
+
+impl Pixels {
+    /// The raw RGB bytes, `TILE_SIZE * TILE_SIZE * 3` of them.
+    pub fn as_rgb(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Renders the tile's pixels, calling `cancelled` once per row and giving up with
+/// [`RenderError::Cancelled`] as soon as it returns true. The check is how a caller whose
+/// deadline passed (or whose client went away) reclaims the CPU: a blocking render cannot
+/// otherwise be interrupted.
+pub fn render_pixels(
+    tile: TileId,
+    style: Style,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Pixels, RenderError> {
+    let viewport = tile.viewport();
+    let max_iterations = kernel::max_iterations(tile.z());
+    let step = viewport.pixel_size();
+    let size = TILE_SIZE as usize;
+    let mut rgb = vec![0u8; size * size * 3];
+    for (row, out) in rgb.chunks_exact_mut(size * 3).enumerate() {
+        if cancelled() {
+            return Err(RenderError::Cancelled);
+        }
+        // Pixel centres: row 0 is the top (largest imaginary part), as on a slippy map.
+        let ci = viewport.max_im() - (row as f64 + 0.5) * step;
+        let min_re = viewport.min_re();
+        for (lane_block, out) in out.chunks_exact_mut(kernel::LANES * 3).enumerate() {
+            let first = lane_block * kernel::LANES;
+            let cr: [f64; kernel::LANES] =
+                std::array::from_fn(|l| min_re + ((first + l) as f64 + 0.5) * step);
+            let escapes = kernel::escape_lanes(cr, ci, max_iterations);
+            for (l, px) in out.chunks_exact_mut(3).enumerate() {
+                px.copy_from_slice(&style.colour(escapes.smooth(l, max_iterations)));
+            }
+        }
+    }
+    Ok(Pixels(rgb))
+}
+
+/// Renders and encodes one tile with the default [`Encoding`]: the whole job a cache miss does.
+pub fn render_tile(
+    tile: TileId,
+    style: Style,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<u8>, RenderError> {
+    let pixels = render_pixels(tile, style, cancelled)?;
+    Ok(Encoding::default().encode(&pixels)?)
+}

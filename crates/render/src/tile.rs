@@ -1,0 +1,243 @@
+//! Slippy-map tile coordinates over the complex plane, and the viewport each tile covers.
+//!
+//! Tile `0/0/0` covers the square with corners `-2.75 - 2i` and `1.25 + 2i`, which holds the
+//! whole Mandelbrot set. Each zoom level splits every tile into four; `x` grows to the right
+//! (real axis) and `y` grows downwards (negative imaginary axis), as on web maps.
+//!
+//! Precision: a tile at zoom `z` is `4 / 2^z` wide, so a pixel is `2^-(z+6)` wide. Near the set,
+//! coordinates have magnitude up to 2, where one f64 ulp is `2^-51`: at zoom 45 neighbouring
+//! pixels would be the same number, and from about zoom 40 (32 ulps a pixel) the rounding of
+//! the iteration shows up as blocks. [`MaxZoom::LIMIT`] stops at 32, which leaves 8192 ulps
+//! between neighbouring pixels and keeps `x, y < 2^z` within a `u32`.
+
+/// Width and height of a tile in pixels.
+pub const TILE_SIZE: u32 = 256;
+
+/// Real part of the left edge of tile `0/0/0`.
+const ORIGIN_RE: f64 = -2.75;
+/// Imaginary part of the top edge of tile `0/0/0`.
+const ORIGIN_IM: f64 = 2.0;
+/// Side of tile `0/0/0` in the complex plane.
+const WORLD_SIZE: f64 = 4.0;
+
+/// The deepest zoom a deployment serves: a validated number no larger than [`MaxZoom::LIMIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MaxZoom(u8);
+
+impl MaxZoom {
+    /// The deepest zoom f64 arithmetic renders faithfully, with margin (see the module docs).
+    pub const LIMIT: MaxZoom = MaxZoom(32);
+
+    /// Checks `z` against [`MaxZoom::LIMIT`].
+    pub fn new(z: u8) -> Result<Self, TileError> {
+        if z > Self::LIMIT.0 {
+            return Err(TileError::ZoomTooDeep {
+                z,
+                max: Self::LIMIT.0,
+            });
+        }
+        Ok(MaxZoom(z))
+    }
+
+    /// The zoom level itself.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// Why coordinates do not name a tile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TileError {
+    /// `z` is deeper than this deployment serves.
+    #[error("zoom {z} is beyond the maximum zoom {max}")]
+    ZoomTooDeep {
+        /// The requested zoom.
+        z: u8,
+        /// The deepest zoom served.
+        max: u8,
+    },
+    /// `x` or `y` is not below `2^z`.
+    #[error("tile {x},{y} does not exist at zoom {z} (x and y must be below {})", 1u64 << z)]
+    OutOfRange {
+        /// The zoom.
+        z: u8,
+        /// The requested column.
+        x: u32,
+        /// The requested row.
+        y: u32,
+    },
+}
+
+/// A tile that exists: `z ≤` the deployment's [`MaxZoom`] and `x, y < 2^z`.
+///
+/// The fields are private and [`TileId::new`] is the only way in, so everything downstream of
+/// request parsing can trust a `TileId` without checking it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TileId {
+    z: u8,
+    x: u32,
+    y: u32,
+}
+
+impl TileId {
+    /// Validates the coordinates against `max_zoom`.
+    pub fn new(z: u8, x: u32, y: u32, max_zoom: MaxZoom) -> Result<Self, TileError> {
+        if z > max_zoom.get() {
+            return Err(TileError::ZoomTooDeep {
+                z,
+                max: max_zoom.get(),
+            });
+        }
+        let side = 1u64 << z;
+        if u64::from(x) >= side || u64::from(y) >= side {
+            return Err(TileError::OutOfRange { z, x, y });
+        }
+        Ok(TileId { z, x, y })
+    }
+
+    /// Zoom level.
+    pub fn z(self) -> u8 {
+        self.z
+    }
+
+    /// Column, growing along the real axis.
+    pub fn x(self) -> u32 {
+        self.x
+    }
+
+    /// Row, growing down the imaginary axis.
+    pub fn y(self) -> u32 {
+        self.y
+    }
+
+    /// The four tiles one zoom level deeper that cover this one, or `None` at `max_zoom`.
+    pub fn children(self, max_zoom: MaxZoom) -> Option<[TileId; 4]> {
+        let z = self.z.checked_add(1)?;
+        let (x, y) = (self.x * 2, self.y * 2);
+        let child = |dx, dy| TileId::new(z, x + dx, y + dy, max_zoom).ok();
+        Some([child(0, 0)?, child(1, 0)?, child(0, 1)?, child(1, 1)?])
+    }
+
+    /// The square of the complex plane this tile covers.
+    ///
+    /// Edges are computed as `origin + k * size` from integers, so tile `x`'s right edge and
+    /// tile `x + 1`'s left edge are the same f64: neighbouring tiles abut exactly.
+    pub fn viewport(self) -> Viewport {
+        // 2^-z is exact in f64 for every z we accept, and so is k * size for k ≤ 2^32.
+        let size = WORLD_SIZE / (1u64 << self.z) as f64;
+        let edge_re = |k: u32| ORIGIN_RE + f64::from(k) * size;
+        let edge_im = |k: u32| ORIGIN_IM - f64::from(k) * size;
+        let (x, y) = (self.x, self.y);
+        // x + 1 can be 2^32 at zoom 32: compute that edge in f64 to avoid overflowing u32.
+        let right = if x == u32::MAX {
+            ORIGIN_RE + WORLD_SIZE
+        } else {
+            edge_re(x + 1)
+        };
+        let bottom = if y == u32::MAX {
+            ORIGIN_IM - WORLD_SIZE
+        } else {
+            edge_im(y + 1)
+        };
+        Viewport {
+            min_re: edge_re(x),
+            max_re: right,
+            min_im: bottom,
+            max_im: edge_im(y),
+            size,
+        }
+    }
+}
+
+/// An axis-aligned square of the complex plane.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Viewport {
+    min_re: f64,
+    max_re: f64,
+    min_im: f64,
+    max_im: f64,
+    size: f64,
+}
+
+impl Viewport {
+    /// Left edge (smallest real part).
+    pub fn min_re(&self) -> f64 {
+        self.min_re
+    }
+    /// Right edge (largest real part).
+    pub fn max_re(&self) -> f64 {
+        self.max_re
+    }
+    /// Bottom edge (smallest imaginary part).
+    pub fn min_im(&self) -> f64 {
+        self.min_im
+    }
+    /// Top edge (largest imaginary part).
+    pub fn max_im(&self) -> f64 {
+        self.max_im
+    }
+    /// Distance between neighbouring pixel centres.
+    pub fn pixel_size(&self) -> f64 {
+        self.size / f64::from(TILE_SIZE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zoom_zero_covers_the_whole_set() {
+        let vp = TileId::new(0, 0, 0, MaxZoom::LIMIT)
+            .expect("0/0/0 exists")
+            .viewport();
+        assert!(vp.min_re() <= -2.0 && vp.max_re() >= 0.25);
+        assert!(vp.min_im() <= -1.2 && vp.max_im() >= 1.2);
+    }
+
+    #[test]
+    fn coordinates_outside_the_zoom_level_are_rejected() {
+        let max = MaxZoom::new(10).expect("10 is under the limit");
+        assert_eq!(
+            TileId::new(2, 4, 0, max),
+            Err(TileError::OutOfRange { z: 2, x: 4, y: 0 })
+        );
+        assert_eq!(
+            TileId::new(0, 0, 1, max),
+            Err(TileError::OutOfRange { z: 0, x: 0, y: 1 })
+        );
+        assert_eq!(
+            TileId::new(11, 0, 0, max),
+            Err(TileError::ZoomTooDeep { z: 11, max: 10 })
+        );
+        assert!(TileId::new(10, 1023, 1023, max).is_ok());
+    }
+
+    #[test]
+    fn max_zoom_above_the_precision_limit_is_rejected() {
+        assert!(MaxZoom::new(32).is_ok());
+        assert_eq!(
+            MaxZoom::new(33),
+            Err(TileError::ZoomTooDeep { z: 33, max: 32 })
+        );
+    }
+
+    #[test]
+    fn the_last_tile_of_the_deepest_zoom_ends_at_the_world_edge() {
+        let last = TileId::new(32, u32::MAX, u32::MAX, MaxZoom::LIMIT).expect("exists");
+        let vp = last.viewport();
+        assert_eq!(vp.max_re(), ORIGIN_RE + WORLD_SIZE);
+        assert_eq!(vp.min_im(), ORIGIN_IM - WORLD_SIZE);
+        assert!(vp.min_re() < vp.max_re());
+    }
+
+    #[test]
+    fn children_are_none_at_max_zoom() {
+        let max = MaxZoom::new(3).expect("valid");
+        let t = TileId::new(3, 1, 1, max).expect("valid");
+        assert_eq!(t.children(max), None);
+        let parent = TileId::new(2, 1, 1, max).expect("valid");
+        let kids = parent.children(max).expect("zoom 3 allowed");
+        assert_eq!((kids[3].x(), kids[3].y(), kids[3].z()), (3, 3, 3));
+    }
+}
