@@ -113,7 +113,8 @@ impl TileId {
     /// The four tiles one zoom level deeper that cover this one, or `None` at `max_zoom`.
     pub fn children(self, max_zoom: MaxZoom) -> Option<[TileId; 4]> {
         let z = self.z.checked_add(1)?;
-        let (x, y) = (self.x * 2, self.y * 2);
+        let (x, y) = (self.x.checked_mul(2)?, self.y.checked_mul(2)?);
+        // x + 1 cannot overflow: x is even.
         let child = |dx, dy| TileId::new(z, x + dx, y + dy, max_zoom).ok();
         Some([child(0, 0)?, child(1, 0)?, child(0, 1)?, child(1, 1)?])
     }
