@@ -1,1 +1,247 @@
+//! fractile's tile api.
+//!
+//! Layout:
+//! - [`config`]: settings from `FRACTILE_*` variables and flags;
+//! - [`app`]: the traffic router and its admission-control stack;
+//! - [`tiles`]: the tile route's parsing, validation and caching headers;
+//! - [`tile_cache`]: L1 (moka) in front of rendering, with coalesced misses;
+//! - [`render_pool`]: the bounded thread pool renders run on, off the async executor;
+//! - [`admin`]: probes and metrics on their own port;
+//! - [`metrics`], [`telemetry`], [`error`]: the cross-cutting parts.
+//!
+//! The entry point is [`Server`]: `bind` the two listeners, then `run` until the shutdown
+//! future resolves; tests pass their own future, the binary passes [`shutdown_signal`].
 
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod render_pool;
+pub mod telemetry;
+pub mod tile_cache;
+pub mod tiles;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::HeaderValue;
+use fractile_render::MaxZoom;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::metrics::Metrics;
+use crate::render_pool::RenderPool;
+use crate::tile_cache::TileCache;
+
+/// The viewer page; `{{MAX_ZOOM}}` is filled in at start-up.
+const VIEWER_HTML: &str = include_str!("viewer/index.html");
+
+/// How long the admin port stays up after traffic has drained, so a last scrape can
+/// see the final counters.
+const ADMIN_LINGER: Duration = Duration::from_millis(500);
+
+/// Whether this instance should receive traffic. Flipped once, when shutdown begins.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the instance as draining: `/readyz` fails from now on.
+    pub fn drain(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// True once [`Readiness::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// L1 and rendering.
+    pub tiles: TileCache,
+    /// This process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Deepest zoom served.
+    pub max_zoom: MaxZoom,
+    /// The `Cache-Control` value of tile responses, built once.
+    pub cache_control: HeaderValue,
+    /// Tile requests admitted at once.
+    pub max_in_flight: usize,
+    /// Upper bound on a tile request.
+    pub request_timeout: Duration,
+    /// Flipped when shutdown starts.
+    pub readiness: Readiness,
+    /// The viewer page, rendered once.
+    pub viewer: bytes::Bytes,
+}
+
+impl AppState {
+    /// Builds the state (metrics, render pool, cache) from the configuration.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+        let pool = RenderPool::new(
+            config.render_threads(),
+            config.render_queue,
+            Arc::clone(&metrics),
+        )
+        .context("starting render threads")?;
+        let tiles = TileCache::new(
+            config.l1_bytes,
+            pool,
+            Arc::clone(&metrics),
+            config.render_timeout,
+        );
+        let cache_control = HeaderValue::from_str(&format!(
+            "public, max-age={}, immutable",
+            config.cache_max_age.as_secs()
+        ))
+        .context("building Cache-Control")?;
+        let max_zoom = config.max_zoom();
+        Ok(AppState {
+            tiles,
+            metrics,
+            max_zoom,
+            cache_control,
+            max_in_flight: config.max_in_flight.get(),
+            request_timeout: config.request_timeout,
+            readiness: Readiness::default(),
+            viewer: VIEWER_HTML
+                .replace("{{MAX_ZOOM}}", &max_zoom.get().to_string())
+                .into(),
+        })
+    }
+}
+
+/// A bound but not yet serving api: listeners are open, so tests can read the ports.
+pub struct Server {
+    traffic: TcpListener,
+    admin: TcpListener,
+    state: AppState,
+    shutdown_timeout: Duration,
+}
+
+impl Server {
+    /// Opens both listeners and builds the state.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let state = AppState::new(&config)?;
+        let traffic = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding traffic listener {}", config.listen))?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
+        Ok(Server {
+            traffic,
+            admin,
+            state,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The traffic listener's address (the real port when bound to port 0).
+    pub fn traffic_addr(&self) -> SocketAddr {
+        self.traffic
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The shared state, for tests that inspect metrics or occupy the render pool.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness goes false, no new
+    /// connections are accepted, in-flight requests finish, and the call returns, at the
+    /// latest after the shutdown timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Server {
+            traffic,
+            admin,
+            state,
+            shutdown_timeout,
+        } = self;
+        tracing::info!(
+            traffic = %traffic.local_addr()?,
+            admin = %admin.local_addr()?,
+            max_zoom = state.max_zoom.get(),
+            "listening"
+        );
+        let stop_traffic = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+        let mut traffic_server = tokio::spawn(
+            axum::serve(traffic, app::app(state.clone()))
+                .with_graceful_shutdown(stop_traffic.clone().cancelled_owned())
+                .into_future(),
+        );
+        let mut admin_server = tokio::spawn(
+            axum::serve(admin, admin::admin_app(state.clone()))
+                .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
+                .into_future(),
+        );
+
+        tokio::select! {
+            () = shutdown => {}
+            ended = &mut traffic_server => anyhow::bail!("traffic server stopped unexpectedly: {ended:?}"),
+            ended = &mut admin_server => anyhow::bail!("admin server stopped unexpectedly: {ended:?}"),
+        }
+
+        tracing::info!(
+            in_flight = state.metrics.in_flight.get(),
+            "shutting down: draining"
+        );
+        state.readiness.drain();
+        stop_traffic.cancel();
+        match tokio::time::timeout(shutdown_timeout, traffic_server).await {
+            Ok(Ok(Ok(()))) => tracing::info!("drained"),
+            Ok(ended) => tracing::error!(?ended, "traffic server failed while draining"),
+            Err(_) => tracing::warn!(
+                in_flight = state.metrics.in_flight.get(),
+                "shutdown timeout passed with requests in flight; exiting anyway"
+            ),
+        }
+        tokio::time::sleep(ADMIN_LINGER).await;
+        stop_admin.cancel();
+        let _ = tokio::time::timeout(ADMIN_LINGER, admin_server).await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM (how orchestrators stop a process) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,195 @@
+//! The traffic router and its middleware stack, built without sockets so tests can call it
+//! with `tower::ServiceExt::oneshot`.
+//!
+//! Read top to bottom, the stack is the path a request takes:
+//! request id → trace span → metrics → panic guard → body limit → (tile routes only:)
+//! error mapping → load shed → global concurrency limit → timeout → handler.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{BoxError, Router};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::metrics::{InFlightGuard, Metrics};
+use crate::tiles::{CacheLabel, get_tile};
+
+/// Largest request body accepted (tile requests have none; seeds are small JSON).
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Route label for requests that matched no route, so probes of random paths cannot blow up
+/// the metrics' cardinality.
+const UNMATCHED: &str = "unmatched";
+
+/// The traffic application: tile routes behind admission control, the viewer, and JSON 404/405s.
+pub fn app(state: AppState) -> Router {
+    let admission = ServiceBuilder::new()
+        // Load shedding and the timeout fail with BoxError; turn those into 503 responses.
+        // Must sit above them.
+        .layer(HandleErrorLayer::new({
+            let metrics = state.metrics.clone();
+            move |err: BoxError| {
+                let metrics = metrics.clone();
+                async move { admission_error(&metrics, &err) }
+            }
+        }))
+        // Refuse at once instead of queueing when the limit below is reached.
+        .load_shed()
+        // One semaphore shared by every clone of the service: a per-clone limit
+        // (ConcurrencyLimitLayer) may enforce nothing inside a Router (axum#2582).
+        .layer(GlobalConcurrencyLimitLayer::new(state.max_in_flight))
+        // Backstop for anything a request might wait on; renders have their own deadline.
+        .timeout(state.request_timeout);
+    let tiles = Router::new()
+        .route("/tiles/{z}/{x}/{y}", get(get_tile))
+        .route_layer(admission);
+    stack(
+        tiles
+            .route("/", get(viewer))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed),
+        state,
+    )
+}
+
+/// Wraps `routes` in the layers every traffic request goes through. Public so tests can put
+/// routes of their own (one that panics, say) behind the same stack.
+pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        .layer(
+            ServiceBuilder::new()
+                // Reuse the load balancer's id when it sent one, else make one.
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                // One span per request, named by route template, carrying the request id, so
+                // every log line inside it has both. The per-request line is DEBUG: a log line
+                // per hit costs more than the rest of the stack (STACK.md §16); 5xx are WARN.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(())
+                        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                        .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+                )
+                .layer(middleware::from_fn_with_state(state.clone(), track_http))
+                // A panicking handler becomes a 500; the connection and the process live on.
+                .layer(CatchPanicLayer::custom(
+                    |_panic: Box<dyn std::any::Any + Send>| {
+                        ApiError::Internal("handler panicked".into()).into_response()
+                    },
+                ))
+                .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES)),
+        )
+        .with_state(state)
+}
+
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{} {}", request.method(), route),
+        method = %request.method(),
+        route,
+        request_id,
+    )
+}
+
+/// Counts the request in `http_requests_in_flight` (with a drop guard, so shed, timed-out and
+/// abandoned requests count down too), and records its status and latency.
+async fn track_http(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| UNMATCHED.to_owned(), |p| p.as_str().to_owned());
+    let metrics = &state.metrics;
+    let _in_flight = InFlightGuard::new(&metrics.in_flight);
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let status = status_class(response.status().as_u16());
+    let cache = response
+        .extensions()
+        .get::<CacheLabel>()
+        .map_or("none", |l| l.0);
+    metrics
+        .requests
+        .with_label_values(&[route.as_str(), status])
+        .inc();
+    metrics
+        .duration
+        .with_label_values(&[route.as_str(), status, cache])
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Maps the admission layers' errors to responses.
+fn admission_error(metrics: &Metrics, err: &BoxError) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        metrics.shed.inc();
+        ApiError::unavailable("overloaded", "too many requests in flight; retry shortly")
+            .into_response()
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        metrics.timed_out.inc();
+        ApiError::unavailable("timeout", "the request took too long; retry shortly").into_response()
+    } else {
+        ApiError::Internal(err.to_string()).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        code: "not_found",
+        message: "no such resource".into(),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The map viewer. It loads Leaflet from a CDN pinned by integrity hash, hence the CSP.
+async fn viewer(State(state): State<AppState>) -> Response {
+    let mut response = Html(state.viewer.clone()).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self' 'unsafe-inline' https://unpkg.com; \
+             style-src 'self' 'unsafe-inline' https://unpkg.com; img-src 'self' blob: data: https://unpkg.com; \
+             connect-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    response
+}

@@ -1,0 +1,158 @@
+//! Configuration: every setting is a `FRACTILE_*` environment variable and a flag of the same
+//! name (`--help` lists them). Values are validated into types here, once, at start-up.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use fractile_render::MaxZoom;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for containers and log shippers.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// The api's settings.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "fractile-api",
+    version,
+    about = "fractile's tile api: serves Mandelbrot map tiles."
+)]
+pub struct Config {
+    /// Address for tile traffic and the viewer.
+    #[arg(long, env = "FRACTILE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Address for /livez, /readyz and /metrics. Never route it through the load balancer.
+    #[arg(long, env = "FRACTILE_ADMIN_LISTEN", default_value = "0.0.0.0:9000")]
+    pub admin_listen: SocketAddr,
+
+    /// Bytes the in-process tile cache (L1) may hold, entry overhead included.
+    #[arg(long, env = "FRACTILE_L1_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub l1_bytes: u64,
+
+    /// Tile requests served at once; more are shed with 503 + Retry-After.
+    #[arg(long, env = "FRACTILE_MAX_IN_FLIGHT", default_value_t = NonZeroUsize::new(256).expect("non-zero"))]
+    pub max_in_flight: NonZeroUsize,
+
+    /// Deepest zoom level served (at most 32: beyond that f64 runs out of precision).
+    #[arg(long, env = "FRACTILE_MAX_ZOOM", default_value_t = 24, value_parser = parse_max_zoom_u8)]
+    pub max_zoom: u8,
+
+    /// Render threads (default: the CPUs this process may use).
+    #[arg(long, env = "FRACTILE_RENDER_THREADS")]
+    pub render_threads: Option<NonZeroUsize>,
+
+    /// Renders that may wait for a thread; when full, a miss gets 503 + Retry-After at once.
+    #[arg(long, env = "FRACTILE_RENDER_QUEUE", default_value_t = 64)]
+    pub render_queue: usize,
+
+    /// How long a request waits for its tile to render before giving up with 503.
+    #[arg(long, env = "FRACTILE_RENDER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub render_timeout: Duration,
+
+    /// Upper bound on any tile request, whatever it waits for.
+    #[arg(long, env = "FRACTILE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How long in-flight requests may take to finish after SIGTERM before the process exits.
+    #[arg(long, env = "FRACTILE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// `max-age` of tile responses: tiles never change for a given renderer version.
+    #[arg(long, env = "FRACTILE_CACHE_MAX_AGE", default_value = "1d", value_parser = parse_duration)]
+    pub cache_max_age: Duration,
+
+    /// Log format.
+    #[arg(long, env = "FRACTILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The deepest zoom served, as the render library's validated type.
+    pub fn max_zoom(&self) -> MaxZoom {
+        // parse_max_zoom_u8 already checked the limit when the value was read.
+        MaxZoom::new(self.max_zoom).unwrap_or(MaxZoom::LIMIT)
+    }
+
+    /// Render threads: the configured number, or the CPUs available to this process
+    /// (cgroup quotas included).
+    pub fn render_threads(&self) -> NonZeroUsize {
+        self.render_threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .unwrap_or(NonZeroUsize::MIN)
+    }
+
+    /// Settings for tests: loopback on ephemeral ports, everything else default.
+    pub fn for_tests() -> Self {
+        let mut config = Config::parse_from(["fractile-api"]);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+}
+
+fn parse_max_zoom_u8(s: &str) -> Result<u8, String> {
+    let z: u8 = s.parse().map_err(|e| format!("{e}"))?;
+    MaxZoom::new(z).map(MaxZoom::get).map_err(|e| e.to_string())
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h` or `1d`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 5s"))?;
+    let seconds = |mult: u64| Duration::from_secs(n.saturating_mul(mult));
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        "d" => Ok(seconds(86_400)),
+        _ => Err(format!("{s:?}: unit must be one of ms, s, m, h, d")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5 s").is_err());
+    }
+
+    #[test]
+    fn max_zoom_beyond_precision_is_refused() {
+        assert!(Config::try_parse_from(["fractile-api", "--max-zoom", "33"]).is_err());
+        assert!(Config::try_parse_from(["fractile-api", "--max-zoom", "32"]).is_ok());
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = Config::try_parse_from([
+            "fractile-api",
+            "--max-in-flight",
+            "3",
+            "--listen",
+            "127.0.0.1:1",
+        ])
+        .expect("valid flags");
+        assert_eq!(c.max_in_flight.get(), 3);
+        assert_eq!(c.listen.port(), 1);
+        assert!(Config::try_parse_from(["fractile-api", "--max-in-flight", "0"]).is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error type handlers return, and its mapping to HTTP: a status, a JSON body
+//! `{"error": {"code": "...", "message": "..."}}`, and `Retry-After` on 503s. 5xx bodies say
+//! nothing about internals; the cause is logged instead.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Seconds a client is asked to wait after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (400).
+    #[error("{message}")]
+    BadRequest {
+        /// Machine-readable reason.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// Nothing exists at this path (404).
+    #[error("{message}")]
+    NotFound {
+        /// Machine-readable reason.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// The route exists but not for this method (405).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Refused to protect the service; the client should retry later (503 + Retry-After).
+    #[error("{message}")]
+    Unavailable {
+        /// Machine-readable reason: `overloaded`, `render_queue_full`, `render_timeout`, `timeout`.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: &'static str,
+    },
+    /// A bug or an unexpected failure (500). The message is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// A 503 with the given reason.
+    pub fn unavailable(code: &'static str, message: &'static str) -> Self {
+        ApiError::Unavailable { code, message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            ApiError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, *code, message.as_str())
+            }
+            ApiError::NotFound { code, message } => {
+                (StatusCode::NOT_FOUND, *code, message.as_str())
+            }
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this path",
+            ),
+            ApiError::Unavailable { code, message } => {
+                (StatusCode::SERVICE_UNAVAILABLE, *code, *message)
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal server error",
+                )
+            }
+        };
+        let mut response = (
+            status,
+            Json(Body {
+                error: Detail { code, message },
+            }),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}

@@ -1,0 +1,191 @@
+//! Prometheus metrics of one api process.
+//!
+//! Each [`Metrics`] owns its own registry, so tests (many apps in one process) never share
+//! counters; the process collector (CPU, memory, fds) is added to it explicitly because only
+//! the crate's default registry would otherwise have it. Label values are bounded: route
+//! templates (never raw paths), status classes, cache layers and results.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets for HTTP requests: from an L1 hit (tens of µs) to a slow render.
+const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Render-time buckets: a cheap tile takes a few ms, a deep one up to seconds in debug builds.
+const RENDER_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The api's metrics. Names other tools rely on are fixed by DESIGN.md.
+pub struct Metrics {
+    registry: Registry,
+    /// `http_requests_in_flight`: traffic requests being served (the autoscaler's signal).
+    pub in_flight: IntGauge,
+    /// `http_requests_total{route, status}` with `status` a class: 2xx, 3xx, 4xx, 5xx.
+    pub requests: IntCounterVec,
+    /// `http_request_duration_seconds{route, status, cache}`.
+    pub duration: HistogramVec,
+    /// `http_requests_shed_total`: refused at the concurrency limit.
+    pub shed: IntCounter,
+    /// `http_requests_timed_out_total`: cut off by the request timeout.
+    pub timed_out: IntCounter,
+    /// `cache_requests_total{layer, result}`.
+    pub cache_requests: IntCounterVec,
+    /// `cache_bytes{layer}`: weighted size of the cache.
+    pub cache_bytes: IntGaugeVec,
+    /// `cache_entries{layer}`.
+    pub cache_entries: IntGaugeVec,
+    /// `render_duration_seconds`: CPU time of one render on the pool.
+    pub render_duration: Histogram,
+    /// `renders_total{result}`: ok, cancelled (deadline passed or caller gone), error.
+    pub renders: IntCounterVec,
+    /// `render_queue_depth`: renders waiting for a thread.
+    pub render_queue_depth: IntGauge,
+    /// `render_queue_rejected_total`: misses refused because the render queue was full.
+    pub render_rejected: IntCounter,
+    /// `render_queue_wait_seconds`: time a render waited for a thread.
+    pub render_queue_wait: Histogram,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them (and the process collector) on a new registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        let in_flight = IntGauge::new("http_requests_in_flight", "Traffic requests being served.")?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "Traffic requests by route template and status class.",
+            ),
+            &["route", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "Traffic request latency.")
+                .buckets(HTTP_BUCKETS.to_vec()),
+            &["route", "status", "cache"],
+        )?;
+        let shed = IntCounter::new(
+            "http_requests_shed_total",
+            "Requests refused with 503 because the concurrency limit was reached.",
+        )?;
+        let timed_out = IntCounter::new(
+            "http_requests_timed_out_total",
+            "Requests cut off by the request timeout.",
+        )?;
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "cache_requests_total",
+                "Tile cache lookups by layer and result.",
+            ),
+            &["layer", "result"],
+        )?;
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new("cache_bytes", "Bytes held by a cache layer."),
+            &["layer"],
+        )?;
+        let cache_entries = IntGaugeVec::new(
+            Opts::new("cache_entries", "Entries in a cache layer."),
+            &["layer"],
+        )?;
+        let render_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "render_duration_seconds",
+                "Time to render and encode one tile.",
+            )
+            .buckets(RENDER_BUCKETS.to_vec()),
+        )?;
+        let renders = IntCounterVec::new(
+            Opts::new("renders_total", "Renders by result: ok, cancelled, error."),
+            &["result"],
+        )?;
+        let render_queue_depth =
+            IntGauge::new("render_queue_depth", "Renders waiting for a render thread.")?;
+        let render_rejected = IntCounter::new(
+            "render_queue_rejected_total",
+            "Misses refused with 503 because the render queue was full.",
+        )?;
+        let render_queue_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "render_queue_wait_seconds",
+                "Time a render waited for a thread.",
+            )
+            .buckets(RENDER_BUCKETS.to_vec()),
+        )?;
+
+        let metrics = Metrics {
+            registry,
+            in_flight,
+            requests,
+            duration,
+            shed,
+            timed_out,
+            cache_requests,
+            cache_bytes,
+            cache_entries,
+            render_duration,
+            renders,
+            render_queue_depth,
+            render_rejected,
+            render_queue_wait,
+        };
+        metrics.register_all()?;
+        Ok(metrics)
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.in_flight.clone()))?;
+        r.register(Box::new(self.requests.clone()))?;
+        r.register(Box::new(self.duration.clone()))?;
+        r.register(Box::new(self.shed.clone()))?;
+        r.register(Box::new(self.timed_out.clone()))?;
+        r.register(Box::new(self.cache_requests.clone()))?;
+        r.register(Box::new(self.cache_bytes.clone()))?;
+        r.register(Box::new(self.cache_entries.clone()))?;
+        r.register(Box::new(self.render_duration.clone()))?;
+        r.register(Box::new(self.renders.clone()))?;
+        r.register(Box::new(self.render_queue_depth.clone()))?;
+        r.register(Box::new(self.render_rejected.clone()))?;
+        r.register(Box::new(self.render_queue_wait.clone()))?;
+        Ok(())
+    }
+
+    /// The exposition text of every metric.
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+
+    /// Renders finished with `result` so far (tests assert on it).
+    pub fn renders_with(&self, result: &str) -> u64 {
+        self.renders.with_label_values(&[result]).get()
+    }
+}
+
+/// Keeps `http_requests_in_flight` true: incremented on creation, decremented on drop, so a
+/// request future dropped by a timeout, load shedding or a client disconnect still counts down.
+pub struct InFlightGuard(IntGauge);
+
+impl InFlightGuard {
+    /// Counts one request in.
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        InFlightGuard(gauge.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,307 @@
+//! `GET /tiles/{z}/{x}/{y}.png?style=`: parse and validate once, then serve from the cache
+//! with the HTTP caching headers of the contract.
+//!
+//! Syntax errors (not a canonical non-negative integer, unknown style) are 400; well-formed
+//! coordinates that name no tile (too deep, past the edge, too large for the type, not
+//! `.png`) are 404.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::tile_cache::{FillError, Source, TileKey};
+
+/// The cache outcome of a response, left in its extensions for the metrics layer.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLabel(pub &'static str);
+
+/// The query string of a tile request.
+#[derive(Debug, Deserialize)]
+pub struct TileQuery {
+    style: Option<String>,
+}
+
+/// Parses the path segments and the style into a valid key.
+pub fn parse_key(
+    z: &str,
+    x: &str,
+    y: &str,
+    style: Option<&str>,
+    max_zoom: MaxZoom,
+) -> Result<TileKey, ApiError> {
+    let y = y.strip_suffix(".png").ok_or_else(|| ApiError::NotFound {
+        code: "not_found",
+        message: "tiles are served as .png only".into(),
+    })?;
+    let z = coordinate("z", z)?;
+    let (x, y) = (coordinate("x", x)?, coordinate("y", y)?);
+    let too_large = || ApiError::NotFound {
+        code: "tile_not_found",
+        message: format!(
+            "no tile {z}/{x}/{y}: beyond the maximum zoom {}",
+            max_zoom.get()
+        ),
+    };
+    let z = u8::try_from(z).map_err(|_| too_large())?;
+    let x = u32::try_from(x).map_err(|_| too_large())?;
+    let y = u32::try_from(y).map_err(|_| too_large())?;
+    let tile = TileId::new(z, x, y, max_zoom).map_err(|e| ApiError::NotFound {
+        code: "tile_not_found",
+        message: e.to_string(),
+    })?;
+    let style = match style {
+        None => Style::default(),
+        Some(name) => {
+            name.parse()
+                .map_err(|e: fractile_render::UnknownStyle| ApiError::BadRequest {
+                    code: "unknown_style",
+                    message: e.to_string(),
+                })?
+        }
+    };
+    Ok(TileKey { tile, style })
+}
+
+/// A coordinate in canonical form: ASCII digits, no sign, no leading zero. Canonical URLs
+/// matter for caching: `/tiles/1/01/0.png` would be a second URL, and a second cache entry in
+/// every browser and CDN, for the same tile. Values too large for `u64` saturate; the caller
+/// turns them into 404s.
+fn coordinate(name: &str, s: &str) -> Result<u64, ApiError> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    if !canonical {
+        let shown: String = s.chars().take(32).collect();
+        return Err(ApiError::BadRequest {
+            code: "invalid_coordinate",
+            message: format!(
+                "{name} must be a non-negative integer without sign or leading zeros, got {shown:?}"
+            ),
+        });
+    }
+    Ok(s.parse().unwrap_or(u64::MAX))
+}
+
+/// The strong validator of a tile: rendering is deterministic, so the renderer version and
+/// the key identify the bytes exactly, and a 304 needs no cache lookup at all.
+fn etag(key: &TileKey) -> HeaderValue {
+    let t = key.tile;
+    let value = format!(
+        "\"{RENDER_VERSION}-{}-{}-{}-{}\"",
+        key.style,
+        t.z(),
+        t.x(),
+        t.y()
+    );
+    // Only ASCII letters, digits, dashes and quotes: always a valid header value.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
+}
+
+/// `If-None-Match` matches when it lists our tag (weak comparison, as RFC 9110 prescribes
+/// for this header) or is `*`.
+fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Some(Ok(value)) = headers.get(header::IF_NONE_MATCH).map(|v| v.to_str()) else {
+        return false;
+    };
+    let ours = etag.as_bytes();
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `Server-Timing` for a served tile, so a browser's devtools show where the time went.
+fn server_timing(source: Source, elapsed: Duration) -> HeaderValue {
+    let mut out = String::new();
+    match source {
+        Source::L1 => {
+            let _ = write!(out, "l1;desc=\"L1 hit\";dur={:.3}", millis(elapsed));
+        }
+        Source::Rendered { queued, rendered } => {
+            let _ = write!(
+                out,
+                "queue;desc=\"render queue\";dur={:.3}, render;dur={:.3}, total;dur={:.3}",
+                millis(queued),
+                millis(rendered),
+                millis(elapsed)
+            );
+        }
+        Source::Coalesced => {
+            let _ = write!(
+                out,
+                "coalesced;desc=\"waited for another request's render\";dur={:.3}",
+                millis(elapsed)
+            );
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("total"))
+}
+
+/// The tile handler.
+pub async fn get_tile(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    query: Result<Query<TileQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((z, x, y)) = path.map_err(|e| ApiError::BadRequest {
+        code: "invalid_path",
+        message: e.body_text(),
+    })?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest {
+        code: "invalid_query",
+        message: e.body_text(),
+    })?;
+    let key = parse_key(&z, &x, &y, query.style.as_deref(), state.max_zoom)?;
+
+    let etag = etag(&key);
+    let cache_control = state.cache_control.clone();
+    if not_modified(&headers, &etag) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        let h = response.headers_mut();
+        h.insert(header::ETAG, etag);
+        h.insert(header::CACHE_CONTROL, cache_control);
+        response.extensions_mut().insert(CacheLabel("not_modified"));
+        return Ok(response);
+    }
+
+    let served = state.tiles.get(key).await.map_err(|e| match e.as_ref() {
+        FillError::QueueFull(_) => {
+            ApiError::unavailable("render_queue_full", "render queue is full; retry shortly")
+        }
+        FillError::Deadline => ApiError::unavailable(
+            "render_timeout",
+            "the tile did not render in time; retry shortly",
+        ),
+        FillError::Render(cause) => ApiError::Internal(cause.clone()),
+    })?;
+
+    let (x_cache, label) = match served.source {
+        Source::L1 => ("L1", "l1"),
+        Source::Rendered { .. } => ("MISS", "rendered"),
+        Source::Coalesced => ("MISS", "coalesced"),
+    };
+    let mut response = served.png.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    h.insert(header::CACHE_CONTROL, cache_control);
+    h.insert(header::ETAG, etag);
+    h.insert("x-cache", HeaderValue::from_static(x_cache));
+    h.insert(
+        "server-timing",
+        server_timing(served.source, served.elapsed),
+    );
+    response.extensions_mut().insert(CacheLabel(label));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max() -> MaxZoom {
+        MaxZoom::new(18).expect("valid")
+    }
+
+    fn status_of(z: &str, x: &str, y: &str, style: Option<&str>) -> Option<&'static str> {
+        match parse_key(z, x, y, style, max()) {
+            Ok(_) => None,
+            Err(ApiError::BadRequest { code, .. } | ApiError::NotFound { code, .. }) => Some(code),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_coordinates_parse() {
+        let key = parse_key("3", "7", "0.png", Some("fire"), max()).expect("valid");
+        assert_eq!(
+            (key.tile.z(), key.tile.x(), key.tile.y(), key.style),
+            (3, 7, 0, Style::Fire)
+        );
+        assert_eq!(
+            parse_key("0", "0", "0.png", None, max())
+                .expect("valid")
+                .style,
+            Style::Classic
+        );
+    }
+
+    #[test]
+    fn malformed_coordinates_are_bad_requests() {
+        for (z, x, y) in [
+            ("-1", "0", "0.png"),
+            ("1", "-0", "0.png"),
+            ("a", "0", "0.png"),
+            ("1", "0", ".png"),
+            ("+1", "0", "0.png"),
+            ("1", "01", "0.png"),
+            ("1", "0", "0x1.png"),
+            ("1", " 0", "0.png"),
+            ("", "0", "0.png"),
+        ] {
+            assert_eq!(
+                status_of(z, x, y, None),
+                Some("invalid_coordinate"),
+                "{z}/{x}/{y}"
+            );
+        }
+    }
+
+    #[test]
+    fn coordinates_naming_no_tile_are_not_found() {
+        assert_eq!(status_of("19", "0", "0.png", None), Some("tile_not_found"));
+        assert_eq!(status_of("2", "4", "0.png", None), Some("tile_not_found"));
+        assert_eq!(status_of("300", "0", "0.png", None), Some("tile_not_found"));
+        assert_eq!(
+            status_of("1", "99999999999999999999999", "0.png", None),
+            Some("tile_not_found")
+        );
+        assert_eq!(status_of("1", "0", "0.jpg", None), Some("not_found"));
+        assert_eq!(status_of("1", "0", "0", None), Some("not_found"));
+    }
+
+    #[test]
+    fn unknown_styles_are_bad_requests() {
+        assert_eq!(
+            status_of("1", "0", "0.png", Some("neon")),
+            Some("unknown_style")
+        );
+        assert_eq!(
+            status_of("1", "0", "0.png", Some("")),
+            Some("unknown_style")
+        );
+    }
+
+    #[test]
+    fn if_none_match_accepts_lists_weak_tags_and_star() {
+        let key = parse_key("1", "1", "0.png", None, max()).expect("valid");
+        let tag = etag(&key);
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::IF_NONE_MATCH,
+                HeaderValue::from_str(v).expect("ascii"),
+            );
+            not_modified(&h, &tag)
+        };
+        assert!(with(tag.to_str().expect("ascii")));
+        assert!(with(&format!(
+            "\"other\", W/{}",
+            tag.to_str().expect("ascii")
+        )));
+        assert!(with("*"));
+        assert!(!with("\"r0-classic-1-1-0\""));
+        assert!(!not_modified(&HeaderMap::new(), &tag));
+    }
+}
