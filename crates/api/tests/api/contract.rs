@@ -1,0 +1,148 @@
+//! The HTTP contract of the tile route, through `oneshot`.
+
+use axum::http::{StatusCode, header};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_tile_is_a_256_png_with_caching_headers() {
+    let (_state, app) = app_with(&config());
+    let response = send(&app, get("/tiles/3/2/3.png?style=fire")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let h = response.headers().clone();
+    assert_eq!(h[header::CONTENT_TYPE], "image/png");
+    assert_eq!(h[header::CACHE_CONTROL], "public, max-age=86400, immutable");
+    assert_eq!(h[header::ETAG], "\"r1-fire-3-2-3\"");
+    assert_eq!(h["x-cache"], "MISS");
+    let timing = h["server-timing"].to_str().expect("ascii");
+    assert!(timing.contains("render;dur="), "{timing}");
+    assert!(h.contains_key("x-request-id"));
+
+    let png = body_bytes(response).await;
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let info = decoder.read_info().expect("valid png").info().clone();
+    assert_eq!((info.width, info.height), (256, 256));
+
+    let again = send(&app, get("/tiles/3/2/3.png?style=fire")).await;
+    assert_eq!(again.headers()["x-cache"], "L1");
+    assert!(
+        again.headers()["server-timing"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("l1;")
+    );
+}
+
+#[tokio::test]
+async fn a_matching_if_none_match_gets_304_without_a_body() {
+    let (state, app) = app_with(&config());
+    let request = axum::http::Request::get("/tiles/1/0/1.png")
+        .header(header::IF_NONE_MATCH, "\"r1-classic-1-0-1\"")
+        .body(axum::body::Body::empty())
+        .expect("valid");
+    let response = send(&app, request).await;
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(response.headers()[header::ETAG], "\"r1-classic-1-0-1\"");
+    assert!(body_bytes(response).await.is_empty());
+    assert_eq!(
+        state.metrics.renders_with("ok"),
+        0,
+        "revalidation needs no render"
+    );
+}
+
+#[tokio::test]
+async fn bad_coordinates_get_json_errors() {
+    let (_state, app) = app_with(&config());
+    let cases = [
+        (
+            "/tiles/-1/0/0.png",
+            StatusCode::BAD_REQUEST,
+            "invalid_coordinate",
+        ),
+        (
+            "/tiles/1/x/0.png",
+            StatusCode::BAD_REQUEST,
+            "invalid_coordinate",
+        ),
+        (
+            "/tiles/1/0/01.png",
+            StatusCode::BAD_REQUEST,
+            "invalid_coordinate",
+        ),
+        (
+            "/tiles/1/0/0.png?style=neon",
+            StatusCode::BAD_REQUEST,
+            "unknown_style",
+        ),
+        (
+            "/tiles/1/0/0.png?style=fire&style=ocean",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        ("/tiles/25/0/0.png", StatusCode::NOT_FOUND, "tile_not_found"),
+        ("/tiles/2/4/0.png", StatusCode::NOT_FOUND, "tile_not_found"),
+        (
+            "/tiles/1/0/4294967296.png",
+            StatusCode::NOT_FOUND,
+            "tile_not_found",
+        ),
+        ("/tiles/1/0/0.jpg", StatusCode::NOT_FOUND, "not_found"),
+        ("/tiles/1/0.png", StatusCode::NOT_FOUND, "not_found"),
+        ("/tiles/1/0/0/0.png", StatusCode::NOT_FOUND, "not_found"),
+        ("/elsewhere", StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (uri, status, code) in cases {
+        let response = send(&app, get(uri)).await;
+        assert_eq!(response.status(), status, "{uri}");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/json",
+            "{uri}"
+        );
+        assert_eq!(error_code(response).await, code, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn other_methods_get_a_json_405() {
+    let (_state, app) = app_with(&config());
+    let request = axum::http::Request::post("/tiles/1/0/0.png")
+        .body(axum::body::Body::empty())
+        .expect("valid");
+    let response = send(&app, request).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(response).await, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn an_incoming_request_id_is_kept_and_returned() {
+    let (_state, app) = app_with(&config());
+    let request = axum::http::Request::get("/tiles/0/0/0.png")
+        .header("x-request-id", "lb-1234")
+        .body(axum::body::Body::empty())
+        .expect("valid");
+    let response = send(&app, request).await;
+    assert_eq!(response.headers()["x-request-id"], "lb-1234");
+}
+
+#[tokio::test]
+async fn the_viewer_page_is_served_with_the_max_zoom() {
+    let mut config = config();
+    config.max_zoom = 17;
+    let (_state, app) = app_with(&config);
+    let response = send(&app, get("/")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    let html = String::from_utf8(body_bytes(response).await.to_vec()).expect("utf-8");
+    assert!(html.contains("content=\"17\""), "max zoom filled in");
+    assert!(
+        html.contains("integrity=\"sha256-"),
+        "CDN assets pinned by hash"
+    );
+}

@@ -1,0 +1,118 @@
+//! Shared test plumbing: building apps and servers, driving requests, occupying the
+//! render pool so that "concurrent" is a fact rather than a hope.
+
+use std::num::NonZeroUsize;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response};
+use fractile_api::{AppState, Config};
+use tower::ServiceExt;
+
+/// Test settings: loopback on port 0, one render thread, everything else default.
+pub fn config() -> Config {
+    let mut config = Config::for_tests();
+    config.render_threads = NonZeroUsize::new(1);
+    config
+}
+
+/// State and traffic app for `config`.
+pub fn app_with(config: &Config) -> (AppState, Router) {
+    let state = AppState::new(config).expect("state builds");
+    let app = fractile_api::app::app(state.clone());
+    (state, app)
+}
+
+/// Sends one request through `app` without a socket.
+pub async fn send(app: &Router, request: Request<Body>) -> Response<Body> {
+    app.clone()
+        .oneshot(request)
+        .await
+        .expect("router is infallible")
+}
+
+/// A GET request for `uri`.
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .body(Body::empty())
+        .expect("valid request")
+}
+
+/// The response body as bytes.
+pub async fn body_bytes(response: Response<Body>) -> bytes::Bytes {
+    axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .expect("body reads")
+}
+
+/// The response body as JSON.
+pub async fn body_json(response: Response<Body>) -> serde_json::Value {
+    serde_json::from_slice(&body_bytes(response).await).expect("JSON body")
+}
+
+/// The `error.code` of a JSON error response.
+pub async fn error_code(response: Response<Body>) -> String {
+    body_json(response).await["error"]["code"]
+        .as_str()
+        .expect("error.code is a string")
+        .to_owned()
+}
+
+/// Waits (bounded) until `condition` holds.
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Holds every render thread of `state` busy until dropped (or `release`d), so renders
+/// queued meanwhile wait. Returns once the threads are really occupied.
+pub struct RenderGate {
+    release: Vec<mpsc::Sender<()>>,
+    // The pool skips work nobody waits for, so the gate jobs' receivers must stay alive.
+    _results: Vec<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl RenderGate {
+    pub async fn close(state: &AppState, threads: usize) -> Self {
+        let pool = state.tiles.pool();
+        let (mut release, mut results) = (Vec::new(), Vec::new());
+        let far = Instant::now() + Duration::from_secs(60);
+        for _ in 0..threads {
+            // With a zero-length queue a job is only taken while a thread waits in recv, and
+            // a fresh thread may not be there yet: retry briefly.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (tx, rx) = mpsc::channel::<()>();
+                if let Ok(result) = pool.try_spawn(far, move |_| {
+                    let _ = rx.recv();
+                }) {
+                    release.push(tx);
+                    results.push(result);
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the render pool never accepted the gate job"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        eventually("the gate jobs occupy the render threads", || {
+            pool.queued() == 0
+        })
+        .await;
+        RenderGate {
+            release,
+            _results: results,
+        }
+    }
+
+    pub fn open(self) {
+        drop(self.release);
+    }
+}

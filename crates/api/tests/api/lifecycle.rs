@@ -1,0 +1,314 @@
+//! The real thing on sockets: serving, panics that keep the connection, graceful shutdown
+//! of the library server and of the binary on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use fractile_api::{AppState, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::helpers::*;
+
+/// A started server: its addresses, state, a trigger for shutdown and the run task.
+struct Running {
+    base: String,
+    admin: String,
+    state: AppState,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn spawn_server(config: fractile_api::Config) -> Running {
+    let server = Server::bind(config).await.expect("binds");
+    let base = format!("http://{}", server.traffic_addr());
+    let admin = format!("http://{}", server.admin_addr());
+    let state = server.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        base,
+        admin,
+        state,
+        stop,
+        task,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn a_real_server_serves_tiles_probes_and_metrics() {
+    let running = spawn_server(config()).await;
+    let http = client();
+    let tile = http
+        .get(format!("{}/tiles/4/5/6.png", running.base))
+        .send()
+        .await
+        .expect("tile");
+    assert_eq!(tile.status(), 200);
+    assert_eq!(tile.headers()["x-cache"], "MISS");
+    assert!(tile.bytes().await.expect("body").starts_with(b"\x89PNG"));
+
+    for probe in ["livez", "readyz"] {
+        let r = http
+            .get(format!("{}/{probe}", running.admin))
+            .send()
+            .await
+            .expect("probe");
+        assert_eq!(r.status(), 200, "{probe}");
+    }
+    let metrics = http
+        .get(format!("{}/metrics", running.admin))
+        .send()
+        .await
+        .expect("metrics");
+    let text = metrics.text().await.expect("text");
+    for name in [
+        "http_requests_in_flight",
+        "http_requests_total{route=\"/tiles/{z}/{x}/{y}\",status=\"2xx\"} 1",
+        "http_request_duration_seconds_bucket",
+        "http_requests_shed_total",
+        "http_requests_timed_out_total",
+        "cache_requests_total{layer=\"l1\",result=\"miss\"} 1",
+        "cache_bytes{layer=\"l1\"}",
+        "cache_entries{layer=\"l1\"} 1",
+        "render_duration_seconds_count 1",
+        "render_queue_depth 0",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(name), "metrics lack {name}");
+    }
+    // The admin port does not serve tiles, and the traffic port does not serve metrics.
+    let r = http
+        .get(format!("{}/tiles/0/0/0.png", running.admin))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(format!("{}/metrics", running.base))
+        .send()
+        .await
+        .expect("traffic");
+    assert_eq!(r.status(), 404);
+
+    running.stop.send(()).expect("server waits");
+    running.task.await.expect("task").expect("clean exit");
+}
+
+/// Reads one HTTP/1.1 response (headers plus a Content-Length body) off `stream`.
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("response arrives")
+            .expect("read");
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = &text[..end];
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                let status = head[9..12].parse().expect("status code");
+                return (status, text[end + 4..end + 4 + length].to_owned());
+            }
+        }
+    }
+}
+
+async fn boom() -> &'static str {
+    panic!("deliberate test panic")
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gives_500_and_the_connection_lives_on() {
+    let state = AppState::new(&config()).expect("state");
+    let routes = Router::new()
+        .route("/boom", get(boom))
+        .route("/fine", get(|| async { "fine" }));
+    let app = fractile_api::app::stack(routes, state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /boom HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("write");
+    let (status, body) = read_response(&mut stream).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("\"internal\""), "JSON error body: {body}");
+    assert!(
+        !body.contains("deliberate"),
+        "5xx bodies say nothing internal"
+    );
+    // Same connection, next request.
+    stream
+        .write_all(b"GET /fine HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(read_response(&mut stream).await, (200, "fine".to_owned()));
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_fails_readiness() {
+    const REQUESTS: usize = 5;
+    let running = spawn_server(config()).await;
+    let gate = RenderGate::close(&running.state, 1).await;
+    let http = client();
+    let requests: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let (http, url) = (http.clone(), format!("{}/tiles/6/{i}/30.png", running.base));
+            tokio::spawn(async move { http.get(url).send().await })
+        })
+        .collect();
+    let state = running.state.clone();
+    eventually("requests are in flight", || {
+        state.metrics.in_flight.get() == REQUESTS as i64
+    })
+    .await;
+
+    running.stop.send(()).expect("server waits");
+    eventually("readiness goes false", || state.readiness.is_draining()).await;
+    let ready = http
+        .get(format!("{}/readyz", running.admin))
+        .send()
+        .await
+        .expect("admin still up");
+    assert_eq!(ready.status(), 503);
+    // New connections are refused while the old ones drain.
+    let refused = http
+        .get(format!("{}/tiles/0/0/0.png", running.base))
+        .send()
+        .await;
+    assert!(refused.is_err(), "no new connections after shutdown began");
+
+    gate.open();
+    for request in requests {
+        let response = request
+            .await
+            .expect("task")
+            .expect("in-flight request completes");
+        assert_eq!(response.status(), 200);
+    }
+    let finished = tokio::time::timeout(Duration::from_secs(10), running.task).await;
+    finished
+        .expect("run returns after draining")
+        .expect("task")
+        .expect("clean exit");
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_on_stuck_requests_after_its_deadline() {
+    let mut config = config();
+    config.shutdown_timeout = Duration::from_millis(200);
+    let running = spawn_server(config).await;
+    let gate = RenderGate::close(&running.state, 1).await;
+    let url = format!("{}/tiles/6/1/31.png", running.base);
+    let http = client();
+    let _stuck = tokio::spawn(async move { http.get(url).send().await });
+    let state = running.state.clone();
+    eventually("the request is in flight", || {
+        state.metrics.in_flight.get() == 1
+    })
+    .await;
+    let started = Instant::now();
+    running.stop.send(()).expect("server waits");
+    let finished = tokio::time::timeout(Duration::from_secs(5), running.task).await;
+    finished
+        .expect("run returns despite the stuck request")
+        .expect("task")
+        .expect("clean exit");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    gate.open();
+}
+
+#[test]
+fn the_binary_exits_cleanly_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fractile-api"))
+        .env("FRACTILE_LISTEN", "127.0.0.1:0")
+        .env("FRACTILE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("FRACTILE_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let listening = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a 'listening' log line");
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if event["message"] == "listening" {
+            break event;
+        }
+    };
+    let traffic = listening["traffic"]
+        .as_str()
+        .expect("traffic address")
+        .to_owned();
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let status = runtime.block_on(async {
+        client()
+            .get(format!("http://{traffic}/tiles/1/1/1.png"))
+            .send()
+            .await
+            .expect("tile")
+            .status()
+    });
+    assert_eq!(status, 200);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the binary did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    let drained = lines.try_iter().any(|l| l.contains("drained"));
+    assert!(drained, "the binary logged that it drained");
+}

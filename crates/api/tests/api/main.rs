@@ -1,0 +1,8 @@
+//! The api's behaviour, tested through its HTTP surface: `oneshot` calls for the contract,
+//! a real server on port 0 for sockets, shutdown and the binary itself.
+
+mod admission;
+mod cache;
+mod contract;
+mod helpers;
+mod lifecycle;
