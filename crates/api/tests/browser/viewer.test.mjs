@@ -90,6 +90,7 @@ const problems = [];      // page errors, unhandled rejections, console errors
 const offHost = [];       // aborted off-host requests
 const cdnServed = [];     // Leaflet files served from node_modules
 let injected503 = null;   // the tile request answered with a 503 by the test
+let ignored503 = 0;       // console messages about it
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -153,7 +154,10 @@ try {
     const text = msg.text();
     const loc = msg.location().url || '';
     // Chromium logs the injected 503 as "Failed to load resource: ... status of 503".
-    if (/status of 503/.test(text) && injected503 && loc === injected503) return;
+    if (/status of 503/.test(text) && injected503 && loc === injected503) {
+      ignored503++;
+      return;
+    }
     problems.push(`console error: ${text}${loc ? ` (${loc})` : ''}`);
   });
   const noProblems = () =>
@@ -189,10 +193,12 @@ try {
       { timeout: STEP_TIMEOUT_MS });
     const img = await page.$eval(`${painted} img`, (el) => ({
       complete: el.complete, w: el.naturalWidth, h: el.naturalHeight, src: el.src,
+      visibility: getComputedStyle(el).visibility,
     }));
     assert(img.complete && img.w === 256 && img.h === 256,
       `painted tile image is ${img.w}x${img.h} (complete=${img.complete})`);
     assert(img.src.startsWith('blob:'), `tile image src is not an object URL: ${img.src}`);
+    assert(img.visibility === 'visible', `painted tile is not visible (visibility: ${img.visibility})`);
     return `${await page.locator(painted).count()} painted`;
   });
 
@@ -214,8 +220,10 @@ try {
       const el = document.querySelector(s);
       return el && el.dataset.loaded === '1' && el.dataset.retries === '1' && !el.dataset.error;
     }, sel, { timeout: STEP_TIMEOUT_MS });
+    const visibility = await page.$eval(sel, (el) => getComputedStyle(el).visibility);
+    assert(visibility === 'visible', `the re-fetched tile is not visible (visibility: ${visibility})`);
     noProblems();
-    return `${z}/${x}/${y}`;
+    return `${z}/${x}/${y}; ${ignored503} console note(s) of it ignored`;
   });
 
   // --- 5. zoom --------------------------------------------------------------
@@ -265,6 +273,7 @@ try {
       assert(l.outlineShown && l.outline === l.expected,
         `tile "${l.text}": outline ${l.outline} (shown=${l.outlineShown}), expected ${l.expected}`);
     }
+    await waitForAllPainted(page);
     await page.screenshot({ path: path.join(OUTPUT, 'viewer-tile-info.png') });
     await page.keyboard.press('Space');
     const off = await page.$eval('#map', (el) => !el.classList.contains('show-tile-info'));
@@ -299,7 +308,7 @@ try {
 } catch (err) {
   exitCode = 1;
   console.error(`FAIL${err.step ? ` - ${err.step}` : ''}: ${err.message}`);
-  if (problems.length) console.error(`errors seen in the page:\n  ${problems.join('\n  ')}`);
+  if (problems.length && !/errors in the page/.test(err.message)) console.error(`errors seen in the page:\n  ${problems.join('\n  ')}`);
   console.log(`viewer: ${passed} passed, 1 failed`);
 } finally {
   await browser.close().catch(() => {});
@@ -307,10 +316,12 @@ try {
 }
 process.exit(exitCode);
 
-// Waits (bounded) until every tile Leaflet currently shows is painted.
+// Waits (bounded) until every tile Leaflet currently shows is painted and
+// has finished fading in (Leaflet animates tile opacity from 0 to 1).
 async function waitForAllPainted(page) {
   await page.waitForFunction(() => {
     const tiles = [...document.querySelectorAll('.fractile-tile')];
-    return tiles.length > 0 && tiles.every((t) => t.dataset.loaded === '1');
+    return tiles.length > 0 &&
+      tiles.every((t) => t.dataset.loaded === '1' && (t.style.opacity === '' || t.style.opacity === '1'));
   }, null, { timeout: STEP_TIMEOUT_MS });
 }
