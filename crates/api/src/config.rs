@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// How long a client may take to send a request's headers before its connection is
+    /// closed (defends against slowloris; also closes idle keep-alive connections).
+    #[arg(long, env = "FRACTILE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
     /// `max-age` of tile responses: tiles never change for a given renderer version.
     #[arg(long, env = "FRACTILE_CACHE_MAX_AGE", default_value = "1d", value_parser = parse_duration)]
     pub cache_max_age: Duration,

@@ -7,6 +7,7 @@
 //! - [`tile_cache`]: L1 (moka) in front of rendering, with coalesced misses;
 //! - [`render_pool`]: the bounded thread pool renders run on, off the async executor;
 //! - [`admin`]: probes and metrics on their own port;
+//! - [`serve`]: the accept loop, with a header-read deadline and graceful shutdown;
 //! - [`metrics`], [`telemetry`], [`error`]: the cross-cutting parts.
 //!
 //! The entry point is [`Server`]: `bind` the two listeners, then `run` until the shutdown
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod render_pool;
+pub mod serve;
 pub mod telemetry;
 pub mod tile_cache;
 pub mod tiles;
@@ -127,6 +129,7 @@ pub struct Server {
     admin: TcpListener,
     state: AppState,
     shutdown_timeout: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Server {
@@ -144,6 +147,7 @@ impl Server {
             admin,
             state,
             shutdown_timeout: config.shutdown_timeout,
+            header_read_timeout: config.header_read_timeout,
         })
     }
 
@@ -175,6 +179,7 @@ impl Server {
             admin,
             state,
             shutdown_timeout,
+            header_read_timeout,
         } = self;
         tracing::info!(
             traffic = %traffic.local_addr()?,
@@ -184,16 +189,18 @@ impl Server {
         );
         let stop_traffic = CancellationToken::new();
         let stop_admin = CancellationToken::new();
-        let mut traffic_server = tokio::spawn(
-            axum::serve(traffic, app::app(state.clone()))
-                .with_graceful_shutdown(stop_traffic.clone().cancelled_owned())
-                .into_future(),
-        );
-        let mut admin_server = tokio::spawn(
-            axum::serve(admin, admin::admin_app(state.clone()))
-                .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
-                .into_future(),
-        );
+        let mut traffic_server = tokio::spawn(serve::serve(
+            traffic,
+            app::app(state.clone()),
+            header_read_timeout,
+            stop_traffic.clone(),
+        ));
+        let mut admin_server = tokio::spawn(serve::serve(
+            admin,
+            admin::admin_app(state.clone()),
+            header_read_timeout,
+            stop_admin.clone(),
+        ));
 
         tokio::select! {
             () = shutdown => {}
@@ -208,8 +215,8 @@ impl Server {
         state.readiness.drain();
         stop_traffic.cancel();
         match tokio::time::timeout(shutdown_timeout, traffic_server).await {
-            Ok(Ok(Ok(()))) => tracing::info!("drained"),
-            Ok(ended) => tracing::error!(?ended, "traffic server failed while draining"),
+            Ok(Ok(())) => tracing::info!("drained"),
+            Ok(Err(panicked)) => tracing::error!(%panicked, "traffic server failed while draining"),
             Err(_) => tracing::warn!(
                 in_flight = state.metrics.in_flight.get(),
                 "shutdown timeout passed with requests in flight; exiting anyway"

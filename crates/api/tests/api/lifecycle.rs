@@ -312,3 +312,40 @@ fn the_binary_exits_cleanly_on_sigterm() {
     let drained = lines.try_iter().any(|l| l.contains("drained"));
     assert!(drained, "the binary logged that it drained");
 }
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    let mut config = config();
+    config.header_read_timeout = Duration::from_millis(300);
+    let running = spawn_server(config).await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream
+        .write_all(b"GET /tiles/0/0/0.png HTTP/1.1\r\nHost: test\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    // One header byte every 50 ms never completes the request; the server must hang up.
+    let closed_after = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "connection still open after 5 s"
+        );
+        if stream.write_all(b"x").await.is_err() {
+            break started.elapsed();
+        }
+        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break started.elapsed(),
+            // hyper may answer 408 before closing; the connection ends either way.
+            Ok(Ok(_)) => assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408")),
+            Err(_still_open) => {}
+        }
+    };
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "closed after {closed_after:?}"
+    );
+    running.stop.send(()).expect("server waits");
+    running.task.await.expect("task").expect("clean exit");
+}
