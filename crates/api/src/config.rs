@@ -5,17 +5,9 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use fractile_render::MaxZoom;
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line, for containers and log shippers.
-    Json,
-    /// Human-readable, for a terminal.
-    Pretty,
-}
+use fractile_runtime::{LogFormat, parse_duration};
 
 /// The api's settings.
 #[derive(Debug, Clone, Parser)]
@@ -108,37 +100,9 @@ fn parse_max_zoom_u8(s: &str) -> Result<u8, String> {
     MaxZoom::new(z).map(MaxZoom::get).map_err(|e| e.to_string())
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h` or `1d`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 5s"))?;
-    let seconds = |mult: u64| Duration::from_secs(n.saturating_mul(mult));
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(seconds(1)),
-        "m" => Ok(seconds(60)),
-        "h" => Ok(seconds(3600)),
-        "d" => Ok(seconds(86_400)),
-        _ => Err(format!("{s:?}: unit must be one of ms, s, m, h, d")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5 s").is_err());
-    }
 
     #[test]
     fn max_zoom_beyond_precision_is_refused() {

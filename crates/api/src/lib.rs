@@ -7,8 +7,8 @@
 //! - [`tile_cache`]: L1 (moka) in front of rendering, with coalesced misses;
 //! - [`render_pool`]: the bounded thread pool renders run on, off the async executor;
 //! - [`admin`]: probes and metrics on their own port;
-//! - [`serve`]: the accept loop, with a header-read deadline and graceful shutdown;
-//! - [`metrics`], [`telemetry`], [`error`]: the cross-cutting parts.
+//! - [`metrics`], [`error`]: the cross-cutting parts; process plumbing (logging, the
+//!   accept loop, signals) lives in `fractile-runtime`.
 //!
 //! The entry point is [`Server`]: `bind` the two listeners, then `run` until the shutdown
 //! future resolves; tests pass their own future, the binary passes [`shutdown_signal`].
@@ -19,15 +19,12 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod render_pool;
-pub mod serve;
-pub mod telemetry;
 pub mod tile_cache;
 pub mod tiles;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -37,6 +34,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+use fractile_runtime::serve;
+pub use fractile_runtime::{Readiness, shutdown_signal};
 
 use crate::metrics::Metrics;
 use crate::render_pool::RenderPool;
@@ -48,22 +47,6 @@ const VIEWER_HTML: &str = include_str!("viewer/index.html");
 /// How long the admin port stays up after traffic has drained, so a last scrape can
 /// see the final counters.
 const ADMIN_LINGER: Duration = Duration::from_millis(500);
-
-/// Whether this instance should receive traffic. Flipped once, when shutdown begins.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// Marks the instance as draining: `/readyz` fails from now on.
-    pub fn drain(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// True once [`Readiness::drain`] was called.
-    pub fn is_draining(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -226,29 +209,5 @@ impl Server {
         stop_admin.cancel();
         let _ = tokio::time::timeout(ADMIN_LINGER, admin_server).await;
         Ok(())
-    }
-}
-
-/// Resolves on SIGTERM (how orchestrators stop a process) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use fractile_api::{Config, Server, shutdown_signal, telemetry};
+use fractile_api::{Config, Server, shutdown_signal};
+use fractile_runtime::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -3,7 +3,14 @@
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::LogFormat;
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for containers and log shippers.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
 
 /// Installs the global subscriber. A second call (tests) leaves the first in place.
 pub fn init(format: LogFormat) {

@@ -1,0 +1,97 @@
+//! Process plumbing shared by `fractile-api` and `fractile-worker`: what every long-running
+//! fractile process needs and neither binary owns.
+//!
+//! - [`telemetry`]: the `tracing` subscriber (JSON or pretty);
+//! - [`serve`]: an HTTP accept loop with a header-read deadline and graceful drain;
+//! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves;
+//! - [`parse_duration`]: the `5s` / `250ms` syntax of every duration setting.
+
+pub mod serve;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use telemetry::LogFormat;
+
+/// Whether this process should receive work. Flipped once, when shutdown begins.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the process as draining: readiness probes fail from now on.
+    pub fn drain(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// True once [`Readiness::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Resolves on SIGTERM (how orchestrators stop a process) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h` or `1d` (a clap `value_parser`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 5s"))?;
+    let seconds = |mult: u64| Duration::from_secs(n.saturating_mul(mult));
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        "d" => Ok(seconds(86_400)),
+        _ => Err(format!("{s:?}: unit must be one of ms, s, m, h, d")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5 s").is_err());
+    }
+
+    #[test]
+    fn readiness_flips_once() {
+        let r = Readiness::default();
+        assert!(!r.is_draining());
+        r.clone().drain();
+        assert!(r.is_draining());
+    }
+}
