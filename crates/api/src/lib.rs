@@ -5,7 +5,6 @@
 //! - [`app`]: the traffic router and its admission-control stack;
 //! - [`tiles`]: the tile route's parsing, validation and caching headers;
 //! - [`tile_cache`]: L1 (moka) in front of rendering, with coalesced misses;
-//! - [`render_pool`]: the bounded thread pool renders run on, off the async executor;
 //! - [`admin`]: probes and metrics on their own port;
 //! - [`metrics`], [`error`]: the cross-cutting parts; process plumbing (logging, the
 //!   accept loop, signals) lives in `fractile-runtime`.
@@ -18,7 +17,6 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod metrics;
-pub mod render_pool;
 pub mod tile_cache;
 pub mod tiles;
 
@@ -38,8 +36,8 @@ use fractile_runtime::serve;
 pub use fractile_runtime::{Readiness, shutdown_signal};
 
 use crate::metrics::Metrics;
-use crate::render_pool::RenderPool;
 use crate::tile_cache::TileCache;
+use fractile_runtime::pool::RenderPool;
 
 /// The viewer page; `{{MAX_ZOOM}}` is filled in at start-up.
 const VIEWER_HTML: &str = include_str!("viewer/index.html");
@@ -76,7 +74,7 @@ impl AppState {
         let pool = RenderPool::new(
             config.render_threads(),
             config.render_queue,
-            Arc::clone(&metrics),
+            metrics.pool_metrics(),
         )
         .context("starting render threads")?;
         let tiles = TileCache::new(

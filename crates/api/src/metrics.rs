@@ -5,6 +5,7 @@
 //! the crate's default registry would otherwise have it. Label values are bounded: route
 //! templates (never raw paths), status classes, cache layers and results.
 
+use fractile_runtime::pool::PoolMetrics;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -157,6 +158,16 @@ impl Metrics {
         r.register(Box::new(self.render_rejected.clone()))?;
         r.register(Box::new(self.render_queue_wait.clone()))?;
         Ok(())
+    }
+
+    /// The handles the render pool keeps up to date.
+    pub fn pool_metrics(&self) -> PoolMetrics {
+        PoolMetrics {
+            queue_depth: self.render_queue_depth.clone(),
+            queue_wait: self.render_queue_wait.clone(),
+            rejected: self.render_rejected.clone(),
+            skipped: self.renders.with_label_values(&["cancelled"]),
+        }
     }
 
     /// The exposition text of every metric.

@@ -9,24 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fractile_render::{RenderError, Style, TileId, render_tile};
+pub use fractile_render::TileKey;
+use fractile_render::{RenderError, render_tile};
 use moka::future::Cache;
 
 use crate::metrics::Metrics;
-use crate::render_pool::{QueueFull, RenderPool};
+use fractile_runtime::pool::{Lane, QueueFull, RenderPool};
 
 /// moka's own bookkeeping per entry (about 150-180 B on 64-bit, moka-rs/moka#201) plus the
 /// key, rounded up: counted in the weight so `FRACTILE_L1_BYTES` bounds real memory.
 const ENTRY_OVERHEAD_BYTES: usize = 200;
-
-/// What a cache entry is keyed on: the tile and the style it is drawn in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TileKey {
-    /// The tile.
-    pub tile: TileId,
-    /// Its colour style.
-    pub style: Style,
-}
 
 /// Where a served tile came from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -156,21 +148,23 @@ impl TileCache {
         let enqueued = Instant::now();
         let deadline = enqueued + self.render_timeout;
         let metrics = Arc::clone(&self.metrics);
-        let rx = self.pool.try_spawn(deadline, move |cancel| {
-            let started = Instant::now();
-            let result = render_tile(key.tile, key.style, &|| cancel.is_cancelled());
-            let rendered = started.elapsed();
-            let outcome = match &result {
-                Ok(_) => {
-                    metrics.render_duration.observe(rendered.as_secs_f64());
-                    "ok"
-                }
-                Err(RenderError::Cancelled) => "cancelled",
-                Err(RenderError::Encode(_)) => "error",
-            };
-            metrics.renders.with_label_values(&[outcome]).inc();
-            (result, started - enqueued, rendered)
-        })?;
+        let rx = self
+            .pool
+            .try_spawn(Lane::Interactive, deadline, move |cancel| {
+                let started = Instant::now();
+                let result = render_tile(key.tile, key.style, &|| cancel.is_cancelled());
+                let rendered = started.elapsed();
+                let outcome = match &result {
+                    Ok(_) => {
+                        metrics.render_duration.observe(rendered.as_secs_f64());
+                        "ok"
+                    }
+                    Err(RenderError::Cancelled) => "cancelled",
+                    Err(RenderError::Encode(_)) => "error",
+                };
+                metrics.renders.with_label_values(&[outcome]).inc();
+                (result, started - enqueued, rendered)
+            })?;
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok((Ok(png), queued, rendered))) => Ok((Bytes::from(png), queued, rendered)),
             Ok(Ok((Err(RenderError::Cancelled), ..))) | Err(_) => Err(FillError::Deadline),

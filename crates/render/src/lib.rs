@@ -27,6 +27,24 @@ pub use tile::{MaxZoom, TILE_SIZE, TileError, TileId, Viewport};
 /// The golden-hash test in `tests/golden.rs` fails when the bytes change, as a reminder.
 pub const RENDER_VERSION: &str = "r1";
 
+/// What a render is keyed on everywhere (caches, queue messages, seeds): a tile and the
+/// style it is drawn in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TileKey {
+    /// The tile.
+    pub tile: TileId,
+    /// Its colour style.
+    pub style: Style,
+}
+
+impl std::fmt::Display for TileKey {
+    /// `style/z/x/y`, as in logs and Redis keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.tile;
+        write!(f, "{}/{}/{}/{}", self.style, t.z(), t.x(), t.y())
+    }
+}
+
 /// Why a render produced no tile.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

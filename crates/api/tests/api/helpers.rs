@@ -9,6 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use fractile_api::{AppState, Config};
+use fractile_runtime::pool::Lane;
 use tower::ServiceExt;
 
 /// Test settings: loopback on port 0, one render thread, everything else default.
@@ -88,7 +89,7 @@ impl RenderGate {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let (tx, rx) = mpsc::channel::<()>();
-                if let Ok(result) = pool.try_spawn(far, move |_| {
+                if let Ok(result) = pool.try_spawn(Lane::Interactive, far, move |_| {
                     let _ = rx.recv();
                 }) {
                     release.push(tx);

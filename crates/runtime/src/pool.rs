@@ -1,5 +1,6 @@
 //! A bounded pool of threads for CPU-bound work, kept off the async executor.
 //!
+//! The api renders misses on it in embedded mode; the worker renders queue jobs on it.
 //! Rendering on a tokio worker thread would stall every other request that thread serves
 //! (I/O, timers, probes), and `spawn_blocking` queues without bound behind up to 512
 //! threads. This pool has a fixed number of threads and a bounded queue in front of them:
@@ -7,6 +8,10 @@
 //! 503 instead of waiting. Work whose caller has gone away (deadline passed, request
 //! dropped) is skipped, and running work can poll [`Cancel`] to stop early, because a
 //! blocking call cannot otherwise be interrupted.
+//!
+//! Two lanes share the threads: a thread always takes [`Lane::Interactive`] work first, so
+//! bulk work (seeding) never delays an interactive render by more than the renders already
+//! running.
 
 use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
@@ -14,13 +19,34 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::oneshot;
-
-use crate::metrics::Metrics;
 
 /// A job as the threads see it: type-erased, run once.
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Which queue work waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A user is waiting: taken first.
+    Interactive,
+    /// Background work (seeding): taken when no interactive work waits.
+    Bulk,
+}
+
+/// The metric handles the pool keeps up to date; the owner registers them.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    /// Jobs waiting for a thread.
+    pub queue_depth: IntGauge,
+    /// Time a job waited for a thread.
+    pub queue_wait: Histogram,
+    /// Jobs refused because their lane's queue was full.
+    pub rejected: IntCounter,
+    /// Jobs skipped because their caller left or their deadline passed before they started.
+    pub skipped: IntCounter,
+}
 
 /// The queue was full; the work was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,40 +71,46 @@ impl Cancel<'_> {
 /// exit when the last clone is dropped and the queue has drained.
 #[derive(Clone)]
 pub struct RenderPool {
-    queue: Sender<Job>,
-    metrics: Arc<Metrics>,
+    interactive: Sender<Job>,
+    bulk: Sender<Job>,
+    metrics: Arc<PoolMetrics>,
 }
 
 impl RenderPool {
-    /// Starts `threads` threads behind a queue of `queue_capacity` waiting jobs
+    /// Starts `threads` threads behind two queues of `queue_capacity` waiting jobs each
     /// (0: a job is accepted only when a thread is idle).
     pub fn new(
         threads: NonZeroUsize,
         queue_capacity: usize,
-        metrics: Arc<Metrics>,
+        metrics: PoolMetrics,
     ) -> std::io::Result<Self> {
-        let (queue, jobs) = crossbeam_channel::bounded::<Job>(queue_capacity);
+        let (interactive, interactive_jobs) = crossbeam_channel::bounded::<Job>(queue_capacity);
+        let (bulk, bulk_jobs) = crossbeam_channel::bounded::<Job>(queue_capacity);
         for i in 0..threads.get() {
-            let jobs: Receiver<Job> = jobs.clone();
+            let (interactive_jobs, bulk_jobs) = (interactive_jobs.clone(), bulk_jobs.clone());
             thread::Builder::new()
                 .name(format!("render-{i}"))
                 .spawn(move || {
                     // Ends when every Sender is gone: the pool was dropped and the queue drained.
-                    for job in jobs {
-                        // A panicking job must not take the thread with it: the pool would shrink
-                        // for good. Its caller sees the result channel close and answers 500.
+                    while let Some(job) = next_job(&interactive_jobs, &bulk_jobs) {
+                        // A panicking job must not take the thread with it: the pool would
+                        // shrink for good. Its caller sees the result channel close.
                         if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
                             tracing::error!(thread = i, "render job panicked");
                         }
                     }
                 })?;
         }
-        Ok(RenderPool { queue, metrics })
+        Ok(RenderPool {
+            interactive,
+            bulk,
+            metrics: Arc::new(metrics),
+        })
     }
 
-    /// Jobs waiting for a thread right now.
+    /// Jobs waiting for a thread right now, both lanes.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.interactive.len() + self.bulk.len()
     }
 
     /// Queues `work` to run on a pool thread before `deadline`. The result arrives on the
@@ -86,6 +118,7 @@ impl RenderPool {
     /// picks the job up, the work never runs (the receiver then sees a closed channel).
     pub fn try_spawn<T, F>(
         &self,
+        lane: Lane,
         deadline: Instant,
         work: F,
     ) -> Result<oneshot::Receiver<T>, QueueFull>
@@ -97,32 +130,48 @@ impl RenderPool {
         let metrics = Arc::clone(&self.metrics);
         let enqueued = Instant::now();
         let job: Job = Box::new(move || {
-            metrics.render_queue_depth.dec();
-            metrics
-                .render_queue_wait
-                .observe(enqueued.elapsed().as_secs_f64());
+            metrics.queue_depth.dec();
+            metrics.queue_wait.observe(enqueued.elapsed().as_secs_f64());
             let abandoned = || tx.is_closed();
             let cancel = Cancel {
                 deadline,
                 abandoned: &abandoned,
             };
             if cancel.is_cancelled() {
-                metrics.renders.with_label_values(&["cancelled"]).inc();
+                metrics.skipped.inc();
                 return;
             }
             let result = work(&cancel);
             // The receiver may have gone in the meantime; the result is then simply dropped.
             let _ = tx.send(result);
         });
-        self.metrics.render_queue_depth.inc();
-        match self.queue.try_send(job) {
+        self.metrics.queue_depth.inc();
+        let queue = match lane {
+            Lane::Interactive => &self.interactive,
+            Lane::Bulk => &self.bulk,
+        };
+        match queue.try_send(job) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics.render_queue_depth.dec();
-                self.metrics.render_rejected.inc();
+                self.metrics.queue_depth.dec();
+                self.metrics.rejected.inc();
                 Err(QueueFull)
             }
         }
+    }
+}
+
+/// The next job for a thread: interactive work if any waits, else whichever comes first.
+/// `None` once the pool is gone.
+fn next_job(interactive: &Receiver<Job>, bulk: &Receiver<Job>) -> Option<Job> {
+    match interactive.try_recv() {
+        Ok(job) => return Some(job),
+        Err(TryRecvError::Disconnected) => return None,
+        Err(TryRecvError::Empty) => {}
+    }
+    crossbeam_channel::select! {
+        recv(interactive) -> job => job.ok(),
+        recv(bulk) -> job => job.ok(),
     }
 }
 
@@ -133,13 +182,15 @@ mod tests {
     use super::*;
 
     fn pool(threads: usize, queue: usize) -> RenderPool {
-        let metrics = Arc::new(Metrics::new().expect("metrics"));
-        RenderPool::new(
-            NonZeroUsize::new(threads).expect("non-zero"),
-            queue,
-            metrics,
-        )
-        .expect("threads start")
+        let metrics = PoolMetrics {
+            queue_depth: IntGauge::new("depth", "depth").expect("valid"),
+            queue_wait: Histogram::with_opts(prometheus::HistogramOpts::new("wait", "wait"))
+                .expect("valid"),
+            rejected: IntCounter::new("rejected", "rejected").expect("valid"),
+            skipped: IntCounter::new("skipped", "skipped").expect("valid"),
+        };
+        let threads = NonZeroUsize::new(threads).expect("non-zero");
+        RenderPool::new(threads, queue, metrics).expect("threads start")
     }
 
     fn far_deadline() -> Instant {
@@ -150,7 +201,7 @@ mod tests {
     fn block_one_thread(pool: &RenderPool) -> (std::sync::mpsc::Sender<()>, oneshot::Receiver<()>) {
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let rx = pool
-            .try_spawn(far_deadline(), move |_| {
+            .try_spawn(Lane::Interactive, far_deadline(), move |_| {
                 let _ = gate.recv();
             })
             .expect("idle pool accepts work");
@@ -166,10 +217,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let queued = pool
-            .try_spawn(far_deadline(), |_| 2)
+            .try_spawn(Lane::Interactive, far_deadline(), |_| 2)
             .expect("one slot in the queue");
-        assert_eq!(pool.try_spawn(far_deadline(), |_| 3).err(), Some(QueueFull));
-        assert_eq!(pool.metrics.render_rejected.get(), 1);
+        assert_eq!(
+            pool.try_spawn(Lane::Interactive, far_deadline(), |_| 3)
+                .err(),
+            Some(QueueFull)
+        );
+        assert_eq!(pool.metrics.rejected.get(), 1);
         release.send(()).expect("job waits");
         running.await.expect("ran");
         assert_eq!(queued.await.expect("ran"), 2);
@@ -180,13 +235,45 @@ mod tests {
         let pool = pool(1, 4);
         let (release, running) = block_one_thread(&pool);
         let expired = pool
-            .try_spawn(Instant::now() + Duration::from_millis(5), |_| 1)
+            .try_spawn(
+                Lane::Interactive,
+                Instant::now() + Duration::from_millis(5),
+                |_| 1,
+            )
             .expect("queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
         release.send(()).expect("job waits");
         running.await.expect("ran");
         assert!(expired.await.is_err(), "skipped work never sends");
-        assert_eq!(pool.metrics.renders_with("cancelled"), 1);
+        assert_eq!(pool.metrics.skipped.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn interactive_work_overtakes_queued_bulk_work() {
+        let pool = pool(1, 8);
+        let (release, running) = block_one_thread(&pool);
+        while pool.queued() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = |name: &'static str| {
+            let order = Arc::clone(&order);
+            move |_: &Cancel<'_>| order.lock().expect("not poisoned").push(name)
+        };
+        let bulk = pool
+            .try_spawn(Lane::Bulk, far_deadline(), record("bulk"))
+            .expect("queued");
+        let urgent = pool
+            .try_spawn(Lane::Interactive, far_deadline(), record("interactive"))
+            .expect("queued");
+        release.send(()).expect("job waits");
+        running.await.expect("ran");
+        bulk.await.expect("ran");
+        urgent.await.expect("ran");
+        assert_eq!(
+            *order.lock().expect("not poisoned"),
+            ["interactive", "bulk"]
+        );
     }
 
     #[tokio::test]
@@ -195,7 +282,7 @@ mod tests {
         let (started_tx, started) = oneshot::channel();
         let (done_tx, done) = std::sync::mpsc::channel();
         let rx = pool
-            .try_spawn(far_deadline(), move |cancel| {
+            .try_spawn(Lane::Interactive, far_deadline(), move |cancel| {
                 let _ = started_tx.send(());
                 while !cancel.is_cancelled() {
                     thread::sleep(Duration::from_millis(1));
