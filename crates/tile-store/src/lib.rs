@@ -1,0 +1,409 @@
+//! The Redis side of fractile, shared by the api and the worker.
+//!
+//! - [`TileStore`]: tiles (the shared L2 cache), render claims, tile-ready announcements and
+//!   seed progress, over a deadpool-redis pool with every timeout set;
+//! - [`ReadyListener`]: one pub/sub connection per process that wakes the requests waiting
+//!   for a worker's render.
+//!
+//! Keys are versioned with [`fractile_render::RENDER_VERSION`], so a new renderer never
+//! serves an old tile, and prefixed, so tests (and deployments) sharing a Redis stay apart.
+//! Redis is a cache here: every caller treats an error as a miss. After an error the store
+//! fails fast for [`BREAKER_OPEN_FOR`] instead of paying a timeout per request while Redis
+//! is down.
+
+mod ready;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deadpool_redis::redis::{self, AsyncCommands, AsyncConnectionConfig};
+use deadpool_redis::{Manager, Pool, PoolError, Runtime, Timeouts};
+use fractile_render::{RENDER_VERSION, TileKey};
+use serde::{Deserialize, Serialize};
+
+pub use ready::{ReadyListener, ReadyWait};
+
+/// How long the store refuses calls after a Redis error before trying again.
+pub const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
+
+/// Connection settings. Every timeout is set: deadpool's defaults wait forever.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key and channel (`fractile:` by default; tests use their own).
+    pub key_prefix: String,
+    /// How long a tile stays in Redis (Redis should also evict by LRU under `maxmemory`).
+    pub tile_ttl: Duration,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time for one command's reply.
+    pub response_timeout: Duration,
+    /// Time to wait for a free pooled connection.
+    pub wait_timeout: Duration,
+}
+
+impl StoreSettings {
+    /// Settings with the defaults the binaries use, for `url` and `key_prefix`.
+    pub fn new(url: impl Into<String>, key_prefix: impl Into<String>) -> Self {
+        StoreSettings {
+            url: url.into(),
+            key_prefix: key_prefix.into(),
+            tile_ttl: Duration::from_secs(7 * 86_400),
+            pool_size: 16,
+            connect_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_millis(500),
+            wait_timeout: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A recent call failed; the store fails fast until [`BREAKER_OPEN_FOR`] has passed.
+    #[error("redis marked unavailable after a recent error")]
+    Unavailable,
+    /// No pooled connection became free within the wait timeout.
+    #[error("timed out waiting for a pooled redis connection")]
+    PoolWaitTimeout,
+    /// Getting a connection failed otherwise.
+    #[error("redis pool: {0}")]
+    Pool(String),
+    /// The command failed or timed out.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A stored value was not what this version writes.
+    #[error("malformed value in redis: {0}")]
+    Malformed(String),
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Timeout(deadpool_redis::TimeoutType::Wait) => StoreError::PoolWaitTimeout,
+            PoolError::Backend(e) => StoreError::Redis(e),
+            other => StoreError::Pool(other.to_string()),
+        }
+    }
+}
+
+/// The pool's occupancy, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStatus {
+    /// Connections open.
+    pub size: usize,
+    /// Connections idle in the pool.
+    pub available: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
+/// What a worker says when a tile is ready: which tile, who rendered it, how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyNote {
+    /// The tile, as `style/z/x/y`.
+    pub key: String,
+    /// The worker's id.
+    pub worker: String,
+    /// Render time in milliseconds (0 when the tile was already stored).
+    pub render_ms: f64,
+}
+
+/// A seed's stored record (a Redis hash); counters are updated by the api (expansion) and
+/// the workers (progress).
+pub type SeedFields = HashMap<String, String>;
+
+/// Key and channel names.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn tile(&self, key: &TileKey) -> String {
+        let t = key.tile;
+        let (p, s) = (&self.prefix, key.style);
+        format!("{p}tile:{RENDER_VERSION}:{s}:{}:{}:{}", t.z(), t.x(), t.y())
+    }
+
+    fn claim(&self, key: &TileKey) -> String {
+        let t = key.tile;
+        let (p, s) = (&self.prefix, key.style);
+        format!(
+            "{p}rendering:{RENDER_VERSION}:{s}:{}:{}:{}",
+            t.z(),
+            t.x(),
+            t.y()
+        )
+    }
+
+    fn seed(&self, id: &str) -> String {
+        format!("{}seed:{id}", self.prefix)
+    }
+
+    fn ready_channel(&self) -> String {
+        format!("{}tile-ready", self.prefix)
+    }
+}
+
+/// Fails fast for a while after an error.
+#[derive(Debug, Default)]
+struct Breaker {
+    open_until: Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    fn check(&self) -> Result<(), StoreError> {
+        let guard = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *guard {
+            Some(until) if Instant::now() < until => Err(StoreError::Unavailable),
+            _ => Ok(()),
+        }
+    }
+
+    fn record<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut guard = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => *guard = None,
+            // Too few free connections is load, not an outage: do not trip on it.
+            Err(StoreError::PoolWaitTimeout | StoreError::Malformed(_)) => {}
+            Err(_) => *guard = Some(Instant::now() + BREAKER_OPEN_FOR),
+        }
+        result
+    }
+}
+
+/// Tiles, claims, announcements and seed records in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct TileStore {
+    pool: Pool,
+    client: redis::Client,
+    keys: Keys,
+    tile_ttl_secs: u64,
+    breaker: std::sync::Arc<Breaker>,
+}
+
+impl TileStore {
+    /// Builds the pool. Connects lazily: a Redis that is down at start-up is not an error.
+    pub fn new(settings: &StoreSettings) -> Result<Self, StoreError> {
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout));
+        let manager = Manager::new_with_config(settings.url.as_str(), connection)?;
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .timeouts(Timeouts {
+                wait: Some(settings.wait_timeout),
+                create: Some(settings.connect_timeout),
+                recycle: Some(settings.response_timeout),
+            })
+            // Required as soon as any timeout is set.
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(TileStore {
+            pool,
+            client: redis::Client::open(settings.url.as_str())?,
+            keys: Keys {
+                prefix: settings.key_prefix.clone(),
+            },
+            tile_ttl_secs: settings.tile_ttl.as_secs().max(1),
+            breaker: Default::default(),
+        })
+    }
+
+    /// Runs `f` on a pooled connection, through the breaker.
+    async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        self.breaker.check()?;
+        let result = match self.pool.get().await {
+            Ok(conn) => f(conn).await,
+            Err(e) => Err(e.into()),
+        };
+        self.breaker.record(result)
+    }
+
+    /// The pool's occupancy.
+    pub fn pool_status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus {
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+        }
+    }
+
+    /// A tile's PNG, if stored.
+    pub async fn get(&self, key: &TileKey) -> Result<Option<Bytes>, StoreError> {
+        let k = self.keys.tile(key);
+        self.with_conn(|mut c| async move {
+            let png: Option<Vec<u8>> = c.get(&k).await?;
+            Ok(png.map(Bytes::from))
+        })
+        .await
+    }
+
+    /// Which of `keys` are stored (one round trip).
+    pub async fn exists(&self, keys: &[TileKey]) -> Result<Vec<bool>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.exists(self.keys.tile(key));
+        }
+        self.with_conn(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
+            .await
+    }
+
+    /// Stores a tile and announces it on the ready channel (one round trip). The write is a
+    /// plain `SET`: rendering is deterministic, so a second store of the same tile (a
+    /// redelivered job) writes the same bytes.
+    pub async fn put_and_announce(
+        &self,
+        key: &TileKey,
+        png: &[u8],
+        note: &ReadyNote,
+    ) -> Result<(), StoreError> {
+        let payload =
+            serde_json::to_string(note).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let mut pipe = redis::pipe();
+        pipe.set_ex(self.keys.tile(key), png, self.tile_ttl_secs)
+            .ignore();
+        pipe.publish(self.keys.ready_channel(), payload).ignore();
+        self.with_conn(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
+            .await
+    }
+
+    /// Stores a tile without announcing it (the api's in-process renders).
+    pub async fn put(&self, key: &TileKey, png: &[u8]) -> Result<(), StoreError> {
+        let (k, ttl) = (self.keys.tile(key), self.tile_ttl_secs);
+        self.with_conn(|mut c| async move { Ok(c.set_ex(k, png, ttl).await?) })
+            .await
+    }
+
+    /// Announces a tile that is already stored (a job whose tile another worker rendered).
+    pub async fn announce(&self, note: &ReadyNote) -> Result<(), StoreError> {
+        let payload =
+            serde_json::to_string(note).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let channel = self.keys.ready_channel();
+        self.with_conn(|mut c| async move { Ok(c.publish(channel, payload).await?) })
+            .await
+    }
+
+    /// Claims the right to queue a render of `key` for `ttl`: true for the first caller
+    /// across all api replicas, false while another claim lives. This is what makes
+    /// concurrent misses on several replicas produce one render job.
+    pub async fn claim_render(&self, key: &TileKey, ttl: Duration) -> Result<bool, StoreError> {
+        let k = self.keys.claim(key);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.with_conn(|mut c| async move {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&k)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms)
+                .query_async(&mut c)
+                .await?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
+    /// Creates a seed record with a TTL.
+    pub async fn seed_create(
+        &self,
+        id: &str,
+        fields: &[(&str, String)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let k = self.keys.seed(id);
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(&k, fields).ignore();
+        pipe.expire(&k, i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+            .ignore();
+        self.with_conn(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
+            .await
+    }
+
+    /// A seed's record, if it exists.
+    pub async fn seed_get(&self, id: &str) -> Result<Option<SeedFields>, StoreError> {
+        let k = self.keys.seed(id);
+        self.with_conn(|mut c| async move {
+            let fields: SeedFields = c.hgetall(&k).await?;
+            Ok((!fields.is_empty()).then_some(fields))
+        })
+        .await
+    }
+
+    /// Adds `by` to a counter of an existing seed (no-op if the record is gone).
+    pub async fn seed_add(&self, id: &str, field: &str, by: i64) -> Result<(), StoreError> {
+        let k = self.keys.seed(id);
+        let field = field.to_owned();
+        self.with_conn(|mut c| async move {
+            // HINCRBY would resurrect an expired record as a stub; only touch live ones.
+            let script = redis::Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) end return 0",
+            );
+            let _: i64 = script.key(&k).arg(&field).arg(by).invoke_async(&mut c).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets a field of an existing seed; false if the seed does not exist.
+    pub async fn seed_set(&self, id: &str, field: &str, value: &str) -> Result<bool, StoreError> {
+        let k = self.keys.seed(id);
+        let (field, value) = (field.to_owned(), value.to_owned());
+        self.with_conn(|mut c| async move {
+            let script = redis::Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1 end return 0",
+            );
+            let set: i64 = script.key(&k).arg(&field).arg(&value).invoke_async(&mut c).await?;
+            Ok(set == 1)
+        })
+        .await
+    }
+
+    /// One field of a seed.
+    pub async fn seed_field(&self, id: &str, field: &str) -> Result<Option<String>, StoreError> {
+        let k = self.keys.seed(id);
+        let field = field.to_owned();
+        self.with_conn(|mut c| async move { Ok(c.hget(&k, &field).await?) })
+            .await
+    }
+
+    /// Starts the pub/sub listener that wakes waiters when workers announce tiles.
+    pub fn ready_listener(&self, stop: tokio_util::sync::CancellationToken) -> ReadyListener {
+        ReadyListener::spawn(self.client.clone(), self.keys.ready_channel(), stop)
+    }
+
+    /// Deletes every key under this store's prefix (tests clean up with it).
+    pub async fn delete_prefix(&self) -> Result<(), StoreError> {
+        let pattern = format!("{}*", self.keys.prefix);
+        self.with_conn(|mut c| async move {
+            let keys: Vec<String> = {
+                let mut iter = c.scan_match::<_, String>(&pattern).await?;
+                let mut keys = Vec::new();
+                while let Some(k) = futures_lite::StreamExt::next(&mut iter).await {
+                    keys.push(k?);
+                }
+                keys
+            };
+            if !keys.is_empty() {
+                let _: () = c.del(keys).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,164 @@
+//! Waking the requests that wait for a worker's render.
+//!
+//! One pub/sub connection per process subscribes to the ready channel and hands each
+//! announcement to whoever registered for that tile. Pub/sub delivers at most once and not
+//! while the connection is down, so a waiter never relies on it alone: it also re-reads the
+//! store on a short interval until its deadline. The listener reconnects by itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_redis::redis;
+use fractile_render::TileKey;
+use futures_lite::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::ReadyNote;
+
+/// Pause before reconnecting a lost pub/sub connection.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
+/// Time allowed to open the pub/sub connection and subscribe.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Waiters = Arc<Mutex<HashMap<String, watch::Sender<Option<ReadyNote>>>>>;
+
+/// Dispatches tile-ready announcements to registered waiters. Cheap to clone.
+#[derive(Clone)]
+pub struct ReadyListener {
+    waiters: Waiters,
+    connected: watch::Receiver<bool>,
+}
+
+impl ReadyListener {
+    pub(crate) fn spawn(client: redis::Client, channel: String, stop: CancellationToken) -> Self {
+        let waiters: Waiters = Arc::default();
+        let (connected_tx, connected) = watch::channel(false);
+        tokio::spawn(listen(
+            client,
+            channel,
+            Arc::clone(&waiters),
+            connected_tx,
+            stop,
+        ));
+        ReadyListener { waiters, connected }
+    }
+
+    /// Whether the subscription is live right now.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Waits until the subscription is live or `timeout` passes; true if live.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.connected.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Registers interest in `key`. Register *before* queueing the render, or the
+    /// announcement may come first.
+    pub fn register(&self, key: &TileKey) -> ReadyWait {
+        let name = key.to_string();
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = waiters
+            .entry(name.clone())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe();
+        ReadyWait {
+            name,
+            rx,
+            waiters: Arc::clone(&self.waiters),
+        }
+    }
+}
+
+/// One registration: resolves when the tile is announced. Deregisters on drop.
+pub struct ReadyWait {
+    name: String,
+    rx: watch::Receiver<Option<ReadyNote>>,
+    waiters: Waiters,
+}
+
+impl ReadyWait {
+    /// Waits for the announcement (forever: the caller bounds it with its deadline and its
+    /// own polling of the store).
+    pub async fn announced(&mut self) -> ReadyNote {
+        loop {
+            if let Some(note) = self.rx.borrow_and_update().clone() {
+                return note;
+            }
+            if self.rx.changed().await.is_err() {
+                // The sender went away (cannot happen while registered); wait forever.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Drop for ReadyWait {
+    fn drop(&mut self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        // Remove the entry once its last waiter leaves (this one is still counted).
+        if waiters
+            .get(&self.name)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            waiters.remove(&self.name);
+        }
+    }
+}
+
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    waiters: Waiters,
+    connected: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        match subscribed {
+            Ok(Ok(pubsub)) => {
+                connected.send_replace(true);
+                tracing::debug!(%channel, "subscribed to tile-ready announcements");
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        message = messages.next() => match message {
+                            Some(message) => dispatch(&waiters, message.get_payload_bytes()),
+                            None => break,
+                        },
+                    }
+                }
+                connected.send_replace(false);
+                tracing::warn!("tile-ready subscription lost; reconnecting");
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "tile-ready subscription failed; retrying"),
+            Err(_) => tracing::warn!("tile-ready subscription timed out; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RECONNECT_BACKOFF) => {}
+        }
+    }
+}
+
+fn dispatch(waiters: &Waiters, payload: &[u8]) {
+    let Ok(note) = serde_json::from_slice::<ReadyNote>(payload) else {
+        tracing::warn!("ignoring a malformed tile-ready announcement");
+        return;
+    };
+    let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tx) = waiters.get(&note.key) {
+        tx.send_replace(Some(note));
+    }
+}
