@@ -13,7 +13,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -23,10 +23,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::{InFlightGuard, Metrics};
 use crate::tiles::{CacheLabel, get_tile};
+use crate::{AppState, seeds};
 
 /// Largest request body accepted (tile requests have none; seeds are small JSON).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -57,8 +57,12 @@ pub fn app(state: AppState) -> Router {
     let tiles = Router::new()
         .route("/tiles/{z}/{x}/{y}", get(get_tile))
         .route_layer(admission);
+    let seeds = Router::new()
+        .route("/v1/seeds", post(seeds::create))
+        .route("/v1/seeds/{id}", get(seeds::show).delete(seeds::cancel));
     stack(
         tiles
+            .merge(seeds)
             .route("/", get(viewer))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed),

@@ -9,6 +9,15 @@ use clap::Parser;
 use fractile_render::MaxZoom;
 use fractile_runtime::{LogFormat, parse_duration};
 
+/// What a miss does when the render queue cannot take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueFallback {
+    /// Render in this process.
+    Local,
+    /// Answer 503 + Retry-After.
+    Reject,
+}
+
 /// The api's settings.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -66,6 +75,41 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_CACHE_MAX_AGE", default_value = "1d", value_parser = parse_duration)]
     pub cache_max_age: Duration,
 
+    /// Redis for the shared tile cache (L2), e.g. `redis://:password@redis:6379`. Unset:
+    /// embedded mode, L1 only.
+    #[arg(long, env = "FRACTILE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// RabbitMQ to send misses and seeds to workers, e.g. `amqp://user:pass@rabbitmq:5672/%2f`.
+    /// Needs `FRACTILE_REDIS_URL` (workers return tiles through Redis). Unset: render here.
+    #[arg(long, env = "FRACTILE_AMQP_URL", requires = "redis_url")]
+    pub amqp_url: Option<String>,
+
+    /// What a miss does when the queue cannot take it (broker down or recovering): `local`
+    /// renders it here, `reject` answers 503.
+    #[arg(long, env = "FRACTILE_QUEUE_FALLBACK", value_enum, default_value_t = QueueFallback::Local)]
+    pub queue_fallback: QueueFallback,
+
+    /// Prefix of the Redis keys (deployments sharing a Redis keep apart with it).
+    #[arg(long, env = "FRACTILE_KEY_PREFIX", default_value = "fractile:")]
+    pub key_prefix: String,
+
+    /// Prefix of the queue names.
+    #[arg(long, env = "FRACTILE_QUEUE_PREFIX", default_value = "fractile.")]
+    pub queue_prefix: String,
+
+    /// How long tiles live in Redis.
+    #[arg(long, env = "FRACTILE_TILE_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub tile_ttl: Duration,
+
+    /// Connections in the Redis pool.
+    #[arg(long, env = "FRACTILE_REDIS_POOL_SIZE", default_value_t = 16)]
+    pub redis_pool_size: usize,
+
+    /// Largest seed accepted, in tiles.
+    #[arg(long, env = "FRACTILE_SEED_MAX_TILES", default_value_t = 100_000)]
+    pub seed_max_tiles: u64,
+
     /// Log format.
     #[arg(long, env = "FRACTILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -108,6 +152,19 @@ mod tests {
     fn max_zoom_beyond_precision_is_refused() {
         assert!(Config::try_parse_from(["fractile-api", "--max-zoom", "33"]).is_err());
         assert!(Config::try_parse_from(["fractile-api", "--max-zoom", "32"]).is_ok());
+    }
+
+    #[test]
+    fn a_queue_without_redis_is_refused() {
+        assert!(Config::try_parse_from(["fractile-api", "--amqp-url", "amqp://x"]).is_err());
+        let both = [
+            "fractile-api",
+            "--amqp-url",
+            "amqp://x",
+            "--redis-url",
+            "redis://y",
+        ];
+        assert!(Config::try_parse_from(both).is_ok());
     }
 
     #[test]

@@ -29,6 +29,22 @@ pub enum ApiError {
         /// Human-readable explanation.
         message: String,
     },
+    /// Well-formed but refused (422).
+    #[error("{message}")]
+    Unprocessable {
+        /// Machine-readable reason.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// This deployment does not offer the feature (501).
+    #[error("{message}")]
+    NotImplemented {
+        /// Machine-readable reason.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: &'static str,
+    },
     /// The route exists but not for this method (405).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -71,6 +87,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotFound { code, message } => {
                 (StatusCode::NOT_FOUND, *code, message.as_str())
+            }
+            ApiError::Unprocessable { code, message } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, *code, message.as_str())
+            }
+            ApiError::NotImplemented { code, message } => {
+                (StatusCode::NOT_IMPLEMENTED, *code, *message)
             }
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -4,7 +4,8 @@
 //! - [`config`]: settings from `FRACTILE_*` variables and flags;
 //! - [`app`]: the traffic router and its admission-control stack;
 //! - [`tiles`]: the tile route's parsing, validation and caching headers;
-//! - [`tile_cache`]: L1 (moka) in front of rendering, with coalesced misses;
+//! - [`tile_cache`]: L1 (moka) → L2 (Redis) → render here or by a worker, with coalesced misses;
+//! - [`seeds`]: bulk pre-rendering jobs;
 //! - [`admin`]: probes and metrics on their own port;
 //! - [`metrics`], [`error`]: the cross-cutting parts; process plumbing (logging, the
 //!   accept loop, signals) lives in `fractile-runtime`.
@@ -17,6 +18,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod seeds;
 pub mod tile_cache;
 pub mod tiles;
 
@@ -27,9 +29,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::HeaderValue;
+use fractile_queue::Publisher;
 use fractile_render::MaxZoom;
+use fractile_tile_store::{StoreSettings, TileStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::QueueFallback;
+use crate::tile_cache::Backends;
 
 pub use config::Config;
 use fractile_runtime::serve;
@@ -41,6 +49,9 @@ use fractile_runtime::pool::RenderPool;
 
 /// The viewer page; `{{MAX_ZOOM}}` is filled in at start-up.
 const VIEWER_HTML: &str = include_str!("viewer/index.html");
+
+/// Time allowed to connect to RabbitMQ and open the publishing channel at start-up.
+const DEPENDENCY_SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How long the admin port stays up after traffic has drained, so a last scrape can
 /// see the final counters.
@@ -65,11 +76,59 @@ pub struct AppState {
     pub readiness: Readiness,
     /// The viewer page, rendered once.
     pub viewer: bytes::Bytes,
+    /// Largest seed accepted, in tiles.
+    pub seed_max_tiles: u64,
+    /// Cancelled at shutdown: stops background work (seed expansion, the ready listener).
+    pub background: CancellationToken,
+    /// Seed expansions in progress.
+    pub seed_tasks: TaskTracker,
 }
 
 impl AppState {
-    /// Builds the state (metrics, render pool, cache) from the configuration.
+    /// Builds the state for embedded mode (metrics, render pool, L1), whatever the
+    /// configuration says about Redis and RabbitMQ.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
+        Self::with_backends(config, |_, _| None)
+    }
+
+    /// Builds the state with the dependencies the configuration names: Redis (L2) when
+    /// `FRACTILE_REDIS_URL` is set, and the render queue when `FRACTILE_AMQP_URL` is set.
+    /// Redis is connected lazily; RabbitMQ must answer now, so a bad URL fails at start-up.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let publisher = match &config.amqp_url {
+            Some(url) => {
+                let topology = fractile_queue::Topology::new(&config.queue_prefix);
+                let publisher =
+                    Publisher::connect(url, "fractile-api", topology, DEPENDENCY_SETUP_TIMEOUT)
+                        .await
+                        .context("connecting to RabbitMQ")?;
+                Some(publisher)
+            }
+            None => None,
+        };
+        let store = match &config.redis_url {
+            Some(url) => {
+                let mut settings = StoreSettings::new(url.clone(), config.key_prefix.clone());
+                settings.tile_ttl = config.tile_ttl;
+                settings.pool_size = config.redis_pool_size;
+                Some(TileStore::new(&settings).context("configuring Redis")?)
+            }
+            None => None,
+        };
+        Self::with_backends(config, move |stop, fallback| {
+            store.map(|store| Backends {
+                ready: store.ready_listener(stop),
+                store,
+                publisher,
+                fallback,
+            })
+        })
+    }
+
+    fn with_backends(
+        config: &Config,
+        backends: impl FnOnce(CancellationToken, QueueFallback) -> Option<Backends>,
+    ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
         let pool = RenderPool::new(
             config.render_threads(),
@@ -77,9 +136,12 @@ impl AppState {
             metrics.pool_metrics(),
         )
         .context("starting render threads")?;
+        let background = CancellationToken::new();
+        let backends = backends(background.clone(), config.queue_fallback);
         let tiles = TileCache::new(
             config.l1_bytes,
             pool,
+            backends,
             Arc::clone(&metrics),
             config.render_timeout,
         );
@@ -100,6 +162,9 @@ impl AppState {
             viewer: VIEWER_HTML
                 .replace("{{MAX_ZOOM}}", &max_zoom.get().to_string())
                 .into(),
+            seed_max_tiles: config.seed_max_tiles,
+            background,
+            seed_tasks: TaskTracker::new(),
         })
     }
 }
@@ -116,7 +181,7 @@ pub struct Server {
 impl Server {
     /// Opens both listeners and builds the state.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let state = AppState::new(&config)?;
+        let state = AppState::connect(&config).await?;
         let traffic = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding traffic listener {}", config.listen))?;
@@ -203,6 +268,10 @@ impl Server {
                 "shutdown timeout passed with requests in flight; exiting anyway"
             ),
         }
+        // Background work stops only now: requests still draining may have needed it.
+        state.background.cancel();
+        state.seed_tasks.close();
+        let _ = tokio::time::timeout(ADMIN_LINGER, state.seed_tasks.wait()).await;
         tokio::time::sleep(ADMIN_LINGER).await;
         stop_admin.cancel();
         let _ = tokio::time::timeout(ADMIN_LINGER, admin_server).await;

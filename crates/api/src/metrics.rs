@@ -50,6 +50,21 @@ pub struct Metrics {
     pub render_rejected: IntCounter,
     /// `render_queue_wait_seconds`: time a render waited for a thread.
     pub render_queue_wait: Histogram,
+    /// `render_jobs_published_total{priority, result}`: ok, rejected (nack or unroutable), error.
+    pub publishes: IntCounterVec,
+    /// `render_job_confirm_seconds`: publish to broker confirm.
+    pub confirm_latency: Histogram,
+    /// `render_job_wait_seconds{result}`: a queued miss's wait for the worker's tile.
+    pub result_wait: HistogramVec,
+    /// `coalesced_waits_total{scope}`: misses that waited for a render another request (this
+    /// process: `local`) or another replica (`cluster`) had started.
+    pub coalesced: IntCounterVec,
+    /// `redis_pool_connections`: open connections.
+    pub redis_pool_size: IntGauge,
+    /// `redis_pool_available`: idle connections.
+    pub redis_pool_available: IntGauge,
+    /// `redis_pool_wait_timeouts_total`: no connection became free in time.
+    pub redis_wait_timeouts: IntCounter,
 }
 
 impl Metrics {
@@ -122,7 +137,51 @@ impl Metrics {
             .buckets(RENDER_BUCKETS.to_vec()),
         )?;
 
+        let publishes = IntCounterVec::new(
+            Opts::new(
+                "render_jobs_published_total",
+                "Render jobs published, by priority and result.",
+            ),
+            &["priority", "result"],
+        )?;
+        let confirm_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "render_job_confirm_seconds",
+                "Time from publish to broker confirm.",
+            )
+            .buckets(RENDER_BUCKETS.to_vec()),
+        )?;
+        let result_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "render_job_wait_seconds",
+                "Time a queued miss waited for its tile.",
+            )
+            .buckets(RENDER_BUCKETS.to_vec()),
+            &["result"],
+        )?;
+        let coalesced = IntCounterVec::new(
+            Opts::new(
+                "coalesced_waits_total",
+                "Misses that waited for a render already under way.",
+            ),
+            &["scope"],
+        )?;
+        let redis_pool_size = IntGauge::new("redis_pool_connections", "Open Redis connections.")?;
+        let redis_pool_available =
+            IntGauge::new("redis_pool_available", "Idle Redis connections.")?;
+        let redis_wait_timeouts = IntCounter::new(
+            "redis_pool_wait_timeouts_total",
+            "Redis calls that found no free pooled connection in time.",
+        )?;
+
         let metrics = Metrics {
+            publishes,
+            confirm_latency,
+            result_wait,
+            coalesced,
+            redis_pool_size,
+            redis_pool_available,
+            redis_wait_timeouts,
             registry,
             in_flight,
             requests,
@@ -157,6 +216,13 @@ impl Metrics {
         r.register(Box::new(self.render_queue_depth.clone()))?;
         r.register(Box::new(self.render_rejected.clone()))?;
         r.register(Box::new(self.render_queue_wait.clone()))?;
+        r.register(Box::new(self.publishes.clone()))?;
+        r.register(Box::new(self.confirm_latency.clone()))?;
+        r.register(Box::new(self.result_wait.clone()))?;
+        r.register(Box::new(self.coalesced.clone()))?;
+        r.register(Box::new(self.redis_pool_size.clone()))?;
+        r.register(Box::new(self.redis_pool_available.clone()))?;
+        r.register(Box::new(self.redis_wait_timeouts.clone()))?;
         Ok(())
     }
 

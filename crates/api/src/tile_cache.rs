@@ -1,38 +1,65 @@
-//! The tiered tile cache: L1 (moka, in-process, bounded in bytes) in front of rendering.
+//! The tiered tile cache: L1 (moka, in-process, bounded in bytes) → L2 (Redis, shared by
+//! every replica) → a render, in this process or by a worker through the queue.
 //!
-//! A miss renders on the [`RenderPool`]; concurrent misses for the same tile share one render
-//! (moka runs a single init future per key and hands its result to every waiter). Failed
-//! renders are not cached. The result says where the bytes came from and what it cost, for
-//! `X-Cache`, `Server-Timing` and metrics.
+//! Concurrent misses for the same tile in one process share one fill (moka runs a single
+//! init future per key and hands its result to every waiter). Across replicas, a render
+//! claim in Redis (`SET NX` with the render deadline as its lifetime) lets one replica queue
+//! the job while the others only wait for its announcement. Failed fills are not cached.
+//!
+//! Degradation: a Redis error is a miss (counted), and the fill renders in this process; a
+//! queue that cannot take a job (broker down or recovering) falls back to rendering here, or
+//! to 503, per `FRACTILE_QUEUE_FALLBACK`. Nothing in this path turns a dependency failure
+//! into a 500.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use fractile_queue::{Publisher, RenderJob};
 pub use fractile_render::TileKey;
 use fractile_render::{RenderError, render_tile};
+use fractile_runtime::pool::{Lane, QueueFull, RenderPool};
+use fractile_tile_store::{ReadyListener, StoreError, TileStore};
 use moka::future::Cache;
 
+use crate::config::QueueFallback;
 use crate::metrics::Metrics;
-use fractile_runtime::pool::{Lane, QueueFull, RenderPool};
 
 /// moka's own bookkeeping per entry (about 150-180 B on 64-bit, moka-rs/moka#201) plus the
 /// key, rounded up: counted in the weight so `FRACTILE_L1_BYTES` bounds real memory.
 const ENTRY_OVERHEAD_BYTES: usize = 200;
 
+/// How often a queued miss re-reads Redis while waiting, in case the announcement was lost
+/// (pub/sub delivers at most once, and not while its connection is down).
+const RESULT_POLL_EVERY: Duration = Duration::from_millis(200);
+
 /// Where a served tile came from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     /// The in-process cache.
     L1,
-    /// This request rendered it.
+    /// Redis.
+    L2 {
+        /// Time of the Redis lookup.
+        lookup: Duration,
+    },
+    /// This request rendered it in this process.
     Rendered {
         /// Time waiting for a render thread.
         queued: Duration,
         /// Time rendering and encoding.
         rendered: Duration,
     },
-    /// Another request was already rendering it; this one waited for that render.
+    /// A worker rendered it; this request waited for the result.
+    Worker {
+        /// Time from publishing the job (or joining another replica's) to having the tile.
+        waited: Duration,
+        /// The worker that rendered it, when its announcement arrived.
+        worker: Option<String>,
+        /// Its render time in ms, when known.
+        render_ms: Option<f64>,
+    },
+    /// Another request in this process was already fetching it; this one waited.
     Coalesced,
 }
 
@@ -50,31 +77,50 @@ pub struct Served {
 /// Why no tile could be served.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FillError {
-    /// The render queue was full.
+    /// The local render queue was full.
     #[error(transparent)]
     QueueFull(#[from] QueueFull),
     /// The render did not finish before its deadline.
     #[error("render did not finish within its deadline")]
     Deadline,
+    /// The render queue could not take the job and the fallback is to refuse.
+    #[error("the render queue is unavailable")]
+    QueueUnavailable,
     /// The renderer failed or panicked.
     #[error("render failed: {0}")]
     Render(String),
 }
 
-/// L1 plus the way to fill it. Cheap to clone: clones share the cache and the pool.
+/// The distributed-mode dependencies.
+#[derive(Clone)]
+pub struct Backends {
+    /// Redis: L2, claims, announcements, seeds.
+    pub store: TileStore,
+    /// Announcements of tiles rendered by workers.
+    pub ready: ReadyListener,
+    /// The render queue, when `FRACTILE_AMQP_URL` is set.
+    pub publisher: Option<Publisher>,
+    /// What a miss does when the queue cannot take it.
+    pub fallback: QueueFallback,
+}
+
+/// The cache and the way to fill it. Cheap to clone: clones share everything.
 #[derive(Clone)]
 pub struct TileCache {
     l1: Cache<TileKey, Bytes>,
     pool: RenderPool,
+    backends: Option<Backends>,
     metrics: Arc<Metrics>,
     render_timeout: Duration,
 }
 
 impl TileCache {
-    /// A cache holding up to `l1_bytes` (tile bytes plus per-entry overhead).
+    /// A cache holding up to `l1_bytes` (tile bytes plus per-entry overhead) in front of
+    /// `backends` (none: embedded mode).
     pub fn new(
         l1_bytes: u64,
         pool: RenderPool,
+        backends: Option<Backends>,
         metrics: Arc<Metrics>,
         render_timeout: Duration,
     ) -> Self {
@@ -87,6 +133,7 @@ impl TileCache {
         TileCache {
             l1,
             pool,
+            backends,
             metrics,
             render_timeout,
         }
@@ -97,24 +144,34 @@ impl TileCache {
         &self.pool
     }
 
-    /// Publishes the cache's size to the gauges (called before each scrape).
+    /// The distributed-mode dependencies, if configured.
+    pub fn backends(&self) -> Option<&Backends> {
+        self.backends.as_ref()
+    }
+
+    /// Publishes the cache's and pools' sizes to the gauges (called before each scrape).
     pub async fn refresh_gauges(&self) {
         self.l1.run_pending_tasks().await;
         let l1 = ["l1"];
-        self.metrics
-            .cache_bytes
+        let m = &self.metrics;
+        m.cache_bytes
             .with_label_values(&l1)
             .set(saturating_i64(self.l1.weighted_size()));
-        self.metrics
-            .cache_entries
+        m.cache_entries
             .with_label_values(&l1)
             .set(saturating_i64(self.l1.entry_count()));
-        self.metrics
-            .render_queue_depth
+        m.render_queue_depth
             .set(saturating_i64(self.pool.queued() as u64));
+        if let Some(backends) = &self.backends {
+            let status = backends.store.pool_status();
+            m.redis_pool_size.set(saturating_i64(status.size as u64));
+            m.redis_pool_available
+                .set(saturating_i64(status.available as u64));
+        }
     }
 
-    /// The tile from L1, or rendered (once, however many requests ask at the same time).
+    /// The tile from L1, L2, or rendered (once per process, however many requests ask at
+    /// the same time).
     pub async fn get(&self, key: TileKey) -> Result<Served, Arc<FillError>> {
         let start = Instant::now();
         if let Some(png) = self.l1.get(&key).await {
@@ -126,25 +183,152 @@ impl TileCache {
             });
         }
         self.count("l1", "miss");
-        // Only the request whose init future runs fills `timing`; the others waited on it.
-        let mut timing = None;
+        // Only the request whose init future runs fills `source`; the others waited on it.
+        let mut source = None;
         let png = self
             .l1
             .try_get_with(key, async {
-                let (png, queued, rendered) = self.render(key).await?;
-                timing = Some(Source::Rendered { queued, rendered });
+                let (png, from) = self.fill(key).await?;
+                source = Some(from);
                 Ok::<_, FillError>(png)
             })
             .await?;
+        let source = source.unwrap_or_else(|| {
+            self.metrics.coalesced.with_label_values(&["local"]).inc();
+            Source::Coalesced
+        });
         Ok(Served {
             png,
-            source: timing.unwrap_or(Source::Coalesced),
+            source,
             elapsed: start.elapsed(),
         })
     }
 
-    /// Renders on the pool and waits until the deadline.
-    async fn render(&self, key: TileKey) -> Result<(Bytes, Duration, Duration), FillError> {
+    /// L2, then a render.
+    async fn fill(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
+        let Some(backends) = &self.backends else {
+            return self.render_here(key).await;
+        };
+        let lookup = Instant::now();
+        match backends.store.get(&key).await {
+            Ok(Some(png)) => {
+                self.count("l2", "hit");
+                return Ok((
+                    png,
+                    Source::L2 {
+                        lookup: lookup.elapsed(),
+                    },
+                ));
+            }
+            Ok(None) => self.count("l2", "miss"),
+            Err(error) => self.store_error("get", &error),
+        }
+        match &backends.publisher {
+            Some(publisher) => self.render_by_worker(key, backends, publisher).await,
+            None => {
+                let rendered = self.render_here(key).await?;
+                self.store_in_background(backends, key, rendered.0.clone());
+                Ok(rendered)
+            }
+        }
+    }
+
+    /// Queues the render for a worker (unless another replica already did) and waits for
+    /// the tile to appear in Redis, until the render deadline.
+    async fn render_by_worker(
+        &self,
+        key: TileKey,
+        backends: &Backends,
+        publisher: &Publisher,
+    ) -> Result<(Bytes, Source), FillError> {
+        let started = Instant::now();
+        let deadline = started + self.render_timeout;
+        // Register before publishing, or the announcement could arrive first.
+        let mut announcement = backends.ready.register(&key);
+        let claimed = match backends.store.claim_render(&key, self.render_timeout).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                // Without Redis no worker can hand the tile back: render here.
+                self.store_error("claim", &error);
+                return self.render_here(key).await;
+            }
+        };
+        let mut confirm = None;
+        if claimed {
+            let job = RenderJob::interactive(&key, SystemTime::now() + self.render_timeout);
+            match publisher.publish(&job).await {
+                Ok(pending) => confirm = Some(Box::pin(pending.confirmed())),
+                Err(error) => {
+                    tracing::warn!(%error, %key, "publishing a render job failed");
+                    self.metrics
+                        .publishes
+                        .with_label_values(&["interactive", "error"])
+                        .inc();
+                    return self.queue_fallback(key).await;
+                }
+            }
+        } else {
+            self.metrics.coalesced.with_label_values(&["cluster"]).inc();
+        }
+
+        let mut poll = tokio::time::interval(RESULT_POLL_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard: Option<fractile_tile_store::ReadyNote> = None;
+        let outcome = loop {
+            tokio::select! {
+                note = announcement.announced(), if heard.is_none() => heard = Some(note),
+                _ = poll.tick() => {}
+                confirmed = async { confirm.as_mut().expect("guarded by is_some").await }, if confirm.is_some() => {
+                    confirm = None;
+                    self.metrics.confirm_latency.observe(started.elapsed().as_secs_f64());
+                    match confirmed {
+                        Ok(()) => self.metrics.publishes.with_label_values(&["interactive", "ok"]).inc(),
+                        Err(error) => {
+                            tracing::warn!(%error, %key, "the broker did not take a render job");
+                            self.metrics.publishes.with_label_values(&["interactive", "rejected"]).inc();
+                            break None;
+                        }
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    self.metrics.result_wait.with_label_values(&["timeout"]).observe(started.elapsed().as_secs_f64());
+                    return Err(FillError::Deadline);
+                }
+            }
+            // Announced, or time to poll: look in Redis.
+            match backends.store.get(&key).await {
+                Ok(Some(png)) => break Some(png),
+                Ok(None) => {}
+                Err(error) => self.store_error("result", &error),
+            }
+        };
+        let Some(png) = outcome else {
+            return self.queue_fallback(key).await;
+        };
+        let waited = started.elapsed();
+        self.metrics
+            .result_wait
+            .with_label_values(&["ok"])
+            .observe(waited.as_secs_f64());
+        let source = Source::Worker {
+            waited,
+            worker: heard.as_ref().map(|n| n.worker.clone()),
+            render_ms: heard.as_ref().map(|n| n.render_ms),
+        };
+        Ok((png, source))
+    }
+
+    /// The queue could not take a job: render here, or refuse, per configuration.
+    async fn queue_fallback(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
+        match self.backends.as_ref().map(|b| b.fallback) {
+            Some(QueueFallback::Reject) => Err(FillError::QueueUnavailable),
+            _ => self.render_here(key).await,
+        }
+    }
+
+    /// Renders on this process's pool and waits until the deadline.
+    async fn render_here(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
         let enqueued = Instant::now();
         let deadline = enqueued + self.render_timeout;
         let metrics = Arc::clone(&self.metrics);
@@ -166,7 +350,9 @@ impl TileCache {
                 (result, started - enqueued, rendered)
             })?;
         match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok((Ok(png), queued, rendered))) => Ok((Bytes::from(png), queued, rendered)),
+            Ok(Ok((Ok(png), queued, rendered))) => {
+                Ok((Bytes::from(png), Source::Rendered { queued, rendered }))
+            }
             Ok(Ok((Err(RenderError::Cancelled), ..))) | Err(_) => Err(FillError::Deadline),
             Ok(Ok((Err(e @ RenderError::Encode(_)), ..))) => Err(FillError::Render(e.to_string())),
             // The pool dropped the job: skipped past its deadline, or it panicked.
@@ -178,6 +364,26 @@ impl TileCache {
                 ))
             }
         }
+    }
+
+    /// Writes a locally rendered tile to L2 without holding up the response.
+    fn store_in_background(&self, backends: &Backends, key: TileKey, png: Bytes) {
+        let (store, cache) = (backends.store.clone(), self.clone());
+        tokio::spawn(async move {
+            if let Err(error) = store.put(&key, &png).await {
+                cache.store_error("put", &error);
+            }
+        });
+    }
+
+    fn store_error(&self, operation: &str, error: &StoreError) {
+        if matches!(error, StoreError::PoolWaitTimeout) {
+            self.metrics.redis_wait_timeouts.inc();
+        }
+        if operation == "get" {
+            self.count("l2", "error");
+        }
+        tracing::debug!(%error, operation, "redis unavailable; treating as a miss");
     }
 
     fn count(&self, layer: &str, result: &str) {

@@ -122,29 +122,51 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// `Server-Timing` for a served tile, so a browser's devtools show where the time went.
-fn server_timing(source: Source, elapsed: Duration) -> HeaderValue {
+fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
     let mut out = String::new();
-    match source {
-        Source::L1 => {
-            let _ = write!(out, "l1;desc=\"L1 hit\";dur={:.3}", millis(elapsed));
-        }
-        Source::Rendered { queued, rendered } => {
+    let total = millis(elapsed);
+    let _ = match source {
+        Source::L1 => write!(out, "l1;desc=\"L1 hit\";dur={total:.3}"),
+        Source::L2 { lookup } => write!(
+            out,
+            "l2;desc=\"Redis hit\";dur={:.3}, total;dur={total:.3}",
+            millis(*lookup)
+        ),
+        Source::Rendered { queued, rendered } => write!(
+            out,
+            "queue;desc=\"render queue\";dur={:.3}, render;dur={:.3}, total;dur={total:.3}",
+            millis(*queued),
+            millis(*rendered)
+        ),
+        Source::Worker {
+            waited,
+            worker,
+            render_ms,
+        } => {
             let _ = write!(
                 out,
-                "queue;desc=\"render queue\";dur={:.3}, render;dur={:.3}, total;dur={:.3}",
-                millis(queued),
-                millis(rendered),
-                millis(elapsed)
+                "wait;desc=\"waited for a worker\";dur={:.3}",
+                millis(*waited)
             );
+            if let Some(ms) = render_ms {
+                let _ = write!(out, ", render;dur={ms:.3}");
+            }
+            if let Some(worker) = worker {
+                // Worker ids are host names; keep the header value plain ASCII regardless.
+                let name: String = worker
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                    .take(64)
+                    .collect();
+                let _ = write!(out, ", worker;desc=\"{name}\"");
+            }
+            write!(out, ", total;dur={total:.3}")
         }
-        Source::Coalesced => {
-            let _ = write!(
-                out,
-                "coalesced;desc=\"waited for another request's render\";dur={:.3}",
-                millis(elapsed)
-            );
-        }
-    }
+        Source::Coalesced => write!(
+            out,
+            "coalesced;desc=\"waited for another request's fetch\";dur={total:.3}"
+        ),
+    };
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("total"))
 }
 
@@ -184,12 +206,18 @@ pub async fn get_tile(
             "render_timeout",
             "the tile did not render in time; retry shortly",
         ),
+        FillError::QueueUnavailable => ApiError::unavailable(
+            "render_unavailable",
+            "tiles cannot be rendered right now; retry shortly",
+        ),
         FillError::Render(cause) => ApiError::Internal(cause.clone()),
     })?;
 
     let (x_cache, label) = match served.source {
         Source::L1 => ("L1", "l1"),
+        Source::L2 { .. } => ("L2", "l2"),
         Source::Rendered { .. } => ("MISS", "rendered"),
+        Source::Worker { .. } => ("MISS", "worker"),
         Source::Coalesced => ("MISS", "coalesced"),
     };
     let mut response = served.png.into_response();
@@ -200,7 +228,7 @@ pub async fn get_tile(
     h.insert("x-cache", HeaderValue::from_static(x_cache));
     h.insert(
         "server-timing",
-        server_timing(served.source, served.elapsed),
+        server_timing(&served.source, served.elapsed),
     );
     response.extensions_mut().insert(CacheLabel(label));
     Ok(response)

@@ -57,6 +57,8 @@ pub async fn connect(url: &str, name: &str, timeout: Duration) -> Result<Connect
 pub struct Publisher {
     channel: Channel,
     topology: Topology,
+    // Kept so the connection lives as long as any clone of the publisher.
+    _connection: std::sync::Arc<Connection>,
 }
 
 /// A published job whose broker confirmation is still outstanding.
@@ -77,13 +79,15 @@ impl PendingConfirm {
 }
 
 impl Publisher {
-    /// Opens the publishing channel on `connection`, declares the topology, and turns on
-    /// publisher confirms.
-    pub async fn new(
-        connection: &Connection,
+    /// Connects (see [`connect`]), opens the publishing channel, declares the topology, and
+    /// turns on publisher confirms.
+    pub async fn connect(
+        url: &str,
+        name: &str,
         topology: Topology,
         timeout: Duration,
     ) -> Result<Self, QueueError> {
+        let connection = connect(url, name, timeout).await?;
         let setup = async {
             let channel = connection.create_channel().await?;
             topology.declare(&channel).await?;
@@ -95,7 +99,11 @@ impl Publisher {
         let channel = tokio::time::timeout(timeout, setup)
             .await
             .map_err(|_| QueueError::Timeout("publisher setup"))??;
-        Ok(Publisher { channel, topology })
+        Ok(Publisher {
+            channel,
+            topology,
+            _connection: std::sync::Arc::new(connection),
+        })
     }
 
     /// Sends `job` to its queue: persistent, mandatory (an unroutable job comes back

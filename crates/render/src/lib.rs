@@ -19,7 +19,7 @@ pub mod tile;
 
 pub use encode::{EncodeError, Encoding};
 pub use palette::{Style, UnknownStyle};
-pub use tile::{MaxZoom, TILE_SIZE, TileError, TileId, Viewport};
+pub use tile::{MaxZoom, TILE_SIZE, TileError, TileId, TileRange, Viewport};
 
 /// Identifies the renderer's output. Bump it whenever a change alters any tile's bytes
 /// (kernel, iteration budget, palette, encoder settings): caches key on it, and the ETag

@@ -183,6 +183,80 @@ impl Viewport {
     }
 }
 
+/// The tiles of one zoom level that intersect a rectangle of the complex plane: columns
+/// `x0..=x1`, rows `y0..=y1`. Seeds expand into these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileRange {
+    z: u8,
+    x0: u32,
+    x1: u32,
+    y0: u32,
+    y1: u32,
+}
+
+impl TileRange {
+    /// Every tile of zoom `z`.
+    pub fn whole(z: u8, max_zoom: MaxZoom) -> Result<Self, TileError> {
+        let last = TileId::new(z, 0, 0, max_zoom).map(|_| ((1u64 << z) - 1) as u32)?;
+        Ok(TileRange {
+            z,
+            x0: 0,
+            x1: last,
+            y0: 0,
+            y1: last,
+        })
+    }
+
+    /// The tiles of zoom `z` that intersect the rectangle `[min_re, max_re] × [min_im, max_im]`,
+    /// or `None` when the rectangle misses the world (or is empty or not finite).
+    pub fn covering(
+        z: u8,
+        max_zoom: MaxZoom,
+        min_re: f64,
+        min_im: f64,
+        max_re: f64,
+        max_im: f64,
+    ) -> Result<Option<Self>, TileError> {
+        let whole = Self::whole(z, max_zoom)?;
+        let finite = [min_re, min_im, max_re, max_im]
+            .iter()
+            .all(|v| v.is_finite());
+        if !finite || min_re >= max_re || min_im >= max_im {
+            return Ok(None);
+        }
+        let size = WORLD_SIZE / (1u64 << z) as f64;
+        let last = f64::from(whole.x1);
+        // Column of a real part, row of an imaginary part, clamped to the world.
+        let column = |re: f64| ((re - ORIGIN_RE) / size).floor().clamp(0.0, last) as u32;
+        let row = |im: f64| ((ORIGIN_IM - im) / size).floor().clamp(0.0, last) as u32;
+        let world_misses = max_re <= ORIGIN_RE
+            || min_re >= ORIGIN_RE + WORLD_SIZE
+            || min_im >= ORIGIN_IM
+            || max_im <= ORIGIN_IM - WORLD_SIZE;
+        if world_misses {
+            return Ok(None);
+        }
+        Ok(Some(TileRange {
+            z,
+            x0: column(min_re),
+            x1: column(max_re),
+            y0: row(max_im),
+            y1: row(min_im),
+        }))
+    }
+
+    /// Tiles in the range.
+    pub fn count(&self) -> u64 {
+        (u64::from(self.x1 - self.x0) + 1) * (u64::from(self.y1 - self.y0) + 1)
+    }
+
+    /// The tiles, row by row. Lazy: a range of millions of tiles costs no memory.
+    pub fn tiles(self) -> impl Iterator<Item = TileId> {
+        (self.y0..=self.y1)
+            .flat_map(move |y| (self.x0..=self.x1).map(move |x| TileId { z: self.z, x, y }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +304,31 @@ mod tests {
         assert_eq!(vp.max_re(), ORIGIN_RE + WORLD_SIZE);
         assert_eq!(vp.min_im(), ORIGIN_IM - WORLD_SIZE);
         assert!(vp.min_re() < vp.max_re());
+    }
+
+    #[test]
+    fn ranges_cover_what_intersects_the_rectangle() {
+        let max = MaxZoom::new(10).expect("valid");
+        assert_eq!(TileRange::whole(2, max).expect("valid").count(), 16);
+        // The whole world at zoom 3 (and beyond it) is every tile.
+        let all = TileRange::covering(3, max, -10.0, -10.0, 10.0, 10.0)
+            .expect("valid")
+            .expect("hits");
+        assert_eq!(all.count(), 64);
+        assert_eq!(all.tiles().count(), 64);
+        // A small box just right of -0.75 + 0.1i at zoom 8 is one tile: 8/128/121.
+        let one = TileRange::covering(8, max, -0.7499, 0.0999, -0.7490, 0.1001)
+            .expect("valid")
+            .expect("hits");
+        let tiles: Vec<_> = one.tiles().map(|t| (t.x(), t.y())).collect();
+        assert_eq!(tiles, [(128, 121)]);
+        assert_eq!(TileRange::covering(3, max, 5.0, 0.0, 6.0, 1.0), Ok(None));
+        assert_eq!(TileRange::covering(3, max, 1.0, 0.0, 0.0, 1.0), Ok(None));
+        assert_eq!(
+            TileRange::covering(3, max, f64::NAN, 0.0, 0.0, 1.0),
+            Ok(None)
+        );
+        assert!(TileRange::whole(11, max).is_err());
     }
 
     #[test]

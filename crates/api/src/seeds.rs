@@ -1,0 +1,452 @@
+//! Seeds: bulk pre-rendering of a zoom range, optionally inside a bounding box.
+//!
+//! `POST /v1/seeds` counts the tiles first (cheap: one multiplication per zoom level) and
+//! refuses a seed over `FRACTILE_SEED_MAX_TILES` before anything is queued. An accepted seed
+//! is recorded in Redis, so any replica can report on it, and expanded into jobs by a
+//! background task, one bounded batch at a time: tiles already in Redis are skipped
+//! (counted as done), the rest published to the bulk queue with confirms. Workers count
+//! progress on the record and skip the jobs of a cancelled seed.
+//!
+//! Limitation: expansion runs on the replica that accepted the seed. If that replica dies
+//! mid-expansion, the seed stays `expanding` with the tiles queued so far.
+
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fractile_queue::{Publisher, RenderJob, unix_ms};
+use fractile_render::{MaxZoom, Style, TileKey, TileRange};
+use fractile_tile_store::{SeedFields, TileStore};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Tiles checked against Redis and published per round trip.
+const BATCH: usize = 500;
+/// How long a seed's record is kept.
+const RECORD_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Attempts at one batch (the broker may be recovering) before the seed is marked failed.
+const BATCH_ATTEMPTS: u32 = 10;
+
+/// The body of `POST /v1/seeds`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedRequest {
+    /// Shallowest zoom to render.
+    pub min_zoom: u8,
+    /// Deepest zoom to render.
+    pub max_zoom: u8,
+    /// Only tiles intersecting this rectangle of the complex plane (default: everything).
+    #[serde(default)]
+    pub bbox: Option<BBox>,
+    /// Style (default `classic`).
+    #[serde(default)]
+    pub style: Option<String>,
+}
+
+/// A rectangle of the complex plane.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BBox {
+    /// Left edge.
+    pub min_re: f64,
+    /// Bottom edge.
+    pub min_im: f64,
+    /// Right edge.
+    pub max_re: f64,
+    /// Top edge.
+    pub max_im: f64,
+}
+
+/// What `GET /v1/seeds/{id}` reports.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SeedStatus {
+    /// The seed's id.
+    pub id: String,
+    /// `expanding` (jobs being queued), `running`, `done`, `cancelled`, `failed` (could not
+    /// queue its jobs) or `interrupted` (the accepting replica shut down mid-expansion).
+    pub state: String,
+    /// Tiles in the seed.
+    pub total: u64,
+    /// Jobs queued so far.
+    pub queued: u64,
+    /// Tiles finished: rendered, or found already stored.
+    pub done: u64,
+    /// Of `done`, tiles that were already stored.
+    pub skipped: u64,
+    /// Tiles that failed for good (their jobs are in the dead-letter queue).
+    pub failed: u64,
+    /// Shallowest zoom.
+    pub min_zoom: u64,
+    /// Deepest zoom.
+    pub max_zoom: u64,
+    /// Style.
+    pub style: String,
+}
+
+/// The tile ranges of a request, validated.
+struct Plan {
+    ranges: Vec<TileRange>,
+    style: Style,
+    total: u64,
+}
+
+fn plan(request: &SeedRequest, max_zoom: MaxZoom, limit: u64) -> Result<Plan, ApiError> {
+    let bad = |message: String| ApiError::BadRequest {
+        code: "invalid_seed",
+        message,
+    };
+    if request.min_zoom > request.max_zoom {
+        return Err(bad(format!(
+            "min_zoom {} is above max_zoom {}",
+            request.min_zoom, request.max_zoom
+        )));
+    }
+    if request.max_zoom > max_zoom.get() {
+        return Err(bad(format!(
+            "max_zoom {} is beyond the maximum zoom {}",
+            request.max_zoom,
+            max_zoom.get()
+        )));
+    }
+    let style = match &request.style {
+        None => Style::default(),
+        Some(name) => name
+            .parse()
+            .map_err(|e: fractile_render::UnknownStyle| bad(e.to_string()))?,
+    };
+    let mut ranges = Vec::new();
+    for z in request.min_zoom..=request.max_zoom {
+        let range = match request.bbox {
+            None => Some(TileRange::whole(z, max_zoom)),
+            Some(b) => {
+                let valid = [b.min_re, b.min_im, b.max_re, b.max_im]
+                    .iter()
+                    .all(|v| v.is_finite())
+                    && b.min_re < b.max_re
+                    && b.min_im < b.max_im;
+                if !valid {
+                    return Err(bad(
+                        "bbox must be finite with min_re < max_re and min_im < max_im".into(),
+                    ));
+                }
+                TileRange::covering(z, max_zoom, b.min_re, b.min_im, b.max_re, b.max_im).transpose()
+            }
+        };
+        if let Some(range) = range {
+            ranges.push(range.map_err(|e| bad(e.to_string()))?);
+        }
+    }
+    let total = ranges
+        .iter()
+        .map(TileRange::count)
+        .fold(0u64, u64::saturating_add);
+    if total > limit {
+        return Err(ApiError::Unprocessable {
+            code: "seed_too_large",
+            message: format!("this seed covers {total} tiles; the limit is {limit}"),
+        });
+    }
+    if total == 0 {
+        return Err(bad("the bbox contains no tiles".into()));
+    }
+    Ok(Plan {
+        ranges,
+        style,
+        total,
+    })
+}
+
+fn seeding(state: &AppState) -> Result<(TileStore, Publisher), ApiError> {
+    let backends = state.tiles.backends();
+    match backends.and_then(|b| b.publisher.clone().map(|p| (b.store.clone(), p))) {
+        Some(both) => Ok(both),
+        None => Err(ApiError::NotImplemented {
+            code: "seeding_unavailable",
+            message: "seeding needs FRACTILE_REDIS_URL and FRACTILE_AMQP_URL (workers render seeds)",
+        }),
+    }
+}
+
+/// `POST /v1/seeds`.
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<SeedRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::BadRequest {
+        code: "invalid_body",
+        message: e.body_text(),
+    })?;
+    let (store, publisher) = seeding(&state)?;
+    let plan = plan(&request, state.max_zoom, state.seed_max_tiles)?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let fields = [
+        ("state", "expanding".to_owned()),
+        ("total", plan.total.to_string()),
+        ("queued", "0".into()),
+        ("done", "0".into()),
+        ("skipped", "0".into()),
+        ("failed", "0".into()),
+        ("min_zoom", request.min_zoom.to_string()),
+        ("max_zoom", request.max_zoom.to_string()),
+        ("style", plan.style.name().to_owned()),
+        ("created_unix_ms", unix_ms(SystemTime::now()).to_string()),
+    ];
+    store
+        .seed_create(&id, &fields, RECORD_TTL)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(seed = %id, tiles = plan.total, "seed accepted");
+    let stop = state.background.clone();
+    state
+        .seed_tasks
+        .spawn(expand(store.clone(), publisher, id.clone(), plan, stop));
+
+    let status = read_status(&store, &id).await?;
+    let mut response = (StatusCode::ACCEPTED, Json(status)).into_response();
+    let location = HeaderValue::from_str(&format!("/v1/seeds/{id}"))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
+/// `GET /v1/seeds/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SeedStatus>, ApiError> {
+    let (store, _) = seeding(&state)?;
+    Ok(Json(read_status(&store, &valid_id(&id)?).await?))
+}
+
+/// `DELETE /v1/seeds/{id}`: workers skip the seed's remaining jobs.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SeedStatus>, ApiError> {
+    let (store, _) = seeding(&state)?;
+    let id = valid_id(&id)?;
+    let existed = store
+        .seed_set(&id, "state", "cancelled")
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !existed {
+        return Err(not_found());
+    }
+    Ok(Json(read_status(&store, &id).await?))
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound {
+        code: "seed_not_found",
+        message: "no such seed".into(),
+    }
+}
+
+/// Seed ids are 32 lowercase hex digits (a random UUID); anything else names no seed.
+fn valid_id(id: &str) -> Result<String, ApiError> {
+    let ok = id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if ok {
+        Ok(id.to_owned())
+    } else {
+        Err(not_found())
+    }
+}
+
+async fn read_status(store: &TileStore, id: &str) -> Result<SeedStatus, ApiError> {
+    let fields = store
+        .seed_get(id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(not_found)?;
+    Ok(status_of(id, &fields))
+}
+
+fn status_of(id: &str, f: &SeedFields) -> SeedStatus {
+    let n = |k: &str| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let stored = f.get("state").map_or("unknown", String::as_str);
+    let (total, done, failed) = (n("total"), n("done"), n("failed"));
+    // "running" becomes "done" when every tile is accounted for; workers only count.
+    let state = match stored {
+        "running" if done + failed >= total => "done",
+        other => other,
+    };
+    SeedStatus {
+        id: id.to_owned(),
+        state: state.to_owned(),
+        total,
+        queued: n("queued"),
+        done,
+        skipped: n("skipped"),
+        failed,
+        min_zoom: n("min_zoom"),
+        max_zoom: n("max_zoom"),
+        style: f.get("style").cloned().unwrap_or_default(),
+    }
+}
+
+/// Expands a seed into bulk jobs, a batch at a time, skipping tiles already stored.
+async fn expand(
+    store: TileStore,
+    publisher: Publisher,
+    id: String,
+    plan: Plan,
+    stop: CancellationToken,
+) {
+    let style = plan.style;
+    let mut tiles = plan
+        .ranges
+        .into_iter()
+        .flat_map(TileRange::tiles)
+        .map(|tile| TileKey { tile, style });
+    loop {
+        let batch: Vec<TileKey> = tiles.by_ref().take(BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        if stop.is_cancelled() {
+            let _ = store.seed_set(&id, "state", "interrupted").await;
+            return;
+        }
+        if let Ok(Some(state)) = store.seed_field(&id, "state").await
+            && state == "cancelled"
+        {
+            return;
+        }
+        let mut attempt = 1;
+        while let Err(error) = expand_batch(&store, &publisher, &id, &batch).await {
+            tracing::warn!(seed = %id, %error, attempt, "queueing a seed batch failed");
+            if attempt >= BATCH_ATTEMPTS || stop.is_cancelled() {
+                let _ = store.seed_set(&id, "state", "failed").await;
+                return;
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    // Only move on if nobody cancelled meanwhile.
+    if let Ok(Some(state)) = store.seed_field(&id, "state").await
+        && state == "expanding"
+    {
+        let _ = store.seed_set(&id, "state", "running").await;
+    }
+    tracing::info!(seed = %id, "seed expanded");
+}
+
+/// One batch: skip what Redis has, publish the rest and wait for every confirm.
+async fn expand_batch(
+    store: &TileStore,
+    publisher: &Publisher,
+    id: &str,
+    batch: &[TileKey],
+) -> Result<(), String> {
+    let stored = store.exists(batch).await.map_err(|e| e.to_string())?;
+    let mut pending = Vec::new();
+    for (key, stored) in batch.iter().zip(&stored) {
+        if !stored {
+            pending.push(
+                publisher
+                    .publish(&RenderJob::bulk(key, id))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    let queued = pending.len();
+    for confirm in pending {
+        confirm.confirmed().await.map_err(|e| e.to_string())?;
+    }
+    let skipped = i64::try_from(batch.len() - queued).unwrap_or(0);
+    let queued = i64::try_from(queued).unwrap_or(0);
+    let counted = async {
+        store.seed_add(id, "queued", queued).await?;
+        if skipped > 0 {
+            store.seed_add(id, "skipped", skipped).await?;
+            store.seed_add(id, "done", skipped).await?;
+        }
+        Ok::<_, fractile_tile_store::StoreError>(())
+    };
+    counted.await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(min_zoom: u8, max_zoom: u8, bbox: Option<BBox>) -> SeedRequest {
+        SeedRequest {
+            min_zoom,
+            max_zoom,
+            bbox,
+            style: None,
+        }
+    }
+
+    fn max() -> MaxZoom {
+        MaxZoom::new(20).expect("valid")
+    }
+
+    #[test]
+    fn whole_zoom_levels_count_four_to_the_z() {
+        let p = plan(&request(0, 6, None), max(), 10_000).expect("valid");
+        assert_eq!(p.total, 5461);
+    }
+
+    #[test]
+    fn seeds_over_the_limit_state_the_count_and_the_limit() {
+        match plan(&request(0, 6, None), max(), 1000) {
+            Err(ApiError::Unprocessable { code, message }) => {
+                assert_eq!(code, "seed_too_large");
+                assert!(
+                    message.contains("5461") && message.contains("1000"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected 422, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn a_bbox_limits_the_tiles() {
+        let bbox = BBox {
+            min_re: -0.76,
+            min_im: 0.09,
+            max_re: -0.74,
+            max_im: 0.11,
+        };
+        let p = plan(&request(8, 8, Some(bbox)), max(), 10_000).expect("valid");
+        // Columns 127-128, rows 120-122 of zoom 8.
+        assert_eq!(p.total, 6);
+        let outside = BBox {
+            min_re: 10.0,
+            min_im: 10.0,
+            max_re: 11.0,
+            max_im: 11.0,
+        };
+        assert!(plan(&request(8, 8, Some(outside)), max(), 10_000).is_err());
+    }
+
+    #[test]
+    fn invalid_requests_are_refused() {
+        assert!(plan(&request(5, 4, None), max(), 10).is_err());
+        assert!(plan(&request(0, 21, None), max(), u64::MAX).is_err());
+        let inverted = BBox {
+            min_re: 1.0,
+            min_im: 0.0,
+            max_re: 0.0,
+            max_im: 1.0,
+        };
+        assert!(plan(&request(0, 2, Some(inverted)), max(), 100).is_err());
+        assert!(valid_id("0123456789abcdef0123456789abcdef").is_ok());
+        assert!(valid_id("0123456789ABCDEF0123456789abcdef").is_err());
+        assert!(valid_id("../etc").is_err());
+    }
+}

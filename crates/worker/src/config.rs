@@ -1,0 +1,102 @@
+//! The worker's settings: `FRACTILE_*` environment variables and flags of the same names.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use clap::Parser;
+use fractile_runtime::{LogFormat, parse_duration};
+
+/// The worker's settings.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "fractile-worker",
+    version,
+    about = "fractile's render worker: renders queued tiles into Redis."
+)]
+pub struct Config {
+    /// RabbitMQ to consume render jobs from.
+    #[arg(long, env = "FRACTILE_AMQP_URL")]
+    pub amqp_url: String,
+
+    /// Redis to store rendered tiles in.
+    #[arg(long, env = "FRACTILE_REDIS_URL")]
+    pub redis_url: String,
+
+    /// Address for /livez, /readyz and /metrics.
+    #[arg(long, env = "FRACTILE_ADMIN_LISTEN", default_value = "0.0.0.0:9001")]
+    pub admin_listen: SocketAddr,
+
+    /// Render threads (default: the CPUs this process may use).
+    #[arg(long, env = "FRACTILE_RENDER_THREADS")]
+    pub render_threads: Option<NonZeroUsize>,
+
+    /// Interactive jobs held unacknowledged at once (default: 2 per render thread, so a
+    /// thread finds the next job waiting).
+    #[arg(long, env = "FRACTILE_INTERACTIVE_PREFETCH")]
+    pub interactive_prefetch: Option<u16>,
+
+    /// Seed jobs held unacknowledged at once (default: 1 per render thread: the rest stay in
+    /// the broker, where other workers can take them).
+    #[arg(long, env = "FRACTILE_BULK_PREFETCH")]
+    pub bulk_prefetch: Option<u16>,
+
+    /// Prefix of the queue names (deployments sharing a broker keep apart with it).
+    #[arg(long, env = "FRACTILE_QUEUE_PREFIX", default_value = "fractile.")]
+    pub queue_prefix: String,
+
+    /// Prefix of the Redis keys.
+    #[arg(long, env = "FRACTILE_KEY_PREFIX", default_value = "fractile:")]
+    pub key_prefix: String,
+
+    /// How long stored tiles live in Redis.
+    #[arg(long, env = "FRACTILE_TILE_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub tile_ttl: Duration,
+
+    /// This worker's name in metrics and `Server-Timing` (default: the host name).
+    #[arg(long, env = "FRACTILE_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// How long jobs in progress may take to finish after SIGTERM.
+    #[arg(long, env = "FRACTILE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "FRACTILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Render threads: configured, or the CPUs available (cgroup quotas included).
+    pub fn render_threads(&self) -> NonZeroUsize {
+        self.render_threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .unwrap_or(NonZeroUsize::MIN)
+    }
+
+    /// Prefetch of the interactive consumer.
+    pub fn interactive_prefetch(&self) -> u16 {
+        self.interactive_prefetch
+            .unwrap_or_else(|| per_thread(self.render_threads(), 2))
+    }
+
+    /// Prefetch of the bulk consumer.
+    pub fn bulk_prefetch(&self) -> u16 {
+        self.bulk_prefetch
+            .unwrap_or_else(|| per_thread(self.render_threads(), 1))
+    }
+
+    /// The worker's id.
+    pub fn worker_id(&self) -> String {
+        self.worker_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("worker-{}", std::process::id()))
+    }
+}
+
+fn per_thread(threads: NonZeroUsize, n: usize) -> u16 {
+    u16::try_from(threads.get().saturating_mul(n))
+        .unwrap_or(u16::MAX)
+        .max(1)
+}

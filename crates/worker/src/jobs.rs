@@ -1,0 +1,242 @@
+//! What happens to one delivery, from decoding to the ack.
+//!
+//! The order is the guarantee: render → store in Redis (and announce) → count seed
+//! progress → ack. A crash anywhere before the ack leaves the job with the broker, which
+//! redelivers it; redelivery is harmless because the render is deterministic and the store
+//! a plain `SET`. Jobs are dropped without rendering when nobody can use the result: an
+//! interactive job past its deadline, a job of a cancelled seed, a tile already stored.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fractile_queue::lapin::message::Delivery;
+use fractile_queue::lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use fractile_queue::{MAX_ATTEMPTS, Priority, RenderJob, delivery_attempts};
+use fractile_render::{RenderError, TileKey, render_tile};
+use fractile_runtime::pool::{Lane, RenderPool};
+use fractile_tile_store::{ReadyNote, TileStore};
+
+use crate::metrics::WorkerMetrics;
+
+/// The function that turns a tile into PNG bytes; it polls the cancel check it is given.
+pub type Renderer =
+    Arc<dyn Fn(TileKey, &dyn Fn() -> bool) -> Result<Vec<u8>, RenderError> + Send + Sync>;
+
+/// Longest a seed tile may render before it is abandoned (and retried).
+const BULK_RENDER_BUDGET: Duration = Duration::from_secs(60);
+/// Attempts at storing a rendered tile before the job is requeued.
+const STORE_ATTEMPTS: u32 = 3;
+/// Pause between store attempts.
+const STORE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How a delivery is settled with the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Done (or nothing to do): remove it from the queue.
+    Ack,
+    /// Try again later.
+    Requeue,
+    /// Give up: to the dead-letter queue.
+    DeadLetter,
+}
+
+/// What every job task shares.
+pub struct JobContext {
+    pub(crate) id: String,
+    store: TileStore,
+    pool: RenderPool,
+    pub(crate) metrics: Arc<WorkerMetrics>,
+    pub(crate) renderer: Renderer,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        id: String,
+        store: TileStore,
+        pool: RenderPool,
+        metrics: Arc<WorkerMetrics>,
+    ) -> Self {
+        let renderer: Renderer = Arc::new(|key: TileKey, cancelled: &dyn Fn() -> bool| {
+            render_tile(key.tile, key.style, cancelled)
+        });
+        JobContext {
+            id,
+            store,
+            pool,
+            metrics,
+            renderer,
+        }
+    }
+
+    /// Handles one delivery to the end, settling it with the broker.
+    pub(crate) async fn handle(self: Arc<Self>, delivery: Delivery, priority: Priority) {
+        let queue = match priority {
+            Priority::Interactive => "interactive",
+            Priority::Bulk => "bulk",
+        };
+        self.metrics.consumed.with_label_values(&[queue]).inc();
+        self.metrics.in_progress.inc();
+        let settle = match RenderJob::decode(&delivery.data)
+            .and_then(|job| job.key().map(|key| (job, key)))
+        {
+            Ok((job, key)) => {
+                self.metrics
+                    .queue_wait
+                    .with_label_values(&[queue])
+                    .observe(job.queued_for(SystemTime::now()).as_secs_f64());
+                let attempts = delivery_attempts(&delivery.properties);
+                self.process(&job, key, attempts).await
+            }
+            Err(error) => {
+                tracing::warn!(%error, queue, "dead-lettering an invalid job");
+                Settle::DeadLetter
+            }
+        };
+        let settled = match settle {
+            Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
+            Settle::Requeue => {
+                self.metrics.retries.inc();
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await
+            }
+            Settle::DeadLetter => {
+                self.metrics.dead_lettered.inc();
+                delivery.reject(BasicRejectOptions { requeue: false }).await
+            }
+        };
+        if let Err(error) = settled {
+            // The channel was recovered since the delivery: the broker redelivers the job.
+            tracing::warn!(%error, ?settle, "settling a delivery failed; it will be redelivered");
+        }
+        self.metrics.in_progress.dec();
+    }
+
+    async fn process(&self, job: &RenderJob, key: TileKey, attempts: u32) -> Settle {
+        if job.expired(SystemTime::now()) {
+            self.metrics.deadline_drops.inc();
+            return Settle::Ack;
+        }
+        if let Some(seed) = &job.seed
+            && let Ok(Some(state)) = self.store.seed_field(seed, "state").await
+            && state == "cancelled"
+        {
+            self.metrics.skipped.with_label_values(&["cancelled"]).inc();
+            return Settle::Ack;
+        }
+        if let Ok([true]) = self.store.exists(&[key]).await.as_deref() {
+            // Another worker (or a redelivery) got here first. Waiters still want to hear.
+            self.metrics.skipped.with_label_values(&["stored"]).inc();
+            if job.priority == Priority::Interactive {
+                let _ = self.store.announce(&self.note(&key, 0.0)).await;
+            }
+            self.seed_progress(job, "done").await;
+            return Settle::Ack;
+        }
+
+        match self.render(job, key).await {
+            Rendered::Png(png, took) => self.store(job, key, &png, took).await,
+            Rendered::TooLate => {
+                self.metrics.deadline_drops.inc();
+                Settle::Ack
+            }
+            Rendered::Failed(why) if attempts >= MAX_ATTEMPTS => {
+                tracing::error!(%key, attempts, why, "render failed for the last time; dead-lettering");
+                self.seed_progress(job, "failed").await;
+                Settle::DeadLetter
+            }
+            Rendered::Failed(why) => {
+                tracing::warn!(%key, attempts, why, "render failed; requeueing");
+                Settle::Requeue
+            }
+        }
+    }
+
+    async fn render(&self, job: &RenderJob, key: TileKey) -> Rendered {
+        let now = Instant::now();
+        let (lane, deadline) = match job.deadline_unix_ms {
+            Some(ms) => {
+                let left = ms.saturating_sub(fractile_queue::unix_ms(SystemTime::now()));
+                (Lane::Interactive, now + Duration::from_millis(left))
+            }
+            None => (Lane::Bulk, now + BULK_RENDER_BUDGET),
+        };
+        let renderer = Arc::clone(&self.renderer);
+        let metrics = Arc::clone(&self.metrics);
+        let spawned = self.pool.try_spawn(lane, deadline, move |cancel| {
+            let started = Instant::now();
+            let result = renderer(key, &|| cancel.is_cancelled());
+            let took = started.elapsed();
+            let outcome = match &result {
+                Ok(_) => {
+                    metrics.render_duration.observe(took.as_secs_f64());
+                    "ok"
+                }
+                Err(RenderError::Cancelled) => "cancelled",
+                Err(_) => "error",
+            };
+            metrics.renders.with_label_values(&[outcome]).inc();
+            (result, took)
+        });
+        let Ok(result) = spawned else {
+            return Rendered::Failed("render pool full");
+        };
+        match result.await {
+            Ok((Ok(png), took)) => Rendered::Png(png, took),
+            Ok((Err(RenderError::Cancelled), _)) => Rendered::TooLate,
+            Ok((Err(_), _)) => Rendered::Failed("render error"),
+            // The pool skipped it (deadline passed while queued) or the render panicked.
+            Err(_) if Instant::now() >= deadline => Rendered::TooLate,
+            Err(_) => {
+                self.metrics.renders.with_label_values(&["error"]).inc();
+                Rendered::Failed("render panicked")
+            }
+        }
+    }
+
+    async fn store(&self, job: &RenderJob, key: TileKey, png: &[u8], took: Duration) -> Settle {
+        let note = self.note(&key, took.as_secs_f64() * 1000.0);
+        for attempt in 1..=STORE_ATTEMPTS {
+            match self.store.put_and_announce(&key, png, &note).await {
+                Ok(()) => {
+                    self.seed_progress(job, "done").await;
+                    return Settle::Ack;
+                }
+                Err(error) if attempt < STORE_ATTEMPTS => {
+                    tracing::warn!(%error, %key, attempt, "storing a tile failed; retrying");
+                    tokio::time::sleep(STORE_BACKOFF).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, %key, "storing a tile failed; requeueing the job")
+                }
+            }
+        }
+        Settle::Requeue
+    }
+
+    async fn seed_progress(&self, job: &RenderJob, field: &str) {
+        if let Some(seed) = &job.seed
+            && let Err(error) = self.store.seed_add(seed, field, 1).await
+        {
+            tracing::warn!(%error, seed, field, "recording seed progress failed");
+        }
+    }
+
+    fn note(&self, key: &TileKey, render_ms: f64) -> ReadyNote {
+        ReadyNote {
+            key: key.to_string(),
+            worker: self.id.clone(),
+            render_ms,
+        }
+    }
+}
+
+/// The outcome of a render attempt.
+enum Rendered {
+    Png(Vec<u8>, Duration),
+    TooLate,
+    Failed(&'static str),
+}

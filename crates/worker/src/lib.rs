@@ -1,0 +1,353 @@
+//! fractile's render worker.
+//!
+//! Consumes render jobs from RabbitMQ (an interactive and a bulk queue), renders them on a
+//! bounded thread pool that always prefers interactive work, stores the PNG in Redis,
+//! announces it to the waiting api, and only then acks. Anything that goes wrong before the
+//! ack leaves the job with the broker, which redelivers it: delivery is at-least-once and
+//! every step is idempotent.
+//!
+//! - [`config`] holds the settings;
+//! - [`metrics`] holds the worker's Prometheus metrics;
+//! - [`jobs`] decides what happens to one delivery;
+//! - [`Worker::run`] connects, consumes and shuts down.
+
+pub mod config;
+pub mod jobs;
+pub mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use fractile_queue::lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+};
+use fractile_queue::lapin::types::FieldTable;
+use fractile_queue::lapin::{Channel, Connection, ConnectionStatus, Consumer};
+use fractile_queue::{Priority, Topology};
+use fractile_runtime::Readiness;
+use fractile_runtime::pool::RenderPool;
+use fractile_tile_store::{StoreSettings, TileStore};
+use futures_lite::StreamExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use jobs::Renderer;
+
+use crate::jobs::JobContext;
+use crate::metrics::WorkerMetrics;
+
+/// Time allowed to connect to RabbitMQ and set up channels at start-up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the broker's queue depths are read for `render_queue_depth`.
+const DEPTH_POLL_EVERY: Duration = Duration::from_secs(5);
+/// Header-read deadline of the admin port.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A configured worker, not yet connected.
+pub struct Worker {
+    config: Config,
+    context: Arc<JobContext>,
+    readiness: Readiness,
+}
+
+impl Worker {
+    /// Builds the store, the pool and the metrics. Connects to nothing yet.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let metrics = Arc::new(WorkerMetrics::new().context("registering metrics")?);
+        let mut store_settings =
+            StoreSettings::new(config.redis_url.clone(), config.key_prefix.clone());
+        store_settings.tile_ttl = config.tile_ttl;
+        let store = TileStore::new(&store_settings).context("configuring redis")?;
+        // Prefetch bounds the jobs held at once, so the pool's queues never fill; the
+        // capacity is a safety margin, not a limit the worker relies on.
+        let capacity =
+            usize::from(config.interactive_prefetch()) + usize::from(config.bulk_prefetch());
+        let pool = RenderPool::new(config.render_threads(), capacity, metrics.pool_metrics())
+            .context("starting render threads")?;
+        let context = Arc::new(JobContext::new(config.worker_id(), store, pool, metrics));
+        Ok(Worker {
+            config,
+            context,
+            readiness: Readiness::default(),
+        })
+    }
+
+    /// Replaces the renderer (tests inject failures with it).
+    pub fn with_renderer(mut self, renderer: Renderer) -> Self {
+        if let Some(context) = Arc::get_mut(&mut self.context) {
+            context.renderer = renderer;
+        }
+        self
+    }
+
+    /// The worker's metrics.
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        Arc::clone(&self.context.metrics)
+    }
+
+    /// Consumes until `shutdown` resolves, then stops consuming, lets jobs in progress
+    /// finish (and be acked), and returns. Returns an error if a consumer ends by itself:
+    /// a worker that silently stopped consuming would look healthy while doing nothing.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Worker {
+            config,
+            context,
+            readiness,
+        } = self;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
+        let name = format!("fractile-worker {}", context.id);
+        let connection = fractile_queue::connect(&config.amqp_url, &name, SETUP_TIMEOUT).await?;
+        let topology = Topology::new(&config.queue_prefix);
+        let setup = async {
+            let interactive = consumer(
+                &connection,
+                &topology,
+                Priority::Interactive,
+                config.interactive_prefetch(),
+                &context.id,
+            )
+            .await?;
+            let bulk = consumer(
+                &connection,
+                &topology,
+                Priority::Bulk,
+                config.bulk_prefetch(),
+                &context.id,
+            )
+            .await?;
+            let depth = connection.create_channel().await?;
+            Ok::<_, fractile_queue::lapin::Error>((interactive, bulk, depth))
+        };
+        let ((interactive_ch, mut interactive), (bulk_ch, mut bulk), depth_ch) =
+            tokio::time::timeout(SETUP_TIMEOUT, setup)
+                .await
+                .context("setting up consumers timed out")??;
+
+        let stop_admin = CancellationToken::new();
+        let admin_app = admin_router(
+            readiness.clone(),
+            connection.status().clone(),
+            Arc::clone(&context.metrics),
+        );
+        let admin_server = tokio::spawn(fractile_runtime::serve::serve(
+            admin,
+            admin_app,
+            ADMIN_HEADER_TIMEOUT,
+            stop_admin.clone(),
+        ));
+        let stop_polling = CancellationToken::new();
+        tokio::spawn(poll_depths(
+            depth_ch,
+            topology.clone(),
+            Arc::clone(&context.metrics),
+            stop_polling.clone(),
+        ));
+        tracing::info!(
+            worker = %context.id,
+            admin = %config.admin_listen,
+            threads = config.render_threads().get(),
+            interactive_prefetch = config.interactive_prefetch(),
+            bulk_prefetch = config.bulk_prefetch(),
+            "consuming"
+        );
+
+        let tracker = TaskTracker::new();
+        tokio::pin!(shutdown);
+        let outcome: anyhow::Result<()> = loop {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                next = interactive.next() => if let Err(e) = dispatch(next, &interactive_ch, Priority::Interactive, &context, &tracker).await {
+                    break Err(e);
+                },
+                next = bulk.next() => if let Err(e) = dispatch(next, &bulk_ch, Priority::Bulk, &context, &tracker).await {
+                    break Err(e);
+                },
+            }
+        };
+
+        readiness.drain();
+        stop_polling.cancel();
+        if outcome.is_ok() {
+            tracing::info!(
+                in_progress = tracker.len(),
+                "shutting down: finishing jobs in progress"
+            );
+            for (channel, tag) in [
+                (&interactive_ch, tag(&context.id, Priority::Interactive)),
+                (&bulk_ch, tag(&context.id, Priority::Bulk)),
+            ] {
+                if let Err(error) = channel
+                    .basic_cancel(tag.into(), BasicCancelOptions::default())
+                    .await
+                {
+                    tracing::warn!(%error, "cancelling a consumer failed");
+                }
+            }
+        }
+        tracker.close();
+        if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_progress = tracker.len(),
+                "shutdown timeout passed with jobs in progress; they will be redelivered"
+            );
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            connection.close(200, "worker shutting down".into()),
+        )
+        .await;
+        stop_admin.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
+        if outcome.is_ok() {
+            tracing::info!("stopped");
+        }
+        outcome
+    }
+}
+
+fn tag(id: &str, priority: Priority) -> String {
+    match priority {
+        Priority::Interactive => format!("{id}-interactive"),
+        Priority::Bulk => format!("{id}-bulk"),
+    }
+}
+
+/// A channel with its prefetch set, the topology declared, and a consumer on `priority`'s
+/// queue with manual acks.
+async fn consumer(
+    connection: &Connection,
+    topology: &Topology,
+    priority: Priority,
+    prefetch: u16,
+    id: &str,
+) -> Result<(Channel, Consumer), fractile_queue::lapin::Error> {
+    let channel = connection.create_channel().await?;
+    topology.declare(&channel).await?;
+    // Per-consumer prefetch (global = false: RabbitMQ 4.3 refuses global QoS).
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            topology.queue_for(priority).into(),
+            tag(id, priority).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer))
+}
+
+/// Hands one item of a consumer stream to a job task, or decides the consumer is dead.
+async fn dispatch(
+    next: Option<Result<fractile_queue::lapin::message::Delivery, fractile_queue::lapin::Error>>,
+    channel: &Channel,
+    priority: Priority,
+    context: &Arc<JobContext>,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    match next {
+        Some(Ok(delivery)) => {
+            tracker.spawn(Arc::clone(context).handle(delivery, priority));
+            Ok(())
+        }
+        Some(Err(error)) => {
+            tracing::warn!(%error, ?priority, "consumer error; waiting for the connection to recover");
+            channel
+                .wait_for_recovery(error)
+                .await
+                .context("consumer could not recover")?;
+            tracing::info!(?priority, "consumer recovered");
+            Ok(())
+        }
+        None => anyhow::bail!("the {priority:?} consumer ended: no more deliveries would arrive"),
+    }
+}
+
+/// Reads the broker's ready-message counts into `render_queue_depth` (passive declares).
+async fn poll_depths(
+    channel: Channel,
+    topology: Topology,
+    metrics: Arc<WorkerMetrics>,
+    stop: CancellationToken,
+) {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    loop {
+        for (label, queue) in [
+            ("interactive", &topology.interactive),
+            ("bulk", &topology.bulk),
+            ("dead", &topology.dead),
+        ] {
+            let declared = tokio::time::timeout(
+                Duration::from_secs(2),
+                channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
+            )
+            .await;
+            if let Ok(Ok(q)) = declared {
+                metrics
+                    .queue_depth
+                    .with_label_values(&[label])
+                    .set(i64::from(q.message_count()));
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(DEPTH_POLL_EVERY) => {}
+        }
+    }
+}
+
+fn admin_router(
+    readiness: Readiness,
+    connection: ConnectionStatus,
+    metrics: Arc<WorkerMetrics>,
+) -> Router {
+    Router::new()
+        .route(
+            "/livez",
+            get(|| async { axum::Json(serde_json::json!({ "status": "alive" })) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let (draining, connected) = (readiness.is_draining(), connection.connected());
+                async move {
+                    let (status, state) = match (draining, connected) {
+                        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+                        (false, false) => (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable"),
+                        (false, true) => (StatusCode::OK, "ready"),
+                    };
+                    (status, axum::Json(serde_json::json!({ "status": state })))
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.encode();
+                async move {
+                    match body {
+                        Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body)
+                            .into_response(),
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        )
+}

@@ -1,0 +1,22 @@
+//! `fractile-worker`: parse the configuration, start logging, consume until SIGTERM. Exits
+//! non-zero when consuming stops by itself, so the orchestrator restarts it.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use fractile_runtime::{shutdown_signal, telemetry};
+use fractile_worker::{Config, Worker};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    telemetry::init(config.log_format);
+    let result = async { Worker::new(config)?.run(shutdown_signal()).await }.await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fractile-worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}

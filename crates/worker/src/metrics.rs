@@ -1,0 +1,146 @@
+//! The worker's Prometheus metrics, on a registry of its own (with the process collector).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+const SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The worker's metrics.
+pub struct WorkerMetrics {
+    registry: Registry,
+    /// `worker_jobs_consumed_total{queue}`: deliveries received.
+    pub consumed: IntCounterVec,
+    /// `renders_total{result}`: ok, error, cancelled (deadline passed while rendering).
+    pub renders: IntCounterVec,
+    /// `render_duration_seconds`.
+    pub render_duration: Histogram,
+    /// `worker_queue_wait_seconds{queue}`: time from publish to delivery.
+    pub queue_wait: HistogramVec,
+    /// `worker_deadline_drops_total`: interactive jobs dropped because their requester gave up.
+    pub deadline_drops: IntCounter,
+    /// `worker_jobs_skipped_total{reason}`: `stored` (already in Redis), `cancelled` (seed cancelled).
+    pub skipped: IntCounterVec,
+    /// `worker_retries_total`: jobs requeued for another attempt.
+    pub retries: IntCounter,
+    /// `worker_dead_lettered_total`: jobs rejected to the dead-letter queue.
+    pub dead_lettered: IntCounter,
+    /// `render_queue_depth{queue}`: jobs ready in the broker (polled).
+    pub queue_depth: IntGaugeVec,
+    /// `worker_jobs_in_progress`: deliveries being handled.
+    pub in_progress: IntGauge,
+    /// `render_pool_queue_depth`: renders waiting for a thread of this worker.
+    pub pool_depth: IntGauge,
+    /// `render_pool_wait_seconds`.
+    pub pool_wait: Histogram,
+    /// `render_pool_rejected_total`.
+    pub pool_rejected: IntCounter,
+}
+
+impl WorkerMetrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let m = WorkerMetrics {
+            consumed: IntCounterVec::new(
+                Opts::new(
+                    "worker_jobs_consumed_total",
+                    "Render jobs delivered, by queue.",
+                ),
+                &["queue"],
+            )?,
+            renders: IntCounterVec::new(
+                Opts::new("renders_total", "Renders by result."),
+                &["result"],
+            )?,
+            render_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "render_duration_seconds",
+                    "Time to render and encode one tile.",
+                )
+                .buckets(SECONDS.to_vec()),
+            )?,
+            queue_wait: HistogramVec::new(
+                HistogramOpts::new(
+                    "worker_queue_wait_seconds",
+                    "Time from publish to delivery, by queue.",
+                )
+                .buckets(SECONDS.to_vec()),
+                &["queue"],
+            )?,
+            deadline_drops: IntCounter::new(
+                "worker_deadline_drops_total",
+                "Interactive jobs dropped past their deadline.",
+            )?,
+            skipped: IntCounterVec::new(
+                Opts::new(
+                    "worker_jobs_skipped_total",
+                    "Jobs acked without rendering, by reason.",
+                ),
+                &["reason"],
+            )?,
+            retries: IntCounter::new("worker_retries_total", "Jobs requeued for another attempt.")?,
+            dead_lettered: IntCounter::new(
+                "worker_dead_lettered_total",
+                "Jobs rejected to the dead-letter queue.",
+            )?,
+            queue_depth: IntGaugeVec::new(
+                Opts::new("render_queue_depth", "Jobs ready in the broker, by queue."),
+                &["queue"],
+            )?,
+            in_progress: IntGauge::new("worker_jobs_in_progress", "Deliveries being handled.")?,
+            pool_depth: IntGauge::new("render_pool_queue_depth", "Renders waiting for a thread.")?,
+            pool_wait: Histogram::with_opts(
+                HistogramOpts::new(
+                    "render_pool_wait_seconds",
+                    "Time a render waited for a thread.",
+                )
+                .buckets(SECONDS.to_vec()),
+            )?,
+            pool_rejected: IntCounter::new(
+                "render_pool_rejected_total",
+                "Renders refused by a full pool queue.",
+            )?,
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.consumed.clone()))?;
+        r.register(Box::new(m.renders.clone()))?;
+        r.register(Box::new(m.render_duration.clone()))?;
+        r.register(Box::new(m.queue_wait.clone()))?;
+        r.register(Box::new(m.deadline_drops.clone()))?;
+        r.register(Box::new(m.skipped.clone()))?;
+        r.register(Box::new(m.retries.clone()))?;
+        r.register(Box::new(m.dead_lettered.clone()))?;
+        r.register(Box::new(m.queue_depth.clone()))?;
+        r.register(Box::new(m.in_progress.clone()))?;
+        r.register(Box::new(m.pool_depth.clone()))?;
+        r.register(Box::new(m.pool_wait.clone()))?;
+        r.register(Box::new(m.pool_rejected.clone()))?;
+        Ok(m)
+    }
+
+    /// The handles the render pool updates.
+    pub fn pool_metrics(&self) -> fractile_runtime::pool::PoolMetrics {
+        fractile_runtime::pool::PoolMetrics {
+            queue_depth: self.pool_depth.clone(),
+            queue_wait: self.pool_wait.clone(),
+            rejected: self.pool_rejected.clone(),
+            skipped: self.renders.with_label_values(&["cancelled"]),
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
