@@ -4,8 +4,9 @@
 //! refuses a seed over `FRACTILE_SEED_MAX_TILES` before anything is queued. An accepted seed
 //! is recorded in Redis, so any replica can report on it, and expanded into jobs by a
 //! background task, one bounded batch at a time: tiles already in Redis are skipped
-//! (counted as done), the rest published to the bulk queue with confirms. Workers count
-//! progress on the record and skip the jobs of a cancelled seed.
+//! (counted as done), the rest published to the bulk queue with confirms. Workers record
+//! each finished tile in a set (so a redelivered job is not counted twice) and skip the
+//! jobs of a cancelled seed.
 //!
 //! Limitation: expansion runs on the replica that accepted the seed. If that replica dies
 //! mid-expansion, the seed stays `expanding` with the tiles queued so far.
@@ -19,7 +20,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fractile_queue::{Publisher, RenderJob, unix_ms};
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
-use fractile_tile_store::{SeedFields, TileStore};
+use fractile_tile_store::{SeedFields, SeedOutcome, TileStore};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -189,9 +190,7 @@ pub async fn create(
         ("state", "expanding".to_owned()),
         ("total", plan.total.to_string()),
         ("queued", "0".into()),
-        ("done", "0".into()),
         ("skipped", "0".into()),
-        ("failed", "0".into()),
         ("min_zoom", request.min_zoom.to_string()),
         ("max_zoom", request.max_zoom.to_string()),
         ("style", plan.style.name().to_owned()),
@@ -350,27 +349,23 @@ async fn expand_batch(
 ) -> Result<(), String> {
     let stored = store.exists(batch).await.map_err(|e| e.to_string())?;
     let mut pending = Vec::new();
+    let mut already = Vec::new();
     for (key, stored) in batch.iter().zip(&stored) {
-        if !stored {
-            pending.push(
-                publisher
-                    .publish(&RenderJob::bulk(key, id))
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+        if *stored {
+            already.push(*key);
+        } else {
+            pending.push(publisher.publish(&RenderJob::bulk(key, id)).await.map_err(|e| e.to_string())?);
         }
     }
-    let queued = pending.len();
+    let queued = i64::try_from(pending.len()).unwrap_or(i64::MAX);
     for confirm in pending {
         confirm.confirmed().await.map_err(|e| e.to_string())?;
     }
-    let skipped = i64::try_from(batch.len() - queued).unwrap_or(0);
-    let queued = i64::try_from(queued).unwrap_or(0);
     let counted = async {
         store.seed_add(id, "queued", queued).await?;
-        if skipped > 0 {
-            store.seed_add(id, "skipped", skipped).await?;
-            store.seed_add(id, "done", skipped).await?;
+        if !already.is_empty() {
+            store.seed_add(id, "skipped", i64::try_from(already.len()).unwrap_or(i64::MAX)).await?;
+            store.seed_mark(id, SeedOutcome::Done, &already).await?;
         }
         Ok::<_, fractile_tile_store::StoreError>(())
     };

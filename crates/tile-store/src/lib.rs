@@ -114,6 +114,15 @@ pub struct ReadyNote {
     pub render_ms: f64,
 }
 
+/// What became of a seed's tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedOutcome {
+    /// Rendered and stored, or found already stored.
+    Done,
+    /// Dead-lettered after its last attempt.
+    Failed,
+}
+
 /// A seed's stored record (a Redis hash); counters are updated by the api (expansion) and
 /// the workers (progress).
 pub type SeedFields = HashMap<String, String>;
@@ -144,6 +153,14 @@ impl Keys {
 
     fn seed(&self, id: &str) -> String {
         format!("{}seed:{id}", self.prefix)
+    }
+
+    fn seed_tiles(&self, id: &str, outcome: SeedOutcome) -> String {
+        let set = match outcome {
+            SeedOutcome::Done => "done",
+            SeedOutcome::Failed => "failed",
+        };
+        format!("{}seed:{id}:{set}", self.prefix)
     }
 
     fn ready_channel(&self) -> String {
@@ -335,12 +352,47 @@ impl TileStore {
             .await
     }
 
-    /// A seed's record, if it exists.
+    /// A seed's record, if it exists, with `done` and `failed` filled in from its tile sets.
     pub async fn seed_get(&self, id: &str) -> Result<Option<SeedFields>, StoreError> {
         let k = self.keys.seed(id);
+        let (done, failed) = (self.keys.seed_tiles(id, SeedOutcome::Done), self.keys.seed_tiles(id, SeedOutcome::Failed));
         self.with_conn(|mut c| async move {
-            let fields: SeedFields = c.hgetall(&k).await?;
-            Ok((!fields.is_empty()).then_some(fields))
+            let (mut fields, done, failed): (SeedFields, u64, u64) =
+                redis::pipe().hgetall(&k).scard(&done).scard(&failed).query_async(&mut c).await?;
+            if fields.is_empty() {
+                return Ok(None);
+            }
+            fields.insert("done".into(), done.to_string());
+            fields.insert("failed".into(), failed.to_string());
+            Ok(Some(fields))
+        })
+        .await
+    }
+
+    /// Records what became of some of a seed's tiles. A set, not a counter: a redelivered
+    /// job marks its tile again without counting it twice.
+    pub async fn seed_mark(&self, id: &str, outcome: SeedOutcome, keys: &[TileKey]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let set = self.keys.seed_tiles(id, outcome);
+        let members: Vec<String> = keys.iter().map(TileKey::to_string).collect();
+        let record = self.keys.seed(id);
+        self.with_conn(|mut c| async move {
+            // Only for live seeds, and the set expires with the record.
+            let script = redis::Script::new(
+                "local ttl = redis.call('PTTL', KEYS[1]) \
+                 if ttl < 0 then return 0 end \
+                 redis.call('SADD', KEYS[2], unpack(ARGV)) \
+                 redis.call('PEXPIRE', KEYS[2], ttl) return 1",
+            );
+            let mut invocation = script.key(&record);
+            invocation.key(&set);
+            for member in &members {
+                invocation.arg(member);
+            }
+            let _: i64 = invocation.invoke_async(&mut c).await?;
+            Ok(())
         })
         .await
     }

@@ -14,7 +14,7 @@ use fractile_queue::lapin::options::{BasicAckOptions, BasicNackOptions, BasicRej
 use fractile_queue::{MAX_ATTEMPTS, Priority, RenderJob, delivery_attempts};
 use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_runtime::pool::{Lane, RenderPool};
-use fractile_tile_store::{ReadyNote, TileStore};
+use fractile_tile_store::{ReadyNote, SeedOutcome, TileStore};
 
 use crate::metrics::WorkerMetrics;
 
@@ -133,7 +133,7 @@ impl JobContext {
             if job.priority == Priority::Interactive {
                 let _ = self.store.announce(&self.note(&key, 0.0)).await;
             }
-            self.seed_progress(job, "done").await;
+            self.seed_progress(job, key, SeedOutcome::Done).await;
             return Settle::Ack;
         }
 
@@ -145,7 +145,7 @@ impl JobContext {
             }
             Rendered::Failed(why) if attempts >= MAX_ATTEMPTS => {
                 tracing::error!(%key, attempts, why, "render failed for the last time; dead-lettering");
-                self.seed_progress(job, "failed").await;
+                self.seed_progress(job, key, SeedOutcome::Failed).await;
                 Settle::DeadLetter
             }
             Rendered::Failed(why) => {
@@ -202,7 +202,7 @@ impl JobContext {
         for attempt in 1..=STORE_ATTEMPTS {
             match self.store.put_and_announce(&key, png, &note).await {
                 Ok(()) => {
-                    self.seed_progress(job, "done").await;
+                    self.seed_progress(job, key, SeedOutcome::Done).await;
                     return Settle::Ack;
                 }
                 Err(error) if attempt < STORE_ATTEMPTS => {
@@ -217,11 +217,11 @@ impl JobContext {
         Settle::Requeue
     }
 
-    async fn seed_progress(&self, job: &RenderJob, field: &str) {
+    async fn seed_progress(&self, job: &RenderJob, key: TileKey, outcome: SeedOutcome) {
         if let Some(seed) = &job.seed
-            && let Err(error) = self.store.seed_add(seed, field, 1).await
+            && let Err(error) = self.store.seed_mark(seed, outcome, &[key]).await
         {
-            tracing::warn!(%error, seed, field, "recording seed progress failed");
+            tracing::warn!(%error, seed, ?outcome, "recording seed progress failed");
         }
     }
 

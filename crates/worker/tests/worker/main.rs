@@ -1,0 +1,7 @@
+//! The worker against the real Redis and RabbitMQ: the ack protocol, deadlines, poison,
+//! a killed worker, a consumer that ends, graceful shutdown. Each test uses its own key
+//! prefix and queue names.
+
+mod helpers;
+mod protocol;
+mod resilience;
