@@ -7,8 +7,8 @@
 
 use fractile_runtime::pool::PoolMetrics;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Latency buckets for HTTP requests: from an L1 hit (tens of µs) to a slow render.
@@ -70,11 +70,7 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them (and the process collector) on a new registry.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        let registry = fractile_runtime::metrics::registry()?;
 
         let in_flight = IntGauge::new("http_requests_in_flight", "Traffic requests being served.")?;
         let requests = IntCounterVec::new(
@@ -238,9 +234,7 @@ impl Metrics {
 
     /// The exposition text of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
-        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+        fractile_runtime::metrics::encode(&self.registry)
     }
 
     /// Renders finished with `result` so far (tests assert on it).

@@ -354,7 +354,12 @@ async fn expand_batch(
         if *stored {
             already.push(*key);
         } else {
-            pending.push(publisher.publish(&RenderJob::bulk(key, id)).await.map_err(|e| e.to_string())?);
+            pending.push(
+                publisher
+                    .publish(&RenderJob::bulk(key, id))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
         }
     }
     let queued = i64::try_from(pending.len()).unwrap_or(i64::MAX);
@@ -364,7 +369,13 @@ async fn expand_batch(
     let counted = async {
         store.seed_add(id, "queued", queued).await?;
         if !already.is_empty() {
-            store.seed_add(id, "skipped", i64::try_from(already.len()).unwrap_or(i64::MAX)).await?;
+            store
+                .seed_add(
+                    id,
+                    "skipped",
+                    i64::try_from(already.len()).unwrap_or(i64::MAX),
+                )
+                .await?;
             store.seed_mark(id, SeedOutcome::Done, &already).await?;
         }
         Ok::<_, fractile_tile_store::StoreError>(())

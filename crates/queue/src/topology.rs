@@ -115,18 +115,34 @@ impl Topology {
 
 impl Topology {
     /// Messages ready in `queue` (a passive declare: fails if the queue does not exist).
-    pub async fn ready_messages(&self, channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        let q = channel.queue_declare(queue.into(), passive, FieldTable::default()).await?;
+    pub async fn ready_messages(
+        &self,
+        channel: &Channel,
+        queue: &str,
+    ) -> Result<u32, lapin::Error> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let q = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await?;
         Ok(q.message_count())
     }
 
     /// Deletes the queues and the exchange (tests clean up with it).
     pub async fn delete(&self, channel: &Channel) -> Result<(), lapin::Error> {
         for queue in [&self.interactive, &self.bulk, &self.dead] {
-            channel.queue_delete(queue.as_str().into(), Default::default()).await?;
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await?;
         }
-        channel.exchange_delete(self.dead_letter_exchange.as_str().into(), Default::default()).await
+        channel
+            .exchange_delete(
+                self.dead_letter_exchange.as_str().into(),
+                Default::default(),
+            )
+            .await
     }
 }
 

@@ -355,10 +355,17 @@ impl TileStore {
     /// A seed's record, if it exists, with `done` and `failed` filled in from its tile sets.
     pub async fn seed_get(&self, id: &str) -> Result<Option<SeedFields>, StoreError> {
         let k = self.keys.seed(id);
-        let (done, failed) = (self.keys.seed_tiles(id, SeedOutcome::Done), self.keys.seed_tiles(id, SeedOutcome::Failed));
+        let (done, failed) = (
+            self.keys.seed_tiles(id, SeedOutcome::Done),
+            self.keys.seed_tiles(id, SeedOutcome::Failed),
+        );
         self.with_conn(|mut c| async move {
-            let (mut fields, done, failed): (SeedFields, u64, u64) =
-                redis::pipe().hgetall(&k).scard(&done).scard(&failed).query_async(&mut c).await?;
+            let (mut fields, done, failed): (SeedFields, u64, u64) = redis::pipe()
+                .hgetall(&k)
+                .scard(&done)
+                .scard(&failed)
+                .query_async(&mut c)
+                .await?;
             if fields.is_empty() {
                 return Ok(None);
             }
@@ -371,7 +378,12 @@ impl TileStore {
 
     /// Records what became of some of a seed's tiles. A set, not a counter: a redelivered
     /// job marks its tile again without counting it twice.
-    pub async fn seed_mark(&self, id: &str, outcome: SeedOutcome, keys: &[TileKey]) -> Result<(), StoreError> {
+    pub async fn seed_mark(
+        &self,
+        id: &str,
+        outcome: SeedOutcome,
+        keys: &[TileKey],
+    ) -> Result<(), StoreError> {
         if keys.is_empty() {
             return Ok(());
         }

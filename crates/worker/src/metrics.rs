@@ -1,8 +1,8 @@
 //! The worker's Prometheus metrics, on a registry of its own (with the process collector).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 const SECONDS: &[f64] = &[
@@ -43,11 +43,7 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        let registry = fractile_runtime::metrics::registry()?;
         let m = WorkerMetrics {
             consumed: IntCounterVec::new(
                 Opts::new(
@@ -137,10 +133,8 @@ impl WorkerMetrics {
         }
     }
 
-    /// The exposition text.
+    /// The exposition text of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
-        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+        fractile_runtime::metrics::encode(&self.registry)
     }
 }

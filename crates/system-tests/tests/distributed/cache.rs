@@ -9,7 +9,9 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn replicas_share_tiles_through_redis() {
-    let Some(cluster) = Cluster::new().await else { return };
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
     // Redis only: each replica renders its own misses and shares them through L2.
     let mut config = cluster.api_config();
     config.amqp_url = None;
@@ -17,44 +19,79 @@ async fn replicas_share_tiles_through_redis() {
     let (second_state, second) = cluster.api(&config).await;
 
     let miss = send(&first, get("/tiles/6/10/20.png")).await;
-    assert_eq!((miss.status(), header(&miss, "x-cache")), (StatusCode::OK, "MISS".into()));
-    let key = TileKey { tile: TileId::new(6, 10, 20, MaxZoom::LIMIT).expect("valid"), style: Style::Classic };
-    eventually("the render reaches Redis", Duration::from_secs(5), || async {
-        matches!(cluster.store.get(&key).await, Ok(Some(_)))
-    })
+    assert_eq!(
+        (miss.status(), header(&miss, "x-cache")),
+        (StatusCode::OK, "MISS".into())
+    );
+    let key = TileKey {
+        tile: TileId::new(6, 10, 20, MaxZoom::LIMIT).expect("valid"),
+        style: Style::Classic,
+    };
+    eventually(
+        "the render reaches Redis",
+        Duration::from_secs(5),
+        || async { matches!(cluster.store.get(&key).await, Ok(Some(_))) },
+    )
     .await;
     let shared = send(&second, get("/tiles/6/10/20.png")).await;
     assert_eq!(header(&shared, "x-cache"), "L2");
     assert!(header(&shared, "server-timing").starts_with("l2;"));
-    let hits = second_state.metrics.cache_requests.with_label_values(&["l2", "hit"]).get();
+    let hits = second_state
+        .metrics
+        .cache_requests
+        .with_label_values(&["l2", "hit"])
+        .get();
     assert_eq!(hits, 1);
 
     // Keys carry the renderer version (a new renderer never reads old tiles) and a TTL.
     let mut c = redis_connection(&cluster.redis).await;
     let redis_key = format!("{}tile:{RENDER_VERSION}:classic:6:10:20", cluster.prefix);
-    let ttl: i64 = redis::cmd("TTL").arg(&redis_key).query_async(&mut c).await.expect("ttl");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&redis_key)
+        .query_async(&mut c)
+        .await
+        .expect("ttl");
     assert!(ttl > 0, "tiles expire (TTL {ttl})");
     cluster.cleanup().await;
 }
 
 async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(url).expect("url");
-    client.get_multiplexed_async_connection().await.expect("redis")
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
 }
 
 #[tokio::test]
 async fn a_miss_is_rendered_by_a_worker() {
-    let Some(cluster) = Cluster::new().await else { return };
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
     let worker = start_worker(cluster.worker_config(2));
     let (state, app) = cluster.api(&cluster.api_config()).await;
     let response = send(&app, get("/tiles/5/7/9.png?style=ocean")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "x-cache"), "MISS");
     let timing = header(&response, "server-timing");
-    assert!(timing.starts_with("wait;") && timing.contains("worker;desc="), "{timing}");
-    assert_eq!(state.metrics.renders_with("ok"), 0, "the api rendered nothing itself");
+    assert!(
+        timing.starts_with("wait;") && timing.contains("worker;desc="),
+        "{timing}"
+    );
+    assert_eq!(
+        state.metrics.renders_with("ok"),
+        0,
+        "the api rendered nothing itself"
+    );
     assert_eq!(worker.metrics.renders.with_label_values(&["ok"]).get(), 1);
-    assert_eq!(state.metrics.publishes.with_label_values(&["interactive", "ok"]).get(), 1);
+    assert_eq!(
+        state
+            .metrics
+            .publishes
+            .with_label_values(&["interactive", "ok"])
+            .get(),
+        1
+    );
     worker.shutdown().await;
     cluster.cleanup().await;
 }
@@ -62,7 +99,9 @@ async fn a_miss_is_rendered_by_a_worker() {
 #[tokio::test]
 async fn a_cold_tile_requested_on_three_replicas_renders_once() {
     const REQUESTS: usize = 60;
-    let Some(cluster) = Cluster::new().await else { return };
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
     let worker = start_worker(cluster.worker_config(2));
     let config = cluster.api_config();
     let mut replicas = Vec::new();
@@ -83,10 +122,19 @@ async fn a_cold_tile_requested_on_three_replicas_renders_once() {
     assert_eq!(worker.metrics.renders.with_label_values(&["ok"]).get(), 1);
     let published: u64 = replicas
         .iter()
-        .map(|(state, _)| state.metrics.publishes.with_label_values(&["interactive", "ok"]).get())
+        .map(|(state, _)| {
+            state
+                .metrics
+                .publishes
+                .with_label_values(&["interactive", "ok"])
+                .get()
+        })
         .sum();
     assert_eq!(published, 1);
-    let api_renders: u64 = replicas.iter().map(|(state, _)| state.metrics.renders_with("ok")).sum();
+    let api_renders: u64 = replicas
+        .iter()
+        .map(|(state, _)| state.metrics.renders_with("ok"))
+        .sum();
     assert_eq!(api_renders, 0);
     worker.shutdown().await;
     cluster.cleanup().await;

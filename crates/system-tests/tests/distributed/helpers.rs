@@ -1,7 +1,7 @@
 //! Test plumbing: services, an isolated cluster per test, api apps and workers in-process.
 
 use std::num::NonZeroUsize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -9,26 +9,12 @@ use axum::http::{Request, Response};
 use fractile_api::{AppState, Config};
 use fractile_queue::Topology;
 use fractile_queue::lapin::{Channel, Connection};
+pub use fractile_test_support::eventually;
+use fractile_test_support::{Services, services, unique_prefix};
 use fractile_tile_store::{StoreSettings, TileStore};
 use fractile_worker::Worker;
 use tokio::sync::oneshot;
 use tower::ServiceExt;
-
-/// Redis and RabbitMQ URLs, or `None` (with the reason printed) when they are not running.
-/// Under `CI` a missing service fails the test instead: CI must never skip these.
-pub fn services() -> Option<(String, String)> {
-    let redis = std::env::var("FRACTILE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let amqp = std::env::var("FRACTILE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    for (name, addr) in [("redis", "127.0.0.1:6379"), ("rabbitmq", "127.0.0.1:5672")] {
-        let addr = addr.parse().expect("valid address");
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            assert!(std::env::var_os("CI").is_none(), "{name} is not reachable at {addr}, and CI is set");
-            eprintln!("skipping: {name} is not reachable at {addr} (start it, or set CI to make this fail)");
-            return None;
-        }
-    }
-    Some((redis, amqp))
-}
 
 /// One test's private Redis prefix and queues, with handles to inspect them.
 pub struct Cluster {
@@ -43,14 +29,25 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn new() -> Option<Cluster> {
-        let (redis, amqp) = services()?;
-        let prefix = format!("test-{}.", uuid::Uuid::new_v4().simple());
-        let store = TileStore::new(&StoreSettings::new(redis.clone(), prefix.clone())).expect("store");
+        let Services { redis, amqp } = services()?;
+        let prefix = unique_prefix();
+        let store =
+            TileStore::new(&StoreSettings::new(redis.clone(), prefix.clone())).expect("store");
         let topology = Topology::new(&prefix);
-        let connection = fractile_queue::connect(&amqp, "test-inspect", Duration::from_secs(10)).await.expect("connect");
+        let connection = fractile_queue::connect(&amqp, "test-inspect", Duration::from_secs(10))
+            .await
+            .expect("connect");
         let channel = connection.create_channel().await.expect("channel");
         topology.declare(&channel).await.expect("topology");
-        Some(Cluster { redis, amqp, prefix, store, topology, channel, _connection: connection })
+        Some(Cluster {
+            redis,
+            amqp,
+            prefix,
+            store,
+            topology,
+            channel,
+            _connection: connection,
+        })
     }
 
     /// Api settings for this cluster: Redis and the queue, one render thread.
@@ -68,7 +65,10 @@ impl Cluster {
     pub async fn api(&self, config: &Config) -> (AppState, Router) {
         let state = AppState::connect(config).await.expect("api connects");
         if let Some(backends) = state.tiles.backends() {
-            assert!(backends.ready.wait_connected(Duration::from_secs(5)).await, "ready listener subscribes");
+            assert!(
+                backends.ready.wait_connected(Duration::from_secs(5)).await,
+                "ready listener subscribes"
+            );
         }
         let app = fractile_api::app::app(state.clone());
         (state, app)
@@ -112,7 +112,11 @@ pub fn start_worker(config: fractile_worker::Config) -> RunningWorker {
     let task = tokio::spawn(worker.run(async move {
         let _ = stopped.await;
     }));
-    RunningWorker { metrics, stop, task }
+    RunningWorker {
+        metrics,
+        stop,
+        task,
+    }
 }
 
 impl RunningWorker {
@@ -127,31 +131,30 @@ impl RunningWorker {
 }
 
 pub async fn send(app: &Router, request: Request<Body>) -> Response<Body> {
-    app.clone().oneshot(request).await.expect("router is infallible")
+    app.clone()
+        .oneshot(request)
+        .await
+        .expect("router is infallible")
 }
 
 pub fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).expect("valid request")
+    Request::get(uri)
+        .body(Body::empty())
+        .expect("valid request")
 }
 
 pub fn header(response: &Response<Body>, name: &str) -> String {
-    response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 pub async fn body_json(response: Response<Body>) -> serde_json::Value {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.expect("body");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .expect("body");
     serde_json::from_slice(&bytes).expect("JSON body")
-}
-
-/// Polls `check` until it returns true, for at most `limit`.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -24,14 +24,35 @@ async fn an_interactive_job_is_rendered_stored_announced_then_acked() {
     let tile = key(4, 3, 5);
     let mut wait = ready.register(&tile);
     let job = RenderJob::interactive(&tile, SystemTime::now() + Duration::from_secs(10));
-    env.publisher.publish(&job).await.expect("published").confirmed().await.expect("confirmed");
-    let note = tokio::time::timeout(Duration::from_secs(15), wait.announced()).await.expect("announced");
+    env.publisher
+        .publish(&job)
+        .await
+        .expect("published")
+        .confirmed()
+        .await
+        .expect("confirmed");
+    let note = tokio::time::timeout(Duration::from_secs(15), wait.announced())
+        .await
+        .expect("announced");
     assert_eq!(note.key, tile.to_string());
     assert!(note.render_ms > 0.0);
 
-    let stored = env.store.get(&tile).await.expect("redis").expect("stored before the announcement");
-    assert_eq!(stored.as_ref(), render_tile(tile.tile, tile.style, &|| false).expect("renders").as_slice());
-    eventually("the job is acked", Duration::from_secs(5), || async { metrics.in_progress.get() == 0 }).await;
+    let stored = env
+        .store
+        .get(&tile)
+        .await
+        .expect("redis")
+        .expect("stored before the announcement");
+    assert_eq!(
+        stored.as_ref(),
+        render_tile(tile.tile, tile.style, &|| false)
+            .expect("renders")
+            .as_slice()
+    );
+    eventually("the job is acked", Duration::from_secs(5), || async {
+        metrics.in_progress.get() == 0
+    })
+    .await;
     assert_eq!(env.ready(&env.topology.interactive).await, 0);
     assert_eq!(metrics.renders.with_label_values(&["ok"]).get(), 1);
 
@@ -47,15 +68,28 @@ async fn interactive_jobs_past_their_deadline_are_dropped_unrendered() {
     let Some(env) = Env::new().await else { return };
     let tile = key(3, 1, 1);
     let job = RenderJob::interactive(&tile, SystemTime::now() - Duration::from_secs(1));
-    env.publisher.publish(&job).await.expect("published").confirmed().await.expect("confirmed");
+    env.publisher
+        .publish(&job)
+        .await
+        .expect("published")
+        .confirmed()
+        .await
+        .expect("confirmed");
     let worker = Worker::new(env.worker_config()).expect("worker");
     let metrics = worker.metrics();
     let running = start(worker);
-    eventually("the job is dropped", Duration::from_secs(10), || async { metrics.deadline_drops.get() == 1 }).await;
+    eventually("the job is dropped", Duration::from_secs(10), || async {
+        metrics.deadline_drops.get() == 1
+    })
+    .await;
     assert_eq!(metrics.renders.with_label_values(&["ok"]).get(), 0);
     assert_eq!(env.store.get(&tile).await.expect("redis"), None);
     running.shutdown().await;
-    assert_eq!(env.ready(&env.topology.interactive).await, 0, "dropped means acked");
+    assert_eq!(
+        env.ready(&env.topology.interactive).await,
+        0,
+        "dropped means acked"
+    );
     env.cleanup().await;
 }
 
@@ -63,28 +97,62 @@ async fn interactive_jobs_past_their_deadline_are_dropped_unrendered() {
 async fn poison_ends_in_the_dead_letter_queue_and_nothing_else_stalls() {
     let Some(env) = Env::new().await else { return };
     let cursed = key(2, 1, 2);
-    let renderer: Renderer = Arc::new(move |k: TileKey, cancelled: &dyn Fn() -> bool| -> Result<Vec<u8>, RenderError> {
-        assert!(k != cursed, "deliberate test panic: this tile cannot be rendered");
-        render_tile(k.tile, k.style, cancelled)
-    });
-    let worker = Worker::new(env.worker_config()).expect("worker").with_renderer(renderer);
+    let renderer: Renderer = Arc::new(
+        move |k: TileKey, cancelled: &dyn Fn() -> bool| -> Result<Vec<u8>, RenderError> {
+            assert!(
+                k != cursed,
+                "deliberate test panic: this tile cannot be rendered"
+            );
+            render_tile(k.tile, k.style, cancelled)
+        },
+    );
+    let worker = Worker::new(env.worker_config())
+        .expect("worker")
+        .with_renderer(renderer);
     let metrics = worker.metrics();
     let running = start(worker);
 
     let far = SystemTime::now() + Duration::from_secs(30);
-    env.publisher.publish_raw(Priority::Interactive, b"{not json").await.expect("sent").confirmed().await.expect("ok");
-    env.publisher.publish(&RenderJob::interactive(&cursed, far)).await.expect("sent").confirmed().await.expect("ok");
+    env.publisher
+        .publish_raw(Priority::Interactive, b"{not json")
+        .await
+        .expect("sent")
+        .confirmed()
+        .await
+        .expect("ok");
+    env.publisher
+        .publish(&RenderJob::interactive(&cursed, far))
+        .await
+        .expect("sent")
+        .confirmed()
+        .await
+        .expect("ok");
     let healthy = key(2, 2, 2);
-    env.publisher.publish(&RenderJob::interactive(&healthy, far)).await.expect("sent").confirmed().await.expect("ok");
+    env.publisher
+        .publish(&RenderJob::interactive(&healthy, far))
+        .await
+        .expect("sent")
+        .confirmed()
+        .await
+        .expect("ok");
 
-    eventually("both poison messages are dead-lettered", Duration::from_secs(20), || async {
-        env.ready(&env.topology.dead).await == 2
-    })
+    eventually(
+        "both poison messages are dead-lettered",
+        Duration::from_secs(20),
+        || async { env.ready(&env.topology.dead).await == 2 },
+    )
     .await;
-    assert!(env.store.get(&healthy).await.expect("redis").is_some(), "the healthy job was not held up");
+    assert!(
+        env.store.get(&healthy).await.expect("redis").is_some(),
+        "the healthy job was not held up"
+    );
     assert_eq!(env.store.get(&cursed).await.expect("redis"), None);
     assert_eq!(metrics.dead_lettered.get(), 2);
-    assert_eq!(metrics.retries.get(), u64::from(MAX_ATTEMPTS - 1), "the panicking render was retried to the cap");
+    assert_eq!(
+        metrics.retries.get(),
+        u64::from(MAX_ATTEMPTS - 1),
+        "the panicking render was retried to the cap"
+    );
     running.shutdown().await;
     env.cleanup().await;
 }

@@ -11,12 +11,18 @@ use fractile_worker::{Renderer, Worker};
 use crate::helpers::*;
 
 fn passive() -> fractile_queue::lapin::options::QueueDeclareOptions {
-    fractile_queue::lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }
+    fractile_queue::lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    }
 }
 
 fn spawn_worker_process(env: &Env, threads: &str) -> Child {
     let mut args = env.worker_args();
-    let position = args.iter().position(|a| a == "--render-threads").expect("present");
+    let position = args
+        .iter()
+        .position(|a| a == "--render-threads")
+        .expect("present");
     args[position + 1] = threads.to_owned();
     Command::new(env!("CARGO_BIN_EXE_fractile-worker"))
         .args(&args[1..])
@@ -29,7 +35,12 @@ fn spawn_worker_process(env: &Env, threads: &str) -> Child {
 }
 
 async fn seed_progress(env: &Env, id: &str) -> (u64, u64) {
-    let fields = env.store.seed_get(id).await.expect("redis").expect("seed exists");
+    let fields = env
+        .store
+        .seed_get(id)
+        .await
+        .expect("redis")
+        .expect("seed exists");
     let n = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
     (n("done"), n("failed"))
 }
@@ -40,19 +51,37 @@ async fn killing_a_worker_mid_seed_loses_no_tile() {
     // Zooms 0-4: 341 tiles.
     let tiles: Vec<TileKey> = (0..=4)
         .flat_map(|z| TileRange::whole(z, MaxZoom::LIMIT).expect("valid").tiles())
-        .map(|tile| TileKey { tile, style: Style::Fire })
+        .map(|tile| TileKey {
+            tile,
+            style: Style::Fire,
+        })
         .collect();
     let id = "killtest";
     let total = tiles.len().to_string();
-    env.store.seed_create(id, &[("state", "running".into()), ("total", total)], Duration::from_secs(600)).await.expect("seed");
+    env.store
+        .seed_create(
+            id,
+            &[("state", "running".into()), ("total", total)],
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("seed");
     for tile in &tiles {
-        env.publisher.publish(&RenderJob::bulk(tile, id)).await.expect("sent").confirmed().await.expect("confirmed");
+        env.publisher
+            .publish(&RenderJob::bulk(tile, id))
+            .await
+            .expect("sent")
+            .confirmed()
+            .await
+            .expect("confirmed");
     }
 
     let mut doomed = spawn_worker_process(&env, "1");
-    eventually("the first worker has made progress", Duration::from_secs(60), || async {
-        seed_progress(&env, id).await.0 >= 20
-    })
+    eventually(
+        "the first worker has made progress",
+        Duration::from_secs(60),
+        || async { seed_progress(&env, id).await.0 >= 20 },
+    )
     .await;
     doomed.kill().expect("SIGKILL");
     let _ = doomed.wait();
@@ -79,18 +108,28 @@ async fn a_consumer_that_ends_makes_the_worker_exit_non_zero() {
     // cancels the consumer, and a worker that kept running would consume nothing forever.
     eventually("the worker consumes", Duration::from_secs(20), || async {
         env.channel
-            .queue_declare(env.topology.interactive.as_str().into(), passive(), Default::default())
+            .queue_declare(
+                env.topology.interactive.as_str().into(),
+                passive(),
+                Default::default(),
+            )
             .await
             .is_ok_and(|q| q.consumer_count() > 0)
     })
     .await;
-    env.channel.queue_delete(env.topology.interactive.as_str().into(), Default::default()).await.expect("deleted");
+    env.channel
+        .queue_delete(env.topology.interactive.as_str().into(), Default::default())
+        .await
+        .expect("deleted");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = worker.try_wait().expect("wait") {
             break status;
         }
-        assert!(Instant::now() < deadline, "the worker kept running without a consumer");
+        assert!(
+            Instant::now() < deadline,
+            "the worker kept running without a consumer"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(!status.success(), "exit status {status:?}");
@@ -100,20 +139,42 @@ async fn a_consumer_that_ends_makes_the_worker_exit_non_zero() {
 #[tokio::test]
 async fn shutdown_finishes_and_acks_the_job_in_progress() {
     let Some(env) = Env::new().await else { return };
-    let slow: Renderer = Arc::new(|k: TileKey, cancelled: &dyn Fn() -> bool| -> Result<Vec<u8>, RenderError> {
-        std::thread::sleep(Duration::from_millis(700));
-        render_tile(k.tile, k.style, cancelled)
-    });
-    let worker = Worker::new(env.worker_config()).expect("worker").with_renderer(slow);
+    let slow: Renderer = Arc::new(
+        |k: TileKey, cancelled: &dyn Fn() -> bool| -> Result<Vec<u8>, RenderError> {
+            std::thread::sleep(Duration::from_millis(700));
+            render_tile(k.tile, k.style, cancelled)
+        },
+    );
+    let worker = Worker::new(env.worker_config())
+        .expect("worker")
+        .with_renderer(slow);
     let metrics = worker.metrics();
     let running = start(worker);
     let tile = key(3, 4, 4);
     let job = RenderJob::interactive(&tile, SystemTime::now() + Duration::from_secs(30));
-    env.publisher.publish(&job).await.expect("sent").confirmed().await.expect("confirmed");
-    eventually("the job is in progress", Duration::from_secs(10), || async { metrics.in_progress.get() == 1 }).await;
+    env.publisher
+        .publish(&job)
+        .await
+        .expect("sent")
+        .confirmed()
+        .await
+        .expect("confirmed");
+    eventually(
+        "the job is in progress",
+        Duration::from_secs(10),
+        || async { metrics.in_progress.get() == 1 },
+    )
+    .await;
 
     running.shutdown().await;
-    assert!(env.store.get(&tile).await.expect("redis").is_some(), "the job finished");
-    assert_eq!(env.ready(&env.topology.interactive).await, 0, "and was acked, not returned");
+    assert!(
+        env.store.get(&tile).await.expect("redis").is_some(),
+        "the job finished"
+    );
+    assert_eq!(
+        env.ready(&env.topology.interactive).await,
+        0,
+        "and was acked, not returned"
+    );
     env.cleanup().await;
 }

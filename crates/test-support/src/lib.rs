@@ -1,0 +1,82 @@
+//! Helpers for the tests that run against the real Redis and RabbitMQ (a dev-dependency
+//! only; nothing here ships in a binary).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Where the service tests find Redis and RabbitMQ.
+pub struct Services {
+    /// `FRACTILE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
+    pub redis: String,
+    /// `FRACTILE_TEST_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp: String,
+}
+
+/// The services, or `None` (with the reason printed) when one is not reachable. Under `CI`
+/// a missing service fails the test instead: CI must never skip these tests.
+pub fn services() -> Option<Services> {
+    let redis = std::env::var("FRACTILE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let amqp = std::env::var("FRACTILE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    for (name, url) in [("redis", &redis), ("rabbitmq", &amqp)] {
+        let addr = host_port(url);
+        let reachable = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .is_some_and(|a| {
+                std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok()
+            });
+        if !reachable {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{name} is not reachable at {addr}, and CI is set"
+            );
+            eprintln!(
+                "skipping: {name} is not reachable at {addr} (start it, or set CI to make this fail)"
+            );
+            return None;
+        }
+    }
+    Some(Services { redis, amqp })
+}
+
+/// `host:port` of a `scheme://[user[:pass]@]host:port[/...]` URL.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+/// A prefix no other test uses, for key and queue names: `test-<uuid>.`.
+pub fn unique_prefix() -> String {
+    format!("test-{}.", uuid::Uuid::new_v4().simple())
+}
+
+/// Polls `check` until it returns true; fails the test after `limit`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_is_found_in_urls() {
+        assert_eq!(host_port("redis://127.0.0.1:6379"), "127.0.0.1:6379");
+        assert_eq!(
+            host_port("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "127.0.0.1:5672"
+        );
+        assert_eq!(host_port("redis://:p@ss@redis:6379/0"), "redis:6379");
+    }
+}
