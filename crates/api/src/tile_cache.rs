@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use fractile_queue::{Publisher, RenderJob};
+use fractile_queue::{PendingConfirm, Publisher, RenderJob};
 pub use fractile_render::TileKey;
 use fractile_render::{RenderError, render_tile};
 use fractile_runtime::pool::{Lane, QueueFull, RenderPool};
 use fractile_tile_store::{ReadyListener, StoreError, TileStore};
 use moka::future::Cache;
+use tokio::sync::oneshot;
 
 use crate::config::QueueFallback;
 use crate::metrics::Metrics;
@@ -253,11 +254,14 @@ impl TileCache {
                 return self.render_here(key).await;
             }
         };
-        let mut confirm = None;
+        // The broker's confirm is awaited beside the result, not before it: confirms can
+        // take a while under load, and a worker may deliver the tile first. A task of its
+        // own records every confirm's latency and outcome, and reports a refusal here.
+        let mut refused = None;
         if claimed {
             let job = RenderJob::interactive(&key, SystemTime::now() + self.render_timeout);
             match publisher.publish(&job).await {
-                Ok(pending) => confirm = Some(Box::pin(pending.confirmed())),
+                Ok(pending) => refused = Some(self.watch_confirm(pending, started)),
                 Err(error) => {
                     tracing::warn!(%error, %key, "publishing a render job failed");
                     self.metrics
@@ -278,16 +282,11 @@ impl TileCache {
             tokio::select! {
                 note = announcement.announced(), if heard.is_none() => heard = Some(note),
                 _ = poll.tick() => {}
-                confirmed = async { confirm.as_mut().expect("guarded by is_some").await }, if confirm.is_some() => {
-                    confirm = None;
-                    self.metrics.confirm_latency.observe(started.elapsed().as_secs_f64());
-                    match confirmed {
-                        Ok(()) => self.metrics.publishes.with_label_values(&["interactive", "ok"]).inc(),
-                        Err(error) => {
-                            tracing::warn!(%error, %key, "the broker did not take a render job");
-                            self.metrics.publishes.with_label_values(&["interactive", "rejected"]).inc();
-                            break None;
-                        }
+                verdict = async { refused.as_mut().expect("guarded by is_some").await }, if refused.is_some() => {
+                    refused = None;
+                    // A sent value means refused; a dropped sender means confirmed.
+                    if verdict.is_ok() {
+                        break None;
                     }
                     continue;
                 }
@@ -317,6 +316,29 @@ impl TileCache {
             render_ms: heard.as_ref().map(|n| n.render_ms),
         };
         Ok((png, source))
+    }
+
+    /// Waits for a publish's confirm in a task of its own, recording its latency and
+    /// outcome; the receiver gets a value only if the broker refused the job.
+    fn watch_confirm(&self, pending: PendingConfirm, published: Instant) -> oneshot::Receiver<()> {
+        let (refused, verdict) = oneshot::channel();
+        let metrics = Arc::clone(&self.metrics);
+        tokio::spawn(async move {
+            let result = pending.confirmed().await;
+            metrics
+                .confirm_latency
+                .observe(published.elapsed().as_secs_f64());
+            let outcome = if result.is_ok() { "ok" } else { "rejected" };
+            metrics
+                .publishes
+                .with_label_values(&["interactive", outcome])
+                .inc();
+            if let Err(error) = result {
+                tracing::warn!(%error, "the broker did not take a render job");
+                let _ = refused.send(());
+            }
+        });
+        verdict
     }
 
     /// The queue could not take a job: render here, or refuse, per configuration.

@@ -1,0 +1,50 @@
+# Shared by the load-test scripts: build release binaries, start fractile processes on
+# loopback, wait for them, and stop everything on exit. Source it; do not run it.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+pids=()
+
+build_release() {
+  cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p fractile-api -p fractile-worker
+  target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  bin="$target_dir/release"
+}
+
+stop_all() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+
+# wait_ready ADMIN_PORT: until /readyz answers 200 (at most 20 s).
+wait_ready() {
+  for _ in $(seq 1 200); do
+    curl -fsS "http://127.0.0.1:$1/readyz" > /dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "process with admin port $1 did not become ready" >&2
+  return 1
+}
+
+# start BINARY ADMIN_PORT LOG [VAR=value ...]: runs a fractile binary with extra environment.
+start() {
+  local binary=$1 admin=$2 log=$3
+  shift 3
+  env FRACTILE_ADMIN_LISTEN="127.0.0.1:$admin" RUST_LOG=warn "$@" "$bin/$binary" > "$log" 2>&1 &
+  pids+=($!)
+  wait_ready "$admin"
+}
+
+# api_cpu_ticks PID: utime + stime in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# forget_prefix PREFIX: deletes the Redis keys and queues under a script's fixed prefix, so
+# every run starts cold (the dead-letter exchange is left for the next run to reuse).
+forget_prefix() {
+  redis-cli --scan --pattern "$1*" | xargs -r redis-cli del > /dev/null
+  for q in render.interactive render.bulk render.dead; do
+    rabbitmqctl --quiet delete_queue "$1$q" > /dev/null 2>&1 || true
+  done
+}

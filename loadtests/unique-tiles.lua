@@ -1,0 +1,9 @@
+-- wrk script: every request asks for a different zoom-10 tile near the set, in a fixed
+-- order, so two runs render the same tiles. Use with -t1 (the counter is per thread).
+counter = 0
+request = function()
+  counter = counter + 1
+  local x = 320 + counter % 460
+  local y = 281 + math.floor(counter / 460)
+  return wrk.format("GET", "/tiles/10/" .. x .. "/" .. y .. ".png")
+end
