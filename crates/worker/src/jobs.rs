@@ -24,10 +24,15 @@ pub type Renderer =
 
 /// Longest a seed tile may render before it is abandoned (and retried).
 const BULK_RENDER_BUDGET: Duration = Duration::from_secs(60);
-/// Attempts at storing a rendered tile before the job is requeued.
-const STORE_ATTEMPTS: u32 = 3;
-/// Pause between store attempts.
-const STORE_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a rendered seed tile keeps trying to reach Redis before its job is requeued.
+/// Holding the delivery (rather than requeueing at once) keeps a short Redis outage from
+/// burning the job's deliveries against the broker's delivery limit; prefetch meanwhile
+/// stops the worker from taking more work than it can store.
+const STORE_PATIENCE: Duration = Duration::from_secs(30);
+/// First pause between store attempts; it doubles up to [`STORE_BACKOFF_MAX`].
+const STORE_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between store attempts.
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// How a delivery is settled with the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,22 +204,38 @@ impl JobContext {
 
     async fn store(&self, job: &RenderJob, key: TileKey, png: &[u8], took: Duration) -> Settle {
         let note = self.note(&key, took.as_secs_f64() * 1000.0);
-        for attempt in 1..=STORE_ATTEMPTS {
+        // An interactive tile is worth storing only until its requester gives up.
+        let give_up = Instant::now()
+            + match job.deadline_unix_ms {
+                Some(ms) => Duration::from_millis(
+                    ms.saturating_sub(fractile_queue::unix_ms(SystemTime::now())),
+                ),
+                None => STORE_PATIENCE,
+            };
+        let mut backoff = STORE_BACKOFF;
+        loop {
             match self.store.put_and_announce(&key, png, &note).await {
                 Ok(()) => {
                     self.seed_progress(job, key, SeedOutcome::Done).await;
                     return Settle::Ack;
                 }
-                Err(error) if attempt < STORE_ATTEMPTS => {
-                    tracing::warn!(%error, %key, attempt, "storing a tile failed; retrying");
-                    tokio::time::sleep(STORE_BACKOFF).await;
+                Err(error) if Instant::now() + backoff < give_up => {
+                    tracing::warn!(%error, %key, "storing a tile failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(STORE_BACKOFF_MAX);
+                }
+                Err(error) if job.priority == Priority::Interactive => {
+                    // Its requester has given up: nobody can use it now.
+                    tracing::warn!(%error, %key, "could not store an interactive tile before its deadline");
+                    self.metrics.deadline_drops.inc();
+                    return Settle::Ack;
                 }
                 Err(error) => {
-                    tracing::error!(%error, %key, "storing a tile failed; requeueing the job")
+                    tracing::error!(%error, %key, "storing a tile failed; requeueing the job");
+                    return Settle::Requeue;
                 }
             }
         }
-        Settle::Requeue
     }
 
     async fn seed_progress(&self, job: &RenderJob, key: TileKey, outcome: SeedOutcome) {
