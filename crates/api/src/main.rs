@@ -1,4 +1,5 @@
 //! `fractile-api`: parse the configuration, start logging, serve until SIGTERM or Ctrl-C.
+//! `fractile-api healthcheck` checks a running instance's readiness instead.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,9 @@ use fractile_runtime::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Some(code) = fractile_runtime::healthcheck::run_if_asked("127.0.0.1:9000") {
+        return code;
+    }
     let config = Config::parse();
     telemetry::init(config.log_format);
     let result = async { Server::bind(config).await?.run(shutdown_signal()).await }.await;

@@ -2,12 +2,14 @@
 //! fractile process needs and neither binary owns.
 //!
 //! - [`telemetry`]: the `tracing` subscriber (JSON or pretty);
+//! - [`healthcheck`]: the `healthcheck` subcommand both binaries answer;
 //! - [`metrics`]: a Prometheus registry with the process collector, and its exposition;
 //! - [`pool`]: the bounded render thread pool, with interactive and bulk lanes;
 //! - [`serve`]: an HTTP accept loop with a header-read deadline and graceful drain;
 //! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves;
 //! - [`parse_duration`]: the `5s` / `250ms` syntax of every duration setting.
 
+pub mod healthcheck;
 pub mod metrics;
 pub mod pool;
 pub mod serve;

@@ -354,3 +354,27 @@ async fn a_client_trickling_its_headers_is_cut_off() {
     running.stop.send(()).expect("server waits");
     running.task.await.expect("task").expect("clean exit");
 }
+
+// Multi-threaded: the subcommand is run with a blocking wait while the server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_subcommand_reports_readiness() {
+    let running = spawn_server(config()).await;
+    let admin = running.admin.trim_start_matches("http://").to_owned();
+    let healthcheck = |addr: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fractile-api"))
+            .arg("healthcheck")
+            .env("FRACTILE_ADMIN_LISTEN", addr)
+            .output()
+            .expect("binary runs")
+            .status
+    };
+    assert!(healthcheck(&admin).success());
+    running.state.readiness.drain();
+    assert!(!healthcheck(&admin).success(), "draining is unhealthy");
+    assert!(
+        !healthcheck("127.0.0.1:1").success(),
+        "nothing listening is unhealthy"
+    );
+    running.stop.send(()).expect("server waits");
+    running.task.await.expect("task").expect("clean exit");
+}
