@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench browser-test lint ci
+.PHONY: run test bench browser-test lint validate e2e stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -16,6 +16,18 @@ browser-test:   ## headless Chromium opens the viewer; screenshots in crates/api
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+validate:       ## static checks of deploy/: compose, hadolint, nginx -t, promtool, dashboard
+	deploy/validate.sh
+
+e2e:            ## the whole topology as local processes, end to end
+	deploy/local/e2e.sh
+
+stack-up:       ## the topology as local processes (no Docker): map on :8080, Prometheus on :9090
+	deploy/local/start.sh
+
+stack-down:
+	deploy/local/stop.sh
 
 ci:             ## what CI runs, installs included
 	.ci/run
