@@ -34,7 +34,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         None => ("unused", "unused"),
         Some(b) => (
             up(b.ready.is_connected()),
-            b.publisher.as_ref().map_or("unused", |p| up(p.is_connected())),
+            b.publisher
+                .as_ref()
+                .map_or("unused", |p| up(p.is_connected())),
         ),
     };
     let (status, code) = if state.readiness.is_draining() {
@@ -42,7 +44,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         ("ready", StatusCode::OK)
     };
-    (code, Json(json!({ "status": status, "redis": redis, "queue": queue })))
+    (
+        code,
+        Json(json!({ "status": status, "redis": redis, "queue": queue })),
+    )
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
