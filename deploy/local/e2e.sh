@@ -3,6 +3,7 @@
 # through nginx. Checks that requests reach all three api replicas, that misses are rendered
 # by the workers, that Prometheus has every target up, evaluates every dashboard query and
 # loaded the alert rules, and that SIGKILLing an api replica under load fails no GET.
+# Also runs the load generator's browse smoke test (any 5xx but an intended 503 fails).
 # Prints the figures (requests per replica, the kill run's errors). Stops the stack on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -62,14 +63,20 @@ assert rules, "no alerting rules loaded"
 assert not bad, f"rules failing to evaluate: {bad}"
 print(f"alert rules loaded: {len(rules)}")'
 
+echo "== smoke: 15 s of browse traffic through nginx (fails on any 5xx but an intended 503)"
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p fractile-loadtest
+load=$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/fractile-load
+"$load" run --target "$lb" --scenario browse --rate 80 --seconds 15 --fail-on-errors --name smoke --out "$run/smoke"
+
 echo "== SIGKILL of an api replica under load"
 wrk -t1 -c8 -d8s -s "$root/loadtests/unique-tiles.lua" "$lb" > "$run/wrk-kill.txt" &
-load=$!
+generator=$!
 sleep 3
 victim=$(awk '$1 == "api-2" { print $2 }' "$run/pids")
 kill -KILL "$victim"
 echo "killed api-2 (pid $victim) 3 s into an 8 s run"
-wait $load
+wait $generator
 cat "$run/wrk-kill.txt"
 requests=$(awk '/requests in/ { print $1 }' "$run/wrk-kill.txt")
 non2xx=$(awk -F': ' '/Non-2xx/ { print $2 }' "$run/wrk-kill.txt")

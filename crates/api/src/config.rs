@@ -110,6 +110,18 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_SEED_MAX_TILES", default_value_t = 100_000)]
     pub seed_max_tiles: u64,
 
+    /// Render misses directly on the async executor instead of the render pool. Deliberately
+    /// wrong (a render blocks every request on that executor thread): it exists only so the
+    /// load-test experiment can show what the render pool buys. Never enable it in production.
+    #[arg(long, env = "FRACTILE_RENDER_ON_EXECUTOR", default_value_t = false)]
+    pub render_on_executor: bool,
+
+    /// Publish interactive misses to their own queue, ahead of seeds (the default). `false`
+    /// sends them to the seed queue, first come first served: only for the load-test
+    /// experiment that shows what priority buys.
+    #[arg(long, env = "FRACTILE_QUEUE_PRIORITY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub queue_priority: bool,
+
     /// Log format.
     #[arg(long, env = "FRACTILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,

@@ -115,12 +115,14 @@ impl AppState {
             }
             None => None,
         };
+        let queue_priority = config.queue_priority;
         Self::with_backends(config, move |stop, fallback| {
             store.map(|store| Backends {
                 ready: store.ready_listener(stop),
                 store,
                 publisher,
                 fallback,
+                queue_priority,
             })
         })
     }
@@ -144,7 +146,8 @@ impl AppState {
             backends,
             Arc::clone(&metrics),
             config.render_timeout,
-        );
+        )
+        .render_on_executor(config.render_on_executor);
         let cache_control = HeaderValue::from_str(&format!(
             "public, max-age={}, immutable",
             config.cache_max_age.as_secs()

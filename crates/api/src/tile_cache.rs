@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use fractile_queue::{PendingConfirm, Publisher, RenderJob};
+use fractile_queue::{PendingConfirm, Priority, Publisher, RenderJob};
 pub use fractile_render::TileKey;
 use fractile_render::{RenderError, render_tile};
 use fractile_runtime::pool::{Lane, QueueFull, RenderPool};
@@ -103,6 +103,8 @@ pub struct Backends {
     pub publisher: Option<Publisher>,
     /// What a miss does when the queue cannot take it.
     pub fallback: QueueFallback,
+    /// Interactive jobs to their own queue (the default); false only for the experiment.
+    pub queue_priority: bool,
 }
 
 /// The cache and the way to fill it. Cheap to clone: clones share everything.
@@ -113,6 +115,8 @@ pub struct TileCache {
     backends: Option<Backends>,
     metrics: Arc<Metrics>,
     render_timeout: Duration,
+    /// The deliberately wrong placement of the CPU-placement experiment (see `Config`).
+    render_on_executor: bool,
 }
 
 impl TileCache {
@@ -137,7 +141,14 @@ impl TileCache {
             backends,
             metrics,
             render_timeout,
+            render_on_executor: false,
         }
+    }
+
+    /// Renders misses on the async executor from now on (experiments only).
+    pub fn render_on_executor(mut self, yes: bool) -> Self {
+        self.render_on_executor = yes;
+        self
     }
 
     /// The render pool behind the cache.
@@ -260,7 +271,12 @@ impl TileCache {
         let mut refused = None;
         if claimed {
             let job = RenderJob::interactive(&key, SystemTime::now() + self.render_timeout);
-            match publisher.publish(&job).await {
+            let queue = if backends.queue_priority {
+                Priority::Interactive
+            } else {
+                Priority::Bulk
+            };
+            match publisher.publish_to(&job, queue).await {
                 Ok(pending) => refused = Some(self.watch_confirm(pending, started)),
                 Err(error) => {
                     tracing::warn!(%error, %key, "publishing a render job failed");
@@ -351,6 +367,22 @@ impl TileCache {
 
     /// Renders on this process's pool and waits until the deadline.
     async fn render_here(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
+        if self.render_on_executor {
+            // The classic mistake, kept for the experiment: this blocks the executor thread.
+            let started = Instant::now();
+            let png = render_tile(key.tile, key.style, &|| false)
+                .map_err(|e| FillError::Render(e.to_string()))?;
+            let rendered = started.elapsed();
+            self.metrics.render_duration.observe(rendered.as_secs_f64());
+            self.metrics.renders.with_label_values(&["ok"]).inc();
+            return Ok((
+                Bytes::from(png),
+                Source::Rendered {
+                    queued: Duration::ZERO,
+                    rendered,
+                },
+            ));
+        }
         let enqueued = Instant::now();
         let deadline = enqueued + self.render_timeout;
         let metrics = Arc::clone(&self.metrics);

@@ -110,7 +110,18 @@ impl Publisher {
     /// instead of vanishing). Returns once the frame is written; the caller decides when to
     /// await the confirm, so confirms need not be awaited in series.
     pub async fn publish(&self, job: &RenderJob) -> Result<PendingConfirm, QueueError> {
-        let queue = self.topology.queue_for(job.priority);
+        self.publish_to(job, job.priority).await
+    }
+
+    /// Sends `job` to the queue of `queue` rather than its own priority's. Only the
+    /// load-test experiment without priority uses it: interactive jobs then wait in the
+    /// bulk queue, first come first served, behind every seed job.
+    pub async fn publish_to(
+        &self,
+        job: &RenderJob,
+        queue: Priority,
+    ) -> Result<PendingConfirm, QueueError> {
+        let queue = self.topology.queue_for(queue);
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())

@@ -61,6 +61,12 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Keep interactive jobs ahead of seed jobs (the default). `false` puts both through one
+    /// first-come-first-served lane with the same prefetch: only for the load-test experiment
+    /// that shows what priority buys.
+    #[arg(long, env = "FRACTILE_PRIORITY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub priority: bool,
+
     /// Log format.
     #[arg(long, env = "FRACTILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -82,8 +88,9 @@ impl Config {
 
     /// Prefetch of the bulk consumer.
     pub fn bulk_prefetch(&self) -> u16 {
+        let per = if self.priority { 1 } else { 2 };
         self.bulk_prefetch
-            .unwrap_or_else(|| per_thread(self.render_threads(), 1))
+            .unwrap_or_else(|| per_thread(self.render_threads(), per))
     }
 
     /// The worker's id.

@@ -52,6 +52,8 @@ pub struct JobContext {
     pool: RenderPool,
     pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) renderer: Renderer,
+    /// False only in the priority experiment: seed jobs then share the interactive lane.
+    pub(crate) priority: bool,
 }
 
 impl JobContext {
@@ -70,6 +72,7 @@ impl JobContext {
             pool,
             metrics,
             renderer,
+            priority: true,
         }
     }
 
@@ -167,7 +170,8 @@ impl JobContext {
                 let left = ms.saturating_sub(fractile_queue::unix_ms(SystemTime::now()));
                 (Lane::Interactive, now + Duration::from_millis(left))
             }
-            None => (Lane::Bulk, now + BULK_RENDER_BUDGET),
+            None if self.priority => (Lane::Bulk, now + BULK_RENDER_BUDGET),
+            None => (Lane::Interactive, now + BULK_RENDER_BUDGET),
         };
         let renderer = Arc::clone(&self.renderer);
         let metrics = Arc::clone(&self.metrics);

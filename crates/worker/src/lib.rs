@@ -72,7 +72,9 @@ impl Worker {
             usize::from(config.interactive_prefetch()) + usize::from(config.bulk_prefetch());
         let pool = RenderPool::new(config.render_threads(), capacity, metrics.pool_metrics())
             .context("starting render threads")?;
-        let context = Arc::new(JobContext::new(config.worker_id(), store, pool, metrics));
+        let mut context = JobContext::new(config.worker_id(), store, pool, metrics);
+        context.priority = config.priority;
+        let context = Arc::new(context);
         Ok(Worker {
             config,
             context,

@@ -1,0 +1,153 @@
+//! The open-model driver: requests start on a schedule, whether or not earlier ones have
+//! answered. A closed loop (N users, each waiting for its answer) slows down with the server
+//! and so hides overload; here arrivals keep coming, and latency is measured from when a
+//! request was *due*, not when it was sent, so a stalled generator or server cannot hide
+//! time either (no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::scenario::{Picker, Schedule};
+
+/// Longest a request may take before it counts as a transport error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What one request came to.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Seconds since the run started at which the request was due.
+    pub due: f64,
+    /// From due time to the end of the body.
+    pub latency: Duration,
+    /// HTTP status, or `None` for a transport error or timeout.
+    pub status: Option<u16>,
+    /// The `X-Cache` header.
+    pub cache: Option<String>,
+}
+
+/// The run's settings.
+pub struct Plan {
+    pub target: String,
+    pub picker: Picker,
+    pub schedule: Schedule,
+    pub duration: Duration,
+    pub max_in_flight: usize,
+    pub max_requests: u64,
+    pub seed: u64,
+}
+
+/// Everything measured.
+pub struct Measured {
+    pub outcomes: Vec<Outcome>,
+    /// Arrivals not sent because `max_in_flight` requests were outstanding.
+    pub dropped: u64,
+    pub elapsed: Duration,
+}
+
+/// Runs the plan and collects every outcome.
+pub async fn run(mut plan: Plan) -> anyhow::Result<Measured> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(4))
+        .pool_max_idle_per_host(plan.max_in_flight)
+        .build(connector);
+    let base = plan.target.trim_end_matches('/').to_owned();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+    let slots = Arc::new(Semaphore::new(plan.max_in_flight));
+    let mut rng = SmallRng::seed_from_u64(plan.seed);
+    let duration = plan.duration.as_secs_f64();
+    let start = Instant::now();
+    let (mut due, mut sent, mut dropped) = (0.0f64, 0u64, 0u64);
+
+    while due < duration && sent < plan.max_requests {
+        let when = start + Duration::from_secs_f64(due);
+        tokio::time::sleep_until(when.into()).await;
+        for path in plan.picker.next(&mut rng) {
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                dropped += 1;
+                continue;
+            };
+            sent += 1;
+            let (client, tx, uri) = (client.clone(), tx.clone(), format!("{base}{path}"));
+            let due_at = due;
+            tokio::spawn(async move {
+                let status_and_cache =
+                    tokio::time::timeout(REQUEST_TIMEOUT, fetch(&client, &uri)).await;
+                let (status, cache) = match status_and_cache {
+                    Ok(Ok(pair)) => (Some(pair.0), pair.1),
+                    _ => (None, None),
+                };
+                let latency = start
+                    .elapsed()
+                    .saturating_sub(Duration::from_secs_f64(due_at));
+                let _ = tx.send(Outcome {
+                    due: due_at,
+                    latency,
+                    status,
+                    cache,
+                });
+                drop(permit);
+            });
+        }
+        // The next arrival: views (several tiles) arrive at rate / tiles-per-view.
+        let per_arrival = match plan.picker {
+            Picker::Browse { .. } => 12.0,
+            _ => 1.0,
+        };
+        let rate = plan.schedule.rate_at(due, duration).max(0.1) / per_arrival;
+        due += 1.0 / rate;
+    }
+    drop(tx);
+    let mut outcomes = Vec::with_capacity(usize::try_from(sent).unwrap_or(0));
+    while let Some(outcome) = rx.recv().await {
+        outcomes.push(outcome);
+    }
+    Ok(Measured {
+        outcomes,
+        dropped,
+        elapsed: start.elapsed(),
+    })
+}
+
+async fn fetch(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    uri: &str,
+) -> anyhow::Result<(u16, Option<String>)> {
+    let response = client.get(uri.parse()?).await?;
+    let status = response.status().as_u16();
+    let cache = response
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // Read the whole body: latency is to the last byte.
+    response.into_body().collect().await?;
+    Ok((status, cache))
+}
+
+/// A latency histogram in microseconds, up to a minute.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid")
+}
+
+/// Outcomes grouped by the second they were due in.
+pub fn by_second(outcomes: &[Outcome]) -> BTreeMap<u64, Vec<&Outcome>> {
+    let mut seconds: BTreeMap<u64, Vec<&Outcome>> = BTreeMap::new();
+    for o in outcomes {
+        seconds.entry(o.due as u64).or_default().push(o);
+    }
+    seconds
+}
