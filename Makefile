@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench browser-test lint validate e2e stack-up stack-down ci
+.PHONY: run test bench browser-test lint validate e2e experiments stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -22,6 +22,9 @@ validate:       ## static checks of deploy/: compose, hadolint, nginx -t, promto
 
 e2e:            ## the whole topology as local processes, end to end
 	deploy/local/e2e.sh
+
+experiments:    ## the checklist experiments (about 6 minutes); rewrites loadtests/reports/
+	loadtests/run-experiments.sh
 
 stack-up:       ## the topology as local processes (no Docker): map on :8080, Prometheus on :9090
 	deploy/local/start.sh
