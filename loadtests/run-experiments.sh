@@ -61,7 +61,7 @@ admission() {
   for variant in limit-on limit-off; do
     case $variant in
       limit-on) env="" ;;
-      limit-off) env="FRACTILE_MAX_IN_FLIGHT=1000000 FRACTILE_RENDER_QUEUE=1000000" ;;
+      limit-off) env="FRACTILE_MAX_IN_FLIGHT=1000000 FRACTILE_MAX_PENDING_MISSES=1000000 FRACTILE_RENDER_QUEUE=1000000" ;;
     esac
     # shellcheck disable=SC2086
     start fractile-api 19610 "/tmp/exp-admission-$variant.log" FRACTILE_LISTEN=127.0.0.1:18610 FRACTILE_RENDER_THREADS=2 $env
@@ -71,7 +71,7 @@ admission() {
     stop_all
   done
   "$load" compare --out "$out" --title "Admission control at 3× overload" \
-    --note "One api, 2 render threads, embedded mode; new tiles (all misses) at 900/s for 20 s, about three times what it renders (~300/s). limit-on: the defaults (256 requests in flight, 64 renders queued, then 503 + Retry-After at once). limit-off: both bounds lifted; the 5 s render deadline still applies. Goodput counts 2xx only." \
+    --note "One api, 2 render threads, embedded mode; new tiles (all misses) at 900/s for 20 s, about three times what it renders (~300/s). limit-on: the defaults (256 requests in flight, 128 misses pending, 64 renders queued, then 503 + Retry-After at once). limit-off: all three bounds lifted; the 5 s render deadline still applies. Goodput counts 2xx only." \
     "$out/limit-on" "$out/limit-off"
 }
 

@@ -42,6 +42,12 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_MAX_IN_FLIGHT", default_value_t = NonZeroUsize::new(256).expect("non-zero"))]
     pub max_in_flight: NonZeroUsize,
 
+    /// Distinct tiles being fetched or rendered at once (L1 misses); more are shed with 503 +
+    /// Retry-After. Kept below `FRACTILE_MAX_IN_FLIGHT`, so requests waiting on slow misses
+    /// can never take every slot from cheap L1 hits.
+    #[arg(long, env = "FRACTILE_MAX_PENDING_MISSES", default_value_t = NonZeroUsize::new(128).expect("non-zero"))]
+    pub max_pending_misses: NonZeroUsize,
+
     /// Deepest zoom level served (at most 32: beyond that f64 runs out of precision).
     #[arg(long, env = "FRACTILE_MAX_ZOOM", default_value_t = 24, value_parser = parse_max_zoom_u8)]
     pub max_zoom: u8,

@@ -31,27 +31,25 @@ use anyhow::Context;
 use axum::http::HeaderValue;
 use fractile_queue::Publisher;
 use fractile_render::MaxZoom;
+use fractile_runtime::pool::RenderPool;
+use fractile_runtime::serve;
 use fractile_tile_store::{StoreSettings, TileStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::QueueFallback;
-use crate::tile_cache::Backends;
-
 pub use config::Config;
-use fractile_runtime::serve;
 pub use fractile_runtime::{Readiness, shutdown_signal};
 
+use crate::config::QueueFallback;
 use crate::metrics::Metrics;
-use crate::tile_cache::TileCache;
-use fractile_runtime::pool::RenderPool;
+use crate::tile_cache::{Backends, TileCache};
 
 /// The viewer page; `{{MAX_ZOOM}}` is filled in at start-up.
 const VIEWER_HTML: &str = include_str!("viewer/index.html");
 
 /// Time allowed to connect to RabbitMQ and open the publishing channel at start-up.
-const DEPENDENCY_SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+const DEPENDENCY_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long the admin port stays up after traffic has drained, so a last scrape can
 /// see the final counters.
@@ -147,7 +145,8 @@ impl AppState {
             Arc::clone(&metrics),
             config.render_timeout,
         )
-        .render_on_executor(config.render_on_executor);
+        .render_on_executor(config.render_on_executor)
+        .max_pending_misses(config.max_pending_misses.get());
         let cache_control = HeaderValue::from_str(&format!(
             "public, max-age={}, immutable",
             config.cache_max_age.as_secs()

@@ -65,6 +65,9 @@ pub struct Metrics {
     pub redis_pool_available: IntGauge,
     /// `redis_pool_wait_timeouts_total`: no connection became free in time.
     pub redis_wait_timeouts: IntCounter,
+    /// `misses_shed_total`: misses refused because `FRACTILE_MAX_PENDING_MISSES` were in
+    /// progress.
+    pub misses_shed: IntCounter,
 }
 
 impl Metrics {
@@ -170,7 +173,13 @@ impl Metrics {
             "Redis calls that found no free pooled connection in time.",
         )?;
 
+        let misses_shed = IntCounter::new(
+            "misses_shed_total",
+            "Misses refused with 503 because too many were being filled already.",
+        )?;
+
         let metrics = Metrics {
+            misses_shed,
             publishes,
             confirm_latency,
             result_wait,
@@ -219,6 +228,7 @@ impl Metrics {
         r.register(Box::new(self.redis_pool_size.clone()))?;
         r.register(Box::new(self.redis_pool_available.clone()))?;
         r.register(Box::new(self.redis_wait_timeouts.clone()))?;
+        r.register(Box::new(self.misses_shed.clone()))?;
         Ok(())
     }
 

@@ -19,8 +19,9 @@ use fractile_queue::{PendingConfirm, Priority, Publisher, RenderJob};
 pub use fractile_render::TileKey;
 use fractile_render::{RenderError, render_tile};
 use fractile_runtime::pool::{Lane, QueueFull, RenderPool};
-use fractile_tile_store::{ReadyListener, StoreError, TileStore};
+use fractile_tile_store::{ReadyListener, ReadyNote, StoreError, TileStore};
 use moka::future::Cache;
+use tokio::sync::Semaphore;
 use tokio::sync::oneshot;
 
 use crate::config::QueueFallback;
@@ -78,6 +79,9 @@ pub struct Served {
 /// Why no tile could be served.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FillError {
+    /// Too many distinct misses are being filled already.
+    #[error("too many misses in progress")]
+    MissesFull,
     /// The local render queue was full.
     #[error(transparent)]
     QueueFull(#[from] QueueFull),
@@ -117,6 +121,8 @@ pub struct TileCache {
     render_timeout: Duration,
     /// The deliberately wrong placement of the CPU-placement experiment (see `Config`).
     render_on_executor: bool,
+    /// Permits for misses being filled: the admission bound of the expensive path.
+    fills: Arc<Semaphore>,
 }
 
 impl TileCache {
@@ -142,7 +148,14 @@ impl TileCache {
             metrics,
             render_timeout,
             render_on_executor: false,
+            fills: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
         }
+    }
+
+    /// Bounds the misses filled at once (the default is unbounded).
+    pub fn max_pending_misses(mut self, n: usize) -> Self {
+        self.fills = Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)));
+        self
     }
 
     /// Renders misses on the async executor from now on (experiments only).
@@ -200,6 +213,13 @@ impl TileCache {
         let png = self
             .l1
             .try_get_with(key, async {
+                // Requests waiting on misses hold their admission slot for as long as the
+                // render takes; bounding the misses keeps slots free for hits. Refused at
+                // once, like the global limit.
+                let Ok(_permit) = self.fills.try_acquire() else {
+                    self.metrics.misses_shed.inc();
+                    return Err(FillError::MissesFull);
+                };
                 let (png, from) = self.fill(key).await?;
                 source = Some(from);
                 Ok::<_, FillError>(png)
@@ -293,7 +313,7 @@ impl TileCache {
 
         let mut poll = tokio::time::interval(RESULT_POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut heard: Option<fractile_tile_store::ReadyNote> = None;
+        let mut heard: Option<ReadyNote> = None;
         let outcome = loop {
             tokio::select! {
                 note = announcement.announced(), if heard.is_none() => heard = Some(note),
@@ -359,10 +379,17 @@ impl TileCache {
 
     /// The queue could not take a job: render here, or refuse, per configuration.
     async fn queue_fallback(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
-        match self.backends.as_ref().map(|b| b.fallback) {
-            Some(QueueFallback::Reject) => Err(FillError::QueueUnavailable),
-            _ => self.render_here(key).await,
+        let Some(backends) = &self.backends else {
+            return self.render_here(key).await;
+        };
+        if backends.fallback == QueueFallback::Reject {
+            return Err(FillError::QueueUnavailable);
         }
+        let rendered = self.render_here(key).await?;
+        // Other replicas may be waiting on this replica's render claim: store and announce
+        // the tile as a worker would, so they get it instead of their deadline.
+        self.store_in_background(backends, key, rendered.0.clone());
+        Ok(rendered)
     }
 
     /// Renders on this process's pool and waits until the deadline.
@@ -420,11 +447,17 @@ impl TileCache {
         }
     }
 
-    /// Writes a locally rendered tile to L2 without holding up the response.
+    /// Writes a locally rendered tile to L2 and announces it, without holding up the
+    /// response.
     fn store_in_background(&self, backends: &Backends, key: TileKey, png: Bytes) {
         let (store, cache) = (backends.store.clone(), self.clone());
+        let note = ReadyNote {
+            key: key.to_string(),
+            worker: "api".into(),
+            render_ms: 0.0,
+        };
         tokio::spawn(async move {
-            if let Err(error) = store.put(&key, &png).await {
+            if let Err(error) = store.put_and_announce(&key, &png, &note).await {
                 cache.store_error("put", &error);
             }
         });

@@ -199,6 +199,10 @@ pub async fn get_tile(
     }
 
     let served = state.tiles.get(key).await.map_err(|e| match e.as_ref() {
+        FillError::MissesFull => ApiError::unavailable(
+            "overloaded",
+            "too many tiles are being rendered; retry shortly",
+        ),
         FillError::QueueFull(_) => {
             ApiError::unavailable("render_queue_full", "render queue is full; retry shortly")
         }

@@ -107,3 +107,44 @@ async fn the_request_timeout_is_a_backstop_with_503() {
     );
     gate.open();
 }
+
+#[tokio::test]
+async fn slow_misses_cannot_take_every_slot_from_cached_tiles() {
+    let mut config = config();
+    config.max_pending_misses = std::num::NonZeroUsize::new(2).expect("non-zero");
+    let (state, app) = app_with(&config);
+    assert_eq!(
+        send(&app, get("/tiles/1/0/0.png")).await.status(),
+        StatusCode::OK
+    );
+    let gate = RenderGate::close(&state, 1).await;
+    let pending: Vec<_> = (0..2)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, get(&format!("/tiles/6/{i}/40.png"))).await })
+        })
+        .collect();
+    eventually("two misses are pending", || {
+        state.metrics.in_flight.get() == 2
+    })
+    .await;
+
+    let third = send(&app, get("/tiles/6/9/40.png")).await;
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(third.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(error_code(third).await, "overloaded");
+    assert_eq!(state.metrics.misses_shed.get(), 1);
+    let hit = send(&app, get("/tiles/1/0/0.png")).await;
+    assert_eq!(
+        (
+            hit.status(),
+            hit.headers()["x-cache"].to_str().expect("ascii")
+        ),
+        (StatusCode::OK, "L1")
+    );
+
+    gate.open();
+    for miss in pending {
+        assert_eq!(miss.await.expect("task").status(), StatusCode::OK);
+    }
+}
