@@ -109,11 +109,11 @@ balancer() {
   local out="$reports/balancer" apis
   rm -rf "$out"
   for apis in 1 3; do
-    FRACTILE_LOCAL_RUN=/tmp/exp-balancer FRACTILE_LOCAL_APIS=$apis FRACTILE_LOCAL_PORT=18630 \
+    FRACTILE_LOCAL_RUN=/tmp/exp-balancer-$apis FRACTILE_LOCAL_APIS=$apis FRACTILE_LOCAL_PORT=18630 \
       FRACTILE_LOCAL_PROMETHEUS_PORT=19630 "$root/deploy/local/start.sh" > /dev/null
     "$load" run --target http://127.0.0.1:18630 --scenario hot --rate 6000 --seconds 20 --max-in-flight 4000 \
       --name "$apis-replica$([ "$apis" = 1 ] || echo s)" --out "$out/$apis-replicas"
-    FRACTILE_LOCAL_RUN=/tmp/exp-balancer "$root/deploy/local/stop.sh" > /dev/null
+    FRACTILE_LOCAL_RUN=/tmp/exp-balancer-$apis "$root/deploy/local/stop.sh" > /dev/null
   done
   "$load" compare --out "$out" --title "Load balancer: one api replica against three, on 2 cores" \
     --note "nginx (least_conn, keepalive) in front of 1 or 3 api replicas of the local topology; hot tiles at 6000/s for 20 s. Everything (generator, nginx, replicas, Redis, RabbitMQ, workers, Prometheus) shares the same 2 cores." \
