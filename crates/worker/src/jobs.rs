@@ -147,19 +147,37 @@ impl JobContext {
 
         match self.render(job, key).await {
             Rendered::Png(png, took) => self.store(job, key, &png, took).await,
-            Rendered::TooLate => {
+            // Its requester has given up: nobody can use the tile now.
+            Rendered::TooLate if job.deadline_unix_ms.is_some() => {
                 self.metrics.deadline_drops.inc();
                 Settle::Ack
             }
-            Rendered::Failed(why) if attempts >= MAX_ATTEMPTS => {
-                tracing::error!(%key, attempts, why, "render failed for the last time; dead-lettering");
-                self.seed_progress(job, key, SeedOutcome::Failed).await;
-                Settle::DeadLetter
+            // A seed tile over its render budget is a failure like any other: retried, then
+            // dead-lettered, never silently dropped.
+            Rendered::TooLate => {
+                self.failed(job, key, attempts, "render exceeded its budget")
+                    .await
             }
-            Rendered::Failed(why) => {
-                tracing::warn!(%key, attempts, why, "render failed; requeueing");
-                Settle::Requeue
-            }
+            Rendered::Failed(why) => self.failed(job, key, attempts, why).await,
+        }
+    }
+
+    /// A failed attempt: requeue until the cap, then dead-letter (and count the seed tile
+    /// as failed).
+    async fn failed(
+        &self,
+        job: &RenderJob,
+        key: TileKey,
+        attempts: u32,
+        why: &'static str,
+    ) -> Settle {
+        if attempts >= MAX_ATTEMPTS {
+            tracing::error!(%key, attempts, why, "render failed for the last time; dead-lettering");
+            self.seed_progress(job, key, SeedOutcome::Failed).await;
+            Settle::DeadLetter
+        } else {
+            tracing::warn!(%key, attempts, why, "render failed; requeueing");
+            Settle::Requeue
         }
     }
 
