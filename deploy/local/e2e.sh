@@ -22,7 +22,9 @@ metric() { curl -fsS "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { s += $NF 
 tiles='http_requests_total{route="/tiles/{z}/{x}/{y}",status="2xx"}'
 
 echo "== the viewer and misses through nginx"
-curl -fsS "$lb/" | grep -q "fractile" || fail "the viewer is not served through nginx"
+# Into a file first: `curl | grep -q` fails under pipefail when grep stops reading early.
+curl -fsS -o "$run/viewer.html" "$lb/" || fail "the viewer is not served through nginx"
+grep -q "fractile" "$run/viewer.html" || fail "the page served through nginx is not the viewer"
 for y in $(seq 0 29); do
   code=$(curl -s -o /dev/null -w '%{http_code}' "$lb/tiles/7/$((40 + y))/50.png")
   [ "$code" = 200 ] || fail "miss $y answered $code"
