@@ -53,6 +53,31 @@ pub fn unique_prefix() -> String {
     format!("test-{}.", uuid::Uuid::new_v4().simple())
 }
 
+/// Command-line arguments of a `fractile-worker` using these services under `prefix` (keys
+/// and queues), with `threads` render threads and its admin port on an ephemeral port. The
+/// first item is the program name, as `clap::Parser::parse_from` expects.
+pub fn worker_args(redis: &str, amqp: &str, prefix: &str, threads: usize) -> Vec<String> {
+    let threads = threads.to_string();
+    [
+        "fractile-worker",
+        "--amqp-url",
+        amqp,
+        "--redis-url",
+        redis,
+        "--queue-prefix",
+        prefix,
+        "--key-prefix",
+        prefix,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--render-threads",
+        &threads,
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
 /// Polls `check` until it returns true; fails the test after `limit`.
 pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
 where

@@ -75,21 +75,9 @@ impl Cluster {
     }
 
     pub fn worker_config(&self, threads: usize) -> fractile_worker::Config {
-        <fractile_worker::Config as clap::Parser>::parse_from([
-            "fractile-worker",
-            "--amqp-url",
-            &self.amqp,
-            "--redis-url",
-            &self.redis,
-            "--queue-prefix",
-            &self.prefix,
-            "--key-prefix",
-            &self.prefix,
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--render-threads",
-            &threads.to_string(),
-        ])
+        let args =
+            fractile_test_support::worker_args(&self.redis, &self.amqp, &self.prefix, threads);
+        <fractile_worker::Config as clap::Parser>::parse_from(args)
     }
 
     pub async fn cleanup(self) {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fractile_queue::lapin::Channel;
-use fractile_queue::{Publisher, Topology};
+use fractile_queue::{Publisher, RenderJob, Topology};
 use fractile_render::{MaxZoom, Style, TileId, TileKey};
 pub use fractile_test_support::eventually;
 use fractile_test_support::{Services, services, unique_prefix};
@@ -52,30 +52,20 @@ impl Env {
         })
     }
 
-    /// Worker settings for this environment: 2 render threads, admin on an ephemeral port.
-    pub fn worker_args(&self) -> Vec<String> {
-        [
-            "fractile-worker",
-            "--amqp-url",
-            &self.amqp,
-            "--redis-url",
-            &self.redis,
-            "--queue-prefix",
-            &self.prefix,
-            "--key-prefix",
-            &self.prefix,
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--render-threads",
-            "2",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect()
+    /// Worker arguments for this environment, with `threads` render threads.
+    pub fn worker_args(&self, threads: usize) -> Vec<String> {
+        fractile_test_support::worker_args(&self.redis, &self.amqp, &self.prefix, threads)
     }
 
+    /// Worker settings for this environment: 2 render threads.
     pub fn worker_config(&self) -> Config {
-        <Config as clap::Parser>::parse_from(self.worker_args())
+        <Config as clap::Parser>::parse_from(self.worker_args(2))
+    }
+
+    /// Publishes `job` and waits for the broker's confirm.
+    pub async fn send(&self, job: &RenderJob) {
+        let pending = self.publisher.publish(job).await.expect("published");
+        pending.confirmed().await.expect("confirmed");
     }
 
     pub async fn ready(&self, queue: &str) -> u32 {

@@ -24,13 +24,7 @@ async fn an_interactive_job_is_rendered_stored_announced_then_acked() {
     let tile = key(4, 3, 5);
     let mut wait = ready.register(&tile);
     let job = RenderJob::interactive(&tile, SystemTime::now() + Duration::from_secs(10));
-    env.publisher
-        .publish(&job)
-        .await
-        .expect("published")
-        .confirmed()
-        .await
-        .expect("confirmed");
+    env.send(&job).await;
     let note = tokio::time::timeout(Duration::from_secs(15), wait.announced())
         .await
         .expect("announced");
@@ -68,13 +62,7 @@ async fn interactive_jobs_past_their_deadline_are_dropped_unrendered() {
     let Some(env) = Env::new().await else { return };
     let tile = key(3, 1, 1);
     let job = RenderJob::interactive(&tile, SystemTime::now() - Duration::from_secs(1));
-    env.publisher
-        .publish(&job)
-        .await
-        .expect("published")
-        .confirmed()
-        .await
-        .expect("confirmed");
+    env.send(&job).await;
     let worker = Worker::new(env.worker_config()).expect("worker");
     let metrics = worker.metrics();
     let running = start(worker);
@@ -120,21 +108,9 @@ async fn poison_ends_in_the_dead_letter_queue_and_nothing_else_stalls() {
         .confirmed()
         .await
         .expect("ok");
-    env.publisher
-        .publish(&RenderJob::interactive(&cursed, far))
-        .await
-        .expect("sent")
-        .confirmed()
-        .await
-        .expect("ok");
+    env.send(&RenderJob::interactive(&cursed, far)).await;
     let healthy = key(2, 2, 2);
-    env.publisher
-        .publish(&RenderJob::interactive(&healthy, far))
-        .await
-        .expect("sent")
-        .confirmed()
-        .await
-        .expect("ok");
+    env.send(&RenderJob::interactive(&healthy, far)).await;
 
     eventually(
         "both poison messages are dead-lettered",

@@ -17,13 +17,8 @@ fn passive() -> fractile_queue::lapin::options::QueueDeclareOptions {
     }
 }
 
-fn spawn_worker_process(env: &Env, threads: &str) -> Child {
-    let mut args = env.worker_args();
-    let position = args
-        .iter()
-        .position(|a| a == "--render-threads")
-        .expect("present");
-    args[position + 1] = threads.to_owned();
+fn spawn_worker_process(env: &Env, threads: usize) -> Child {
+    let args = env.worker_args(threads);
     Command::new(env!("CARGO_BIN_EXE_fractile-worker"))
         .args(&args[1..])
         .env("FRACTILE_LOG_FORMAT", "json")
@@ -67,16 +62,10 @@ async fn killing_a_worker_mid_seed_loses_no_tile() {
         .await
         .expect("seed");
     for tile in &tiles {
-        env.publisher
-            .publish(&RenderJob::bulk(tile, id))
-            .await
-            .expect("sent")
-            .confirmed()
-            .await
-            .expect("confirmed");
+        env.send(&RenderJob::bulk(tile, id)).await;
     }
 
-    let mut doomed = spawn_worker_process(&env, "1");
+    let mut doomed = spawn_worker_process(&env, 1);
     eventually(
         "the first worker has made progress",
         Duration::from_secs(60),
@@ -88,7 +77,7 @@ async fn killing_a_worker_mid_seed_loses_no_tile() {
     let (done_at_kill, _) = seed_progress(&env, id).await;
     assert!(done_at_kill < tiles.len() as u64, "killed mid-seed");
 
-    let mut survivor = spawn_worker_process(&env, "2");
+    let mut survivor = spawn_worker_process(&env, 2);
     eventually("the seed completes", Duration::from_secs(120), || async {
         seed_progress(&env, id).await == (tiles.len() as u64, 0)
     })
@@ -103,7 +92,7 @@ async fn killing_a_worker_mid_seed_loses_no_tile() {
 #[tokio::test]
 async fn a_consumer_that_ends_makes_the_worker_exit_non_zero() {
     let Some(env) = Env::new().await else { return };
-    let mut worker = spawn_worker_process(&env, "1");
+    let mut worker = spawn_worker_process(&env, 1);
     // Wait until the worker consumes, then pull its queue from under it: the broker
     // cancels the consumer, and a worker that kept running would consume nothing forever.
     eventually("the worker consumes", Duration::from_secs(20), || async {
@@ -152,13 +141,7 @@ async fn shutdown_finishes_and_acks_the_job_in_progress() {
     let running = start(worker);
     let tile = key(3, 4, 4);
     let job = RenderJob::interactive(&tile, SystemTime::now() + Duration::from_secs(30));
-    env.publisher
-        .publish(&job)
-        .await
-        .expect("sent")
-        .confirmed()
-        .await
-        .expect("confirmed");
+    env.send(&job).await;
     eventually(
         "the job is in progress",
         Duration::from_secs(10),
