@@ -5,6 +5,7 @@
 //! the crate's default registry would otherwise have it. Label values are bounded: route
 //! templates (never raw paths), status classes, cache layers and results.
 
+use fractile_runtime::metrics::RenderMetrics;
 use fractile_runtime::pool::PoolMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -239,6 +240,14 @@ impl Metrics {
             queue_wait: self.render_queue_wait.clone(),
             rejected: self.render_rejected.clone(),
             skipped: self.renders.with_label_values(&["cancelled"]),
+        }
+    }
+
+    /// The handles render jobs record their outcome and time in.
+    pub fn render_metrics(&self) -> RenderMetrics {
+        RenderMetrics {
+            duration: self.render_duration.clone(),
+            renders: self.renders.clone(),
         }
     }
 

@@ -396,12 +396,11 @@ impl TileCache {
     async fn render_here(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
         if self.render_on_executor {
             // The classic mistake, kept for the experiment: this blocks the executor thread.
-            let started = Instant::now();
-            let png = render_tile(key.tile, key.style, &|| false)
-                .map_err(|e| FillError::Render(e.to_string()))?;
-            let rendered = started.elapsed();
-            self.metrics.render_duration.observe(rendered.as_secs_f64());
-            self.metrics.renders.with_label_values(&["ok"]).inc();
+            let (png, rendered) = self
+                .metrics
+                .render_metrics()
+                .record(|| render_tile(key.tile, key.style, &|| false));
+            let png = png.map_err(|e| FillError::Render(e.to_string()))?;
             return Ok((
                 Bytes::from(png),
                 Source::Rendered {
@@ -412,22 +411,13 @@ impl TileCache {
         }
         let enqueued = Instant::now();
         let deadline = enqueued + self.render_timeout;
-        let metrics = Arc::clone(&self.metrics);
+        let metrics = self.metrics.render_metrics();
         let rx = self
             .pool
             .try_spawn(Lane::Interactive, deadline, move |cancel| {
                 let started = Instant::now();
-                let result = render_tile(key.tile, key.style, &|| cancel.is_cancelled());
-                let rendered = started.elapsed();
-                let outcome = match &result {
-                    Ok(_) => {
-                        metrics.render_duration.observe(rendered.as_secs_f64());
-                        "ok"
-                    }
-                    Err(RenderError::Cancelled) => "cancelled",
-                    Err(RenderError::Encode(_)) => "error",
-                };
-                metrics.renders.with_label_values(&[outcome]).inc();
+                let (result, rendered) =
+                    metrics.record(|| render_tile(key.tile, key.style, &|| cancel.is_cancelled()));
                 (result, started - enqueued, rendered)
             })?;
         match tokio::time::timeout_at(deadline.into(), rx).await {

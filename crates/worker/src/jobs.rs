@@ -192,21 +192,9 @@ impl JobContext {
             None => (Lane::Interactive, now + BULK_RENDER_BUDGET),
         };
         let renderer = Arc::clone(&self.renderer);
-        let metrics = Arc::clone(&self.metrics);
+        let metrics = self.metrics.render_metrics();
         let spawned = self.pool.try_spawn(lane, deadline, move |cancel| {
-            let started = Instant::now();
-            let result = renderer(key, &|| cancel.is_cancelled());
-            let took = started.elapsed();
-            let outcome = match &result {
-                Ok(_) => {
-                    metrics.render_duration.observe(took.as_secs_f64());
-                    "ok"
-                }
-                Err(RenderError::Cancelled) => "cancelled",
-                Err(_) => "error",
-            };
-            metrics.renders.with_label_values(&[outcome]).inc();
-            (result, took)
+            metrics.record(|| renderer(key, &|| cancel.is_cancelled()))
         });
         let Ok(result) = spawned else {
             return Rendered::Failed("render pool full");

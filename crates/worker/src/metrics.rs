@@ -133,6 +133,14 @@ impl WorkerMetrics {
         }
     }
 
+    /// The handles render jobs record their outcome and time in.
+    pub fn render_metrics(&self) -> fractile_runtime::metrics::RenderMetrics {
+        fractile_runtime::metrics::RenderMetrics {
+            duration: self.render_duration.clone(),
+            renders: self.renders.clone(),
+        }
+    }
+
     /// The exposition text of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
         fractile_runtime::metrics::encode(&self.registry)
