@@ -75,7 +75,9 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Measured> {
     while due < duration && sent < plan.max_requests {
         let when = start + Duration::from_secs_f64(due);
         tokio::time::sleep_until(when.into()).await;
-        for path in plan.picker.next(&mut rng) {
+        let arrival = plan.picker.next(&mut rng);
+        let tiles = arrival.len();
+        for path in arrival {
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                 dropped += 1;
                 continue;
@@ -102,13 +104,14 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Measured> {
                 drop(permit);
             });
         }
-        // The next arrival: views (several tiles) arrive at rate / tiles-per-view.
-        let per_arrival = match plan.picker {
-            Picker::Browse { .. } => 12.0,
-            _ => 1.0,
-        };
-        let rate = plan.schedule.rate_at(due, duration).max(0.1) / per_arrival;
-        due += 1.0 / rate;
+        // The next arrival waits for this one's tiles at the scheduled tile rate: a view
+        // clipped at the map's edge (shallow zooms) is fewer than 12 tiles, and counting it
+        // as 12 would send fewer tiles per second than the rate says.
+        let per_arrival = tiles.max(1) as f64;
+        match plan.schedule.next_due(due, duration, per_arrival) {
+            Some(next) => due = next,
+            None => break,
+        }
     }
     drop(tx);
     let mut outcomes = Vec::with_capacity(usize::try_from(sent).unwrap_or(0));

@@ -22,7 +22,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::report::Summary;
-use crate::scenario::{Picker, Schedule};
+use crate::scenario::{Picker, Profile, Schedule};
+
+/// Length of a run without --seconds or --profile.
+const DEFAULT_SECONDS: u64 = 30;
 
 #[derive(Parser)]
 #[command(
@@ -69,15 +72,20 @@ struct RunArgs {
     /// Tile requests per second.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
+    /// Tile requests per second over time instead of --rate: `seconds:rate` points with
+    /// straight lines between them, e.g. `0:40,60:400,180:400,240:40,300:40` (browse, hot,
+    /// cold, seed-while-browsing). The run lasts until the last point unless --seconds is given.
+    #[arg(long, conflicts_with = "rate")]
+    profile: Option<Profile>,
     /// Final rate of the overload ramp.
     #[arg(long)]
     rate_to: Option<f64>,
     /// Rate multiplier of the spike.
     #[arg(long, default_value_t = 5.0)]
     spike_factor: f64,
-    /// Length of the run in seconds.
-    #[arg(long, default_value_t = 30)]
-    seconds: u64,
+    /// Length of the run in seconds (default: 30, or the profile's last point).
+    #[arg(long)]
+    seconds: Option<u64>,
     /// Requests outstanding at most; arrivals beyond are counted as dropped by the generator.
     #[arg(long, default_value_t = 2000)]
     max_in_flight: usize,
@@ -137,19 +145,21 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect::<Vec<_>>()
         .join(" ");
+    // The scenarios that send at one rate send at the profile's instead when one is given.
+    let steady = match &args.profile {
+        Some(profile) => Schedule::Profile(profile.clone()),
+        None => Schedule::Constant(args.rate),
+    };
+    if args.profile.is_some() && matches!(args.scenario, Scenario::Overload | Scenario::Spike) {
+        anyhow::bail!(
+            "--profile replaces --rate in browse, hot, cold and seed-while-browsing; overload and spike shape their own rate"
+        );
+    }
     let (picker, schedule, label) = match args.scenario {
-        Scenario::Browse => (Picker::browse(), Schedule::Constant(args.rate), "browse"),
-        Scenario::Hot => (Picker::Hot, Schedule::Constant(args.rate), "hot"),
-        Scenario::Cold => (
-            Picker::cold(args.offset),
-            Schedule::Constant(args.rate),
-            "cold",
-        ),
-        Scenario::SeedWhileBrowsing => (
-            Picker::browse(),
-            Schedule::Constant(args.rate),
-            "seed-while-browsing",
-        ),
+        Scenario::Browse => (Picker::browse(), steady, "browse"),
+        Scenario::Hot => (Picker::Hot, steady, "hot"),
+        Scenario::Cold => (Picker::cold(args.offset), steady, "cold"),
+        Scenario::SeedWhileBrowsing => (Picker::browse(), steady, "seed-while-browsing"),
         Scenario::Overload => {
             let to = args.rate_to.unwrap_or(args.rate * 3.0);
             (
@@ -176,7 +186,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         target: args.target.clone(),
         picker,
         schedule,
-        duration: Duration::from_secs(args.seconds),
+        duration: match (args.seconds, &args.profile) {
+            (Some(seconds), _) => Duration::from_secs(seconds),
+            (None, Some(profile)) => Duration::from_secs_f64(profile.end()),
+            (None, None) => Duration::from_secs(DEFAULT_SECONDS),
+        },
         max_in_flight: args.max_in_flight,
         max_requests: args.max_requests,
         seed: 42,

@@ -23,6 +23,10 @@ pub struct Percentiles {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Second {
     pub t: u64,
+    /// Requests due in this second: the arrival rate the schedule or profile asked for
+    /// (less what the generator dropped at its in-flight cap). Absent in older results.
+    #[serde(default)]
+    pub offered: u64,
     pub ok: u64,
     pub shed: u64,
     pub errors: u64,
@@ -128,6 +132,7 @@ impl Summary {
                 let p = percentiles(ok.iter().copied());
                 Second {
                     t,
+                    offered: items.len() as u64,
                     ok: ok.len() as u64,
                     shed: items.iter().filter(|o| o.status == Some(503)).count() as u64,
                     errors: items.iter().filter(|o| is_error(o)).count() as u64,
@@ -181,6 +186,7 @@ impl Summary {
             &series,
             |s| {
                 vec![
+                    ("offered", s.offered as f64),
                     ("ok", s.ok as f64),
                     ("503", s.shed as f64),
                     ("errors", s.errors as f64),
