@@ -21,8 +21,8 @@ export FRACTILE_LOCAL_PORT=${FRACTILE_LOCAL_PORT:-18890}
 export FRACTILE_LOCAL_PROMETHEUS_PORT=${FRACTILE_LOCAL_PROMETHEUS_PORT:-19290}
 export FRACTILE_LOCAL_RUN=${FRACTILE_LOCAL_RUN:-/tmp/fractile-autoscaling-record}
 export FRACTILE_LOCAL_APIS=3
-# Rise for 60 s, hold 120 s, fall for 60 s, idle 60 s. See README.md for why these rates.
-profile=${FRACTILE_RECORD_PROFILE:-0:40,60:400,180:400,240:40,300:40}
+# Idle 30 s, rise for 45 s, hold 30 s, fall for 60 s, idle 135 s. README.md says why.
+profile=${FRACTILE_RECORD_PROFILE:-0:40,30:40,75:900,105:900,165:40,300:40}
 out=$root/loadtests/reports/autoscaling/recording
 run=$FRACTILE_LOCAL_RUN
 management_port=15672
