@@ -5,6 +5,7 @@
 //! runs side by side for an experiment. `loadtests/run-experiments.sh` runs the checklist
 //! experiments with it. Everything is bounded in time and requests.
 
+mod autoscale;
 mod driver;
 mod report;
 mod scenario;
@@ -44,6 +45,8 @@ enum Command {
     Run(RunArgs),
     /// Compares runs (directories written by `run`) in one report with shared charts.
     Compare(CompareArgs),
+    /// Models the KEDA/HPA autoscalers in the manifests on recorded metrics, and reports.
+    Model(autoscale::ModelArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,6 +133,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args).await,
         Command::Compare(args) => compare(args),
+        Command::Model(args) => autoscale::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
