@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench browser-test lint validate e2e experiments stack-up stack-down ci
+.PHONY: run test bench browser-test lint validate k8s-validate e2e experiments stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -19,6 +19,12 @@ lint:
 
 validate:       ## static checks of deploy/: compose, hadolint, nginx -t, promtool, dashboard
 	deploy/validate.sh
+
+k8s-validate:   ## k8s/: kustomize builds, schemas, checkov, promtool; the manifests against the binaries
+	k8s/validate.sh
+	cargo build -p fractile-api -p fractile-worker
+	python3 k8s/check_manifests.py drift --negative-fixture k8s/tests/alerts-unknown-metric.yml \
+	  --drifted-fixture k8s/tests/drifted
 
 e2e:            ## the whole topology as local processes, end to end
 	deploy/local/e2e.sh

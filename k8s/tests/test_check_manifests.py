@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Unit tests of k8s/check_manifests.py's PromQL name extraction and metric matching.
+
+Run: python3 k8s/tests/test_check_manifests.py (standard library unittest + PyYAML).
+"""
+
+from __future__ import annotations
+
+import sys
+import unittest
+from pathlib import Path
+
+# No __pycache__ left in k8s/ (nothing ignores it there).
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from check_manifests import (  # noqa: E402  (the path above first)
+    Exported,
+    Failures,
+    MetricRef,
+    check_metric_names,
+    duration_seconds,
+    jobs_for,
+    metric_refs,
+    parse_exposition,
+)
+
+
+def names(expr: str) -> list[str]:
+    return [r.name for r in metric_refs(expr)]
+
+
+class MetricRefs(unittest.TestCase):
+    def test_selector_with_job(self) -> None:
+        self.assertEqual(
+            metric_refs('sum(rate(http_requests_total{job="fractile-api", status="5xx"}[5m]))'),
+            [MetricRef("http_requests_total", ("=", "fractile-api"))],
+        )
+
+    def test_bare_name_and_functions(self) -> None:
+        self.assertEqual(names("rate(process_cpu_seconds_total[1m]) > 0.9"), ["process_cpu_seconds_total"])
+        self.assertEqual(names("up"), ["up"])
+        self.assertEqual(names("sum(up{job='x'}) or vector(0)"), ["up"])
+
+    def test_by_and_without_lists_are_labels(self) -> None:
+        expr = ("histogram_quantile(0.99, sum by (le, cache) (rate(http_request_duration_seconds_bucket"
+                '{job="fractile-api", route="/tiles/{z}/{x}/{y}"}[$__rate_interval])))')
+        self.assertEqual(names(expr), ["http_request_duration_seconds_bucket"])
+        self.assertEqual(names("sum(rate(renders_total[5m])) without (instance, pod)"), ["renders_total"])
+        self.assertEqual(names("a / on(instance) group_left(node) b"), ["a", "b"])
+        self.assertEqual(names("a / ignoring(queue) b"), ["a", "b"])
+
+    def test_keywords_numbers_and_durations_are_not_names(self) -> None:
+        expr = "max by (queue) (x > 100) and deriv(y[10m] offset 5m) > 0 unless z == bool 1e3"
+        self.assertEqual(names(expr), ["x", "y", "z"])
+        self.assertEqual(names("rate(a[5m:30s]) @ end()"), ["a"])
+        self.assertEqual(names("-Inf < w"), ["w"])
+
+    def test_strings_with_braces_and_label_values(self) -> None:
+        # A label value that looks like PromQL (or holds braces) is not a name.
+        expr = 'count(cache_requests_total{layer="l1", result=~"hit|miss", route="{a}[b]"})'
+        self.assertEqual(names(expr), ["cache_requests_total"])
+        self.assertEqual(names('label_replace(m, "dst", "$1", "src", "(.*)")'), ["m"])
+
+    def test_name_matcher_without_a_name(self) -> None:
+        self.assertEqual(metric_refs('{__name__="render_queue_depth", job="fractile-worker"}'),
+                         [MetricRef("render_queue_depth", ("=", "fractile-worker"))])
+
+    def test_grafana_variables(self) -> None:
+        self.assertEqual(names('rate(x{instance=~"$instance"}[$__rate_interval]) * ${factor}'), ["x"])
+
+    def test_comments(self) -> None:
+        self.assertEqual(names("a # b{c}\n + d"), ["a", "d"])
+
+    def test_colons_in_recorded_names(self) -> None:
+        self.assertEqual(names("job:renders:rate5m > 1"), ["job:renders:rate5m"])
+
+
+class Matching(unittest.TestCase):
+    API = """# HELP http_request_duration_seconds x
+# TYPE http_request_duration_seconds histogram
+http_request_duration_seconds_bucket{le="0.1"} 1
+http_request_duration_seconds_sum 0.05
+http_request_duration_seconds_count 1
+# TYPE http_requests_total counter
+http_requests_total{status="2xx"} 3
+"""
+    WORKER = "# TYPE renders_total counter\nrenders_total 2\n"
+
+    def exported(self) -> Exported:
+        return Exported({"fractile-api": parse_exposition(self.API),
+                         "fractile-worker": parse_exposition(self.WORKER)})
+
+    def test_histogram_parts_belong_to_their_family(self) -> None:
+        e = self.exported()
+        for name in ("http_request_duration_seconds_bucket", "http_request_duration_seconds_count",
+                     "http_request_duration_seconds"):
+            self.assertTrue(e.has("fractile-api", name), name)
+        self.assertFalse(e.has("fractile-api", "http_requests_total_bucket"))
+        self.assertFalse(e.has("fractile-api", "renders_total"))
+
+    def test_jobs_for_matchers(self) -> None:
+        jobs = ["fractile-api", "fractile-worker"]
+        self.assertEqual(jobs_for(MetricRef("x"), jobs), jobs)
+        self.assertEqual(jobs_for(MetricRef("x", ("=~", "fractile-api|fractile-worker")), jobs), jobs)
+        self.assertEqual(jobs_for(MetricRef("x", ("!=", "fractile-api")), jobs), ["fractile-worker"])
+        self.assertEqual(jobs_for(MetricRef("x", ("=", "other")), jobs), [])
+
+    def test_check_fails_on_unknown_and_on_the_wrong_job(self) -> None:
+        exprs = [
+            ("ok", 'rate(renders_total{job="fractile-worker"}[1m])'),
+            ("unknown", 'rate(no_such_metric_total{job="fractile-api"}[1m])'),
+            ("wrong job", 'rate(renders_total{job="fractile-api"}[1m])'),
+            ("foreign", 'up{job="fractile-api"} + rabbitmq_queue_messages_ready'),
+            ("no job", "renders_total"),
+        ]
+        fails = Failures()
+        _, found, foreign = check_metric_names(exprs, self.exported(), set(), fails)
+        self.assertEqual(len(fails.items), 2, fails.items)
+        self.assertIn("no_such_metric_total is not exported by fractile-api", fails.items[0])
+        self.assertIn("renders_total is not exported by fractile-api", fails.items[1])
+        self.assertEqual(foreign, {"up", "rabbitmq_queue_messages_ready"})
+        self.assertIn("renders_total", found)
+
+    def test_an_expression_without_a_name_fails(self) -> None:
+        fails = Failures()
+        check_metric_names([("empty", "vector(1)")], self.exported(), set(), fails)
+        self.assertEqual(len(fails.items), 1)
+
+    def test_durations(self) -> None:
+        self.assertEqual(duration_seconds("20s"), 20)
+        self.assertEqual(duration_seconds("1m"), 60)
+        self.assertEqual(duration_seconds("500ms"), 0.5)
+        with self.assertRaises(ValueError):
+            duration_seconds("20")
+
+
+if __name__ == "__main__":
+    unittest.main()
