@@ -24,7 +24,7 @@ location=$(curl -fsS -o /dev/null -w '%header{location}' -H 'content-type: appli
 while :; do
   status=$(curl -fsS "http://127.0.0.1:18780$location")
   state=$(echo "$status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
-  [ "$state" = done ] && break
+  [ "$state" = "done" ] && break
   case "$state" in failed|cancelled|interrupted) echo "seed ended: $status" >&2; exit 1;; esac
   sleep 0.25
 done
