@@ -264,7 +264,11 @@ impl<'a> Model<'a> {
              (how soon a new pod serves, whether the count flaps), not as a measurement of a \
              cluster.\n\n",
         );
-        let _ = writeln!(md, "Reproduce:\n\n```sh\n{}\n```\n", self.command);
+        let _ = writeln!(
+            md,
+            "Reproduce:\n\n```sh\nkubectl kustomize k8s/overlays/kind > {}\n{}\n```\n",
+            self.manifests_path, self.command
+        );
         let _ = writeln!(
             md,
             "Inputs:\n\n\
@@ -325,7 +329,11 @@ impl<'a> Model<'a> {
              depth (ready + unacked, as RabbitMQ's statistics show it) within {:.1} messages \
              of the recorded depth on average (largest difference {:.1}); the recorded peak is \
              {:.0} messages at {:.0} s, the modelled one {:.0} at {:.0} s. The worker \
-             chart's bottom panel shows both.\n",
+             chart's bottom panel shows both. The model holds each worker's drain rate \
+             constant; where the load comes near the workers' capacity, the depth integrates \
+             any difference between that rate and the real, varying one (on the recording \
+             machine the workers share 2 cores with the apis and the load generator), so the \
+             worker's replica counts are those a queue of the modelled size calls for.\n",
             f.workers,
             f.mean_abs_error,
             f.max_abs_error,
@@ -747,7 +755,8 @@ fn chart(
         .draw()?;
 
     if let Some(f) = fluid {
-        let x_max = f.points.last().map_or(1.0, |p| p.0).max(1.0);
+        // The same time axis as the panels above.
+        let x_max = t_max;
         let y_max = f.points.iter().map(|p| p.1.max(p.2)).fold(1.0, f64::max) * 1.1;
         let mut c = ChartBuilder::on(&areas[3])
             .caption(
