@@ -3,7 +3,8 @@
 //! `fractile-load run` drives one scenario against a target with an open arrival model and
 //! writes `results.json`, `report.md` and SVG charts; `fractile-load compare` puts several
 //! runs side by side for an experiment. `loadtests/run-experiments.sh` runs the checklist
-//! experiments with it. Everything is bounded in time and requests.
+//! experiments with it. Everything is bounded in time and requests. `fractile-load model`
+//! replays recorded metrics through a model of the Kubernetes autoscalers (`autoscale/`).
 
 mod autoscale;
 mod driver;
