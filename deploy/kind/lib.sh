@@ -20,6 +20,11 @@ BUILD_DIR="$ROOT/deploy/kind/.build"
 log() { printf '\n==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
+# usage: prints the calling script's header comment (its help) and exits.
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+  exit 0
+}
 die() {
   printf 'error: %s\n' "$*" >&2
   exit 1

@@ -29,10 +29,7 @@ TARGET="http://api.$NAMESPACE.svc:8080"
 
 case "${1:-}" in
   "") ;;
-  -h | --help)
-    sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
-    exit 0
-    ;;
+  -h | --help) usage ;;
   *) die "unknown argument '$1' (try --help)" ;;
 esac
 

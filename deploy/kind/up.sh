@@ -38,10 +38,7 @@ RENDER_ONLY=0
 case "${1:-}" in
   "") ;;
   --render) RENDER_ONLY=1 ;;
-  -h | --help)
-    sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
-    exit 0
-    ;;
+  -h | --help) usage ;;
   *) die "unknown argument '$1' (try --help)" ;;
 esac
 

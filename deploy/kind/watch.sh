@@ -30,10 +30,7 @@ Q_QUEUE='sum(rabbitmq_detailed_queue_messages{queue=~"fractile\\.render\\.(inter
 
 case "${1:-}" in
   "") ;;
-  -h | --help)
-    sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
-    exit 0
-    ;;
+  -h | --help) usage ;;
   *) die "unknown argument '$1' (try --help)" ;;
 esac
 case "$WATCH_SECONDS" in

@@ -652,6 +652,15 @@ mod tests {
         }
     }
 
+    /// The drain the recording shows: the estimated rate with its threads and prefetch.
+    fn measured_drain(s: &Series) -> anyhow::Result<Drain> {
+        Ok(Drain {
+            jobs_per_worker_s: estimate_worker_rate(s)?.jobs_per_s,
+            render_threads: s.worker_render_threads,
+            prefetch: s.worker_prefetch,
+        })
+    }
+
     #[test]
     fn a_queue_below_capacity_holds_littles_law_and_above_it_grows_at_the_excess() {
         let drain = Drain {
@@ -673,12 +682,7 @@ mod tests {
     #[test]
     fn the_fluid_model_reproduces_its_own_synthetic_recording() -> anyhow::Result<()> {
         let (m, s) = inputs()?;
-        let rate = estimate_worker_rate(&s)?;
-        let drain = Drain {
-            jobs_per_worker_s: rate.jobs_per_s,
-            render_threads: s.worker_render_threads,
-            prefetch: s.worker_prefetch,
-        };
+        let drain = measured_drain(&s)?;
         let check = check_fluid_model(&s, &drain, m.rabbitmq_stats_interval_s);
         // The fixture was made by a discrete version of the same queue, so the peaks agree to
         // within one statistics interval of growth (2 jobs/s × 5 s).
@@ -767,12 +771,7 @@ mod tests {
     #[test]
     fn the_workers_follow_the_backlog() -> anyhow::Result<()> {
         let (m, s) = inputs()?;
-        let rate = estimate_worker_rate(&s)?;
-        let drain = Drain {
-            jobs_per_worker_s: rate.jobs_per_s,
-            render_threads: s.worker_render_threads,
-            prefetch: s.worker_prefetch,
-        };
+        let drain = measured_drain(&s)?;
         let run = simulate(&m.worker, &s, Workload::Worker(drain), &clocks(&m))?;
         let peak = run.seconds.iter().map(|x| x.desired).max().unwrap_or(0);
         // 8 jobs/s need 3 workers of 3/s: the backlog pushes past 1 and the cap is 6.
