@@ -8,8 +8,10 @@
 #
 # Settings (environment):
 #   FRACTILE_LOAD_PROFILE   `seconds:tile-requests-per-second` points, straight lines between
-#                           them; the run ends at the last point. Default: 0:40,90:500,210:500,
-#                           300:40,360:40 (a 90 s rise, 2 min at 500/s, a 90 s fall, 1 min low).
+#                           them; the run ends at the last point. Default: 0:40,90:900,210:900,
+#                           300:40,360:40 (a 90 s rise, 2 min at 900/s, a 90 s fall, 1 min low):
+#                           the peak of loadtests/autoscaling's recording, where one worker's
+#                           65 misses/s fall behind and the queue and in-flight both rise.
 #   FRACTILE_LOAD_SCENARIO  browse (default), hot, cold or seed-while-browsing.
 #   FRACTILE_LOAD_IMAGE     default: fractile-load with the tag of the running api's image,
 #                           which deploy/kind/up.sh built and loaded beside it.
@@ -23,7 +25,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/deploy/kind/lib.sh"
 
 JOB=load
-PROFILE=${FRACTILE_LOAD_PROFILE:-0:40,90:500,210:500,300:40,360:40}
+PROFILE=${FRACTILE_LOAD_PROFILE:-0:40,90:900,210:900,300:40,360:40}
 SCENARIO=${FRACTILE_LOAD_SCENARIO:-browse}
 TARGET="http://api.$NAMESPACE.svc:8080"
 
