@@ -782,13 +782,17 @@ def check_workload(w: Workload, fails: Failures) -> None:
     shutdown = w.setting("FRACTILE_SHUTDOWN_TIMEOUT")
     if fails.check(shutdown is not None, f"{where}: no FRACTILE_SHUTDOWN_TIMEOUT and no default"):
         assert shutdown is not None
-        needed = float(pre_stop) + duration_seconds(shutdown) + 5
+        # The api serves on for FRACTILE_SHUTDOWN_DELAY after SIGTERM before it drains; a
+        # binary without that setting (the worker) drains at once.
+        delay = w.setting("FRACTILE_SHUTDOWN_DELAY") or "0s"
+        needed = float(pre_stop) + duration_seconds(delay) + duration_seconds(shutdown) + 5
         fails.check(grace >= needed,
                     f"{where}: terminationGracePeriodSeconds {grace:g} < preStop {pre_stop} s + "
-                    f"FRACTILE_SHUTDOWN_TIMEOUT {shutdown} + 5 s = {needed:g} s")
+                    f"FRACTILE_SHUTDOWN_DELAY {delay} + FRACTILE_SHUTDOWN_TIMEOUT {shutdown} + 5 s = {needed:g} s")
         if not fails.quiet:
             print(f"  {where}: grace {grace:g} s {'>=' if grace >= needed else '<'} preStop {pre_stop} s"
-                  f" + shutdown {shutdown} + 5 s; liveness gives up after {live:g} s, readiness after {ready:g} s")
+                  f" + delay {delay} + shutdown {shutdown} + 5 s; liveness gives up after {live:g} s,"
+                  f" readiness after {ready:g} s")
 
 
 def check_services(docs: list[dict[str, Any]], fails: Failures) -> None:
@@ -892,7 +896,8 @@ DRIFTED_EXPECTED = {
     "admin port != FRACTILE_ADMIN_LISTEN": "container port `admin` 9000 != FRACTILE_ADMIN_LISTEN 0.0.0.0:9100",
     "probe port != FRACTILE_ADMIN_LISTEN": "readinessProbe port admin (9000) != FRACTILE_ADMIN_LISTEN 0.0.0.0:9100",
     "traffic port != FRACTILE_LISTEN": "container port `http` 8080 != FRACTILE_LISTEN 0.0.0.0:8081",
-    "grace period too short": "terminationGracePeriodSeconds 20 < preStop 5 s + FRACTILE_SHUTDOWN_TIMEOUT 20s + 5 s",
+    "grace period too short": ("terminationGracePeriodSeconds 20 < preStop 5 s + FRACTILE_SHUTDOWN_DELAY 0s + "
+                               "FRACTILE_SHUTDOWN_TIMEOUT 20s + 5 s"),
     "liveness gives up first": "Deployment/worker container worker: liveness gives up after 4 s, not later than readiness",
     "replicas under an autoscaler": "Deployment/worker sets `replicas:`",
     "no memory limit": "Deployment/worker container worker: no limits.memory",

@@ -68,6 +68,12 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// How long the traffic port keeps serving after SIGTERM, with `/readyz` already failing
+    /// and every response saying `Connection: close`, so load balancers stop sending before
+    /// the listener closes. `0s` where something else waits first (a Kubernetes preStop hook).
+    #[arg(long, env = "FRACTILE_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// How long in-flight requests may take to finish after SIGTERM before the process exits.
     #[arg(long, env = "FRACTILE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -153,6 +159,8 @@ impl Config {
         let mut config = Config::parse_from(["fractile-api"]);
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        // No load balancer to wait for; tests of the delay set their own.
+        config.shutdown_delay = Duration::ZERO;
         config
     }
 }

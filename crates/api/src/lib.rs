@@ -176,6 +176,7 @@ pub struct Server {
     traffic: TcpListener,
     admin: TcpListener,
     state: AppState,
+    shutdown_delay: Duration,
     shutdown_timeout: Duration,
     header_read_timeout: Duration,
 }
@@ -194,6 +195,7 @@ impl Server {
             traffic,
             admin,
             state,
+            shutdown_delay: config.shutdown_delay,
             shutdown_timeout: config.shutdown_timeout,
             header_read_timeout: config.header_read_timeout,
         })
@@ -218,14 +220,16 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then drains: readiness goes false, no new
-    /// connections are accepted, in-flight requests finish, and the call returns, at the
-    /// latest after the shutdown timeout.
+    /// Serves until `shutdown` resolves, then drains: readiness goes false and responses
+    /// say `Connection: close` while the traffic port serves on for the shutdown delay; then
+    /// no new connections are accepted, in-flight requests finish, and the call returns, at
+    /// the latest after the shutdown timeout.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Server {
             traffic,
             admin,
             state,
+            shutdown_delay,
             shutdown_timeout,
             header_read_timeout,
         } = self;
@@ -235,12 +239,14 @@ impl Server {
             max_zoom = state.max_zoom.get(),
             "listening"
         );
+        let closing_traffic = CancellationToken::new();
         let stop_traffic = CancellationToken::new();
         let stop_admin = CancellationToken::new();
-        let mut traffic_server = tokio::spawn(serve::serve(
+        let mut traffic_server = tokio::spawn(serve::serve_closing(
             traffic,
             app::app(state.clone()),
             header_read_timeout,
+            closing_traffic.clone(),
             stop_traffic.clone(),
         ));
         let mut admin_server = tokio::spawn(serve::serve(
@@ -256,11 +262,25 @@ impl Server {
             ended = &mut admin_server => anyhow::bail!("admin server stopped unexpectedly: {ended:?}"),
         }
 
+        // Not ready first, listener closed later: a load balancer takes a few seconds to see
+        // `/readyz` fail, and what it sends meanwhile must still be served. Keep-alive clients
+        // are told to reconnect, so none sends into a connection closed under it.
+        state.readiness.drain();
+        closing_traffic.cancel();
+        if !shutdown_delay.is_zero() {
+            tracing::info!(
+                delay = ?shutdown_delay,
+                "shutting down: not ready, still serving for the shutdown delay"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(shutdown_delay) => {}
+                ended = &mut traffic_server => anyhow::bail!("traffic server stopped unexpectedly: {ended:?}"),
+            }
+        }
         tracing::info!(
             in_flight = state.metrics.in_flight.get(),
             "shutting down: draining"
         );
-        state.readiness.drain();
         stop_traffic.cancel();
         match tokio::time::timeout(shutdown_timeout, traffic_server).await {
             Ok(Ok(())) => tracing::info!("drained"),

@@ -6,10 +6,17 @@
 //! which is the slowloris attack. This accept loop sets a timer and a header-read deadline,
 //! and on shutdown stops accepting, lets requests in flight finish and closes idle
 //! keep-alive connections.
+//!
+//! Shutdown can start earlier with a `closing` token ([`serve_closing`]): from then on every
+//! response says `Connection: close`, so a keep-alive client opens its next connection anew
+//! (to another replica, once the load balancer has seen readiness fail) instead of sending
+//! it down a connection this process is about to close under it.
 
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -29,6 +36,29 @@ pub async fn serve(
     header_read_timeout: Duration,
     stop: CancellationToken,
 ) {
+    serve_closing(
+        listener,
+        app,
+        header_read_timeout,
+        CancellationToken::new(),
+        stop,
+    )
+    .await;
+}
+
+/// As [`serve`], and once `closing` is cancelled (before `stop`, or with it) every response
+/// carries `Connection: close`, after which hyper closes that connection.
+pub async fn serve_closing(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    closing: CancellationToken,
+    stop: CancellationToken,
+) {
+    let app = app.layer(axum::middleware::map_response(move |response: Response| {
+        let closing = closing.clone();
+        async move { close_when(&closing, response) }
+    }));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -60,4 +90,15 @@ pub async fn serve(
     // Refuse new connections from here on, then drain the open ones.
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Adds `Connection: close` to `response` once `closing` is cancelled. hyper reads that
+/// header: it finishes writing the response, then closes the connection.
+fn close_when(closing: &CancellationToken, mut response: Response) -> Response {
+    if closing.is_cancelled() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

@@ -111,6 +111,12 @@ async fn a_real_server_serves_tiles_probes_and_metrics() {
 
 /// Reads one HTTP/1.1 response (headers plus a Content-Length body) off `stream`.
 async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let (status, _head, body) = read_response_head(stream).await;
+    (status, body)
+}
+
+/// As [`read_response`], with the head (status line and headers) too.
+async fn read_response_head(stream: &mut TcpStream) -> (u16, String, String) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -134,7 +140,11 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
                 .unwrap_or(0);
             if buf.len() >= end + 4 + length {
                 let status = head[9..12].parse().expect("status code");
-                return (status, text[end + 4..end + 4 + length].to_owned());
+                return (
+                    status,
+                    head.to_owned(),
+                    text[end + 4..end + 4 + length].to_owned(),
+                );
             }
         }
     }
@@ -261,6 +271,7 @@ fn the_binary_exits_cleanly_on_sigterm() {
         .env("FRACTILE_LISTEN", "127.0.0.1:0")
         .env("FRACTILE_ADMIN_LISTEN", "127.0.0.1:0")
         .env("FRACTILE_LOG_FORMAT", "json")
+        .env("FRACTILE_SHUTDOWN_DELAY", "1s")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -314,7 +325,10 @@ fn the_binary_exits_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "exit status {exit:?}");
-    let drained = lines.try_iter().any(|l| l.contains("drained"));
+    let logged: Vec<String> = lines.try_iter().collect();
+    let delayed = logged.iter().any(|l| l.contains("still serving"));
+    assert!(delayed, "the binary served on for FRACTILE_SHUTDOWN_DELAY");
+    let drained = logged.iter().any(|l| l.contains("drained"));
     assert!(drained, "the binary logged that it drained");
 }
 
@@ -376,5 +390,143 @@ async fn the_healthcheck_subcommand_reports_readiness() {
         "nothing listening is unhealthy"
     );
     running.stop.send(()).expect("server waits");
+    running.task.await.expect("task").expect("clean exit");
+}
+
+/// The config of a server that serves on for `delay` after the shutdown signal.
+fn config_with_delay(delay: Duration) -> fractile_api::Config {
+    let mut config = config();
+    config.shutdown_delay = delay;
+    config
+}
+
+#[tokio::test]
+async fn during_the_shutdown_delay_readiness_fails_while_traffic_is_served() {
+    const DELAY: Duration = Duration::from_secs(3);
+    let running = spawn_server(config_with_delay(DELAY)).await;
+    let http = client();
+    running.stop.send(()).expect("server waits");
+    let stopped = Instant::now();
+    let state = running.state.clone();
+    eventually("readiness goes false", || state.readiness.is_draining()).await;
+    let ready = http
+        .get(format!("{}/readyz", running.admin))
+        .send()
+        .await
+        .expect("admin up");
+    assert_eq!(ready.status(), 503);
+    // A load balancer that has not seen the 503 yet still sends here, on a new connection.
+    let tile = client()
+        .get(format!("{}/tiles/3/2/1.png", running.base))
+        .send()
+        .await
+        .expect("the traffic port still serves during the delay");
+    assert_eq!(tile.status(), 200);
+    assert_eq!(tile.headers()["connection"], "close");
+    assert!(
+        stopped.elapsed() < DELAY,
+        "served within the delay, not after"
+    );
+
+    // After the delay the listener closes and run returns.
+    let finished = tokio::time::timeout(Duration::from_secs(10), running.task).await;
+    finished
+        .expect("run returns after delay and drain")
+        .expect("task")
+        .expect("clean exit");
+    assert!(
+        stopped.elapsed() >= DELAY,
+        "returned after {:?}",
+        stopped.elapsed()
+    );
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the listener is closed once run returns"
+    );
+}
+
+#[tokio::test]
+async fn a_keep_alive_response_during_shutdown_says_connection_close() {
+    let running = spawn_server(config_with_delay(Duration::from_secs(2))).await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    let request = b"GET /tiles/2/1/1.png HTTP/1.1\r\nHost: test\r\n\r\n";
+    stream.write_all(request).await.expect("write");
+    let (status, head, _) = read_response_head(&mut stream).await;
+    assert_eq!(status, 200);
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "before shutdown the connection is kept: {head}"
+    );
+
+    running.stop.send(()).expect("server waits");
+    let state = running.state.clone();
+    eventually("readiness goes false", || state.readiness.is_draining()).await;
+    // The same, idle keep-alive connection: served, and told to go elsewhere next time.
+    stream.write_all(request).await.expect("write");
+    let (status, head, _) = read_response_head(&mut stream).await;
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "during shutdown the response closes the connection: {head}"
+    );
+    let mut rest = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut rest))
+        .await
+        .expect("the server closes the connection after that response");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+    running.task.await.expect("task").expect("clean exit");
+}
+
+#[tokio::test]
+async fn a_keep_alive_client_sending_across_shutdown_loses_no_request() {
+    // A bounded run: REQUESTS in a row on one pooled client, the shutdown signal after
+    // BEFORE_STOP of them; the rest are sent during the delay, as a load balancer would
+    // until it sees readiness fail.
+    const REQUESTS: usize = 150;
+    const BEFORE_STOP: usize = 50;
+    const PACE: Duration = Duration::from_millis(5);
+    let running = spawn_server(config_with_delay(Duration::from_secs(5))).await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sender = {
+        let (http, done) = (client(), done.clone());
+        let url = format!("{}/tiles/1/0/1.png", running.base);
+        tokio::spawn(async move {
+            let (mut failed, mut told_to_close) = (Vec::new(), 0);
+            for i in 0..REQUESTS {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        if r.headers().get("connection").is_some_and(|v| v == "close") {
+                            told_to_close += 1;
+                        }
+                        // Read the body so the connection goes back to the pool.
+                        if let Err(error) = r.bytes().await {
+                            failed.push(format!("request {i}: body: {error}"));
+                        }
+                    }
+                    Ok(r) => failed.push(format!("request {i}: status {}", r.status())),
+                    Err(error) => failed.push(format!("request {i}: {error:?}")),
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(PACE).await;
+            }
+            (failed, told_to_close)
+        })
+    };
+    eventually("requests flow before the signal", || {
+        done.load(std::sync::atomic::Ordering::SeqCst) >= BEFORE_STOP
+    })
+    .await;
+    running.stop.send(()).expect("server waits");
+    let (failed, told_to_close) = sender.await.expect("sender");
+    assert!(
+        failed.is_empty(),
+        "requests lost across shutdown: {failed:?}"
+    );
+    assert!(
+        told_to_close > 0,
+        "some requests were served after the signal"
+    );
     running.task.await.expect("task").expect("clean exit");
 }
