@@ -2,15 +2,16 @@
 //! with `tower::ServiceExt::oneshot`.
 //!
 //! Read top to bottom, the stack is the path a request takes:
-//! request id → trace span → metrics → panic guard → body limit → (tile routes only:)
+//! request id → trace span → metrics → no-store on 5xx → panic guard → body limit → (tile
+//! routes only:)
 //! error mapping → load shed → global concurrency limit → timeout → handler.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,9 +19,10 @@ use axum::{BoxError, Router};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
@@ -81,15 +83,18 @@ pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 // One span per request, named by route template, carrying the request id, so
                 // every log line inside it has both. The per-request line is DEBUG: a log line
-                // per hit costs more than the rest of the stack (STACK.md §16); 5xx are WARN.
+                // per hit costs more than the rest of the stack (STACK.md §16). Failures are
+                // logged by `log_failure`: WARN for real 5xx, DEBUG for 503 refusals.
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(request_span)
                         .on_request(())
                         .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                        .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+                        .on_failure(log_failure),
                 )
                 .layer(middleware::from_fn_with_state(state.clone(), track_http))
+                // No 5xx may be cached by a CDN or browser, whoever produced it.
+                .layer(middleware::map_response(no_store_on_5xx))
                 // A panicking handler becomes a 500; the connection and the process live on.
                 .layer(CatchPanicLayer::custom(
                     |_panic: Box<dyn std::any::Any + Send>| {
@@ -99,6 +104,32 @@ pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
                 .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES)),
         )
         .with_state(state)
+}
+
+/// Logs a failed request. 503s are refusals by admission (load shed, the pending-miss bound,
+/// a full render queue, a render or request timeout): expected under overload, counted in
+/// `http_requests_total{status}` and their own counters, and a WARN line each would turn an
+/// overload into a log flood. They are DEBUG; every other 5xx is WARN.
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    match class {
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(classification = %class, latency_ms, "request refused");
+        }
+        _ => tracing::warn!(classification = %class, latency_ms, "response failed"),
+    }
+}
+
+/// Marks every 5xx `Cache-Control: no-store`, replacing whatever a handler set: a cached
+/// refusal would keep serving the error after the service recovered. `ApiError` sets it too;
+/// this also covers 5xx made elsewhere (an extractor's rejection, a bare status code).
+async fn no_store_on_5xx<B>(mut response: Response<B>) -> Response<B> {
+    if response.status().is_server_error() {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 fn request_span(request: &Request<Body>) -> tracing::Span {

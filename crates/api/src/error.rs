@@ -1,6 +1,7 @@
 //! The one error type handlers return, and its mapping to HTTP: a status, a JSON body
-//! `{"error": {"code": "...", "message": "..."}}`, and `Retry-After` on 503s. 5xx bodies say
-//! nothing about internals; the cause is logged instead.
+//! `{"error": {"code": "...", "message": "..."}}`, `Retry-After` on 503s, and
+//! `Cache-Control: no-store` on every 5xx. 5xx bodies say nothing about internals; the cause
+//! is logged instead.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -123,6 +124,39 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
+        // A refusal or failure is about this moment: a CDN or browser that kept it would
+        // serve the error after the service recovered.
+        if status.is_server_error() {
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_5xx_is_no_store_and_4xx_are_left_alone() {
+        let unavailable = ApiError::unavailable("overloaded", "retry").into_response();
+        assert_eq!(unavailable.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
+        let internal = ApiError::Internal("test".into()).into_response();
+        assert_eq!(internal.headers()[header::CACHE_CONTROL], "no-store");
+        let not_implemented = ApiError::NotImplemented {
+            code: "x",
+            message: "y",
+        }
+        .into_response();
+        assert_eq!(not_implemented.headers()[header::CACHE_CONTROL], "no-store");
+        let not_found = ApiError::NotFound {
+            code: "x",
+            message: "y".into(),
+        }
+        .into_response();
+        assert!(not_found.headers().get(header::CACHE_CONTROL).is_none());
     }
 }

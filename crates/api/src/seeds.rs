@@ -177,12 +177,13 @@ fn seeding(state: &AppState) -> Result<(TileStore, Publisher), ApiError> {
 /// `POST /v1/seeds`.
 pub async fn create(
     State(state): State<AppState>,
-    body: Result<Json<SeedRequest>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::BadRequest {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest {
         code: "invalid_body",
         message: e.body_text(),
     })?;
+    let request = seed_request(body)?;
     let (store, publisher) = seeding(&state)?;
     let plan = plan(&request, state.max_zoom, state.seed_max_tiles)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -212,6 +213,21 @@ pub async fn create(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     response.headers_mut().insert(header::LOCATION, location);
     Ok(response)
+}
+
+/// The body as a [`SeedRequest`]. Only a JSON object is one: serde's derive also accepts
+/// a sequence of the fields in order, so `[0,2]` would otherwise be a seed of zooms 0 to 2.
+fn seed_request(body: serde_json::Value) -> Result<SeedRequest, ApiError> {
+    let bad = |message: String| ApiError::BadRequest {
+        code: "invalid_body",
+        message,
+    };
+    if !body.is_object() {
+        return Err(bad(
+            "the body must be a JSON object, e.g. {\"min_zoom\": 0, \"max_zoom\": 6}".into(),
+        ));
+    }
+    serde_json::from_value(body).map_err(|e| bad(format!("invalid seed request: {e}")))
 }
 
 /// `GET /v1/seeds/{id}`.

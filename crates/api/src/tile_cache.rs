@@ -19,6 +19,7 @@ use fractile_queue::{PendingConfirm, Priority, Publisher, RenderJob};
 pub use fractile_render::TileKey;
 use fractile_render::{RenderError, render_tile};
 use fractile_runtime::pool::{Lane, QueueFull, RenderPool};
+use fractile_runtime::ratelimited_log::RateLimitedLog;
 use fractile_tile_store::{ReadyListener, ReadyNote, StoreError, TileStore};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
@@ -34,6 +35,10 @@ const ENTRY_OVERHEAD_BYTES: usize = 200;
 /// How often a queued miss re-reads Redis while waiting, in case the announcement was lost
 /// (pub/sub delivers at most once, and not while its connection is down).
 const RESULT_POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// At most one line per this interval for each warning a failing dependency repeats on
+/// every miss.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Where a served tile came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -299,7 +304,12 @@ impl TileCache {
             match publisher.publish_to(&job, queue).await {
                 Ok(pending) => refused = Some(self.watch_confirm(pending, started)),
                 Err(error) => {
-                    tracing::warn!(%error, %key, "publishing a render job failed");
+                    // Every miss fails the same way while the broker is down: one line per
+                    // interval, the rest counted (and in render_jobs_published_total).
+                    static PUBLISH_FAILED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+                    if let Some(suppressed) = PUBLISH_FAILED.check() {
+                        tracing::warn!(%error, %key, suppressed, "publishing a render job failed");
+                    }
                     self.metrics
                         .publishes
                         .with_label_values(&["interactive", "error"])
@@ -370,7 +380,10 @@ impl TileCache {
                 .with_label_values(&["interactive", outcome])
                 .inc();
             if let Err(error) = result {
-                tracing::warn!(%error, "the broker did not take a render job");
+                static REFUSED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+                if let Some(suppressed) = REFUSED.check() {
+                    tracing::warn!(%error, suppressed, "the broker did not take a render job");
+                }
                 let _ = refused.send(());
             }
         });
@@ -460,7 +473,14 @@ impl TileCache {
         if operation == "get" {
             self.count("l2", "error");
         }
-        tracing::debug!(%error, operation, "redis unavailable; treating as a miss");
+        // Redis down fails every miss: one WARN per interval with the count of the rest.
+        static REDIS_FAILED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+        match REDIS_FAILED.check() {
+            Some(suppressed) => {
+                tracing::warn!(%error, operation, suppressed, "redis unavailable; treating as a miss");
+            }
+            None => tracing::debug!(%error, operation, "redis unavailable; treating as a miss"),
+        }
     }
 
     fn count(&self, layer: &str, result: &str) {

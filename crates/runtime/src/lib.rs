@@ -5,6 +5,7 @@
 //! - [`healthcheck`]: the `healthcheck` subcommand both binaries answer;
 //! - [`metrics`]: a Prometheus registry with the process collector, and its exposition;
 //! - [`pool`]: the bounded render thread pool, with interactive and bulk lanes;
+//! - [`ratelimited_log`]: one line per interval for warnings that repeat, with a count of the rest;
 //! - [`serve`]: an HTTP accept loop with a header-read deadline and graceful drain;
 //! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves;
 //! - [`parse_duration`]: the `5s` / `250ms` syntax of every duration setting.
@@ -12,6 +13,7 @@
 pub mod healthcheck;
 pub mod metrics;
 pub mod pool;
+pub mod ratelimited_log;
 pub mod serve;
 pub mod telemetry;
 

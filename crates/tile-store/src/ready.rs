@@ -21,6 +21,8 @@ use crate::ReadyNote;
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// Time allowed to open the pub/sub connection and subscribe.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one WARN per this interval while subscribing keeps failing.
+const FAILING_LOG_EVERY: Duration = Duration::from_secs(10);
 
 type Waiters = Arc<Mutex<HashMap<String, watch::Sender<Option<ReadyNote>>>>>;
 
@@ -118,6 +120,9 @@ async fn listen(
     connected: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
+    // While Redis is down this loop fails every RECONNECT_BACKOFF (4 times a second): WARN
+    // at the first failure of a streak and then once per FAILING_LOG_EVERY with the count.
+    let mut streak = FailureStreak::default();
     loop {
         let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -128,6 +133,10 @@ async fn listen(
         match subscribed {
             Ok(Ok(pubsub)) => {
                 connected.send_replace(true);
+                if streak.failures > 0 {
+                    tracing::info!(%channel, failures = streak.failures, "tile-ready subscription restored");
+                }
+                streak = FailureStreak::default();
                 tracing::debug!(%channel, "subscribed to tile-ready announcements");
                 let mut messages = pubsub.into_on_message();
                 loop {
@@ -142,12 +151,46 @@ async fn listen(
                 connected.send_replace(false);
                 tracing::warn!("tile-ready subscription lost; reconnecting");
             }
-            Ok(Err(error)) => tracing::warn!(%error, "tile-ready subscription failed; retrying"),
-            Err(_) => tracing::warn!("tile-ready subscription timed out; retrying"),
+            Ok(Err(error)) => {
+                if let Some(suppressed) = streak.failed() {
+                    tracing::warn!(%error, suppressed, "tile-ready subscription failed; retrying");
+                }
+            }
+            Err(_) => {
+                if let Some(suppressed) = streak.failed() {
+                    tracing::warn!(suppressed, "tile-ready subscription timed out; retrying");
+                }
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(RECONNECT_BACKOFF) => {}
+        }
+    }
+}
+
+/// Consecutive failures to subscribe, and when one was last logged.
+#[derive(Default)]
+struct FailureStreak {
+    failures: u64,
+    last_logged: Option<tokio::time::Instant>,
+    suppressed: u64,
+}
+
+impl FailureStreak {
+    /// Counts a failure; `Some(suppressed since the last line)` when it should be logged.
+    fn failed(&mut self) -> Option<u64> {
+        self.failures += 1;
+        let now = tokio::time::Instant::now();
+        match self.last_logged {
+            Some(last) if now.saturating_duration_since(last) < FAILING_LOG_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_logged = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
         }
     }
 }
@@ -160,5 +203,25 @@ fn dispatch(waiters: &Waiters, payload: &[u8]) {
     let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(tx) = waiters.get(&note.key) {
         tx.send_replace(Some(note));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_streak_logs_once_per_interval_and_counts_the_rest() {
+        let mut streak = FailureStreak::default();
+        assert_eq!(streak.failed(), Some(0), "the first failure is logged");
+        for _ in 0..5 {
+            assert_eq!(streak.failed(), None);
+        }
+        // As if the last line were written one interval ago.
+        streak.last_logged = tokio::time::Instant::now().checked_sub(FAILING_LOG_EVERY);
+        assert!(streak.last_logged.is_some());
+        assert_eq!(streak.failed(), Some(5), "the next line carries the count");
+        assert_eq!(streak.failed(), None);
+        assert_eq!(streak.failures, 8);
     }
 }

@@ -6,3 +6,4 @@ mod cache;
 mod contract;
 mod helpers;
 mod lifecycle;
+mod refusals;
