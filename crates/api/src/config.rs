@@ -31,7 +31,9 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Address for /livez, /readyz and /metrics. Never route it through the load balancer.
-    #[arg(long, env = "FRACTILE_ADMIN_LISTEN", default_value = "0.0.0.0:9000")]
+    /// Loopback unless set: a process started by hand exposes nothing but its traffic port;
+    /// containers set `0.0.0.0:9000` so probes and Prometheus reach it.
+    #[arg(long, env = "FRACTILE_ADMIN_LISTEN", default_value = "127.0.0.1:9000")]
     pub admin_listen: SocketAddr,
 
     /// Bytes the in-process tile cache (L1) may hold, entry overhead included.
@@ -191,6 +193,13 @@ mod tests {
             "redis://y",
         ];
         assert!(Config::try_parse_from(both).is_ok());
+    }
+
+    #[test]
+    fn the_admin_port_is_loopback_unless_set() {
+        let c = Config::try_parse_from(["fractile-api"]).expect("defaults parse");
+        assert!(c.admin_listen.ip().is_loopback(), "{}", c.admin_listen);
+        assert!(c.listen.ip().is_unspecified(), "traffic listens everywhere");
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! `GET /tiles/{z}/{x}/{y}.png?style=`: parse and validate once, then serve from the cache
 //! with the HTTP caching headers of the contract.
 //!
-//! Syntax errors (not a canonical non-negative integer, unknown style) are 400; well-formed
-//! coordinates that name no tile (too deep, past the edge, too large for the type, not
-//! `.png`) are 404.
+//! Syntax errors (not a canonical non-negative integer, percent-encoding, unknown style) are
+//! 400; well-formed coordinates that name no tile (too deep, past the edge, too large for the
+//! type, not `.png`) are 404.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId};
 use serde::Deserialize;
@@ -87,6 +87,29 @@ fn coordinate(name: &str, s: &str) -> Result<u64, ApiError> {
         });
     }
     Ok(s.parse().unwrap_or(u64::MAX))
+}
+
+/// Refuses percent-encoding anywhere in a tile URL. The router and the extractors decode it,
+/// so `/tiles/%33/2/3.png` or `?style=f%69re` would otherwise be served as the tile of the
+/// canonical URL: a second cache key in every browser and CDN for the same bytes, and a way
+/// to make each request a CDN miss. A canonical tile URL never needs an escape (digits, `/`,
+/// `.png`, a style name), so any `%` is refused rather than redirected.
+fn canonical_uri(uri: &Uri) -> Result<(), ApiError> {
+    if uri.path().contains('%') {
+        return Err(ApiError::BadRequest {
+            code: "non_canonical_url",
+            message:
+                "tile paths are /tiles/{z}/{x}/{y}.png in plain digits, without percent-encoding"
+                    .into(),
+        });
+    }
+    if uri.query().is_some_and(|q| q.contains('%')) {
+        return Err(ApiError::BadRequest {
+            code: "non_canonical_url",
+            message: "the style parameter is a plain style name, without percent-encoding".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The strong validator of a tile: rendering is deterministic, so the renderer version and
@@ -175,8 +198,10 @@ pub async fn get_tile(
     State(state): State<AppState>,
     path: Result<Path<(String, String, String)>, PathRejection>,
     query: Result<Query<TileQuery>, QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    canonical_uri(&uri)?;
     let Path((z, x, y)) = path.map_err(|e| ApiError::BadRequest {
         code: "invalid_path",
         message: e.body_text(),

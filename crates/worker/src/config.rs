@@ -23,8 +23,9 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_REDIS_URL")]
     pub redis_url: String,
 
-    /// Address for /livez, /readyz and /metrics.
-    #[arg(long, env = "FRACTILE_ADMIN_LISTEN", default_value = "0.0.0.0:9001")]
+    /// Address for /livez, /readyz and /metrics. Loopback unless set; containers set
+    /// `0.0.0.0:9001` so probes and Prometheus reach it.
+    #[arg(long, env = "FRACTILE_ADMIN_LISTEN", default_value = "127.0.0.1:9001")]
     pub admin_listen: SocketAddr,
 
     /// Render threads (default: the CPUs this process may use).
@@ -106,4 +107,22 @@ fn per_thread(threads: NonZeroUsize, n: usize) -> u16 {
     u16::try_from(threads.get().saturating_mul(n))
         .unwrap_or(u16::MAX)
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_port_is_loopback_unless_set() {
+        let c = Config::try_parse_from([
+            "fractile-worker",
+            "--amqp-url",
+            "amqp://x",
+            "--redis-url",
+            "redis://y",
+        ])
+        .expect("parses");
+        assert!(c.admin_listen.ip().is_loopback(), "{}", c.admin_listen);
+    }
 }

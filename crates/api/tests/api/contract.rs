@@ -80,6 +80,22 @@ async fn bad_coordinates_get_json_errors() {
             StatusCode::BAD_REQUEST,
             "invalid_query",
         ),
+        // Percent-encoded forms decode to a valid tile, but would be extra cache keys.
+        (
+            "/tiles/%33/2/3.png",
+            StatusCode::BAD_REQUEST,
+            "non_canonical_url",
+        ),
+        (
+            "/tiles/3/2/3%2epng",
+            StatusCode::BAD_REQUEST,
+            "non_canonical_url",
+        ),
+        (
+            "/tiles/3/2/3.png?style=f%69re",
+            StatusCode::BAD_REQUEST,
+            "non_canonical_url",
+        ),
         ("/tiles/25/0/0.png", StatusCode::NOT_FOUND, "tile_not_found"),
         ("/tiles/2/4/0.png", StatusCode::NOT_FOUND, "tile_not_found"),
         (
