@@ -74,7 +74,9 @@ done
 
 common=(FRACTILE_REDIS_URL="redis://fractile:$REDIS_PASSWORD@127.0.0.1:$redis_port"
         FRACTILE_AMQP_URL="amqp://$RABBITMQ_USER:$RABBITMQ_PASSWORD@127.0.0.1:5672/$vhost"
-        FRACTILE_LOG_FORMAT=json FRACTILE_RENDER_THREADS=1)
+        FRACTILE_LOG_FORMAT=json FRACTILE_RENDER_THREADS=1
+        # A demo topology on loopback: /faults on the admin ports is open for experiments.
+        FRACTILE_FAULT_INJECTION=true)
 for i in $(seq 1 "$apis"); do
   env "${common[@]}" FRACTILE_LISTEN="127.0.0.1:1808$i" FRACTILE_ADMIN_LISTEN="127.0.0.1:1908$i" \
     "$bin/fractile-api" > "$run/api-$i.log" 2>&1 &

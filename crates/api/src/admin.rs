@@ -10,13 +10,14 @@ use serde_json::json;
 
 use crate::AppState;
 
-/// `/livez`, `/readyz` and `/metrics`.
+/// `/livez`, `/readyz`, `/metrics`, and `/faults` (refused unless fault injection is on).
 pub fn admin_app(state: AppState) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(fractile_runtime::faults::router(state.faults))
 }
 
 /// The process is up. Checks no dependency: a restart would not fix one.
@@ -24,7 +25,8 @@ async fn livez() -> impl IntoResponse {
     Json(json!({ "status": "alive" }))
 }
 
-/// Whether to send traffic here: false once draining. Redis and RabbitMQ are reported but
+/// Whether to send traffic here: false once draining. Injected faults are listed, so
+/// nobody mistakes a demo's slowness for an incident. Redis and RabbitMQ are reported but
 /// do not fail readiness: without them the api still serves (L1, local renders), and taking
 /// every replica out of the load balancer because a shared dependency is down would turn a
 /// degradation into an outage.
@@ -46,7 +48,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         code,
-        Json(json!({ "status": status, "redis": redis, "queue": queue })),
+        Json(json!({
+            "status": status,
+            "redis": redis,
+            "queue": queue,
+            "faults": state.faults.active(),
+        })),
     )
 }
 

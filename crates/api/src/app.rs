@@ -4,7 +4,7 @@
 //! Read top to bottom, the stack is the path a request takes:
 //! request id → trace span → metrics → no-store on 5xx → panic guard → body limit → (tile
 //! routes only:)
-//! error mapping → load shed → global concurrency limit → timeout → handler.
+//! error mapping → load shed → global concurrency limit → timeout → injected faults → handler.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+
+use fractile_runtime::faults::Faults;
 
 use crate::error::ApiError;
 use crate::metrics::{InFlightGuard, Metrics};
@@ -58,6 +60,10 @@ pub fn app(state: AppState) -> Router {
         .timeout(state.request_timeout);
     let tiles = Router::new()
         .route("/tiles/{z}/{x}/{y}", get(get_tile))
+        .route_layer(middleware::from_fn_with_state(
+            state.faults.clone(),
+            inject_faults,
+        ))
         .route_layer(admission);
     let seeds = Router::new()
         .route("/v1/seeds", post(seeds::create))
@@ -186,6 +192,20 @@ fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         _ => "5xx",
     }
+}
+
+/// Injected latency and failures (`/faults` on the admin port, off unless configured). Inside
+/// admission: the added latency holds an in-flight slot and meets the request timeout, as a
+/// slow dependency would.
+async fn inject_faults(State(faults): State<Faults>, request: Request, next: Next) -> Response {
+    if let Some(latency) = faults.tile_latency() {
+        tokio::time::sleep(latency).await;
+    }
+    if faults.fail_tile() {
+        return ApiError::Internal("injected fault (fault_injection_active)".into())
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Maps the admission layers' errors to responses.

@@ -31,6 +31,7 @@ use anyhow::Context;
 use axum::http::HeaderValue;
 use fractile_queue::Publisher;
 use fractile_render::MaxZoom;
+use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::pool::RenderPool;
 use fractile_runtime::serve;
 use fractile_tile_store::{StoreSettings, TileStore};
@@ -80,7 +81,12 @@ pub struct AppState {
     pub background: CancellationToken,
     /// Seed expansions in progress.
     pub seed_tasks: TaskTracker,
+    /// Injected faults (`/faults` on the admin port), off unless configured.
+    pub faults: Faults,
 }
+
+/// The faults the api can inject: it serves tiles and renders them.
+const API_FAULTS: &[Fault] = &[Fault::TileLatency, Fault::TileErrors, Fault::RenderSlowdown];
 
 impl AppState {
     /// Builds the state for embedded mode (metrics, render pool, L1), whatever the
@@ -130,12 +136,15 @@ impl AppState {
         backends: impl FnOnce(CancellationToken, QueueFallback) -> Option<Backends>,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+        let faults = Faults::new(config.fault_injection, API_FAULTS, metrics.registry())
+            .context("registering fault metrics")?;
         let pool = RenderPool::new(
             config.render_threads(),
             config.render_queue,
             metrics.pool_metrics(),
         )
-        .context("starting render threads")?;
+        .context("starting render threads")?
+        .with_slowdown(faults.slowdown());
         let background = CancellationToken::new();
         let backends = backends(background.clone(), config.queue_fallback);
         let tiles = TileCache::new(
@@ -167,6 +176,7 @@ impl AppState {
             seed_max_tiles: config.seed_max_tiles,
             background,
             seed_tasks: TaskTracker::new(),
+            faults,
         })
     }
 }

@@ -251,6 +251,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for metrics owned elsewhere (injected faults).
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.registry
+    }
+
     /// The exposition text of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
         fractile_runtime::metrics::encode(&self.registry)

@@ -2,6 +2,8 @@
 //! fractile process needs and neither binary owns.
 //!
 //! - [`telemetry`]: the `tracing` subscriber (JSON or pretty);
+//! - [`faults`]: fault injection on the admin port (latency, errors, slow renders, paused
+//!   consumption), off unless enabled;
 //! - [`healthcheck`]: the `healthcheck` subcommand both binaries answer;
 //! - [`metrics`]: a Prometheus registry with the process collector, and its exposition;
 //! - [`pool`]: the bounded render thread pool, with interactive and bulk lanes;
@@ -10,6 +12,7 @@
 //! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves;
 //! - [`parse_duration`]: the `5s` / `250ms` syntax of every duration setting.
 
+pub mod faults;
 pub mod healthcheck;
 pub mod metrics;
 pub mod pool;

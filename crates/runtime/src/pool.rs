@@ -23,6 +23,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::oneshot;
 
+use crate::faults::Slowdown;
+
 /// A job as the threads see it: type-erased, run once.
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -74,6 +76,8 @@ pub struct RenderPool {
     interactive: Sender<Job>,
     bulk: Sender<Job>,
     metrics: Arc<PoolMetrics>,
+    /// Injected render slowdown (fault injection); none unless set.
+    slowdown: Slowdown,
 }
 
 impl RenderPool {
@@ -105,7 +109,15 @@ impl RenderPool {
             interactive,
             bulk,
             metrics: Arc::new(metrics),
+            slowdown: Slowdown::default(),
         })
+    }
+
+    /// Makes every job cost the injected slowdown factor of its CPU time (see
+    /// [`crate::faults`]).
+    pub fn with_slowdown(mut self, slowdown: Slowdown) -> Self {
+        self.slowdown = slowdown;
+        self
     }
 
     /// Jobs waiting for a thread right now, both lanes.
@@ -128,6 +140,7 @@ impl RenderPool {
     {
         let (tx, rx) = oneshot::channel();
         let metrics = Arc::clone(&self.metrics);
+        let slowdown = self.slowdown.clone();
         let enqueued = Instant::now();
         let job: Job = Box::new(move || {
             metrics.queue_depth.dec();
@@ -141,7 +154,9 @@ impl RenderPool {
                 metrics.skipped.inc();
                 return;
             }
+            let started = Instant::now();
             let result = work(&cancel);
+            slowdown.burn(started.elapsed(), || cancel.is_cancelled());
             // The receiver may have gone in the meantime; the result is then simply dropped.
             let _ = tx.send(result);
         });

@@ -68,6 +68,11 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_PRIORITY", default_value_t = true, action = clap::ArgAction::Set)]
     pub priority: bool,
 
+    /// Accept fault injection (`/faults` on the admin port: slower renders, paused
+    /// consumption) for demos and chaos tests. Never in production.
+    #[arg(long, env = "FRACTILE_FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub fault_injection: bool,
+
     /// Log format.
     #[arg(long, env = "FRACTILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,

@@ -13,6 +13,7 @@ use fractile_queue::lapin::message::Delivery;
 use fractile_queue::lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use fractile_queue::{MAX_ATTEMPTS, Priority, RenderJob, delivery_attempts};
 use fractile_render::{RenderError, TileKey, render_tile};
+use fractile_runtime::faults::Faults;
 use fractile_runtime::pool::{Lane, RenderPool};
 use fractile_tile_store::{ReadyNote, SeedOutcome, TileStore};
 
@@ -54,6 +55,8 @@ pub struct JobContext {
     pub(crate) renderer: Renderer,
     /// False only in the priority experiment: seed jobs then share the interactive lane.
     pub(crate) priority: bool,
+    /// Injected faults; a paused worker holds its deliveries here (see `handle`).
+    pub(crate) faults: Faults,
 }
 
 impl JobContext {
@@ -62,6 +65,7 @@ impl JobContext {
         store: TileStore,
         pool: RenderPool,
         metrics: Arc<WorkerMetrics>,
+        faults: Faults,
     ) -> Self {
         let renderer: Renderer = Arc::new(|key: TileKey, cancelled: &dyn Fn() -> bool| {
             render_tile(key.tile, key.style, cancelled)
@@ -73,11 +77,15 @@ impl JobContext {
             metrics,
             renderer,
             priority: true,
+            faults,
         }
     }
 
     /// Handles one delivery to the end, settling it with the broker.
     pub(crate) async fn handle(self: Arc<Self>, delivery: Delivery, priority: Priority) {
+        // Paused by fault injection: hold the delivery unacked. Prefetch then stops the
+        // broker from sending more, so the queue grows as it would behind a stuck worker.
+        self.faults.unpaused().await;
         let queue = match priority {
             Priority::Interactive => "interactive",
             Priority::Bulk => "bulk",

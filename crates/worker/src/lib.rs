@@ -31,6 +31,7 @@ use fractile_queue::lapin::types::FieldTable;
 use fractile_queue::lapin::{Channel, Connection, ConnectionStatus, Consumer};
 use fractile_queue::{Priority, Topology};
 use fractile_runtime::Readiness;
+use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::pool::RenderPool;
 use fractile_tile_store::{StoreSettings, TileStore};
 use futures_lite::StreamExt;
@@ -51,6 +52,9 @@ const DEPTH_POLL_EVERY: Duration = Duration::from_secs(5);
 /// Header-read deadline of the admin port.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The faults a worker can inject: it renders and consumes.
+const WORKER_FAULTS: &[Fault] = &[Fault::RenderSlowdown, Fault::PauseConsumption];
+
 /// A configured worker, not yet connected.
 pub struct Worker {
     config: Config,
@@ -70,9 +74,12 @@ impl Worker {
         // capacity is a safety margin, not a limit the worker relies on.
         let capacity =
             usize::from(config.interactive_prefetch()) + usize::from(config.bulk_prefetch());
+        let faults = Faults::new(config.fault_injection, WORKER_FAULTS, metrics.registry())
+            .context("registering fault metrics")?;
         let pool = RenderPool::new(config.render_threads(), capacity, metrics.pool_metrics())
-            .context("starting render threads")?;
-        let mut context = JobContext::new(config.worker_id(), store, pool, metrics);
+            .context("starting render threads")?
+            .with_slowdown(faults.slowdown());
+        let mut context = JobContext::new(config.worker_id(), store, pool, metrics, faults);
         context.priority = config.priority;
         let context = Arc::new(context);
         Ok(Worker {
@@ -88,6 +95,11 @@ impl Worker {
             context.renderer = renderer;
         }
         self
+    }
+
+    /// The worker's injected faults (what `/faults` on its admin port changes).
+    pub fn faults(&self) -> Faults {
+        self.context.faults.clone()
     }
 
     /// The worker's metrics.
@@ -140,6 +152,7 @@ impl Worker {
             readiness.clone(),
             connection.status().clone(),
             Arc::clone(&context.metrics),
+            context.faults.clone(),
         );
         let admin_server = tokio::spawn(fractile_runtime::serve::serve(
             admin,
@@ -178,6 +191,8 @@ impl Worker {
         };
 
         readiness.drain();
+        // Deliveries held by an injected pause would otherwise sit out the shutdown timeout.
+        context.faults.clear();
         stop_polling.cancel();
         if outcome.is_ok() {
             tracing::info!(
@@ -319,7 +334,9 @@ fn admin_router(
     readiness: Readiness,
     connection: ConnectionStatus,
     metrics: Arc<WorkerMetrics>,
+    faults: Faults,
 ) -> Router {
+    let faults_router = fractile_runtime::faults::router(faults.clone());
     Router::new()
         .route(
             "/livez",
@@ -329,13 +346,17 @@ fn admin_router(
             "/readyz",
             get(move || {
                 let (draining, connected) = (readiness.is_draining(), connection.connected());
+                let active = faults.active();
                 async move {
                     let (status, state) = match (draining, connected) {
                         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
                         (false, false) => (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable"),
                         (false, true) => (StatusCode::OK, "ready"),
                     };
-                    (status, axum::Json(serde_json::json!({ "status": state })))
+                    (
+                        status,
+                        axum::Json(serde_json::json!({ "status": state, "faults": active })),
+                    )
                 }
             }),
         )
@@ -352,4 +373,5 @@ fn admin_router(
                 }
             }),
         )
+        .merge(faults_router)
 }

@@ -161,3 +161,37 @@ async fn shutdown_finishes_and_acks_the_job_in_progress() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
+    let Some(env) = Env::new().await else { return };
+    let worker = Worker::new(env.worker_config()).expect("worker");
+    let faults = worker.faults();
+    faults
+        .apply(
+            serde_json::from_value(serde_json::json!({ "pause_consumption": true }))
+                .expect("valid"),
+        )
+        .expect("applied");
+    let running = start(worker);
+    let tile = key(5, 7, 9);
+    env.send(&RenderJob::bulk(&tile, "paused-seed")).await;
+    eventually(
+        "the job reaches the worker",
+        Duration::from_secs(10),
+        || async { env.ready(&env.topology.bulk).await == 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        env.store.get(&tile).await.expect("redis").is_none(),
+        "nothing is rendered while paused"
+    );
+    faults.clear();
+    eventually("the held job renders", Duration::from_secs(10), || async {
+        matches!(env.store.get(&tile).await, Ok(Some(_)))
+    })
+    .await;
+    running.shutdown().await;
+    env.cleanup().await;
+}

@@ -1,0 +1,114 @@
+//! Fault injection through the admin port's `/faults`: off unless configured; when on,
+//! latency and failures land on tile responses inside admission, show in `/readyz` and the
+//! metrics, and lift on `DELETE`.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+
+use crate::helpers::*;
+
+fn put(json: serde_json::Value) -> Request<Body> {
+    Request::put("/faults")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json.to_string()))
+        .expect("valid request")
+}
+
+fn delete() -> Request<Body> {
+    Request::delete("/faults")
+        .body(Body::empty())
+        .expect("valid request")
+}
+
+#[tokio::test]
+async fn faults_are_refused_unless_enabled() {
+    let (state, _app) = app_with(&config());
+    let admin = fractile_api::admin::admin_app(state);
+    let response = send(&admin, put(serde_json::json!({ "tile_error_ratio": 1.0 }))).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(response).await, "faults_disabled");
+    assert_eq!(send(&admin, delete()).await.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn injected_failures_and_latency_reach_tiles_and_show_everywhere() {
+    let mut config = config();
+    config.fault_injection = true;
+    config.request_timeout = Duration::from_millis(300);
+    let (state, app) = app_with(&config);
+    let admin = fractile_api::admin::admin_app(state.clone());
+
+    let set = send(&admin, put(serde_json::json!({ "tile_error_ratio": 0.5 }))).await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(&app, get("/tiles/0/0/0.png")).await.status());
+    }
+    let failed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::INTERNAL_SERVER_ERROR)
+        .count();
+    assert_eq!(failed, 2, "{statuses:?}");
+
+    let ready = body_json(send(&admin, get("/readyz")).await).await;
+    assert_eq!(
+        ready["faults"],
+        serde_json::json!(["tile_errors"]),
+        "{ready}"
+    );
+    let metrics = String::from_utf8(
+        body_bytes(send(&admin, get("/metrics")).await)
+            .await
+            .to_vec(),
+    )
+    .expect("utf-8");
+    assert!(
+        metrics.contains("fault_injection_active{fault=\"tile_errors\"} 1"),
+        "{metrics}"
+    );
+
+    // Latency sits inside admission: past the request timeout it is a 503 timeout.
+    let set = send(&admin, put(serde_json::json!({ "tile_latency_ms": 100 }))).await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let start = Instant::now();
+    let slow = send(&app, get("/tiles/0/0/0.png")).await;
+    assert_eq!(slow.status(), StatusCode::OK);
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    send(&admin, put(serde_json::json!({ "tile_latency_ms": 1_000 }))).await;
+    let timed_out = send(&app, get("/tiles/0/0/0.png")).await;
+    assert_eq!(timed_out.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(timed_out).await, "timeout");
+
+    assert_eq!(send(&admin, delete()).await.status(), StatusCode::OK);
+    let ready = body_json(send(&admin, get("/readyz")).await).await;
+    assert_eq!(ready["faults"], serde_json::json!([]));
+    assert_eq!(
+        send(&app, get("/tiles/0/0/0.png")).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_bad_fault_request_is_a_json_400() {
+    let mut config = config();
+    config.fault_injection = true;
+    let (state, _app) = app_with(&config);
+    let admin = fractile_api::admin::admin_app(state);
+    for (body, code) in [
+        (
+            serde_json::json!({ "tile_error_ratio": 2 }),
+            "invalid_fault",
+        ),
+        (
+            serde_json::json!({ "pause_consumption": true }),
+            "unsupported_fault",
+        ),
+        (serde_json::json!({ "tile_latncy_ms": 5 }), "invalid_body"),
+    ] {
+        let response = send(&admin, put(body.clone())).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(response).await, code, "{body}");
+    }
+}
