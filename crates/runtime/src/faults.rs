@@ -162,7 +162,7 @@ impl Slowdown {
         }
     }
 
-    fn set(&self, factor: f64) {
+    pub(crate) fn set(&self, factor: f64) {
         // In range already (1 ..= MAX_SLOWDOWN): the cast cannot overflow.
         self.0
             .store((factor * f64::from(PER_MILLE)) as u32, Ordering::Relaxed);

@@ -224,6 +224,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_injected_slowdown_stretches_each_job_by_its_factor() {
+        let slowdown = Slowdown::default();
+        slowdown.set(4.0);
+        let pool = pool(1, 1).with_slowdown(slowdown);
+        let start = Instant::now();
+        pool.try_spawn(Lane::Interactive, far_deadline(), |_| {
+            thread::sleep(Duration::from_millis(20));
+        })
+        .expect("idle pool accepts work")
+        .await
+        .expect("ran");
+        assert!(
+            start.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
     async fn a_full_queue_refuses_work_at_once() {
         let pool = pool(1, 1);
         let (release, running) = block_one_thread(&pool);
