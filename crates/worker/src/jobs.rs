@@ -15,6 +15,7 @@ use fractile_queue::{MAX_ATTEMPTS, Priority, RenderJob, delivery_attempts};
 use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_runtime::faults::Faults;
 use fractile_runtime::pool::{Lane, RenderPool};
+use fractile_runtime::ratelimited_log::RateLimitedLog;
 use fractile_tile_store::{ReadyNote, SeedOutcome, TileStore};
 
 use crate::metrics::WorkerMetrics;
@@ -34,6 +35,13 @@ const STORE_PATIENCE: Duration = Duration::from_secs(30);
 const STORE_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between store attempts.
 const STORE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// While Redis is down every job in hand fails its store attempts together; one line per
+/// interval says so, with the count of the lines left out.
+const STORE_FAILED_LOG_EVERY: Duration = Duration::from_secs(10);
+static STORE_RETRYING: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
+static STORE_GAVE_UP: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
+static SEED_PROGRESS_FAILED: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
 
 /// How a delivery is settled with the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,18 +246,24 @@ impl JobContext {
                     return Settle::Ack;
                 }
                 Err(error) if Instant::now() + backoff < give_up => {
-                    tracing::warn!(%error, %key, "storing a tile failed; retrying");
+                    if let Some(suppressed) = STORE_RETRYING.check() {
+                        tracing::warn!(%error, %key, suppressed, "storing a tile failed; retrying");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(STORE_BACKOFF_MAX);
                 }
                 Err(error) if job.priority == Priority::Interactive => {
                     // Its requester has given up: nobody can use it now.
-                    tracing::warn!(%error, %key, "could not store an interactive tile before its deadline");
+                    if let Some(suppressed) = STORE_GAVE_UP.check() {
+                        tracing::warn!(%error, %key, suppressed, "could not store an interactive tile before its deadline");
+                    }
                     self.metrics.deadline_drops.inc();
                     return Settle::Ack;
                 }
                 Err(error) => {
-                    tracing::error!(%error, %key, "storing a tile failed; requeueing the job");
+                    if let Some(suppressed) = STORE_GAVE_UP.check() {
+                        tracing::error!(%error, %key, suppressed, "storing a tile failed; requeueing the job");
+                    }
                     return Settle::Requeue;
                 }
             }
@@ -259,8 +273,9 @@ impl JobContext {
     async fn seed_progress(&self, job: &RenderJob, key: TileKey, outcome: SeedOutcome) {
         if let Some(seed) = &job.seed
             && let Err(error) = self.store.seed_mark(seed, outcome, &[key]).await
+            && let Some(suppressed) = SEED_PROGRESS_FAILED.check()
         {
-            tracing::warn!(%error, seed, ?outcome, "recording seed progress failed");
+            tracing::warn!(%error, seed, ?outcome, suppressed, "recording seed progress failed");
         }
     }
 
