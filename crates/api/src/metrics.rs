@@ -5,7 +5,7 @@
 //! the crate's default registry would otherwise have it. Label values are bounded: route
 //! templates (never raw paths), status classes, cache layers and results.
 
-use fractile_runtime::metrics::RenderMetrics;
+use fractile_runtime::metrics::{ConnectionMetrics, RenderMetrics};
 use fractile_runtime::pool::PoolMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -69,6 +69,9 @@ pub struct Metrics {
     /// `misses_shed_total`: misses refused because `FRACTILE_MAX_PENDING_MISSES` were in
     /// progress.
     pub misses_shed: IntCounter,
+    /// `http_connections_open{listener}`, `http_connections_rejected_total{listener}`,
+    /// `http_connections_closed_total{listener, reason}`: the accept loops' connections.
+    pub connections: ConnectionMetrics,
 }
 
 impl Metrics {
@@ -179,7 +182,10 @@ impl Metrics {
             "Misses refused with 503 because too many were being filled already.",
         )?;
 
+        let connections = ConnectionMetrics::register(&registry)?;
+
         let metrics = Metrics {
+            connections,
             misses_shed,
             publishes,
             confirm_latency,
