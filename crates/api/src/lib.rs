@@ -248,6 +248,8 @@ impl Server {
             traffic = %traffic.local_addr()?,
             admin = %admin.local_addr()?,
             max_zoom = state.max_zoom.get(),
+            max_connections = traffic_limits.max_connections.get(),
+            admin_max_connections = admin_limits.max_connections.get(),
             "listening"
         );
         let closing_traffic = CancellationToken::new();

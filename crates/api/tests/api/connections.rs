@@ -273,6 +273,16 @@ async fn a_head_over_the_hard_limit_is_refused_by_the_parser_and_counted() {
     running.task.await.expect("task").expect("clean exit");
 }
 
+/// A child process killed when the test ends, whether it passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Resident memory of process `pid`, in bytes, from /proc.
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
@@ -298,7 +308,7 @@ fn thousands_of_slow_heads_keep_the_binary_under_a_memory_bound() {
         "this test needs more than {} open files (ulimit -n is {nofile})",
         2 * CONNECTIONS
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fractile-api"))
+    let child = Command::new(env!("CARGO_BIN_EXE_fractile-api"))
         .env("FRACTILE_LISTEN", "127.0.0.1:0")
         .env("FRACTILE_ADMIN_LISTEN", "127.0.0.1:0")
         .env("FRACTILE_LOG_FORMAT", "json")
@@ -309,8 +319,9 @@ fn thousands_of_slow_heads_keep_the_binary_under_a_memory_bound() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("binary starts");
-    let pid = child.id();
-    let stdout = child.stdout.take().expect("piped");
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id();
+    let stdout = child.0.stdout.take().expect("piped");
     let mut lines = BufReader::new(stdout).lines();
     let traffic = loop {
         let line = lines.next().expect("a 'listening' line").expect("read");
@@ -323,7 +334,7 @@ fn thousands_of_slow_heads_keep_the_binary_under_a_memory_bound() {
     let before = rss_bytes(pid);
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (held, refused) = runtime.block_on(async {
+    let (held, refused, during) = runtime.block_on(async {
         // Heads just under the hard limit (twice the default 16 KiB), never finished: the
         // most a slow connection may make the server hold.
         let slow = format!(
@@ -362,28 +373,24 @@ fn thousands_of_slow_heads_keep_the_binary_under_a_memory_bound() {
         for answered in futures_join_all(answers).await {
             refused += usize::from(answered);
         }
-        (held, (refused, during))
+        (held, refused, during)
     });
-    let (refused, during) = refused;
     drop(held);
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    drop(child);
     eprintln!(
         "RSS before {} MB, with {CONNECTIONS} slow heads held and {CONNECTIONS} huge ones sent {} MB",
         before / 1_000_000,
         during / 1_000_000
     );
+    assert!(
+        during < RSS_BOUND,
+        "RSS {} MB with {CONNECTIONS} slow and {CONNECTIONS} huge heads, bound {} MB",
+        during / 1_000_000,
+        RSS_BOUND / 1_000_000
+    );
     assert_eq!(
         refused, CONNECTIONS,
         "every 390 KB head is refused with 431"
-    );
-    assert!(
-        during < RSS_BOUND,
-        "RSS {} MB with {CONNECTIONS} slow heads, bound {} MB",
-        during / 1_000_000,
-        RSS_BOUND / 1_000_000
     );
 }
 
