@@ -424,3 +424,117 @@ async fn a_body_over_the_limit_gets_json_413() {
     );
     assert_eq!(error_code(response).await, "body_too_large");
 }
+
+/// The binary with `ulimit -n` (soft and hard) set to `nofile`, and the traffic and admin
+/// addresses from its `listening` line, which is returned too.
+fn spawn_limited_binary(nofile: u32) -> (KillOnDrop, String, String, serde_json::Value) {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\"",))
+        .arg(env!("CARGO_BIN_EXE_fractile-api"))
+        .env("FRACTILE_LISTEN", "127.0.0.1:0")
+        .env("FRACTILE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("FRACTILE_LOG_FORMAT", "json")
+        .env("FRACTILE_SHUTDOWN_DELAY", "0s")
+        .env("FRACTILE_HEADER_READ_TIMEOUT", "60s")
+        .env("FRACTILE_RENDER_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("binary starts");
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut warned = false;
+    let listening = loop {
+        let line = lines.next().expect("a 'listening' line").expect("read");
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        warned |= event["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("connection cap lowered"));
+        if event["message"] == "listening" {
+            break event;
+        }
+    };
+    assert!(warned, "lowering the cap is logged");
+    std::thread::spawn(move || for _ in lines {});
+    let traffic = listening["traffic"].as_str().expect("traffic").to_owned();
+    let admin = listening["admin"].as_str().expect("admin").to_owned();
+    (child, traffic, admin, listening)
+}
+
+/// The value of the sample `series` (name and labels, exactly) in an exposition.
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn under_ulimit_1024_a_flood_of_connections_leaves_the_admin_port_answering() {
+    // The finding: with `ulimit -n 1024`, 1,100 clients that held their connections blocked
+    // every new connection, `/readyz` included. Now the traffic cap is lowered to fit under
+    // the limit beside the admin port's cap and a reserve, and the rest are turned away.
+    const FLOOD: usize = 1100;
+    let nofile = fractile_runtime::fd_limit::raise_nofile_limit().unwrap_or(0);
+    assert!(
+        nofile > FLOOD as u64 + 200,
+        "this test needs more than {FLOOD} open files (ulimit -n is {nofile})"
+    );
+    let (_child, traffic, admin, listening) = spawn_limited_binary(1024);
+    let cap = listening["max_connections"]
+        .as_u64()
+        .expect("max_connections");
+    let admin_cap = listening["admin_max_connections"]
+        .as_u64()
+        .expect("admin cap");
+    assert!(
+        cap + admin_cap < 1024,
+        "the caps ({cap} + {admin_cap}) fit under the open-file limit"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut held = Vec::with_capacity(FLOOD);
+        for _ in 0..FLOOD {
+            let mut stream = TcpStream::connect(&traffic).await.expect("connect");
+            // A head begun and never finished: the connection stays until the header timeout.
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n").await;
+            held.push(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let ready = http
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .expect("/readyz answers during the flood");
+        assert_eq!(ready.status(), 200);
+        let metrics = http
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let open = sample(&metrics, "http_connections_open{listener=\"traffic\"}");
+        let rejected = sample(
+            &metrics,
+            "http_connections_rejected_total{listener=\"traffic\"}",
+        );
+        assert_eq!(open, Some(cap as f64), "the cap is full");
+        assert_eq!(
+            rejected,
+            Some((FLOOD as u64 - cap) as f64),
+            "the rest were turned away"
+        );
+        drop(held);
+    });
+}
