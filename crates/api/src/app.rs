@@ -203,6 +203,15 @@ async fn track_http(State(state): State<AppState>, request: Request, next: Next)
     let _in_flight = InFlightGuard::new(&metrics.in_flight);
     let start = Instant::now();
     let response = next.run(request).await;
+    let limit = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Some("body"),
+        StatusCode::URI_TOO_LONG => Some("uri"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Some("head"),
+        _ => None,
+    };
+    if let Some(limit) = limit {
+        metrics.over_limit.with_label_values(&[limit]).inc();
+    }
     let status = status_class(response.status().as_u16());
     let cache = response
         .extensions()

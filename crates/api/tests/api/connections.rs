@@ -243,6 +243,20 @@ async fn heads_over_the_limits_get_json_431_or_414() {
     assert_eq!(status, 414);
     assert_eq!(code_of(&body), "uri_too_long");
 
+    let over = |limit: &str| {
+        running
+            .state
+            .metrics
+            .over_limit
+            .with_label_values(&[limit])
+            .get()
+    };
+    assert_eq!(
+        (over("head"), over("uri")),
+        (2, 1),
+        "the refusals are counted"
+    );
+
     running.stop.send(()).expect("server waits");
     running.task.await.expect("task").expect("clean exit");
 }
@@ -408,7 +422,7 @@ async fn futures_join_all<F: std::future::Future<Output = bool> + Send + 'static
 
 #[tokio::test]
 async fn a_body_over_the_limit_gets_json_413() {
-    let (_state, app) = app_with(&config());
+    let (state, app) = app_with(&config());
     let body = vec![b'{'; 20 * 1024];
     let request = axum::http::Request::post("/v1/seeds")
         .header("content-type", "application/json")
@@ -423,6 +437,8 @@ async fn a_body_over_the_limit_gets_json_413() {
         "the body limit's plain-text 413 is given a JSON body"
     );
     assert_eq!(error_code(response).await, "body_too_large");
+    let counted = state.metrics.over_limit.with_label_values(&["body"]).get();
+    assert_eq!(counted, 1, "the refusal is counted");
 }
 
 /// The binary with `ulimit -n` (soft and hard) set to `nofile`, and the traffic and admin
