@@ -109,6 +109,11 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_MAX_HEADERS", default_value_t = 100, value_parser = parse_max_headers)]
     pub max_headers: usize,
 
+    /// Longest request target (path and query), in bytes; longer gets 414 with a JSON body.
+    /// A tile URI is under 100 bytes; the default is nginx's line buffer.
+    #[arg(long, env = "FRACTILE_MAX_URI_BYTES", default_value_t = 8 * 1024, value_parser = parse_uri_bytes)]
+    pub max_uri_bytes: usize,
+
     /// `max-age` of tile responses: tiles never change for a given renderer version.
     #[arg(long, env = "FRACTILE_CACHE_MAX_AGE", default_value = "1d", value_parser = parse_duration)]
     pub cache_max_age: Duration,
@@ -208,6 +213,15 @@ fn parse_head_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_uri_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (256..=64 * 1024).contains(&n) {
+        Ok(n)
+    } else {
+        Err("must be between 256 and 65536".into())
+    }
+}
+
 fn parse_max_headers(s: &str) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|e| format!("{e}"))?;
     if (1..=1000).contains(&n) {
@@ -239,6 +253,7 @@ mod tests {
         assert!(parse("--max-head-bytes", "1024").is_ok());
         assert!(parse("--max-headers", "0").is_err());
         assert!(parse("--max-headers", "1001").is_err());
+        assert!(parse("--max-uri-bytes", "255").is_err());
     }
 
     #[test]

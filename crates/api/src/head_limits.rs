@@ -1,5 +1,5 @@
-//! The request-head limits the api answers with a JSON error: a URI longer than
-//! [`MAX_URI_BYTES`] gets 414, a head (request line and headers) over
+//! The request-head limits the api answers with a JSON error: a request target longer than
+//! `FRACTILE_MAX_URI_BYTES` gets 414, a head (request line and headers) over
 //! `FRACTILE_MAX_HEAD_BYTES` or with more than `FRACTILE_MAX_HEADERS` lines gets 431.
 //!
 //! hyper refuses a head over its own limits by writing a bodyless 431 itself, with no hook to
@@ -22,10 +22,6 @@ use crate::AppState;
 use crate::config::Config;
 use crate::error::ApiError;
 
-/// Longest request target (path and query) accepted; longer gets 414. A tile URI is under
-/// 100 bytes; this is nginx's default line buffer.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
-
 /// `" HTTP/1.1\r\n"` after the request target, and the space after the method.
 const REQUEST_LINE_OVERHEAD: usize = 1 + 1 + 8 + 2;
 /// `": "` and `"\r\n"` around each header's value.
@@ -38,6 +34,8 @@ pub struct HeadLimits {
     pub max_head_bytes: usize,
     /// Most header lines.
     pub max_headers: usize,
+    /// Longest request target (path and query, or the absolute form).
+    pub max_uri_bytes: usize,
 }
 
 impl HeadLimits {
@@ -46,6 +44,7 @@ impl HeadLimits {
         HeadLimits {
             max_head_bytes: config.max_head_bytes,
             max_headers: config.max_headers,
+            max_uri_bytes: config.max_uri_bytes,
         }
     }
 
@@ -73,10 +72,10 @@ impl HeadLimits {
         let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
             + uri.scheme_str().map_or(0, |s| s.len() + 3)
             + uri.authority().map_or(0, |a| a.as_str().len());
-        if target > MAX_URI_BYTES {
+        if target > self.max_uri_bytes {
             return Err(ApiError::rejected(
                 StatusCode::URI_TOO_LONG,
-                format!("the request target exceeds {MAX_URI_BYTES} bytes"),
+                format!("the request target exceeds {} bytes", self.max_uri_bytes),
             ));
         }
         let headers = request.headers();
@@ -124,6 +123,7 @@ mod tests {
     const LIMITS: HeadLimits = HeadLimits {
         max_head_bytes: 1024,
         max_headers: 4,
+        max_uri_bytes: 512,
     };
 
     fn request(uri: &str, headers: &[(&str, &str)]) -> Request {
@@ -143,7 +143,7 @@ mod tests {
         // "GET /a HTTP/1.1\r\n" (17) + "host: x\r\n" (9) + "\r\n" (2) = 28 bytes.
         let exact = HeadLimits {
             max_head_bytes: 28,
-            max_headers: 4,
+            ..LIMITS
         };
         assert_eq!(status(exact.check(&request("/a", &[("host", "x")]))), None);
         let one_less = HeadLimits {
@@ -169,7 +169,7 @@ mod tests {
             status(LIMITS.check(&request("/", &[("cookie", &big)]))),
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
         );
-        let long = format!("/{}", "x".repeat(MAX_URI_BYTES));
+        let long = format!("/{}", "x".repeat(LIMITS.max_uri_bytes));
         assert_eq!(
             status(LIMITS.check(&request(&long, &[]))),
             Some(StatusCode::URI_TOO_LONG)

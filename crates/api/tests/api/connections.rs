@@ -204,7 +204,11 @@ fn code_of(body: &str) -> String {
 #[tokio::test]
 async fn heads_over_the_limits_get_json_431_or_414() {
     let config = config();
-    let (max_bytes, max_headers) = (config.max_head_bytes, config.max_headers);
+    let (max_bytes, max_headers, max_uri) = (
+        config.max_head_bytes,
+        config.max_headers,
+        config.max_uri_bytes,
+    );
     let running = spawn_server(config).await;
     let addr = running.base.trim_start_matches("http://").to_owned();
 
@@ -234,10 +238,10 @@ async fn heads_over_the_limits_get_json_431_or_414() {
     assert_eq!(status, 431);
     assert_eq!(code_of(&body), "head_too_large");
 
-    // A URI over 8 KiB: 414.
+    // A target over its limit: 414.
     let long = format!(
         "GET /{} HTTP/1.1\r\nHost: test\r\n\r\n",
-        "x".repeat(9 * 1024)
+        "x".repeat(max_uri)
     );
     let (status, _, body) = exchange(&addr, long.as_bytes()).await;
     assert_eq!(status, 414);
