@@ -2,13 +2,13 @@
 //! with `tower::ServiceExt::oneshot`.
 //!
 //! Read top to bottom, the stack is the path a request takes:
-//! request id → trace span → metrics → no-store on 5xx → panic guard → body limit → (tile
-//! routes only:)
+//! request id → trace span → metrics → no-store on 5xx → JSON error bodies → panic guard →
+//! head limits → body limit → (tile routes only:)
 //! error mapping → load shed → global concurrency limit → timeout → injected faults → handler.
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -28,6 +28,7 @@ use tracing::Level;
 use fractile_runtime::faults::Faults;
 
 use crate::error::ApiError;
+use crate::head_limits::limit_head;
 use crate::metrics::{InFlightGuard, Metrics};
 use crate::tiles::{CacheLabel, get_tile};
 use crate::{AppState, seeds};
@@ -101,12 +102,18 @@ pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
                 .layer(middleware::from_fn_with_state(state.clone(), track_http))
                 // No 5xx may be cached by a CDN or browser, whoever produced it.
                 .layer(middleware::map_response(no_store_on_5xx))
+                // Every error gets a JSON body, whoever produced it (the body limit's 413 is
+                // plain text). Must sit above the layers that answer with bare statuses.
+                .layer(middleware::map_response(json_error_body))
                 // A panicking handler becomes a 500; the connection and the process live on.
                 .layer(CatchPanicLayer::custom(
                     |_panic: Box<dyn std::any::Any + Send>| {
                         ApiError::Internal("handler panicked".into()).into_response()
                     },
                 ))
+                // 414 / 431 with a JSON body for a head over the limits, before any other
+                // work; hyper's own, bodyless refusals sit at twice these limits.
+                .layer(middleware::from_fn_with_state(state.clone(), limit_head))
                 .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES)),
         )
         .with_state(state)
@@ -136,6 +143,40 @@ async fn no_store_on_5xx<B>(mut response: Response<B>) -> Response<B> {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// Replaces the body of an error response that is not JSON (a bare status or plain text from
+/// a layer, such as the body limit's 413) with the JSON error body every error has. The status
+/// and other headers stay; handlers' errors are JSON already and pass untouched.
+async fn json_error_body<B>(response: Response<B>) -> Response
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response.map(Body::new);
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response.map(Body::new);
+    }
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
+        other => other
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_ascii_lowercase(),
+    };
+    let (mut parts, _plain) = response.into_parts();
+    let json = ApiError::rejected(status, message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(json.headers().clone());
+    Response::from_parts(parts, json.into_body())
 }
 
 fn request_span(request: &Request<Body>) -> tracing::Span {
@@ -168,6 +209,15 @@ async fn track_http(State(state): State<AppState>, request: Request, next: Next)
     let _in_flight = InFlightGuard::new(&metrics.in_flight);
     let start = Instant::now();
     let response = next.run(request).await;
+    let limit = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Some("body"),
+        StatusCode::URI_TOO_LONG => Some("uri"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Some("head"),
+        _ => None,
+    };
+    if let Some(limit) = limit {
+        metrics.over_limit.with_label_values(&[limit]).inc();
+    }
     let status = status_class(response.status().as_u16());
     let cache = response
         .extensions()

@@ -85,6 +85,37 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// How long a response may make no progress (the client not reading) before its
+    /// connection is closed.
+    #[arg(long, env = "FRACTILE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Traffic connections open at once; more are closed as soon as they are accepted (and
+    /// counted in `http_connections_rejected_total`). Lowered at start-up, with a warning, if
+    /// the open-file limit cannot hold it.
+    #[arg(long, env = "FRACTILE_MAX_CONNECTIONS", default_value_t = NonZeroUsize::new(4096).expect("non-zero"))]
+    pub max_connections: NonZeroUsize,
+
+    /// Admin connections open at once: a cap of their own, so probes and scrapes are never
+    /// crowded out by traffic.
+    #[arg(long, env = "FRACTILE_ADMIN_MAX_CONNECTIONS", default_value_t = NonZeroUsize::new(64).expect("non-zero"))]
+    pub admin_max_connections: NonZeroUsize,
+
+    /// Largest request head (request line and headers), in bytes; larger gets 431 with a JSON
+    /// body. Heads over twice this are refused by the HTTP parser itself (431 without a body).
+    #[arg(long, env = "FRACTILE_MAX_HEAD_BYTES", default_value_t = 16 * 1024, value_parser = parse_head_bytes)]
+    pub max_head_bytes: usize,
+
+    /// Most header lines in a request; more get 431 with a JSON body. Over twice this the
+    /// HTTP parser refuses the request itself (431 without a body).
+    #[arg(long, env = "FRACTILE_MAX_HEADERS", default_value_t = 100, value_parser = parse_max_headers)]
+    pub max_headers: usize,
+
+    /// Longest request target (path and query), in bytes; longer gets 414 with a JSON body.
+    /// A tile URI is under 100 bytes; the default is nginx's line buffer.
+    #[arg(long, env = "FRACTILE_MAX_URI_BYTES", default_value_t = 8 * 1024, value_parser = parse_uri_bytes)]
+    pub max_uri_bytes: usize,
+
     /// `max-age` of tile responses: tiles never change for a given renderer version.
     #[arg(long, env = "FRACTILE_CACHE_MAX_AGE", default_value = "1d", value_parser = parse_duration)]
     pub cache_max_age: Duration,
@@ -172,6 +203,41 @@ impl Config {
     }
 }
 
+/// Bounds of `FRACTILE_MAX_HEAD_BYTES`: a request line and a `Host` header need far less
+/// than the lower one; the upper keeps a slow connection's buffer small.
+const HEAD_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024;
+
+fn parse_head_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if HEAD_BYTES_RANGE.contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "must be between {} and {}",
+            HEAD_BYTES_RANGE.start(),
+            HEAD_BYTES_RANGE.end()
+        ))
+    }
+}
+
+fn parse_uri_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (256..=64 * 1024).contains(&n) {
+        Ok(n)
+    } else {
+        Err("must be between 256 and 65536".into())
+    }
+}
+
+fn parse_max_headers(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (1..=1000).contains(&n) {
+        Ok(n)
+    } else {
+        Err("must be between 1 and 1000".into())
+    }
+}
+
 fn parse_max_zoom_u8(s: &str) -> Result<u8, String> {
     let z: u8 = s.parse().map_err(|e| format!("{e}"))?;
     MaxZoom::new(z).map(MaxZoom::get).map_err(|e| e.to_string())
@@ -185,6 +251,16 @@ mod tests {
     fn max_zoom_beyond_precision_is_refused() {
         assert!(Config::try_parse_from(["fractile-api", "--max-zoom", "33"]).is_err());
         assert!(Config::try_parse_from(["fractile-api", "--max-zoom", "32"]).is_ok());
+    }
+
+    #[test]
+    fn head_limits_outside_their_bounds_are_refused() {
+        let parse = |flag: &str, v: &str| Config::try_parse_from(["fractile-api", flag, v]);
+        assert!(parse("--max-head-bytes", "1023").is_err());
+        assert!(parse("--max-head-bytes", "1024").is_ok());
+        assert!(parse("--max-headers", "0").is_err());
+        assert!(parse("--max-headers", "1001").is_err());
+        assert!(parse("--max-uri-bytes", "255").is_err());
     }
 
     #[test]

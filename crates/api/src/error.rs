@@ -57,6 +57,18 @@ pub enum ApiError {
         /// Human-readable explanation.
         message: &'static str,
     },
+    /// Refused below the handlers, with the status the refusing layer chose: a request over
+    /// a size limit (413 body, 414 URI, 431 head), or a bare status from a layer that writes
+    /// no body of its own (see [`ApiError::rejected`]).
+    #[error("{message}")]
+    Rejected {
+        /// The refusal's status.
+        status: StatusCode,
+        /// Machine-readable reason.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
     /// A bug or an unexpected failure (500). The message is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,6 +89,28 @@ impl ApiError {
     /// A 503 with the given reason.
     pub fn unavailable(code: &'static str, message: &'static str) -> Self {
         ApiError::Unavailable { code, message }
+    }
+}
+
+impl ApiError {
+    /// A refusal with `status` and the code clients read for it: `body_too_large` (413),
+    /// `uri_too_long` (414), `head_too_large` (431), `request_timeout` (408),
+    /// `bad_request` (400), otherwise `client_error` or `server_error`.
+    pub fn rejected(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::URI_TOO_LONG => "uri_too_long",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "head_too_large",
+            StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            StatusCode::BAD_REQUEST => "bad_request",
+            s if s.is_server_error() => "server_error",
+            _ => "client_error",
+        };
+        ApiError::Rejected {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -103,6 +137,11 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable { code, message } => {
                 (StatusCode::SERVICE_UNAVAILABLE, *code, *message)
             }
+            ApiError::Rejected {
+                status,
+                code,
+                message,
+            } => (*status, *code, message.as_str()),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (

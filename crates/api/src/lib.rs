@@ -7,6 +7,7 @@
 //! - [`tile_cache`]: L1 (moka) → L2 (Redis) → render here or by a worker, with coalesced misses;
 //! - [`seeds`]: bulk pre-rendering jobs;
 //! - [`admin`]: probes and metrics on their own port;
+//! - [`head_limits`]: JSON 414 / 431 for request heads over the limits;
 //! - [`metrics`], [`error`]: the cross-cutting parts; process plumbing (logging, the
 //!   accept loop, signals) lives in `fractile-runtime`.
 //!
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod head_limits;
 pub mod metrics;
 pub mod seeds;
 pub mod tile_cache;
@@ -32,8 +34,9 @@ use axum::http::HeaderValue;
 use fractile_queue::Publisher;
 use fractile_render::MaxZoom;
 use fractile_runtime::faults::{Fault, Faults};
+use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
-use fractile_runtime::serve;
+use fractile_runtime::serve::{self, ConnectionLimits};
 use fractile_tile_store::{StoreSettings, TileStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +46,7 @@ pub use config::Config;
 pub use fractile_runtime::{Readiness, shutdown_signal};
 
 use crate::config::QueueFallback;
+use crate::head_limits::HeadLimits;
 use crate::metrics::Metrics;
 use crate::tile_cache::{Backends, TileCache};
 
@@ -83,6 +87,8 @@ pub struct AppState {
     pub seed_tasks: TaskTracker,
     /// Injected faults (`/faults` on the admin port), off unless configured.
     pub faults: Faults,
+    /// Request-head limits answered with JSON.
+    pub head_limits: HeadLimits,
 }
 
 /// The faults the api can inject: it serves tiles and renders them.
@@ -177,6 +183,7 @@ impl AppState {
             background,
             seed_tasks: TaskTracker::new(),
             faults,
+            head_limits: HeadLimits::new(config),
         })
     }
 }
@@ -188,12 +195,14 @@ pub struct Server {
     state: AppState,
     shutdown_delay: Duration,
     shutdown_timeout: Duration,
-    header_read_timeout: Duration,
+    traffic_limits: ConnectionLimits,
+    admin_limits: ConnectionLimits,
 }
 
 impl Server {
     /// Opens both listeners and builds the state.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let (traffic_limits, admin_limits) = connection_limits(&config)?;
         let state = AppState::connect(&config).await?;
         let traffic = TcpListener::bind(config.listen)
             .await
@@ -207,7 +216,8 @@ impl Server {
             state,
             shutdown_delay: config.shutdown_delay,
             shutdown_timeout: config.shutdown_timeout,
-            header_read_timeout: config.header_read_timeout,
+            traffic_limits,
+            admin_limits,
         })
     }
 
@@ -241,12 +251,15 @@ impl Server {
             state,
             shutdown_delay,
             shutdown_timeout,
-            header_read_timeout,
+            traffic_limits,
+            admin_limits,
         } = self;
         tracing::info!(
             traffic = %traffic.local_addr()?,
             admin = %admin.local_addr()?,
             max_zoom = state.max_zoom.get(),
+            max_connections = traffic_limits.max_connections.get(),
+            admin_max_connections = admin_limits.max_connections.get(),
             "listening"
         );
         let closing_traffic = CancellationToken::new();
@@ -255,14 +268,16 @@ impl Server {
         let mut traffic_server = tokio::spawn(serve::serve_closing(
             traffic,
             app::app(state.clone()),
-            header_read_timeout,
+            traffic_limits,
+            state.metrics.connections.listener("traffic"),
             closing_traffic.clone(),
             stop_traffic.clone(),
         ));
         let mut admin_server = tokio::spawn(serve::serve(
             admin,
             admin::admin_app(state.clone()),
-            header_read_timeout,
+            admin_limits,
+            state.metrics.connections.listener("admin"),
             stop_admin.clone(),
         ));
 
@@ -309,4 +324,33 @@ impl Server {
         let _ = tokio::time::timeout(ADMIN_LINGER, admin_server).await;
         Ok(())
     }
+}
+
+/// The limits of the traffic and admin listeners, with the connection caps fitted under the
+/// open-file limit (raised to the hard limit first): the traffic cap gives way, so the admin
+/// port, the Redis pool and the reserve always have their descriptors.
+fn connection_limits(config: &Config) -> anyhow::Result<(ConnectionLimits, ConnectionLimits)> {
+    let nofile = fd_limit::raise_nofile_limit();
+    let admin_max = fd_limit::fit_connections(
+        "admin",
+        config.admin_max_connections,
+        config.redis_pool_size,
+        nofile,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let traffic_max = fd_limit::fit_connections(
+        "traffic",
+        config.max_connections,
+        admin_max.get().saturating_add(config.redis_pool_size),
+        nofile,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let traffic = HeadLimits::new(config).connection_limits(
+        traffic_max,
+        config.header_read_timeout,
+        config.write_timeout,
+    );
+    let admin =
+        ConnectionLimits::admin(admin_max, config.header_read_timeout, config.write_timeout);
+    Ok((traffic, admin))
 }

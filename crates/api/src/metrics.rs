@@ -5,7 +5,7 @@
 //! the crate's default registry would otherwise have it. Label values are bounded: route
 //! templates (never raw paths), status classes, cache layers and results.
 
-use fractile_runtime::metrics::RenderMetrics;
+use fractile_runtime::metrics::{ConnectionMetrics, RenderMetrics};
 use fractile_runtime::pool::PoolMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -69,6 +69,13 @@ pub struct Metrics {
     /// `misses_shed_total`: misses refused because `FRACTILE_MAX_PENDING_MISSES` were in
     /// progress.
     pub misses_shed: IntCounter,
+    /// `http_requests_over_limit_total{limit}`: requests refused for their size, `limit` being
+    /// `body` (413), `uri` (414) or `head` (431, the JSON refusals; hyper's own are in
+    /// `http_connections_closed_total{reason="head_too_large"}`).
+    pub over_limit: IntCounterVec,
+    /// `http_connections_open{listener}`, `http_connections_rejected_total{listener}`,
+    /// `http_connections_closed_total{listener, reason}`: the accept loops' connections.
+    pub connections: ConnectionMetrics,
 }
 
 impl Metrics {
@@ -179,7 +186,21 @@ impl Metrics {
             "Misses refused with 503 because too many were being filled already.",
         )?;
 
+        let connections = ConnectionMetrics::register(&registry)?;
+        let over_limit = IntCounterVec::new(
+            Opts::new(
+                "http_requests_over_limit_total",
+                "Requests refused for their size: body (413), uri (414), head (431).",
+            ),
+            &["limit"],
+        )?;
+        for limit in ["body", "uri", "head"] {
+            over_limit.with_label_values(&[limit]);
+        }
+
         let metrics = Metrics {
+            over_limit,
+            connections,
             misses_shed,
             publishes,
             confirm_latency,
@@ -230,6 +251,7 @@ impl Metrics {
         r.register(Box::new(self.redis_pool_available.clone()))?;
         r.register(Box::new(self.redis_wait_timeouts.clone()))?;
         r.register(Box::new(self.misses_shed.clone()))?;
+        r.register(Box::new(self.over_limit.clone()))?;
         Ok(())
     }
 

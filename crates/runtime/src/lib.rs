@@ -4,15 +4,18 @@
 //! - [`telemetry`]: the `tracing` subscriber (JSON or pretty);
 //! - [`faults`]: fault injection on the admin port (latency, errors, slow renders, paused
 //!   consumption), off unless enabled;
+//! - [`fd_limit`]: the open-file limit raised at start-up, and connection caps fitted under it;
 //! - [`healthcheck`]: the `healthcheck` subcommand both binaries answer;
 //! - [`metrics`]: a Prometheus registry with the process collector, and its exposition;
 //! - [`pool`]: the bounded render thread pool, with interactive and bulk lanes;
 //! - [`ratelimited_log`]: one line per interval for warnings that repeat, with a count of the rest;
-//! - [`serve`]: an HTTP accept loop with a header-read deadline and graceful drain;
+//! - [`serve`]: an HTTP accept loop with per-connection deadlines and head limits, a
+//!   connection cap per listener, and graceful drain;
 //! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves;
 //! - [`parse_duration`]: the `5s` / `250ms` syntax of every duration setting.
 
 pub mod faults;
+pub mod fd_limit;
 pub mod healthcheck;
 pub mod metrics;
 pub mod pool;

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use fractile_render::RenderError;
-use prometheus::{Encoder, Histogram, IntCounterVec, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 /// A new registry with the process collector (CPU seconds, resident memory, open fds)
 /// registered: only the crate's default registry has it otherwise.
@@ -142,5 +145,108 @@ impl RenderMetrics {
         };
         self.renders.with_label_values(&[outcome]).inc();
         (result, took)
+    }
+}
+
+/// Why a connection was closed by a limit of the accept loop (`http_connections_closed_total`'s
+/// `reason` label): a head sent too slowly, a response the client stopped reading, a head
+/// beyond hyper's hard limit, or a request hyper could not parse.
+pub const CLOSE_REASONS: [&str; 4] = [
+    "header_timeout",
+    "write_timeout",
+    "head_too_large",
+    "malformed",
+];
+
+/// The connection metrics of every listener of a process, labelled `listener`:
+/// `http_connections_open`, `http_connections_rejected_total` (turned away at the cap) and
+/// `http_connections_closed_total{reason}` (closed by a limit; see [`CLOSE_REASONS`]).
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    open: IntGaugeVec,
+    rejected: IntCounterVec,
+    closed: IntCounterVec,
+}
+
+impl ConnectionMetrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = ConnectionMetrics {
+            open: IntGaugeVec::new(
+                Opts::new(
+                    "http_connections_open",
+                    "Open HTTP connections, by listener.",
+                ),
+                &["listener"],
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "http_connections_rejected_total",
+                    "Connections closed at once because the listener's connection cap was reached.",
+                ),
+                &["listener"],
+            )?,
+            closed: IntCounterVec::new(
+                Opts::new(
+                    "http_connections_closed_total",
+                    "Connections closed by a limit: header_timeout, write_timeout, head_too_large, malformed.",
+                ),
+                &["listener", "reason"],
+            )?,
+        };
+        registry.register(Box::new(metrics.open.clone()))?;
+        registry.register(Box::new(metrics.rejected.clone()))?;
+        registry.register(Box::new(metrics.closed.clone()))?;
+        Ok(metrics)
+    }
+
+    /// The handles of one listener, every series created now so each is exported from the
+    /// start (a counter that appears only when it first moves hides its first increase from
+    /// `rate()`).
+    pub fn listener(&self, listener: &'static str) -> ListenerMetrics {
+        for reason in CLOSE_REASONS {
+            self.closed.with_label_values(&[listener, reason]);
+        }
+        ListenerMetrics {
+            listener,
+            open: self.open.with_label_values(&[listener]),
+            rejected: self.rejected.with_label_values(&[listener]),
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+/// One listener's connection metrics (see [`ConnectionMetrics`]).
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    /// The `listener` label: `traffic` or `admin`.
+    pub listener: &'static str,
+    /// `http_connections_open{listener}`.
+    pub open: IntGauge,
+    /// `http_connections_rejected_total{listener}`.
+    pub rejected: IntCounter,
+    closed: IntCounterVec,
+}
+
+impl ListenerMetrics {
+    /// `http_connections_closed_total{listener, reason}`; `reason` is one of [`CLOSE_REASONS`].
+    pub fn closed(&self, reason: &str) -> IntCounter {
+        self.closed.with_label_values(&[self.listener, reason])
+    }
+
+    /// Counts one connection open until the guard is dropped.
+    pub fn open_guard(&self) -> OpenConnection {
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+}
+
+/// Keeps `http_connections_open` true: counted in on creation, out on drop, however the
+/// connection's task ends.
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

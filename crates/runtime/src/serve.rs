@@ -1,17 +1,35 @@
-//! Serving a router on a listener: hyper's HTTP/1 connection with a header-read deadline,
-//! and graceful shutdown.
+//! Serving a router on a listener: hyper's HTTP/1 connection with deadlines and limits on
+//! every connection, a cap on open connections, and graceful shutdown.
 //!
 //! `axum::serve` sets no timer on hyper, so hyper's header-read timeout never fires there: a
 //! client that sends a header byte now and then holds its connection (and its task) forever,
-//! which is the slowloris attack. This accept loop sets a timer and a header-read deadline,
-//! and on shutdown stops accepting, lets requests in flight finish and closes idle
-//! keep-alive connections.
+//! which is the slowloris attack. This accept loop bounds what one client can hold:
 //!
-//! Shutdown can start earlier with a `closing` token ([`serve_closing`]): from then on every
-//! response says `Connection: close`, so a keep-alive client opens its next connection anew
-//! (to another replica, once the load balancer has seen readiness fail) instead of sending
-//! it down a connection this process is about to close under it.
+//! - **time to send a head**: hyper's header-read timeout, with a timer. It also closes an
+//!   idle keep-alive connection: hyper starts it whenever it waits for the next request head,
+//!   so the idle gap between two requests is covered without a second mechanism (tested);
+//! - **time a response may make no progress**: the socket is wrapped in
+//!   `tokio_io_timeout::TimeoutStream` with a write timeout, so a client that stops reading
+//!   (pipelining requests into a full send queue, say) loses its connection instead of
+//!   holding it and its kernel buffers forever;
+//! - **size of a request head**: hyper's `max_header_size` (bytes of the request line and
+//!   headers), `max_headers` (lines) and `max_buf_size` (its read buffer). Beyond them hyper
+//!   writes a bodyless `431` itself and closes: there is no hook to give it a body, so an
+//!   application that wants JSON errors checks a lower limit of its own in a middleware and
+//!   sets these as the hard memory bound above it;
+//! - **connections open at once**: a semaphore per listener. Beyond the cap a connection is
+//!   accepted and closed at once (not left in the kernel's backlog, where it would hold a
+//!   file descriptor and look like a hung server), and counted.
+//!
+//! On shutdown it stops accepting, lets requests in flight finish and closes idle keep-alive
+//! connections. Shutdown can start earlier with a `closing` token ([`serve_closing`]): from
+//! then on every response says `Connection: close`, so a keep-alive client opens its next
+//! connection anew (to another replica, once the load balancer has seen readiness fail)
+//! instead of sending it down a connection this process is about to close under it.
 
+use std::error::Error as _;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,24 +40,84 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ListenerMetrics;
+use crate::ratelimited_log::RateLimitedLog;
 
 /// Pause after a failed accept (out of file descriptors, say) before trying again, so the
 /// loop does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// At most one warning per this interval while the connection cap turns connections away.
+const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// hyper's smallest allowed read buffer (`max_buf_size` panics below it).
+const MIN_READ_BUFFER: usize = 8192;
+
+/// What one listener allows each connection, and how many connections it keeps open.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: NonZeroUsize,
+    /// How long a client may take to send a request head, and how long a keep-alive
+    /// connection may wait idle for its next request.
+    pub header_read_timeout: Duration,
+    /// How long a write to the client may make no progress before the connection is closed.
+    pub write_timeout: Duration,
+    /// Largest request head (request line and headers) hyper reads, in bytes; also its read
+    /// buffer (at least 8 KiB). Beyond it hyper answers a bodyless `431` and closes.
+    pub max_head_bytes: usize,
+    /// Most header lines hyper parses. Beyond it hyper answers a bodyless `431` and closes.
+    pub max_headers: usize,
+}
+
+impl ConnectionLimits {
+    /// Limits for an admin listener (probes and metrics): `max_connections` of its own, the
+    /// given deadlines, and a head as large as hyper's smallest read buffer, ample for a probe
+    /// or a scrape.
+    pub fn admin(
+        max_connections: NonZeroUsize,
+        header_read_timeout: Duration,
+        write_timeout: Duration,
+    ) -> Self {
+        ConnectionLimits {
+            max_connections,
+            header_read_timeout,
+            write_timeout,
+            max_head_bytes: MIN_READ_BUFFER,
+            max_headers: 32,
+        }
+    }
+
+    fn builder(&self) -> http1::Builder {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_header_size(self.max_head_bytes)
+            .max_buf_size(self.max_head_bytes.max(MIN_READ_BUFFER))
+            .max_headers(self.max_headers);
+        builder
+    }
+}
 
 /// Serves `app` on `listener` until `stop` is cancelled, then waits for open connections to
 /// finish their requests. The caller bounds that wait with its own deadline.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
+    metrics: ListenerMetrics,
     stop: CancellationToken,
 ) {
     serve_closing(
         listener,
         app,
-        header_read_timeout,
+        limits,
+        metrics,
         CancellationToken::new(),
         stop,
     )
@@ -51,7 +129,8 @@ pub async fn serve(
 pub async fn serve_closing(
     listener: TcpListener,
     app: Router,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
+    metrics: ListenerMetrics,
     closing: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -59,10 +138,10 @@ pub async fn serve_closing(
         let closing = closing.clone();
         async move { close_when(&closing, response) }
     }));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+    let builder = limits.builder();
+    // One permit per open connection, held by the connection's task until it ends.
+    let open = Arc::new(Semaphore::new(limits.max_connections.get()));
+    let cap_reached = RateLimitedLog::new(CAP_LOG_INTERVAL);
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
@@ -76,20 +155,67 @@ pub async fn serve_closing(
                 }
             },
         };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            // Over the cap: closing at once frees the descriptor and tells the client now,
+            // where leaving it in the backlog would let it wait for a server that never reads.
+            metrics.rejected.inc();
+            drop(stream);
+            if let Some(suppressed) = cap_reached.check() {
+                tracing::warn!(
+                    listener = metrics.listener,
+                    max_connections = limits.max_connections.get(),
+                    suppressed,
+                    "connection cap reached: closing new connections at once"
+                );
+            }
+            continue;
+        };
         // Responses are written whole; Nagle would only delay the last segment.
         let _ = stream.set_nodelay(true);
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        let connection = builder.serve_connection(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(app.clone()),
+        );
         let connection = graceful.watch(connection);
+        let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _open = metrics.open_guard();
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
+                if let Some(reason) = close_reason(&error) {
+                    metrics.closed(reason).inc();
+                }
             }
+            drop(permit);
         });
     }
     // Refuse new connections from here on, then drain the open ones.
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Why a connection was closed by one of this module's limits, as a metric label; `None`
+/// for an error that is the client's own doing (a reset, a disconnect mid-response).
+fn close_reason(error: &hyper::Error) -> Option<&'static str> {
+    if error.is_timeout() {
+        // hyper's header-read timeout: a head sent too slowly.
+        Some("header_timeout")
+    } else if error.is_parse_too_large() {
+        Some("head_too_large")
+    } else if error.is_parse() {
+        Some("malformed")
+    } else if error
+        .source()
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    {
+        // TimeoutStream's write timeout: the client stopped reading.
+        Some("write_timeout")
+    } else {
+        None
+    }
 }
 
 /// Adds `Connection: close` to `response` once `closing` is cancelled. hyper reads that

@@ -28,6 +28,15 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_ADMIN_LISTEN", default_value = "127.0.0.1:9001")]
     pub admin_listen: SocketAddr,
 
+    /// Admin connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, env = "FRACTILE_ADMIN_MAX_CONNECTIONS", default_value_t = NonZeroUsize::new(64).expect("non-zero"))]
+    pub admin_max_connections: NonZeroUsize,
+
+    /// How long a response on the admin port may make no progress (the client not reading)
+    /// before its connection is closed.
+    #[arg(long, env = "FRACTILE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
     /// Render threads (default: the CPUs this process may use).
     #[arg(long, env = "FRACTILE_RENDER_THREADS")]
     pub render_threads: Option<NonZeroUsize>,

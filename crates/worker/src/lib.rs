@@ -32,7 +32,9 @@ use fractile_queue::lapin::{Channel, Connection, ConnectionStatus, Consumer};
 use fractile_queue::{Priority, Topology};
 use fractile_runtime::Readiness;
 use fractile_runtime::faults::{Fault, Faults};
+use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
+use fractile_runtime::serve::ConnectionLimits;
 use fractile_tile_store::{StoreSettings, TileStore};
 use futures_lite::StreamExt;
 use tokio::net::TcpListener;
@@ -116,6 +118,18 @@ impl Worker {
             context,
             readiness,
         } = self;
+        // Redis and RabbitMQ connections come out of the reserve.
+        let admin_limits = ConnectionLimits::admin(
+            fd_limit::fit_connections(
+                "admin",
+                config.admin_max_connections,
+                0,
+                fd_limit::raise_nofile_limit(),
+            )
+            .map_err(anyhow::Error::msg)?,
+            ADMIN_HEADER_TIMEOUT,
+            config.write_timeout,
+        );
         let admin = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
@@ -157,7 +171,8 @@ impl Worker {
         let admin_server = tokio::spawn(fractile_runtime::serve::serve(
             admin,
             admin_app,
-            ADMIN_HEADER_TIMEOUT,
+            admin_limits,
+            context.metrics.connections.listener("admin"),
             stop_admin.clone(),
         ));
         let stop_polling = CancellationToken::new();

@@ -38,13 +38,18 @@ pub struct WorkerMetrics {
     pub pool_wait: Histogram,
     /// `render_pool_rejected_total`.
     pub pool_rejected: IntCounter,
+    /// `http_connections_open{listener}`, `http_connections_rejected_total{listener}`,
+    /// `http_connections_closed_total{listener, reason}`: the admin port's connections.
+    pub connections: fractile_runtime::metrics::ConnectionMetrics,
 }
 
 impl WorkerMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = fractile_runtime::metrics::registry()?;
+        let connections = fractile_runtime::metrics::ConnectionMetrics::register(&registry)?;
         let m = WorkerMetrics {
+            connections,
             consumed: IntCounterVec::new(
                 Opts::new(
                     "worker_jobs_consumed_total",

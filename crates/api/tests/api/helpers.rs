@@ -1,5 +1,5 @@
-//! Shared test plumbing: building apps and servers, driving requests, occupying the
-//! render pool so that "concurrent" is a fact rather than a hope.
+//! Shared test plumbing: building apps and servers, driving requests (through `oneshot` or
+//! raw sockets), occupying the render pool so that "concurrent" is a fact rather than a hope.
 
 use std::num::NonZeroUsize;
 use std::sync::mpsc;
@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response};
-use fractile_api::{AppState, Config};
+use fractile_api::{AppState, Config, Server};
 use fractile_runtime::pool::Lane;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tower::ServiceExt;
 
 /// Test settings: loopback on port 0, one render thread, everything else default.
@@ -115,5 +118,80 @@ impl RenderGate {
 
     pub fn open(self) {
         drop(self.release);
+    }
+}
+
+/// A started server: its addresses, state, a trigger for shutdown and the run task.
+pub struct Running {
+    pub base: String,
+    pub admin: String,
+    pub state: AppState,
+    pub stop: oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn spawn_server(config: fractile_api::Config) -> Running {
+    let server = Server::bind(config).await.expect("binds");
+    let base = format!("http://{}", server.traffic_addr());
+    let admin = format!("http://{}", server.admin_addr());
+    let state = server.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        base,
+        admin,
+        state,
+        stop,
+        task,
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// Reads one HTTP/1.1 response (headers plus a Content-Length body) off `stream`.
+pub async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let (status, _head, body) = read_response_head(stream).await;
+    (status, body)
+}
+
+/// As [`read_response`], with the head (status line and headers) too.
+pub async fn read_response_head(stream: &mut TcpStream) -> (u16, String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("response arrives")
+            .expect("read");
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        // Offsets in bytes: a binary body (a PNG) is not UTF-8.
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                let status = head[9..12].parse().expect("status code");
+                return (
+                    status,
+                    head,
+                    String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned(),
+                );
+            }
+        }
     }
 }

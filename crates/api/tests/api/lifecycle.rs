@@ -7,46 +7,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use fractile_api::{AppState, Server};
+use fractile_api::AppState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 use crate::helpers::*;
-
-/// A started server: its addresses, state, a trigger for shutdown and the run task.
-struct Running {
-    base: String,
-    admin: String,
-    state: AppState,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn spawn_server(config: fractile_api::Config) -> Running {
-    let server = Server::bind(config).await.expect("binds");
-    let base = format!("http://{}", server.traffic_addr());
-    let admin = format!("http://{}", server.admin_addr());
-    let state = server.state().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        base,
-        admin,
-        state,
-        stop,
-        task,
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
 
 #[tokio::test]
 async fn a_real_server_serves_tiles_probes_and_metrics() {
@@ -107,47 +72,6 @@ async fn a_real_server_serves_tiles_probes_and_metrics() {
 
     running.stop.send(()).expect("server waits");
     running.task.await.expect("task").expect("clean exit");
-}
-
-/// Reads one HTTP/1.1 response (headers plus a Content-Length body) off `stream`.
-async fn read_response(stream: &mut TcpStream) -> (u16, String) {
-    let (status, _head, body) = read_response_head(stream).await;
-    (status, body)
-}
-
-/// As [`read_response`], with the head (status line and headers) too.
-async fn read_response_head(stream: &mut TcpStream) -> (u16, String, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .expect("response arrives")
-            .expect("read");
-        assert!(n > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let head = &text[..end];
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_owned())
-                })
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                let status = head[9..12].parse().expect("status code");
-                return (
-                    status,
-                    head.to_owned(),
-                    text[end + 4..end + 4 + length].to_owned(),
-                );
-            }
-        }
-    }
 }
 
 async fn boom() -> &'static str {

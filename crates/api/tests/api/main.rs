@@ -3,6 +3,7 @@
 
 mod admission;
 mod cache;
+mod connections;
 mod contract;
 mod faults;
 mod helpers;
