@@ -33,7 +33,7 @@ use fractile_queue::Publisher;
 use fractile_render::MaxZoom;
 use fractile_runtime::pool::RenderPool;
 use fractile_runtime::serve;
-use fractile_tile_store::{StoreSettings, TileStore};
+use fractile_tile_store::{SeedQuotas, StoreSettings, TileStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -76,6 +76,10 @@ pub struct AppState {
     pub viewer: bytes::Bytes,
     /// Largest seed accepted, in tiles.
     pub seed_max_tiles: u64,
+    /// Who may use the seed routes.
+    pub seed_gate: seeds::SeedGate,
+    /// Limits on the seeds of the deployment (enforced in Redis, across replicas).
+    pub seed_quotas: SeedQuotas,
     /// Cancelled at shutdown: stops background work (seed expansion, the ready listener).
     pub background: CancellationToken,
     /// Seed expansions in progress.
@@ -165,6 +169,11 @@ impl AppState {
                 .replace("{{MAX_ZOOM}}", &max_zoom.get().to_string())
                 .into(),
             seed_max_tiles: config.seed_max_tiles,
+            seed_gate: seeds::SeedGate::new(config.seed_token.clone()),
+            seed_quotas: SeedQuotas {
+                max_active: config.seed_max_active.get(),
+                max_queued_tiles: config.seed_max_queued_tiles,
+            },
             background,
             seed_tasks: TaskTracker::new(),
         })
