@@ -31,7 +31,9 @@ use axum::response::{IntoResponse, Response};
 use fractile_queue::{Publisher, RenderJob, unix_ms};
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
-use fractile_tile_store::{NewSeed, SeedAdmission, SeedFields, SeedOutcome, StoreError, TileStore};
+use fractile_tile_store::{
+    NewSeed, SeedAdmission, SeedFields, SeedOutcome, SeedState, StoreError, TileStore,
+};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
@@ -282,7 +284,7 @@ pub async fn create(
     let plan = plan(&request, state.max_zoom, largest)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let fields = [
-        ("state", "expanding".to_owned()),
+        ("state", SeedState::Expanding.as_str().to_owned()),
         ("total", plan.total.to_string()),
         ("queued", "0".into()),
         ("skipped", "0".into()),
@@ -380,7 +382,7 @@ pub async fn cancel(
     let (store, _) = seeding(&state)?;
     let id = valid_id(&id)?;
     let existed = store
-        .seed_set(&id, "state", "cancelled")
+        .seed_set(&id, "state", SeedState::Cancelled.as_str())
         .await
         .map_err(store_failed)?;
     if !existed {
@@ -424,7 +426,7 @@ fn status_of(id: &str, f: &SeedFields) -> SeedStatus {
     let (total, done, failed) = (n("total"), n("done"), n("failed"));
     // "running" becomes "done" when every tile is accounted for; workers only count.
     let state = match stored {
-        "running" if done + failed >= total => "done",
+        running if running == SeedState::Running.as_str() && done + failed >= total => "done",
         other => other,
     };
     SeedStatus {
@@ -461,11 +463,13 @@ async fn expand(
             break;
         }
         if stop.is_cancelled() {
-            let _ = store.seed_set(&id, "state", "interrupted").await;
+            let _ = store
+                .seed_set(&id, "state", SeedState::Interrupted.as_str())
+                .await;
             return;
         }
         if let Ok(Some(state)) = store.seed_field(&id, "state").await
-            && state == "cancelled"
+            && state == SeedState::Cancelled.as_str()
         {
             return;
         }
@@ -473,7 +477,9 @@ async fn expand(
         while let Err(error) = expand_batch(&store, &publisher, &id, &batch).await {
             tracing::warn!(seed = %id, %error, attempt, "queueing a seed batch failed");
             if attempt >= BATCH_ATTEMPTS || stop.is_cancelled() {
-                let _ = store.seed_set(&id, "state", "failed").await;
+                let _ = store
+                    .seed_set(&id, "state", SeedState::Failed.as_str())
+                    .await;
                 return;
             }
             attempt += 1;
@@ -482,9 +488,11 @@ async fn expand(
     }
     // Only move on if nobody cancelled meanwhile.
     if let Ok(Some(state)) = store.seed_field(&id, "state").await
-        && state == "expanding"
+        && state == SeedState::Expanding.as_str()
     {
-        let _ = store.seed_set(&id, "state", "running").await;
+        let _ = store
+            .seed_set(&id, "state", SeedState::Running.as_str())
+            .await;
     }
     tracing::info!(seed = %id, "seed expanded");
 }

@@ -123,6 +123,35 @@ pub enum SeedOutcome {
     Failed,
 }
 
+/// A seed's stored `state`: the one list of them. The api writes every state, the worker
+/// reads `cancelled`, and [`TileStore::seed_admit`] counts seeds by them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedState {
+    /// Its jobs are being queued.
+    Expanding,
+    /// Every job is queued; workers are rendering.
+    Running,
+    /// Cancelled by the operator: workers skip its remaining jobs.
+    Cancelled,
+    /// Its jobs could not all be queued.
+    Failed,
+    /// The accepting replica shut down mid-expansion.
+    Interrupted,
+}
+
+impl SeedState {
+    /// The stored name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SeedState::Expanding => "expanding",
+            SeedState::Running => "running",
+            SeedState::Cancelled => "cancelled",
+            SeedState::Failed => "failed",
+            SeedState::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// A seed's stored record (a Redis hash); counters are updated by the api (expansion) and
 /// the workers (progress).
 pub type SeedFields = HashMap<String, String>;
@@ -171,9 +200,10 @@ pub enum SeedAdmission {
 /// The seed admission script. KEYS: the registry, the new record. ARGV: key prefix, id,
 /// total, max active, max queued tiles, TTL in ms, then field/value pairs. Answers
 /// `{verdict, active, queued}`: 0 admitted, 1 too many active, 2 too many queued tiles.
-/// The state names are the ones `fractile-api` writes.
 static SEED_ADMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
+    let (expanding, running) = (SeedState::Expanding.as_str(), SeedState::Running.as_str());
+    let (failed, interrupted) = (SeedState::Failed.as_str(), SeedState::Interrupted.as_str());
+    redis::Script::new(&format!(
         r"
 local prefix, id = ARGV[1], ARGV[2]
 local total, max_active, max_queued = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -184,12 +214,12 @@ for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local state = f[1]
   local accounted = redis.call('SCARD', rec .. ':done') + redis.call('SCARD', rec .. ':failed')
   local remaining = 0
-  if state == 'expanding' or state == 'running' then
+  if state == '{expanding}' or state == '{running}' then
     remaining = (tonumber(f[2]) or 0) - accounted
-  elseif state == 'failed' or state == 'interrupted' then
+  elseif state == '{failed}' or state == '{interrupted}' then
     remaining = (tonumber(f[3]) or 0) - accounted
   end
-  if state == 'expanding' or (state == 'running' and remaining > 0) then
+  if state == '{expanding}' or (state == '{running}' and remaining > 0) then
     active = active + 1
   end
   if remaining > 0 then
@@ -198,17 +228,17 @@ for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     redis.call('SREM', KEYS[1], other)
   end
 end
-if active >= max_active then return {1, active, queued} end
-if queued + total > max_queued then return {2, active, queued} end
-local fields = {}
+if active >= max_active then return {{1, active, queued}} end
+if queued + total > max_queued then return {{2, active, queued}} end
+local fields = {{}}
 for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('SADD', KEYS[1], id)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {0, active, queued}
-",
-    )
+return {{0, active, queued}}
+"
+    ))
 });
 
 /// Key and channel names.

@@ -14,7 +14,7 @@ use fractile_queue::lapin::options::{BasicAckOptions, BasicNackOptions, BasicRej
 use fractile_queue::{MAX_ATTEMPTS, Priority, RenderJob, delivery_attempts};
 use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_runtime::pool::{Lane, RenderPool};
-use fractile_tile_store::{ReadyNote, SeedOutcome, TileStore};
+use fractile_tile_store::{ReadyNote, SeedOutcome, SeedState, TileStore};
 
 use crate::metrics::WorkerMetrics;
 
@@ -130,7 +130,7 @@ impl JobContext {
         }
         if let Some(seed) = &job.seed
             && let Ok(Some(state)) = self.store.seed_field(seed, "state").await
-            && state == "cancelled"
+            && state == SeedState::Cancelled.as_str()
         {
             self.metrics.skipped.with_label_values(&["cancelled"]).inc();
             return Settle::Ack;
