@@ -17,7 +17,7 @@ docker-compose --profile loadtest config -q
 step "deploy/Dockerfile (hadolint)"
 hadolint deploy/Dockerfile
 
-step "deploy/nginx (nginx -t, with the compose upstream minus DNS resolution)"
+step "deploy/nginx (nginx -t, with the compose upstream minus DNS resolution, /v1/ closed and open)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp deploy/nginx/nginx.conf "$tmp/nginx.conf"
@@ -25,7 +25,10 @@ cp deploy/nginx/nginx.conf "$tmp/nginx.conf"
 # to a local nginx -t; check everything else of the compose upstream file.
 sed -e '/^resolver /d' -e 's/server api:8080 resolve;/server 127.0.0.1:8080;/' \
   deploy/nginx/upstream.compose.conf > "$tmp/upstream.conf"
-nginx -t -q -p "$tmp" -c "$tmp/nginx.conf" -g "pid $tmp/nginx.pid;"
+for routes in closed open; do
+  cp "deploy/nginx/v1.$routes.conf" "$tmp/v1.conf"
+  nginx -t -q -p "$tmp" -c "$tmp/nginx.conf" -g "pid $tmp/nginx.pid;"
+done
 
 step "deploy/prometheus (promtool)"
 promtool check config deploy/prometheus/prometheus.yml

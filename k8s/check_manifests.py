@@ -949,8 +949,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
                 for k, v in w.env.items():
                     if k.startswith("FRACTILE_"):
-                        # From a Secret or the pod's own fields: a stand-in of the same kind.
-                        env[k] = v if v is not None else f"k8s-check-{w.deployment}"
+                        # From a Secret or the pod's own fields: a stand-in of the same kind,
+                        # long enough for a secret with a minimum length (a seed token: 16 bytes).
+                        env[k] = v if v is not None else f"k8s-check-stand-in-{w.deployment}"
                 admin_addr = f"127.0.0.1:{free_port()}"
                 env["FRACTILE_ADMIN_LISTEN"] = admin_addr
                 if "FRACTILE_LISTEN" in w.accepted:

@@ -3,6 +3,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pids=()
+# The seed routes' bearer token of the apis these scripts start (loopback only, one run).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+seed_token=loadtest-seed-token-$$-$RANDOM$RANDOM
 
 build_release() {
   cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p fractile-api -p fractile-worker

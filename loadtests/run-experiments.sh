@@ -134,8 +134,9 @@ priority() {
     env=""
     [ "$variant" = no-priority ] && env="FRACTILE_QUEUE_PRIORITY=false"
     # shellcheck disable=SC2046,SC2086
-    start fractile-api 19640 "/tmp/exp-priority-api.log" $(distributed "$prefix") FRACTILE_LISTEN=127.0.0.1:18640 $env
-    "$load" run --target http://127.0.0.1:18640 --scenario seed-while-browsing --seed-max-zoom 8 --rate 60 --seconds 30 \
+    start fractile-api 19640 "/tmp/exp-priority-api.log" $(distributed "$prefix") FRACTILE_LISTEN=127.0.0.1:18640 \
+      FRACTILE_SEED_TOKEN="$seed_token" $env
+    FRACTILE_SEED_TOKEN="$seed_token" "$load" run --target http://127.0.0.1:18640 --scenario seed-while-browsing --seed-max-zoom 8 --rate 60 --seconds 30 \
       --name "$variant" --out "$out/$variant"
     stop_all
     forget_prefix "$prefix"

@@ -12,17 +12,19 @@ prefix="loadtest-seed."
 forget_prefix "$prefix"
 shared=(FRACTILE_REDIS_URL=redis://127.0.0.1:6379 "FRACTILE_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f"
         "FRACTILE_KEY_PREFIX=$prefix" "FRACTILE_QUEUE_PREFIX=$prefix")
-start fractile-api 19780 /tmp/fractile-seed-api.log "${shared[@]}" FRACTILE_LISTEN=127.0.0.1:18780
+start fractile-api 19780 /tmp/fractile-seed-api.log "${shared[@]}" FRACTILE_LISTEN=127.0.0.1:18780 \
+  FRACTILE_SEED_TOKEN="$seed_token"
+auth="Authorization: Bearer $seed_token"
 for i in $(seq 1 "$workers"); do
   start fractile-worker $((19780 + i)) "/tmp/fractile-seed-worker-$i.log" "${shared[@]}" \
     FRACTILE_RENDER_THREADS="$threads" FRACTILE_WORKER_ID="seed-worker-$i"
 done
 
 started=$(date +%s.%N)
-location=$(curl -fsS -o /dev/null -w '%header{location}' -H 'content-type: application/json' \
+location=$(curl -fsS -o /dev/null -w '%header{location}' -H "$auth" -H 'content-type: application/json' \
   -d "{\"min_zoom\": 0, \"max_zoom\": $max_zoom}" http://127.0.0.1:18780/v1/seeds)
 while :; do
-  status=$(curl -fsS "http://127.0.0.1:18780$location")
+  status=$(curl -fsS -H "$auth" "http://127.0.0.1:18780$location")
   state=$(echo "$status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
   [ "$state" = "done" ] && break
   case "$state" in failed|cancelled|interrupted) echo "seed ended: $status" >&2; exit 1;; esac

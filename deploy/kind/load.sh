@@ -115,6 +115,14 @@ spec:
             - "--profile=$PROFILE"
             - --name=kind
             - --out=/report
+          env:
+            # The api's seed token, for seed-while-browsing; from the environment, so the
+            # report's recorded command line does not carry it.
+            - name: FRACTILE_SEED_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: fractile-credentials
+                  key: SEED_TOKEN
           resources:
             # The generator sends a few hundred requests a second: a fraction of a core.
             requests:

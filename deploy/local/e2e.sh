@@ -3,7 +3,9 @@
 # through nginx. Checks that requests reach all three api replicas, that misses are rendered
 # by the workers, that Prometheus has every target up, evaluates every dashboard query and
 # loaded the alert rules, and that SIGKILLing an api replica under load fails no GET.
-# Also runs the load generator's browse smoke test (any 5xx but an intended 503 fails).
+# Also runs the load generator's browse smoke test (any 5xx but an intended 503 fails), and
+# checks that nginx refuses the seed routes (the default) while an api replica takes a seed
+# with the token only.
 # Prints the figures (requests per replica, the kill run's errors). Stops the stack on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,7 +16,12 @@ run=$FRACTILE_LOCAL_RUN
 
 "$root/deploy/local/stop.sh" > /dev/null 2>&1 || true
 trap '"$root/deploy/local/stop.sh" > /dev/null' EXIT
+# The default: nginx does not route /v1/ (checked below).
+export NGINX_V1_ROUTES=closed
 "$root/deploy/local/start.sh"
+# SEED_TOKEN, as start.sh gave it to the api replicas.
+# shellcheck source=/dev/null
+set -a; source "$root/.env"; set +a
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # metric URL NAME_AND_LABELS: the sum of matching samples on one /metrics page.
@@ -36,6 +43,22 @@ for i in 1 2 3; do api_renders=$((api_renders + $(metric "http://127.0.0.1:1908$
 echo "renders by the workers: $worker_renders; by the api replicas: $api_renders"
 [ "$worker_renders" -ge 30 ] || fail "the workers rendered $worker_renders of 30 misses"
 [ "$api_renders" -eq 0 ] || fail "api replicas rendered $api_renders tiles themselves"
+
+echo "== seeds: refused at nginx, the token required at the api"
+seed=(-H 'content-type: application/json' -d '{"min_zoom": 0, "max_zoom": 2}')
+auth="Authorization: Bearer $SEED_TOKEN"
+code=$(curl -s -o "$run/seed-lb.json" -w '%{http_code}' "${seed[@]}" -H "$auth" "$lb/v1/seeds")
+if [ "$code" != 403 ] || ! grep -q operator_route "$run/seed-lb.json"; then
+  fail "nginx answered $code to POST /v1/seeds"
+fi
+replica=http://127.0.0.1:18081
+code=$(curl -s -o /dev/null -w '%{http_code}' "${seed[@]}" "$replica/v1/seeds")
+[ "$code" = 401 ] || fail "a seed without the token answered $code"
+location=$(curl -fsS -o /dev/null -w '%header{location}' "${seed[@]}" -H "$auth" "$replica/v1/seeds") \
+  || fail "a seed with the token was not accepted"
+curl -fsS -o /dev/null -H "$auth" "$replica$location" || fail "GET $location failed"
+curl -fsS -o /dev/null -X DELETE -H "$auth" "$replica$location" || fail "DELETE $location failed"
+echo "nginx: 403 on /v1/; api-1: 401 without the token, a seed accepted, read and cancelled with it"
 
 echo "== load is shared by the three replicas"
 wrk -t1 -c12 -d5s "$lb/tiles/3/2/3.png" > "$run/wrk-share.txt"

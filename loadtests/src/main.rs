@@ -102,6 +102,11 @@ struct RunArgs {
     /// Deepest zoom of the seed in `seed-while-browsing`.
     #[arg(long, default_value_t = 7)]
     seed_max_zoom: u8,
+    /// The api's seed token (`FRACTILE_SEED_TOKEN`), sent as `Authorization: Bearer` by
+    /// `seed-while-browsing`. Best set in the environment: the flag's value would be
+    /// recorded with the command line in the report.
+    #[arg(long, env = "FRACTILE_SEED_TOKEN", hide_env_values = true)]
+    seed_token: Option<String>,
     /// Name of the run in reports.
     #[arg(long)]
     name: Option<String>,
@@ -183,7 +188,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     let seed = if args.scenario == Scenario::SeedWhileBrowsing {
-        Some(start_seed(&args.target, args.seed_max_zoom).await?)
+        let token = args.seed_token.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("seed-while-browsing needs the api's seed token in FRACTILE_SEED_TOKEN")
+        })?;
+        Some(start_seed(&args.target, token, args.seed_max_zoom).await?)
     } else {
         None
     };
@@ -203,8 +211,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let measured = driver::run(plan).await?;
     let name = args.name.clone().unwrap_or_else(|| label.to_owned());
     let mut summary = Summary::new(&name, label, &command, &measured);
-    if let Some(location) = seed {
-        let status = seed_request(&args.target, hyper::Method::DELETE, &location, None).await?;
+    if let (Some(location), Some(token)) = (seed, args.seed_token.as_deref()) {
+        let status =
+            seed_request(&args.target, token, hyper::Method::DELETE, &location, None).await?;
         let progress: serde_json::Value = serde_json::from_slice(&status).unwrap_or_default();
         for key in ["total", "done"] {
             if let Some(v) = progress[key].as_f64() {
@@ -235,9 +244,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Starts a seed of zooms 0..=max_zoom; returns its location.
-async fn start_seed(target: &str, max_zoom: u8) -> anyhow::Result<String> {
+async fn start_seed(target: &str, token: &str, max_zoom: u8) -> anyhow::Result<String> {
     let body = format!(r#"{{"min_zoom": 0, "max_zoom": {max_zoom}}}"#);
-    let location = seed_request(target, hyper::Method::POST, "/v1/seeds", Some(body)).await?;
+    let location =
+        seed_request(target, token, hyper::Method::POST, "/v1/seeds", Some(body)).await?;
     let status: serde_json::Value = serde_json::from_slice(&location)?;
     let id = status["id"]
         .as_str()
@@ -247,6 +257,7 @@ async fn start_seed(target: &str, max_zoom: u8) -> anyhow::Result<String> {
 
 async fn seed_request(
     target: &str,
+    token: &str,
     method: hyper::Method,
     path: &str,
     body: Option<String>,
@@ -256,6 +267,7 @@ async fn seed_request(
         .method(method)
         .uri(format!("{}{path}", target.trim_end_matches('/')))
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
         .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let response = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await??;
     Ok(response.into_body().collect().await?.to_bytes())

@@ -4,7 +4,8 @@
 //! Read top to bottom, the stack is the path a request takes:
 //! request id → trace span → metrics → no-store on 5xx → JSON error bodies → panic guard →
 //! head limits → body limit → (tile routes only:)
-//! error mapping → load shed → global concurrency limit → timeout → injected faults → handler.
+//! error mapping → load shed → global concurrency limit → timeout → injected faults → handler;
+//! (seed routes only:) bearer token → handler.
 
 use std::time::{Duration, Instant};
 
@@ -66,9 +67,14 @@ pub fn app(state: AppState) -> Router {
             inject_faults,
         ))
         .route_layer(admission);
+    // Operator routes: the bearer token before anything else (body, Redis) is looked at.
     let seeds = Router::new()
         .route("/v1/seeds", post(seeds::create))
-        .route("/v1/seeds/{id}", get(seeds::show).delete(seeds::cancel));
+        .route("/v1/seeds/{id}", get(seeds::show).delete(seeds::cancel))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            seeds::authorize,
+        ));
     stack(
         tiles
             .merge(seeds)

@@ -1,8 +1,9 @@
 //! Configuration: every setting is a `FRACTILE_*` environment variable and a flag of the same
 //! name (`--help` lists them). Values are validated into types here, once, at start-up.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use clap::Parser;
@@ -155,6 +156,28 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_SEED_MAX_TILES", default_value_t = 100_000)]
     pub seed_max_tiles: u64,
 
+    /// Bearer token of the seed routes (`/v1/seeds`), at least 16 bytes of visible ASCII,
+    /// e.g. `openssl rand -hex 32`. Unset: the seed routes answer 403. A secret: never
+    /// printed by `--help` or `Debug`.
+    #[arg(long, env = "FRACTILE_SEED_TOKEN", hide_env_values = true, value_parser = SeedTokenParser)]
+    pub seed_token: Option<SeedToken>,
+
+    /// Seeds expanding or running at once, across every replica sharing this Redis prefix;
+    /// beyond it `POST /v1/seeds` answers 429 + Retry-After.
+    #[arg(long, env = "FRACTILE_SEED_MAX_ACTIVE", default_value_t = NonZeroU32::new(4).expect("non-zero"))]
+    pub seed_max_active: NonZeroU32,
+
+    /// Tiles of unfinished seeds not yet rendered, summed across every replica sharing this
+    /// Redis prefix (the new seed's included); beyond it `POST /v1/seeds` answers 429 +
+    /// Retry-After. A single seed larger than this is refused with 422 like one over
+    /// `FRACTILE_SEED_MAX_TILES`.
+    #[arg(
+        long,
+        env = "FRACTILE_SEED_MAX_QUEUED_TILES",
+        default_value_t = 200_000
+    )]
+    pub seed_max_queued_tiles: u64,
+
     /// Render misses directly on the async executor instead of the render pool. Deliberately
     /// wrong (a render blocks every request on that executor thread): it exists only so the
     /// load-test experiment can show what the render pool buys. Never enable it in production.
@@ -238,6 +261,85 @@ fn parse_max_headers(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Shortest seed token accepted: 16 bytes leave nothing to guess online.
+pub const SEED_TOKEN_MIN_BYTES: usize = 16;
+
+/// The seed routes' bearer token. A secret: `Debug` shows only that it is set, so printing
+/// the configuration never leaks it.
+#[derive(Clone)]
+pub struct SeedToken(String);
+
+impl SeedToken {
+    /// A token from a string, with the checks of `FRACTILE_SEED_TOKEN` (the reason for a
+    /// refusal never quotes the value).
+    pub fn new(token: &str) -> Result<Self, String> {
+        check_seed_token(token).map(|t| SeedToken(t.to_owned()))
+    }
+
+    /// The token's bytes, to compare a presented token against.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for SeedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SeedToken(<redacted>)")
+    }
+}
+
+/// Reads a [`SeedToken`]. Not a plain function parser: clap's error for those quotes the
+/// rejected value, and a mistyped token is still close to the real one.
+#[derive(Clone, Copy)]
+struct SeedTokenParser;
+
+impl clap::builder::TypedValueParser for SeedTokenParser {
+    type Value = SeedToken;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<SeedToken, clap::Error> {
+        let checked = value
+            .to_str()
+            .ok_or_else(|| "the token must be visible ASCII without spaces".to_owned());
+        checked.and_then(SeedToken::new).map_err(|why| {
+            let name = arg.map_or_else(|| "--seed-token".to_owned(), ToString::to_string);
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+}
+
+/// A token is what fits in `Authorization: Bearer …` unchanged: visible ASCII, no spaces,
+/// and long enough. The reasons never quote the value.
+fn check_seed_token(s: &str) -> Result<&str, String> {
+    if s.is_empty() {
+        return Err(
+            "empty: unset FRACTILE_SEED_TOKEN to disable the seed routes, or set a \
+                    random token (e.g. `openssl rand -hex 32`)"
+                .into(),
+        );
+    }
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the token must be visible ASCII without spaces (e.g. `openssl rand -hex 32`)".into(),
+        );
+    }
+    if s.len() < SEED_TOKEN_MIN_BYTES {
+        return Err(format!(
+            "the token is {} bytes; at least {SEED_TOKEN_MIN_BYTES} are needed (e.g. `openssl rand -hex 32`)",
+            s.len()
+        ));
+    }
+    Ok(s)
+}
+
 fn parse_max_zoom_u8(s: &str) -> Result<u8, String> {
     let z: u8 = s.parse().map_err(|e| format!("{e}"))?;
     MaxZoom::new(z).map(MaxZoom::get).map_err(|e| e.to_string())
@@ -281,6 +383,31 @@ mod tests {
         let c = Config::try_parse_from(["fractile-api"]).expect("defaults parse");
         assert!(c.admin_listen.ip().is_loopback(), "{}", c.admin_listen);
         assert!(c.listen.ip().is_unspecified(), "traffic listens everywhere");
+    }
+
+    #[test]
+    fn seed_tokens_are_checked_and_never_printed() {
+        let secret = "0123456789abcdef-secret";
+        let c = Config::try_parse_from(["fractile-api", "--seed-token", secret]).expect("valid");
+        let token = c.seed_token.as_ref().expect("set");
+        assert_eq!(token.expose(), secret.as_bytes());
+        assert!(!format!("{c:?}").contains(secret), "Debug leaks the token");
+        assert!(
+            Config::try_parse_from(["fractile-api"])
+                .expect("valid")
+                .seed_token
+                .is_none()
+        );
+        for bad in ["", "short", "sixteen bytes ok", "0123456789abcdef\n"] {
+            let error = Config::try_parse_from(["fractile-api", "--seed-token", bad])
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("seed-token"), "{error}");
+            assert!(
+                bad.is_empty() || !error.contains(bad),
+                "the error echoes the token: {error}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The one error type handlers return, and its mapping to HTTP: a status, a JSON body
-//! `{"error": {"code": "...", "message": "..."}}`, `Retry-After` on 503s, and
-//! `Cache-Control: no-store` on every 5xx. 5xx bodies say nothing about internals; the cause
+//! `{"error": {"code": "...", "message": "..."}}`, `Retry-After` on 503s and 429s,
+//! `WWW-Authenticate` on 401s, and `Cache-Control: no-store` on every 5xx. 5xx bodies say nothing about internals; the cause
 //! is logged instead.
 
 use axum::Json;
@@ -22,6 +22,23 @@ pub enum ApiError {
         /// Human-readable explanation.
         message: String,
     },
+    /// The request carries no valid credentials (401 + `WWW-Authenticate: Bearer`).
+    #[error("{message}")]
+    Unauthorized {
+        /// `missing_token` (no `Authorization: Bearer`) or `invalid_token` (malformed or
+        /// wrong); the second is also RFC 6750's `error` in `WWW-Authenticate`.
+        code: &'static str,
+        /// Human-readable explanation; never quotes what the client sent.
+        message: &'static str,
+    },
+    /// The route is turned off in this deployment, whoever asks (403).
+    #[error("{message}")]
+    Forbidden {
+        /// Machine-readable reason.
+        code: &'static str,
+        /// Human-readable explanation: how to turn it on.
+        message: &'static str,
+    },
     /// Nothing exists at this path (404).
     #[error("{message}")]
     NotFound {
@@ -38,6 +55,16 @@ pub enum ApiError {
         /// Human-readable explanation.
         message: String,
     },
+    /// A quota is used up; the client should retry later (429 + Retry-After).
+    #[error("{message}")]
+    TooManyRequests {
+        /// Machine-readable reason.
+        code: &'static str,
+        /// Human-readable explanation: which quota, and how full it is.
+        message: String,
+        /// Seconds the client is asked to wait.
+        retry_after: u32,
+    },
     /// This deployment does not offer the feature (501).
     #[error("{message}")]
     NotImplemented {
@@ -52,7 +79,8 @@ pub enum ApiError {
     /// Refused to protect the service; the client should retry later (503 + Retry-After).
     #[error("{message}")]
     Unavailable {
-        /// Machine-readable reason: `overloaded`, `render_queue_full`, `render_timeout`, `timeout`.
+        /// Machine-readable reason: `overloaded`, `render_queue_full`, `render_timeout`,
+        /// `timeout`, `seed_store_unavailable`.
         code: &'static str,
         /// Human-readable explanation.
         message: &'static str,
@@ -116,12 +144,23 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry_after = None;
         let (status, code, message) = match &self {
             ApiError::BadRequest { code, message } => {
                 (StatusCode::BAD_REQUEST, *code, message.as_str())
             }
+            ApiError::Unauthorized { code, message } => (StatusCode::UNAUTHORIZED, *code, *message),
+            ApiError::Forbidden { code, message } => (StatusCode::FORBIDDEN, *code, *message),
             ApiError::NotFound { code, message } => {
                 (StatusCode::NOT_FOUND, *code, message.as_str())
+            }
+            ApiError::TooManyRequests {
+                code,
+                message,
+                retry_after: seconds,
+            } => {
+                retry_after = Some(*seconds);
+                (StatusCode::TOO_MANY_REQUESTS, *code, message.as_str())
             }
             ApiError::Unprocessable { code, message } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, *code, message.as_str())
@@ -135,6 +174,7 @@ impl IntoResponse for ApiError {
                 "method not allowed on this path",
             ),
             ApiError::Unavailable { code, message } => {
+                retry_after = Some(RETRY_AFTER_SECONDS);
                 (StatusCode::SERVICE_UNAVAILABLE, *code, *message)
             }
             ApiError::Rejected {
@@ -158,10 +198,22 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let ApiError::Unauthorized { code, .. } = &self {
+            // RFC 6750 §3: the scheme, and `error="invalid_token"` when a token was sent.
+            let challenge = if *code == "invalid_token" {
+                r#"Bearer realm="fractile", error="invalid_token""#
+            } else {
+                r#"Bearer realm="fractile""#
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         // A refusal or failure is about this moment: a CDN or browser that kept it would
         // serve the error after the service recovered.
@@ -197,5 +249,39 @@ mod tests {
         }
         .into_response();
         assert!(not_found.headers().get(header::CACHE_CONTROL).is_none());
+    }
+
+    #[test]
+    fn refusals_say_when_to_retry_and_how_to_authenticate() {
+        let quota = ApiError::TooManyRequests {
+            code: "q",
+            message: "full".into(),
+            retry_after: 30,
+        }
+        .into_response();
+        assert_eq!(quota.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(quota.headers()[header::RETRY_AFTER], "30");
+        let missing = ApiError::Unauthorized {
+            code: "missing_token",
+            message: "m",
+        }
+        .into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            missing.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="fractile""#
+        );
+        let wrong = ApiError::Unauthorized {
+            code: "invalid_token",
+            message: "m",
+        }
+        .into_response();
+        assert!(
+            wrong.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .expect("ascii")
+                .ends_with(r#"error="invalid_token""#)
+        );
+        assert!(wrong.headers().get(header::RETRY_AFTER).is_none());
     }
 }

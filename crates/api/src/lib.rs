@@ -37,7 +37,7 @@ use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
 use fractile_runtime::serve::{self, ConnectionLimits};
-use fractile_tile_store::{StoreSettings, TileStore};
+use fractile_tile_store::{SeedQuotas, StoreSettings, TileStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -81,6 +81,10 @@ pub struct AppState {
     pub viewer: bytes::Bytes,
     /// Largest seed accepted, in tiles.
     pub seed_max_tiles: u64,
+    /// Who may use the seed routes.
+    pub seed_gate: seeds::SeedGate,
+    /// Limits on the seeds of the deployment (enforced in Redis, across replicas).
+    pub seed_quotas: SeedQuotas,
     /// Cancelled at shutdown: stops background work (seed expansion, the ready listener).
     pub background: CancellationToken,
     /// Seed expansions in progress.
@@ -180,6 +184,11 @@ impl AppState {
                 .replace("{{MAX_ZOOM}}", &max_zoom.get().to_string())
                 .into(),
             seed_max_tiles: config.seed_max_tiles,
+            seed_gate: seeds::SeedGate::new(config.seed_token.clone()),
+            seed_quotas: SeedQuotas {
+                max_active: config.seed_max_active.get(),
+                max_queued_tiles: config.seed_max_queued_tiles,
+            },
             background,
             seed_tasks: TaskTracker::new(),
             faults,

@@ -8,23 +8,38 @@
 //! each finished tile in a set (so a redelivered job is not counted twice) and skip the
 //! jobs of a cancelled seed.
 //!
+//! Seeding is an operator action, so every seed route sits behind [`authorize`]: the bearer
+//! token of `FRACTILE_SEED_TOKEN`, compared in constant time; without one configured the
+//! routes answer 403. Seeds of a deployment are limited together, whichever replica took
+//! them: `FRACTILE_SEED_MAX_ACTIVE` seeds at once and `FRACTILE_SEED_MAX_QUEUED_TILES`
+//! tiles not yet rendered, checked and recorded in one Redis script
+//! ([`TileStore::seed_admit`]); beyond them, 429 + Retry-After. With Redis unreachable
+//! every seed route answers 503 + Retry-After, and the failure is logged once per interval.
+//!
 //! Limitation: expansion runs on the replica that accepted the seed. If that replica dies
-//! mid-expansion, the seed stays `expanding` with the tiles queued so far.
+//! mid-expansion, the seed stays `expanding` with the tiles queued so far, and holds its
+//! place in the quotas until it is cancelled (`DELETE`) or its record expires.
 
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fractile_queue::{Publisher, RenderJob, unix_ms};
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
-use fractile_tile_store::{SeedFields, SeedOutcome, TileStore};
+use fractile_runtime::ratelimited_log::RateLimitedLog;
+use fractile_tile_store::{
+    NewSeed, SeedAdmission, SeedFields, SeedOutcome, SeedState, StoreError, TileStore,
+};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
+use crate::config::SeedToken;
 use crate::error::ApiError;
 
 /// Tiles checked against Redis and published per round trip.
@@ -33,6 +48,85 @@ const BATCH: usize = 500;
 const RECORD_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// Attempts at one batch (the broker may be recovering) before the seed is marked failed.
 const BATCH_ATTEMPTS: u32 = 10;
+/// Seconds a client refused by a seed quota is asked to wait: seeds take minutes, so
+/// retrying sooner would only be refused again.
+pub const QUOTA_RETRY_AFTER_SECONDS: u32 = 60;
+/// At most one log line per this interval while Redis fails seed requests.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Who may use the seed routes: the holder of the configured token, or nobody.
+#[derive(Clone)]
+pub struct SeedGate {
+    token: Option<SeedToken>,
+}
+
+impl SeedGate {
+    /// A gate for `token`; `None` closes the seed routes (403).
+    pub fn new(token: Option<SeedToken>) -> Self {
+        SeedGate { token }
+    }
+
+    /// Whether `headers` carry the configured token as `Authorization: Bearer <token>`.
+    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.token else {
+            return Err(ApiError::Forbidden {
+                code: "seeding_disabled",
+                message: "the seed routes are disabled: set FRACTILE_SEED_TOKEN on the api \
+                          (at least 16 bytes, e.g. `openssl rand -hex 32`) to enable them, and \
+                          send it as `Authorization: Bearer <token>`",
+            });
+        };
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::Unauthorized {
+                code: "missing_token",
+                message: "the seed routes need `Authorization: Bearer <FRACTILE_SEED_TOKEN>`",
+            });
+        };
+        let invalid = || ApiError::Unauthorized {
+            code: "invalid_token",
+            message: "the bearer token is malformed or wrong",
+        };
+        // `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
+        let presented = value
+            .as_bytes()
+            .split_at_checked(7)
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+            .map(|(_, token)| token.trim_ascii())
+            .ok_or_else(invalid)?;
+        // Constant time in the contents; slices of different lengths differ at once, which
+        // tells a guesser only the length, not the token.
+        if bool::from(presented.ct_eq(expected.expose())) {
+            Ok(())
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+/// Middleware in front of every seed route: lets a request through only with the token.
+pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.seed_gate.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// A failed store call as a response: 503 + Retry-After while Redis is unreachable (logged
+/// once per [`LOG_EVERY`], with the number left out), 500 for a value this version did not
+/// write.
+fn store_failed(error: StoreError) -> ApiError {
+    if let StoreError::Malformed(_) = error {
+        return ApiError::Internal(error.to_string());
+    }
+    static UNAVAILABLE: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+    if let Some(suppressed) = UNAVAILABLE.check() {
+        tracing::warn!(%error, suppressed, "seed request failed: Redis unavailable; answering 503");
+    }
+    ApiError::unavailable(
+        "seed_store_unavailable",
+        "seed records are unreachable (Redis); retry shortly",
+    )
+}
 
 /// The body of `POST /v1/seeds`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -185,10 +279,12 @@ pub async fn create(
     })?;
     let request = seed_request(body)?;
     let (store, publisher) = seeding(&state)?;
-    let plan = plan(&request, state.max_zoom, state.seed_max_tiles)?;
+    // A seed larger than the queued-tiles quota could never be admitted: refuse it for good.
+    let largest = state.seed_max_tiles.min(state.seed_quotas.max_queued_tiles);
+    let plan = plan(&request, state.max_zoom, largest)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let fields = [
-        ("state", "expanding".to_owned()),
+        ("state", SeedState::Expanding.as_str().to_owned()),
         ("total", plan.total.to_string()),
         ("queued", "0".into()),
         ("skipped", "0".into()),
@@ -197,17 +293,56 @@ pub async fn create(
         ("style", plan.style.name().to_owned()),
         ("created_unix_ms", unix_ms(SystemTime::now()).to_string()),
     ];
-    store
-        .seed_create(&id, &fields, RECORD_TTL)
+    let seed = NewSeed {
+        id: &id,
+        total: plan.total,
+        fields: &fields,
+        ttl: RECORD_TTL,
+    };
+    let quotas = state.seed_quotas;
+    match store
+        .seed_admit(&seed, quotas)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(store_failed)?
+    {
+        SeedAdmission::Admitted => {}
+        SeedAdmission::TooManyActive { active } => {
+            return Err(ApiError::TooManyRequests {
+                code: "seed_quota_active",
+                message: format!(
+                    "{active} seeds are running, the most this deployment runs at once \
+                     (FRACTILE_SEED_MAX_ACTIVE={}); retry when one finishes or cancel one",
+                    quotas.max_active
+                ),
+                retry_after: QUOTA_RETRY_AFTER_SECONDS,
+            });
+        }
+        SeedAdmission::TooManyQueuedTiles { queued } => {
+            return Err(ApiError::TooManyRequests {
+                code: "seed_quota_tiles",
+                message: format!(
+                    "unfinished seeds hold {queued} tiles; {} more would pass this \
+                     deployment's limit (FRACTILE_SEED_MAX_QUEUED_TILES={}); retry later",
+                    plan.total, quotas.max_queued_tiles
+                ),
+                retry_after: QUOTA_RETRY_AFTER_SECONDS,
+            });
+        }
+    }
     tracing::info!(seed = %id, tiles = plan.total, "seed accepted");
+    // The record as just written: no second round trip that could fail after the accept.
+    let mut recorded: SeedFields = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    recorded.insert("done".into(), "0".into());
+    recorded.insert("failed".into(), "0".into());
+    let status = status_of(&id, &recorded);
     let stop = state.background.clone();
     state
         .seed_tasks
-        .spawn(expand(store.clone(), publisher, id.clone(), plan, stop));
+        .spawn(expand(store, publisher, id.clone(), plan, stop));
 
-    let status = read_status(&store, &id).await?;
     let mut response = (StatusCode::ACCEPTED, Json(status)).into_response();
     let location = HeaderValue::from_str(&format!("/v1/seeds/{id}"))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -247,9 +382,9 @@ pub async fn cancel(
     let (store, _) = seeding(&state)?;
     let id = valid_id(&id)?;
     let existed = store
-        .seed_set(&id, "state", "cancelled")
+        .seed_set(&id, "state", SeedState::Cancelled.as_str())
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(store_failed)?;
     if !existed {
         return Err(not_found());
     }
@@ -280,7 +415,7 @@ async fn read_status(store: &TileStore, id: &str) -> Result<SeedStatus, ApiError
     let fields = store
         .seed_get(id)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(store_failed)?
         .ok_or_else(not_found)?;
     Ok(status_of(id, &fields))
 }
@@ -291,7 +426,7 @@ fn status_of(id: &str, f: &SeedFields) -> SeedStatus {
     let (total, done, failed) = (n("total"), n("done"), n("failed"));
     // "running" becomes "done" when every tile is accounted for; workers only count.
     let state = match stored {
-        "running" if done + failed >= total => "done",
+        running if running == SeedState::Running.as_str() && done + failed >= total => "done",
         other => other,
     };
     SeedStatus {
@@ -328,11 +463,13 @@ async fn expand(
             break;
         }
         if stop.is_cancelled() {
-            let _ = store.seed_set(&id, "state", "interrupted").await;
+            let _ = store
+                .seed_set(&id, "state", SeedState::Interrupted.as_str())
+                .await;
             return;
         }
         if let Ok(Some(state)) = store.seed_field(&id, "state").await
-            && state == "cancelled"
+            && state == SeedState::Cancelled.as_str()
         {
             return;
         }
@@ -340,7 +477,9 @@ async fn expand(
         while let Err(error) = expand_batch(&store, &publisher, &id, &batch).await {
             tracing::warn!(seed = %id, %error, attempt, "queueing a seed batch failed");
             if attempt >= BATCH_ATTEMPTS || stop.is_cancelled() {
-                let _ = store.seed_set(&id, "state", "failed").await;
+                let _ = store
+                    .seed_set(&id, "state", SeedState::Failed.as_str())
+                    .await;
                 return;
             }
             attempt += 1;
@@ -349,9 +488,11 @@ async fn expand(
     }
     // Only move on if nobody cancelled meanwhile.
     if let Ok(Some(state)) = store.seed_field(&id, "state").await
-        && state == "expanding"
+        && state == SeedState::Expanding.as_str()
     {
-        let _ = store.seed_set(&id, "state", "running").await;
+        let _ = store
+            .seed_set(&id, "state", SeedState::Running.as_str())
+            .await;
     }
     tracing::info!(seed = %id, "seed expanded");
 }

@@ -123,9 +123,123 @@ pub enum SeedOutcome {
     Failed,
 }
 
+/// A seed's stored `state`: the one list of them. The api writes every state, the worker
+/// reads `cancelled`, and [`TileStore::seed_admit`] counts seeds by them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedState {
+    /// Its jobs are being queued.
+    Expanding,
+    /// Every job is queued; workers are rendering.
+    Running,
+    /// Cancelled by the operator: workers skip its remaining jobs.
+    Cancelled,
+    /// Its jobs could not all be queued.
+    Failed,
+    /// The accepting replica shut down mid-expansion.
+    Interrupted,
+}
+
+impl SeedState {
+    /// The stored name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SeedState::Expanding => "expanding",
+            SeedState::Running => "running",
+            SeedState::Cancelled => "cancelled",
+            SeedState::Failed => "failed",
+            SeedState::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// A seed's stored record (a Redis hash); counters are updated by the api (expansion) and
 /// the workers (progress).
 pub type SeedFields = HashMap<String, String>;
+
+/// A seed to record: its id, its tile count, the fields of its record, and how long the
+/// record is kept.
+#[derive(Debug)]
+pub struct NewSeed<'a> {
+    /// The seed's id.
+    pub id: &'a str,
+    /// Tiles in the seed.
+    pub total: u64,
+    /// The record's fields (`state` among them).
+    pub fields: &'a [(&'a str, String)],
+    /// How long the record lives.
+    pub ttl: Duration,
+}
+
+/// Limits on the seeds of a deployment (everything sharing one key prefix).
+#[derive(Debug, Clone, Copy)]
+pub struct SeedQuotas {
+    /// Seeds active at once.
+    pub max_active: u32,
+    /// Tiles of unfinished seeds not yet accounted for, the new seed's included.
+    pub max_queued_tiles: u64,
+}
+
+/// What [`TileStore::seed_admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedAdmission {
+    /// The seed is recorded.
+    Admitted,
+    /// Refused: `active` seeds already run, the quota's worth.
+    TooManyActive {
+        /// Active seeds found.
+        active: u64,
+    },
+    /// Refused: unfinished seeds already hold `queued` tiles, and the new one would take
+    /// the sum past the quota.
+    TooManyQueuedTiles {
+        /// Remaining tiles of the unfinished seeds.
+        queued: u64,
+    },
+}
+
+/// The seed admission script. KEYS: the registry, the new record. ARGV: key prefix, id,
+/// total, max active, max queued tiles, TTL in ms, then field/value pairs. Answers
+/// `{verdict, active, queued}`: 0 admitted, 1 too many active, 2 too many queued tiles.
+static SEED_ADMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    let (expanding, running) = (SeedState::Expanding.as_str(), SeedState::Running.as_str());
+    let (failed, interrupted) = (SeedState::Failed.as_str(), SeedState::Interrupted.as_str());
+    redis::Script::new(&format!(
+        r"
+local prefix, id = ARGV[1], ARGV[2]
+local total, max_active, max_queued = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local active, queued = 0, 0
+for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local rec = prefix .. 'seed:' .. other
+  local f = redis.call('HMGET', rec, 'state', 'total', 'queued')
+  local state = f[1]
+  local accounted = redis.call('SCARD', rec .. ':done') + redis.call('SCARD', rec .. ':failed')
+  local remaining = 0
+  if state == '{expanding}' or state == '{running}' then
+    remaining = (tonumber(f[2]) or 0) - accounted
+  elseif state == '{failed}' or state == '{interrupted}' then
+    remaining = (tonumber(f[3]) or 0) - accounted
+  end
+  if state == '{expanding}' or (state == '{running}' and remaining > 0) then
+    active = active + 1
+  end
+  if remaining > 0 then
+    queued = queued + remaining
+  else
+    redis.call('SREM', KEYS[1], other)
+  end
+end
+if active >= max_active then return {{1, active, queued}} end
+if queued + total > max_queued then return {{2, active, queued}} end
+local fields = {{}}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('SADD', KEYS[1], id)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {{0, active, queued}}
+"
+    ))
+});
 
 /// Key and channel names.
 #[derive(Debug, Clone)]
@@ -153,6 +267,11 @@ impl Keys {
 
     fn seed(&self, id: &str) -> String {
         format!("{}seed:{id}", self.prefix)
+    }
+
+    /// The ids of the seeds that may still have work (see [`TileStore::seed_admit`]).
+    fn seed_registry(&self) -> String {
+        format!("{}seeds", self.prefix)
     }
 
     fn seed_tiles(&self, id: &str, outcome: SeedOutcome) -> String {
@@ -336,20 +455,55 @@ impl TileStore {
         .await
     }
 
-    /// Creates a seed record with a TTL.
-    pub async fn seed_create(
+    /// Creates a seed record with a TTL if the deployment's seed quotas allow it, in one
+    /// atomic step, so several api replicas sharing this Redis cannot race past the quotas.
+    ///
+    /// Seeds are counted from a registry set of the seeds that may still have work: one is
+    /// active while `expanding`, or `running` with tiles unaccounted for; its remaining tiles
+    /// are its total minus those marked done or failed (for `failed` and `interrupted` seeds,
+    /// the tiles it queued minus those); `cancelled` and expired seeds have none. Seeds left
+    /// with nothing to do leave the registry on the way. The cost is one pass over the
+    /// registry, which the quotas keep small.
+    ///
+    /// The script builds the record keys from the prefix, so it needs a single Redis (not a
+    /// cluster), which is what fractile runs on.
+    pub async fn seed_admit(
         &self,
-        id: &str,
-        fields: &[(&str, String)],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let k = self.keys.seed(id);
-        let mut pipe = redis::pipe();
-        pipe.hset_multiple(&k, fields).ignore();
-        pipe.expire(&k, i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
-            .ignore();
-        self.with_conn(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
-            .await
+        seed: &NewSeed<'_>,
+        quotas: SeedQuotas,
+    ) -> Result<SeedAdmission, StoreError> {
+        let registry = self.keys.seed_registry();
+        let record = self.keys.seed(seed.id);
+        let ttl_ms = u64::try_from(seed.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut invocation = SEED_ADMIT.key(&registry);
+        invocation
+            .key(&record)
+            .arg(&self.keys.prefix)
+            .arg(seed.id)
+            .arg(seed.total)
+            .arg(quotas.max_active)
+            .arg(quotas.max_queued_tiles)
+            .arg(ttl_ms);
+        for (field, value) in seed.fields {
+            invocation.arg(*field).arg(value);
+        }
+        self.with_conn(|mut c| async move {
+            let (verdict, active, queued): (i64, u64, u64) =
+                invocation.invoke_async(&mut c).await?;
+            Ok(match verdict {
+                0 => SeedAdmission::Admitted,
+                1 => SeedAdmission::TooManyActive { active },
+                2 => SeedAdmission::TooManyQueuedTiles { queued },
+                other => {
+                    return Err(StoreError::Malformed(format!(
+                        "seed admission answered {other}"
+                    )));
+                }
+            })
+        })
+        .await
     }
 
     /// A seed's record, if it exists, with `done` and `failed` filled in from its tile sets.

@@ -16,7 +16,7 @@ use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_runtime::faults::Faults;
 use fractile_runtime::pool::{Lane, RenderPool};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
-use fractile_tile_store::{ReadyNote, SeedOutcome, TileStore};
+use fractile_tile_store::{ReadyNote, SeedOutcome, SeedState, TileStore};
 
 use crate::metrics::WorkerMetrics;
 
@@ -146,7 +146,7 @@ impl JobContext {
         }
         if let Some(seed) = &job.seed
             && let Ok(Some(state)) = self.store.seed_field(seed, "state").await
-            && state == "cancelled"
+            && state == SeedState::Cancelled.as_str()
         {
             self.metrics.skipped.with_label_values(&["cancelled"]).inc();
             return Settle::Ack;

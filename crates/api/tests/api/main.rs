@@ -9,3 +9,4 @@ mod faults;
 mod helpers;
 mod lifecycle;
 mod refusals;
+mod seed_access;

@@ -117,9 +117,13 @@ async fn every_5xx_says_no_store() {
 
 #[tokio::test]
 async fn a_seed_body_that_is_not_a_json_object_is_a_400() {
-    let (_state, app) = app_with(&config());
+    const TOKEN: &str = "seed-token-for-tests-0123456789";
+    let mut config = config();
+    config.seed_token = Some(fractile_api::config::SeedToken::new(TOKEN).expect("valid"));
+    let (_state, app) = app_with(&config);
     for body in ["[0,2]", "[0,2,null,null]", "null", "3", "\"seed\""] {
         let request = Request::post("/v1/seeds")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .expect("valid request");
@@ -129,6 +133,7 @@ async fn a_seed_body_that_is_not_a_json_object_is_a_400() {
     }
     // An object still gets past the body check (to 501: no Redis or broker in this test).
     let request = Request::post("/v1/seeds")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(r#"{"min_zoom":0,"max_zoom":2}"#))
         .expect("valid request");

@@ -16,6 +16,9 @@ use fractile_worker::Worker;
 use tokio::sync::oneshot;
 use tower::ServiceExt;
 
+/// The seed routes' bearer token in these tests.
+pub const SEED_TOKEN: &str = "seed-token-for-tests-0123456789";
+
 /// One test's private Redis prefix and queues, with handles to inspect them.
 pub struct Cluster {
     pub redis: String,
@@ -50,9 +53,12 @@ impl Cluster {
         })
     }
 
-    /// Api settings for this cluster: Redis and the queue, one render thread.
+    /// Api settings for this cluster: Redis and the queue, one render thread, the seed
+    /// routes open to [`SEED_TOKEN`].
     pub fn api_config(&self) -> Config {
         let mut config = Config::for_tests();
+        config.seed_token =
+            Some(fractile_api::config::SeedToken::new(SEED_TOKEN).expect("valid token"));
         config.redis_url = Some(self.redis.clone());
         config.amqp_url = Some(self.amqp.clone());
         config.key_prefix = self.prefix.clone();

@@ -1,24 +1,44 @@
 //! Seeds through the api: accepted, expanded, rendered by workers, reported, re-run,
-//! refused when too large, cancelled; and interactive misses while a big seed runs.
+//! refused when too large, cancelled; interactive misses while a big seed runs; the
+//! deployment's quotas, shared by replicas; and 503s while Redis is unreachable.
 
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use fractile_api::seeds::SeedStatus;
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
+use fractile_tile_store::{NewSeed, SeedAdmission, SeedOutcome, SeedQuotas, SeedState};
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::helpers::*;
 
-fn post_seed(body: &str) -> Request<Body> {
-    Request::post("/v1/seeds")
+/// A seed route request with the operator's token.
+fn seed_call(method: Method, uri: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {SEED_TOKEN}"))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_owned()))
         .expect("valid request")
 }
 
+fn post_seed(body: &str) -> Request<Body> {
+    seed_call(Method::POST, "/v1/seeds", body)
+}
+
+fn get_seed(location: &str) -> Request<Body> {
+    seed_call(Method::GET, location, "")
+}
+
+fn cancel_seed(location: &str) -> Request<Body> {
+    seed_call(Method::DELETE, location, "")
+}
+
 async fn status(app: &axum::Router, location: &str) -> SeedStatus {
-    let response = send(app, get(location)).await;
+    let response = send(app, get_seed(location)).await;
     assert_eq!(response.status(), StatusCode::OK);
     serde_json::from_value(body_json(response).await).expect("seed status")
 }
@@ -128,15 +148,14 @@ async fn bad_seeds_are_refused_before_anything_is_queued() {
         );
         assert!(body_json(response).await["error"]["code"].is_string());
     }
-    let unknown = send(&app, get("/v1/seeds/00000000000000000000000000000000")).await;
+    let unknown = send(&app, get_seed("/v1/seeds/00000000000000000000000000000000")).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-    let garbage = send(&app, get("/v1/seeds/..%2f..%2fetc")).await;
+    let garbage = send(&app, get_seed("/v1/seeds/..%2f..%2fetc")).await;
     assert_eq!(garbage.status(), StatusCode::NOT_FOUND);
 
     // Embedded mode has nobody to render seeds.
-    let embedded = fractile_api::app::app(
-        fractile_api::AppState::new(&fractile_api::Config::for_tests()).expect("state"),
-    );
+    let embedded =
+        fractile_api::app::app(fractile_api::AppState::new(&cluster.api_config()).expect("state"));
     let response = send(&embedded, post_seed(r#"{"min_zoom": 0, "max_zoom": 1}"#)).await;
     assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
     cluster.cleanup().await;
@@ -206,13 +225,7 @@ async fn interactive_misses_meet_their_deadline_while_a_big_seed_runs() {
     );
 
     // Cancelling stops the rest: workers skip the remaining jobs.
-    let cancelled = send(
-        &app,
-        Request::delete(location.as_str())
-            .body(Body::empty())
-            .expect("valid"),
-    )
-    .await;
+    let cancelled = send(&app, cancel_seed(&location)).await;
     assert_eq!(cancelled.status(), StatusCode::OK);
     eventually(
         "workers skip the cancelled seed's jobs",
@@ -229,5 +242,283 @@ async fn interactive_misses_meet_their_deadline_while_a_big_seed_runs() {
     .await;
     assert_eq!(status(&app, &location).await.state, "cancelled");
     worker.shutdown().await;
+    cluster.cleanup().await;
+}
+
+/// Two replicas of one deployment (one key prefix, each with its own state), so a quota
+/// that held per process only would let twice as much through.
+async fn two_replicas(cluster: &Cluster, config: &fractile_api::Config) -> [axum::Router; 2] {
+    let (_, first) = cluster.api(config).await;
+    let (_, second) = cluster.api(config).await;
+    [first, second]
+}
+
+async fn assert_quota_refusal(response: axum::http::Response<Body>, code: &str, mentions: &str) {
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&response, "retry-after"), "60");
+    let body = body_json(response).await;
+    assert_eq!(body["error"]["code"], code);
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains(mentions), "{message}");
+}
+
+#[tokio::test]
+async fn the_active_seed_quota_holds_across_replicas_under_concurrent_posts() {
+    const MAX_ACTIVE: u32 = 3;
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let mut config = cluster.api_config();
+    config.seed_max_active = NonZeroU32::new(MAX_ACTIVE).expect("non-zero");
+    let replicas = two_replicas(&cluster, &config).await;
+
+    // No worker runs: accepted seeds stay unfinished, so each holds its place.
+    let posts: Vec<_> = (0..12)
+        .map(|i| {
+            let app = replicas[i % 2].clone();
+            tokio::spawn(
+                async move { send(&app, post_seed(r#"{"min_zoom": 0, "max_zoom": 2}"#)).await },
+            )
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for post in posts {
+        let response = post.await.expect("task");
+        if response.status() == StatusCode::ACCEPTED {
+            accepted.push(header(&response, "location"));
+        } else {
+            assert_quota_refusal(response, "seed_quota_active", "FRACTILE_SEED_MAX_ACTIVE=3").await;
+        }
+    }
+    assert_eq!(
+        accepted.len(),
+        MAX_ACTIVE as usize,
+        "accepted: {accepted:?}"
+    );
+
+    // Cancelling one (on either replica) frees its place for the next.
+    let cancelled = send(&replicas[1], cancel_seed(&accepted[0])).await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let again = send(&replicas[0], post_seed(r#"{"min_zoom": 0, "max_zoom": 2}"#)).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let full = send(&replicas[1], post_seed(r#"{"min_zoom": 0, "max_zoom": 2}"#)).await;
+    assert_quota_refusal(full, "seed_quota_active", "3 seeds").await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_queued_tiles_quota_counts_unfinished_seeds_of_every_replica() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let mut config = cluster.api_config();
+    config.seed_max_active = NonZeroU32::new(10).expect("non-zero");
+    config.seed_max_queued_tiles = 100;
+    let [first, second] = two_replicas(&cluster, &config).await;
+
+    let big = send(&first, post_seed(r#"{"min_zoom": 0, "max_zoom": 3}"#)).await;
+    assert_eq!(big.status(), StatusCode::ACCEPTED, "85 tiles");
+    let big_location = header(&big, "location");
+    let over = send(&second, post_seed(r#"{"min_zoom": 0, "max_zoom": 2}"#)).await;
+    assert_quota_refusal(over, "seed_quota_tiles", "hold 85 tiles").await;
+    let fits = send(&second, post_seed(r#"{"min_zoom": 0, "max_zoom": 1}"#)).await;
+    assert_eq!(fits.status(), StatusCode::ACCEPTED, "85 + 5 tiles");
+    // A seed that could never fit is refused for good, not asked to retry.
+    let never = send(&second, post_seed(r#"{"min_zoom": 0, "max_zoom": 4}"#)).await;
+    assert_eq!(
+        never.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "341 tiles"
+    );
+
+    // A worker finishing the seeds gives their tiles back.
+    let worker = start_worker(cluster.worker_config(2));
+    eventually("the seeds are done", Duration::from_secs(60), || {
+        let (app, location) = (first.clone(), big_location.clone());
+        async move { status(&app, &location).await.state == "done" }
+    })
+    .await;
+    let after = send(&second, post_seed(r#"{"min_zoom": 0, "max_zoom": 2}"#)).await;
+    assert_eq!(after.status(), StatusCode::ACCEPTED);
+    worker.shutdown().await;
+    cluster.cleanup().await;
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Log lines written while the guard lives, on this thread (a current-thread runtime runs
+/// the handlers here).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_once() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    // A closed port (Redis down) and a listener that never answers (Redis hung).
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_port = hung.local_addr().expect("addr").port();
+    for port in [closed_port(), hung_port] {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let _guard = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .set_default();
+        let mut config = cluster.api_config();
+        config.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+        let state = fractile_api::AppState::connect(&config)
+            .await
+            .expect("api starts without Redis");
+        let app = fractile_api::app::app(state);
+        let location = "/v1/seeds/0123456789abcdef0123456789abcdef";
+        for _ in 0..2 {
+            for request in [
+                post_seed(r#"{"min_zoom": 0, "max_zoom": 2}"#),
+                get_seed(location),
+                cancel_seed(location),
+            ] {
+                let what = format!("{} {} (port {port})", request.method(), request.uri());
+                let started = Instant::now();
+                let response = send(&app, request).await;
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "{what} took {:?}",
+                    started.elapsed()
+                );
+                assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+                assert_eq!(header(&response, "retry-after"), "1", "{what}");
+                assert_eq!(header(&response, "cache-control"), "no-store", "{what}");
+                let body = body_json(response).await;
+                assert_eq!(body["error"]["code"], "seed_store_unavailable", "{what}");
+            }
+        }
+        let text = logs.text();
+        let lines = text.matches("Redis unavailable").count();
+        // One line per interval: the first port's line suppresses the second's.
+        let expected = usize::from(port != hung_port);
+        assert_eq!(lines, expected, "port {port}; logs:\n{text}");
+    }
+    drop(hung);
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn seed_admission_counts_each_state_as_documented() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let store = &cluster.store;
+    let quotas = SeedQuotas {
+        max_active: 2,
+        max_queued_tiles: 100,
+    };
+    let admit = |id: &'static str, total: u64, state: SeedState, queued: u64| async move {
+        let fields = [
+            ("state", state.as_str().to_owned()),
+            ("total", total.to_string()),
+            ("queued", queued.to_string()),
+        ];
+        let seed = NewSeed {
+            id,
+            total,
+            fields: &fields,
+            ttl: Duration::from_secs(600),
+        };
+        store.seed_admit(&seed, quotas).await.expect("redis")
+    };
+    let set = |id: &'static str, state: SeedState| async move {
+        assert!(
+            store
+                .seed_set(id, "state", state.as_str())
+                .await
+                .expect("redis")
+        );
+    };
+
+    assert_eq!(
+        admit("a", 50, SeedState::Running, 50).await,
+        SeedAdmission::Admitted
+    );
+    assert_eq!(
+        admit("b", 10, SeedState::Expanding, 4).await,
+        SeedAdmission::Admitted
+    );
+    assert_eq!(
+        admit("c", 1, SeedState::Running, 1).await,
+        SeedAdmission::TooManyActive { active: 2 }
+    );
+    // Interrupted: no longer active; its queued jobs (4) still count until rendered.
+    set("b", SeedState::Interrupted).await;
+    assert_eq!(
+        admit("c", 47, SeedState::Running, 47).await,
+        SeedAdmission::TooManyQueuedTiles { queued: 54 }
+    );
+    // Finished tiles (rendered or failed for good) count no more.
+    let three: Vec<TileKey> = TileRange::whole(1, MaxZoom::LIMIT)
+        .expect("valid")
+        .tiles()
+        .take(3)
+        .map(|tile| TileKey {
+            tile,
+            style: Style::Classic,
+        })
+        .collect();
+    store
+        .seed_mark("a", SeedOutcome::Done, &three[..2])
+        .await
+        .expect("redis");
+    store
+        .seed_mark("a", SeedOutcome::Failed, &three[2..])
+        .await
+        .expect("redis");
+    assert_eq!(
+        admit("c", 47, SeedState::Running, 47).await,
+        SeedAdmission::Admitted
+    );
+    // Cancelled: nothing left, neither active nor queued.
+    set("a", SeedState::Cancelled).await;
+    assert_eq!(
+        admit("d", 1, SeedState::Running, 1).await,
+        SeedAdmission::Admitted
+    );
+    assert_eq!(
+        admit("e", 1, SeedState::Running, 1).await,
+        SeedAdmission::TooManyActive { active: 2 }
+    );
+    // Failed (could not queue every job): like interrupted, only its queued jobs count.
+    set("c", SeedState::Failed).await;
+    assert_eq!(
+        admit("e", 49, SeedState::Running, 49).await,
+        SeedAdmission::TooManyQueuedTiles { queued: 4 + 47 + 1 }
+    );
+    assert_eq!(
+        admit("e", 48, SeedState::Running, 48).await,
+        SeedAdmission::Admitted
+    );
     cluster.cleanup().await;
 }

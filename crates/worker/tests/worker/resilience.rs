@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fractile_queue::RenderJob;
 use fractile_render::{MaxZoom, RenderError, Style, TileKey, TileRange, render_tile};
+use fractile_tile_store::{NewSeed, SeedAdmission, SeedQuotas};
 use fractile_worker::{Renderer, Worker};
 
 use crate::helpers::*;
@@ -53,14 +54,18 @@ async fn killing_a_worker_mid_seed_loses_no_tile() {
         .collect();
     let id = "killtest";
     let total = tiles.len().to_string();
-    env.store
-        .seed_create(
-            id,
-            &[("state", "running".into()), ("total", total)],
-            Duration::from_secs(600),
-        )
-        .await
-        .expect("seed");
+    let seed = NewSeed {
+        id,
+        total: tiles.len() as u64,
+        fields: &[("state", "running".into()), ("total", total)],
+        ttl: Duration::from_secs(600),
+    };
+    let quotas = SeedQuotas {
+        max_active: 1,
+        max_queued_tiles: 1000,
+    };
+    let admitted = env.store.seed_admit(&seed, quotas).await.expect("seed");
+    assert_eq!(admitted, SeedAdmission::Admitted);
     for tile in &tiles {
         env.send(&RenderJob::bulk(tile, id)).await;
     }
