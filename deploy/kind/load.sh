@@ -12,7 +12,8 @@
 #                           300:40,360:40 (a 90 s rise, 2 min at 900/s, a 90 s fall, 1 min low):
 #                           the peak of loadtests/autoscaling's recording, where one worker's
 #                           65 misses/s fall behind and the queue and in-flight both rise.
-#   FRACTILE_LOAD_SCENARIO  browse (default), hot, cold or seed-while-browsing.
+#   FRACTILE_LOAD_SCENARIO  browse (default), hot, cold or seed-while-browsing (which seeds with
+#                           the api's token, SEED_TOKEN of the fractile-credentials Secret).
 #   FRACTILE_LOAD_IMAGE     default: fractile-load with the tag of the running api's image,
 #                           which deploy/kind/up.sh built and loaded beside it.
 #
