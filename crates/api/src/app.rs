@@ -23,6 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::DeadlineBody;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -74,7 +75,8 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             seeds::authorize,
-        ));
+        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), body_deadline));
     stack(
         tiles
             .merge(seeds)
@@ -262,6 +264,16 @@ async fn inject_faults(State(faults): State<Faults>, request: Request, next: Nex
             .into_response();
     }
     next.run(request).await
+}
+
+/// Gives a request's body `body_read_timeout` to arrive whole, from the moment its head is
+/// in. The header-read timeout ends where the body begins, and a body trickled a byte at a
+/// time would otherwise hold its connection and task indefinitely; the handler answers 408
+/// when the deadline passes (see `seeds::body_error`).
+async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let deadline = state.body_read_timeout;
+    next.run(request.map(|body| Body::new(DeadlineBody::new(deadline, body))))
+        .await
 }
 
 /// Maps the admission layers' errors to responses.

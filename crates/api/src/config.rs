@@ -86,6 +86,12 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// How long a request body (a seed's JSON) may take to arrive whole once its head is in;
+    /// past it the request is answered 408. A client trickling a body would otherwise hold
+    /// its connection and task for as long as it liked.
+    #[arg(long, env = "FRACTILE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
     /// How long a response may make no progress (the client not reading) before its
     /// connection is closed.
     #[arg(long, env = "FRACTILE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

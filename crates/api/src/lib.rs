@@ -79,6 +79,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// The viewer page, rendered once.
     pub viewer: bytes::Bytes,
+    /// How long a request body may take to arrive.
+    pub body_read_timeout: Duration,
     /// Largest seed accepted, in tiles.
     pub seed_max_tiles: u64,
     /// Who may use the seed routes.
@@ -183,6 +185,7 @@ impl AppState {
             viewer: VIEWER_HTML
                 .replace("{{MAX_ZOOM}}", &max_zoom.get().to_string())
                 .into(),
+            body_read_timeout: config.body_read_timeout,
             seed_max_tiles: config.seed_max_tiles,
             seed_gate: seeds::SeedGate::new(config.seed_token.clone()),
             seed_quotas: SeedQuotas {

@@ -268,15 +268,37 @@ fn seeding(state: &AppState) -> Result<(TileStore, Publisher), ApiError> {
     }
 }
 
+/// Why a seed body could not be read: too large (a chunked body past the limit: a declared
+/// length past it is refused before the handler) is 413, one that did not arrive within the
+/// body deadline is 408, anything else (not JSON, wrong content type) is 400.
+/// The body limit's error arrives wrapped in the deadline's, so axum's own status for it
+/// (413) is lost; both are found by walking the causes.
+fn body_error(rejection: JsonRejection) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return ApiError::rejected(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
+        }
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::rejected(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within the body read timeout",
+            );
+        }
+        cause = error.source();
+    }
+    ApiError::BadRequest {
+        code: "invalid_body",
+        message: rejection.body_text(),
+    }
+}
+
 /// `POST /v1/seeds`.
 pub async fn create(
     State(state): State<AppState>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest {
-        code: "invalid_body",
-        message: e.body_text(),
-    })?;
+    let Json(body) = body.map_err(body_error)?;
     let request = seed_request(body)?;
     let (store, publisher) = seeding(&state)?;
     // A seed larger than the queued-tiles quota could never be admitted: refuse it for good.

@@ -120,3 +120,41 @@ async fn unknown_paths_under_v1_stay_404_without_a_token() {
     let response = send(&app, get("/v1/nothing")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// A POST of `chunks` as a streamed body (no Content-Length), with the token.
+fn streamed_post(
+    chunks: impl futures_lite::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+) -> Request<Body> {
+    Request::post("/v1/seeds")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from_stream(chunks))
+        .expect("valid request")
+}
+
+#[tokio::test]
+async fn a_streamed_body_past_the_limit_is_a_json_413() {
+    let (_state, app) = app_with(&with_token());
+    let chunk = bytes::Bytes::from(vec![b' '; 8 * 1024]);
+    let chunks = futures_lite::stream::iter((0..4).map(move |_| Ok(chunk.clone())));
+    let response = send(&app, streamed_post(chunks)).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(response).await, "body_too_large");
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_a_json_408_at_the_body_deadline() {
+    let mut config = with_token();
+    config.body_read_timeout = std::time::Duration::from_millis(300);
+    let (_state, app) = app_with(&config);
+    let first = futures_lite::stream::once(Ok(bytes::Bytes::from_static(b"{\"min_zoom\"")));
+    let chunks = futures_lite::StreamExt::chain(first, futures_lite::stream::pending());
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        send(&app, streamed_post(chunks)),
+    )
+    .await
+    .expect("answered at the body deadline, not never");
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(error_code(response).await, "request_timeout");
+}
