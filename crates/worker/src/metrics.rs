@@ -141,6 +141,11 @@ impl WorkerMetrics {
         }
     }
 
+    /// The registry, for collectors other crates own (the Redis breaker's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The exposition text of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
         fractile_runtime::metrics::encode(&self.registry)
