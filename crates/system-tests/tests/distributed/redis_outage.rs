@@ -107,6 +107,25 @@ async fn a_lookup_against_a_paused_redis_costs_the_budget_whatever_the_pool_size
     assert_eq!(store.breaker_opens(), 1);
 }
 
+#[tokio::test]
+async fn the_ready_listener_tells_at_once_that_its_subscription_dropped() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        return;
+    };
+    let store = TileStore::new(&StoreSettings::new(redis.url(), "listener:")).expect("store");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ready = store.ready_listener(stop.clone());
+    assert!(ready.wait_connected(Duration::from_secs(5)).await);
+    let still_up = tokio::time::timeout(Duration::from_millis(100), ready.disconnected()).await;
+    assert!(still_up.is_err(), "subscribed: disconnected() waits");
+
+    redis.kill();
+    // Waiters select on this and look in the store at once instead of at their next poll.
+    let ((), took) = timed(Duration::from_secs(1), ready.disconnected()).await;
+    eprintln!("subscription loss seen after {took:?}");
+    stop.cancel();
+}
+
 /// A Redis-only api (L2 and local renders) with a pool of `pool` on `redis`.
 fn redis_only_api(cluster: &Cluster, redis: &PrivateRedis, pool: usize) -> Config {
     let mut config = cluster.api_config();
