@@ -11,7 +11,6 @@ pause_s=${1:-15}
 shift || true
 pools=("$@")
 [ ${#pools[@]} -gt 0 ] || pools=(16 32)
-# shellcheck disable=SC2034  # bin is read by common.sh's start
 if [ -n "${BIN_DIR:-}" ]; then bin=$BIN_DIR; else build_release; fi
 
 redis_port=19690 admin=19691 traffic=18691
