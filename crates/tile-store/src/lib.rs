@@ -37,9 +37,10 @@ use crate::breaker::Breaker;
 pub use breaker::{DEFAULT_BREAKER_THRESHOLD, DEFAULT_PROBE_INTERVAL};
 pub use ready::{ReadyListener, ReadyWait};
 
-/// Default budget of one store operation, from asking for a connection to the reply: a few
-/// Redis round trips' worth on a healthy network (a lookup takes well under a millisecond),
-/// and short enough that a miss which then renders locally is still quick.
+/// Default budget of one store operation, from asking for a connection to the reply:
+/// hundreds of times what a healthy lookup takes (well under a millisecond on a local
+/// network, a few under load), so only a Redis in trouble runs out of it, and short enough
+/// that a miss which then renders locally is still quick.
 pub const DEFAULT_BUDGET: Duration = Duration::from_millis(250);
 
 /// Budget of [`TileStore::delete_prefix`], a test and maintenance helper that scans.
