@@ -29,32 +29,34 @@ async fn livez() -> impl IntoResponse {
 /// nobody mistakes a demo's slowness for an incident. Redis and RabbitMQ are reported but
 /// do not fail readiness: without them the api still serves (L1, local renders), and taking
 /// every replica out of the load balancer because a shared dependency is down would turn a
-/// degradation into an outage.
+/// degradation into an outage (ARCHITECTURE.md, "Redis outages").
+///
+/// `redis` is a `PING` through the store's breaker and within its budget, so the probe
+/// itself notices a Redis that stopped answering even when no traffic does, and costs at
+/// most the budget; `redis_breaker` is `open` while calls fail fast; `announcements` is the
+/// tile-ready subscription.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let up = |ok: bool| if ok { "up" } else { "down" };
-    let (redis, queue) = match state.tiles.backends() {
-        None => ("unused", "unused"),
-        Some(b) => (
-            up(b.ready.is_connected()),
-            b.publisher
-                .as_ref()
-                .map_or("unused", |p| up(p.is_connected())),
-        ),
+    let mut body = match state.tiles.backends() {
+        None => json!({ "redis": "unused", "queue": "unused" }),
+        Some(b) => {
+            let redis = up(b.store.ping().await.is_ok());
+            json!({
+                "redis": redis,
+                "redis_breaker": if b.store.breaker_open() { "open" } else { "closed" },
+                "announcements": up(b.ready.is_connected()),
+                "queue": b.publisher.as_ref().map_or("unused", |p| up(p.is_connected())),
+            })
+        }
     };
     let (status, code) = if state.readiness.is_draining() {
         ("draining", StatusCode::SERVICE_UNAVAILABLE)
     } else {
         ("ready", StatusCode::OK)
     };
-    (
-        code,
-        Json(json!({
-            "status": status,
-            "redis": redis,
-            "queue": queue,
-            "faults": state.faults.active(),
-        })),
-    )
+    body["status"] = json!(status);
+    body["faults"] = json!(state.faults.active());
+    (code, Json(body))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

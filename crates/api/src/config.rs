@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use fractile_render::MaxZoom;
 use fractile_runtime::{LogFormat, parse_duration};
+use fractile_tile_store::RedisLimits;
 
 /// What a miss does when the render queue cannot take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -137,8 +138,9 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_AMQP_URL", requires = "redis_url")]
     pub amqp_url: Option<String>,
 
-    /// What a miss does when the queue cannot take it (broker down or recovering): `local`
-    /// renders it here, `reject` answers 503.
+    /// What a miss does when the queue cannot take it (broker down or recovering), or when
+    /// Redis, which brings the workers' tiles back, is out of reach: `local` renders it here,
+    /// `reject` answers 503.
     #[arg(long, env = "FRACTILE_QUEUE_FALLBACK", value_enum, default_value_t = QueueFallback::Local)]
     pub queue_fallback: QueueFallback,
 
@@ -157,6 +159,10 @@ pub struct Config {
     /// Connections in the Redis pool.
     #[arg(long, env = "FRACTILE_REDIS_POOL_SIZE", default_value_t = 16)]
     pub redis_pool_size: usize,
+
+    /// The Redis budget and circuit breaker.
+    #[command(flatten)]
+    pub redis_limits: RedisLimits,
 
     /// Largest seed accepted, in tiles.
     #[arg(long, env = "FRACTILE_SEED_MAX_TILES", default_value_t = 100_000)]

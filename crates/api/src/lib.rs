@@ -127,6 +127,7 @@ impl AppState {
                 let mut settings = StoreSettings::new(url.clone(), config.key_prefix.clone());
                 settings.tile_ttl = config.tile_ttl;
                 settings.pool_size = config.redis_pool_size;
+                let settings = settings.with_limits(&config.redis_limits);
                 Some(TileStore::new(&settings).context("configuring Redis")?)
             }
             None => None,
@@ -159,6 +160,12 @@ impl AppState {
         .with_slowdown(faults.slowdown());
         let background = CancellationToken::new();
         let backends = backends(background.clone(), config.queue_fallback);
+        if let Some(backends) = &backends {
+            backends
+                .store
+                .register_metrics(metrics.registry())
+                .context("registering the Redis breaker's metrics")?;
+        }
         let tiles = TileCache::new(
             config.l1_bytes,
             pool,

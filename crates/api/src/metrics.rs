@@ -55,7 +55,9 @@ pub struct Metrics {
     pub publishes: IntCounterVec,
     /// `render_job_confirm_seconds`: publish to broker confirm.
     pub confirm_latency: Histogram,
-    /// `render_job_wait_seconds{result}`: a queued miss's wait for the worker's tile.
+    /// `render_job_wait_seconds{result}`: a queued miss's wait for the worker's tile: `ok`,
+    /// `timeout` (the render deadline passed), `redis_unavailable` (Redis went out of reach
+    /// while waiting; the miss fell back).
     pub result_wait: HistogramVec,
     /// `coalesced_waits_total{scope}`: misses that waited for a render another request (this
     /// process: `local`) or another replica (`cluster`) had started.
@@ -273,8 +275,8 @@ impl Metrics {
         }
     }
 
-    /// The registry, for metrics owned elsewhere (injected faults).
-    pub fn registry(&self) -> &prometheus::Registry {
+    /// The registry, for collectors other crates own (the Redis breaker's, injected faults').
+    pub fn registry(&self) -> &Registry {
         &self.registry
     }
 

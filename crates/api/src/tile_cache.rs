@@ -6,10 +6,15 @@
 //! claim in Redis (`SET NX` with the render deadline as its lifetime) lets one replica queue
 //! the job while the others only wait for its announcement. Failed fills are not cached.
 //!
-//! Degradation: a Redis error is a miss (counted), and the fill renders in this process; a
-//! queue that cannot take a job (broker down or recovering) falls back to rendering here, or
-//! to 503, per `FRACTILE_QUEUE_FALLBACK`. Nothing in this path turns a dependency failure
-//! into a 500.
+//! Degradation: a Redis error is a miss (counted). Every Redis call is bounded by the
+//! store's budget, and fails at once while its breaker is open. Without a queue the fill
+//! then renders in this process. With one, a miss whose path through the workers is broken
+//! falls back, per `FRACTILE_QUEUE_FALLBACK`, to rendering here or to a prompt 503: when the
+//! broker cannot take the job, and when Redis is out of reach, since the worker's tile comes
+//! back through Redis. That holds for a request already waiting, too: losing the
+//! announcements makes it look in Redis at once, and a look that finds Redis out of reach
+//! ends the wait within the budget, not at the render deadline. Nothing in this path turns a
+//! dependency failure into a 500.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -258,7 +263,13 @@ impl TileCache {
                 ));
             }
             Ok(None) => self.count("l2", "miss"),
-            Err(error) => self.store_error("get", &error),
+            Err(error) => {
+                self.store_error("get", &error);
+                // Redis out of reach: no worker could hand the tile back; do not queue it.
+                if error.is_outage() && backends.publisher.is_some() {
+                    return self.queue_fallback(key).await;
+                }
+            }
         }
         match &backends.publisher {
             Some(publisher) => self.render_by_worker(key, backends, publisher).await,
@@ -285,9 +296,9 @@ impl TileCache {
         let claimed = match backends.store.claim_render(&key, self.render_timeout).await {
             Ok(claimed) => claimed,
             Err(error) => {
-                // Without Redis no worker can hand the tile back: render here.
+                // Without Redis no worker can hand the tile back.
                 self.store_error("claim", &error);
-                return self.render_here(key).await;
+                return self.queue_fallback(key).await;
             }
         };
         // The broker's confirm is awaited beside the result, not before it: confirms can
@@ -324,9 +335,12 @@ impl TileCache {
         let mut poll = tokio::time::interval(RESULT_POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard: Option<ReadyNote> = None;
+        // Whether the subscription went down while waiting (then only polling finds the tile).
+        let mut deaf = false;
         let outcome = loop {
             tokio::select! {
                 note = announcement.announced(), if heard.is_none() => heard = Some(note),
+                () = backends.ready.disconnected(), if !deaf => deaf = true,
                 _ = poll.tick() => {}
                 verdict = async { refused.as_mut().expect("guarded by is_some").await }, if refused.is_some() => {
                     refused = None;
@@ -341,11 +355,21 @@ impl TileCache {
                     return Err(FillError::Deadline);
                 }
             }
-            // Announced, or time to poll: look in Redis.
+            // Announced, deaf, or time to poll: look in Redis.
             match backends.store.get(&key).await {
                 Ok(Some(png)) => break Some(png),
                 Ok(None) => {}
-                Err(error) => self.store_error("result", &error),
+                Err(error) => {
+                    self.store_error("result", &error);
+                    // The worker's tile could not reach this request: stop waiting for it.
+                    if error.is_outage() {
+                        self.metrics
+                            .result_wait
+                            .with_label_values(&["redis_unavailable"])
+                            .observe(started.elapsed().as_secs_f64());
+                        break None;
+                    }
+                }
             }
         };
         let Some(png) = outcome else {
@@ -390,7 +414,9 @@ impl TileCache {
         verdict
     }
 
-    /// The queue could not take a job: render here, or refuse, per configuration.
+    /// The path through the workers is broken (the queue could not take the job, or Redis,
+    /// which brings the tile back, is out of reach): render here, or refuse, per
+    /// configuration.
     async fn queue_fallback(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
         let Some(backends) = &self.backends else {
             return self.render_here(key).await;

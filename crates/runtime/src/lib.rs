@@ -87,6 +87,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// [`parse_duration`] for settings where zero would disable the thing they bound.
+pub fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err(format!("{s:?}: must be more than zero")),
+        d => Ok(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +107,8 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5 s").is_err());
+        assert!(parse_nonzero_duration("0ms").is_err());
+        assert_eq!(parse_nonzero_duration("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

@@ -7,26 +7,44 @@
 //!
 //! Keys are versioned with [`fractile_render::RENDER_VERSION`], so a new renderer never
 //! serves an old tile, and prefixed, so tests (and deployments) sharing a Redis stay apart.
-//! Redis is a cache here: every caller treats an error as a miss. After an error the store
-//! fails fast for [`BREAKER_OPEN_FOR`] instead of paying a timeout per request while Redis
-//! is down.
+//! Redis is a cache here: every caller treats an error as a miss. Two things bound what a
+//! sick Redis costs a caller:
+//!
+//! - the **budget**: one deadline around a whole operation, taking a pooled connection
+//!   included. deadpool re-checks each idle connection it hands out (`UNWATCH` + `PING`,
+//!   up to its recycle timeout) and moves on to the next when one does not answer, so
+//!   against a paused Redis a single `get()` used to walk the whole pool: 16 × 0.5 s;
+//! - the **breaker** ([`breaker`]): after a few consecutive outages calls fail at once, and
+//!   one background probe finds out when Redis is back.
 
+mod breaker;
 mod ready;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deadpool_redis::redis::{self, AsyncCommands, AsyncConnectionConfig};
+use deadpool_redis::redis::{
+    self, AsyncCommands, AsyncConnectionConfig, ErrorKind, ServerErrorKind,
+};
 use deadpool_redis::{Manager, Pool, PoolError, Runtime, Timeouts};
 use fractile_render::{RENDER_VERSION, TileKey};
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::Breaker;
+pub use breaker::{DEFAULT_BREAKER_THRESHOLD, DEFAULT_PROBE_INTERVAL};
 pub use ready::{ReadyListener, ReadyWait};
 
-/// How long the store refuses calls after a Redis error before trying again.
-pub const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
+/// Default budget of one store operation, from asking for a connection to the reply:
+/// hundreds of times what a healthy lookup takes (well under a millisecond on a local
+/// network, a few under load), so only a Redis in trouble runs out of it, and short enough
+/// that a miss which then renders locally is still quick.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(250);
+
+/// Budget of [`TileStore::delete_prefix`], a test and maintenance helper that scans.
+const DELETE_PREFIX_BUDGET: Duration = Duration::from_secs(30);
 
 /// Connection settings. Every timeout is set: deadpool's defaults wait forever.
 #[derive(Debug, Clone)]
@@ -43,8 +61,17 @@ pub struct StoreSettings {
     pub connect_timeout: Duration,
     /// Time for one command's reply.
     pub response_timeout: Duration,
-    /// Time to wait for a free pooled connection.
+    /// Time to wait for a free pooled connection. A wait that runs out is load, not an
+    /// outage: it fails the call without counting towards the breaker.
     pub wait_timeout: Duration,
+    /// Upper bound on one whole operation (taking a connection, the command, its reply);
+    /// the timeouts above are capped by it.
+    pub budget: Duration,
+    /// Consecutive outages (budget exceeded, connection refused or dropped) that open the
+    /// breaker.
+    pub breaker_threshold: NonZeroU32,
+    /// Pause between two probes of an open breaker.
+    pub probe_interval: Duration,
 }
 
 impl StoreSettings {
@@ -58,16 +85,53 @@ impl StoreSettings {
             connect_timeout: Duration::from_millis(500),
             response_timeout: Duration::from_millis(500),
             wait_timeout: Duration::from_millis(200),
+            budget: DEFAULT_BUDGET,
+            breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
         }
+    }
+}
+
+/// The settings that bound what a sick Redis costs, shared by every binary that uses the
+/// store (a clap argument group: `#[command(flatten)]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisLimits {
+    /// Longest one Redis operation may take, from asking for a pooled connection to the
+    /// reply. Beyond it the operation fails (a lookup is then a miss) and counts towards the
+    /// circuit breaker.
+    #[arg(long, env = "FRACTILE_REDIS_BUDGET", default_value = "250ms", value_parser = fractile_runtime::parse_nonzero_duration)]
+    pub redis_budget: Duration,
+
+    /// Consecutive Redis outages (over budget, refused, dropped) that open the circuit
+    /// breaker: Redis calls then fail at once until a background probe gets an answer.
+    #[arg(long, env = "FRACTILE_REDIS_BREAKER_THRESHOLD", default_value_t = DEFAULT_BREAKER_THRESHOLD)]
+    pub redis_breaker_threshold: NonZeroU32,
+
+    /// Pause between two probes (`PING`) of Redis while the breaker is open.
+    #[arg(long, env = "FRACTILE_REDIS_PROBE_INTERVAL", default_value = "1s", value_parser = fractile_runtime::parse_nonzero_duration)]
+    pub redis_probe_interval: Duration,
+}
+
+impl StoreSettings {
+    /// These settings with `limits` applied.
+    pub fn with_limits(mut self, limits: &RedisLimits) -> Self {
+        self.budget = limits.redis_budget;
+        self.breaker_threshold = limits.redis_breaker_threshold;
+        self.probe_interval = limits.redis_probe_interval;
+        self
     }
 }
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A recent call failed; the store fails fast until [`BREAKER_OPEN_FOR`] has passed.
-    #[error("redis marked unavailable after a recent error")]
+    /// The breaker is open: Redis failed repeatedly, and calls fail fast until a probe
+    /// gets an answer.
+    #[error("redis unavailable (circuit breaker open)")]
     Unavailable,
+    /// The operation did not finish within the budget.
+    #[error("redis did not answer within {0:?}")]
+    OverBudget(Duration),
     /// No pooled connection became free within the wait timeout.
     #[error("timed out waiting for a pooled redis connection")]
     PoolWaitTimeout,
@@ -80,6 +144,33 @@ pub enum StoreError {
     /// A stored value was not what this version writes.
     #[error("malformed value in redis: {0}")]
     Malformed(String),
+}
+
+impl StoreError {
+    /// Whether this error says Redis is out of reach (as opposed to busy, or answering with
+    /// an error): these count towards the breaker, and a request waiting for a worker's
+    /// tile gives up on Redis when it sees one.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Unavailable | StoreError::OverBudget(_) | StoreError::Pool(_) => true,
+            StoreError::PoolWaitTimeout | StoreError::Malformed(_) => false,
+            StoreError::Redis(e) => match e.kind() {
+                ErrorKind::Io
+                | ErrorKind::Parse
+                | ErrorKind::AuthenticationFailed
+                | ErrorKind::ClusterConnectionNotFound => true,
+                ErrorKind::Server(kind) => matches!(
+                    kind,
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::TryAgain
+                ),
+                // Redis answered: a wrong type, a script error, out of memory, ...
+                _ => false,
+            },
+        }
+    }
 }
 
 impl From<PoolError> for StoreError {
@@ -287,33 +378,6 @@ impl Keys {
     }
 }
 
-/// Fails fast for a while after an error.
-#[derive(Debug, Default)]
-struct Breaker {
-    open_until: Mutex<Option<Instant>>,
-}
-
-impl Breaker {
-    fn check(&self) -> Result<(), StoreError> {
-        let guard = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
-        match *guard {
-            Some(until) if Instant::now() < until => Err(StoreError::Unavailable),
-            _ => Ok(()),
-        }
-    }
-
-    fn record<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut guard = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
-        match &result {
-            Ok(_) => *guard = None,
-            // Too few free connections is load, not an outage: do not trip on it.
-            Err(StoreError::PoolWaitTimeout | StoreError::Malformed(_)) => {}
-            Err(_) => *guard = Some(Instant::now() + BREAKER_OPEN_FOR),
-        }
-        result
-    }
-}
-
 /// Tiles, claims, announcements and seed records in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct TileStore {
@@ -321,7 +385,9 @@ pub struct TileStore {
     client: redis::Client,
     keys: Keys,
     tile_ttl_secs: u64,
-    breaker: std::sync::Arc<Breaker>,
+    budget: Duration,
+    probe_interval: Duration,
+    breaker: Arc<Breaker>,
 }
 
 impl TileStore {
@@ -331,12 +397,15 @@ impl TileStore {
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout));
         let manager = Manager::new_with_config(settings.url.as_str(), connection)?;
+        let budget = settings.budget;
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
+            // The budget bounds the whole operation anyway; capping these keeps the pool's
+            // own errors (a wait timeout is load, not an outage) ahead of the budget's.
             .timeouts(Timeouts {
-                wait: Some(settings.wait_timeout),
-                create: Some(settings.connect_timeout),
-                recycle: Some(settings.response_timeout),
+                wait: Some(settings.wait_timeout.min(budget)),
+                create: Some(settings.connect_timeout.min(budget)),
+                recycle: Some(settings.response_timeout.min(budget)),
             })
             // Required as soon as any timeout is set.
             .runtime(Runtime::Tokio1)
@@ -349,22 +418,96 @@ impl TileStore {
                 prefix: settings.key_prefix.clone(),
             },
             tile_ttl_secs: settings.tile_ttl.as_secs().max(1),
-            breaker: Default::default(),
+            budget,
+            probe_interval: settings.probe_interval,
+            breaker: Arc::new(Breaker::new(settings.breaker_threshold)),
         })
     }
 
-    /// Runs `f` on a pooled connection, through the breaker.
+    /// Registers the breaker's metrics (`redis_breaker_open`, `redis_breaker_opens_total`)
+    /// on a process's registry.
+    pub fn register_metrics(
+        &self,
+        registry: &prometheus::Registry,
+    ) -> Result<(), prometheus::Error> {
+        self.breaker.register(registry)
+    }
+
+    /// Whether the breaker is open: Redis failed repeatedly and calls fail fast until the
+    /// background probe gets an answer.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Times the breaker has opened.
+    pub fn breaker_opens(&self) -> u64 {
+        self.breaker.opens()
+    }
+
+    /// One `PING` through the breaker, within the budget: the readiness probes' check. It
+    /// counts like any call, so an idle process still notices an outage.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|mut c| async move {
+            let _: String = redis::cmd("PING").query_async(&mut c).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `f` on a pooled connection, through the breaker, within the budget.
     async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        self.breaker.check()?;
-        let result = match self.pool.get().await {
-            Ok(conn) => f(conn).await,
-            Err(e) => Err(e.into()),
-        };
-        self.breaker.record(result)
+        self.with_conn_within(self.budget, f).await
+    }
+
+    /// [`Self::with_conn`] with another budget.
+    async fn with_conn_within<T, F, Fut>(&self, budget: Duration, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        self.breaker.allow()?;
+        let result = within(budget, &self.pool, f).await;
+        let outage = result.as_ref().err().is_some_and(StoreError::is_outage);
+        if self.breaker.record(outage) {
+            self.start_probe(result.as_ref().err());
+        }
+        result
+    }
+
+    /// The breaker just opened: probe Redis in the background until it answers.
+    fn start_probe(&self, cause: Option<&StoreError>) {
+        let threshold = self.breaker.threshold();
+        tracing::warn!(
+            error = cause.map(tracing::field::display),
+            threshold,
+            probe_every = ?self.probe_interval,
+            "redis breaker open: calls fail fast until a probe gets an answer"
+        );
+        let breaker: Weak<Breaker> = Arc::downgrade(&self.breaker);
+        let (pool, budget, every) = (self.pool.clone(), self.budget, self.probe_interval);
+        tokio::spawn(async move {
+            let opened = Instant::now();
+            loop {
+                tokio::time::sleep(every).await;
+                // Every store is gone: nobody is left to probe for.
+                let Some(breaker) = breaker.upgrade() else {
+                    return;
+                };
+                let ping = within(budget, &pool, |mut c| async move {
+                    let _: String = redis::cmd("PING").query_async(&mut c).await?;
+                    Ok(())
+                });
+                if ping.await.is_ok() {
+                    breaker.close();
+                    tracing::info!(open_for = ?opened.elapsed(), "redis answered the probe; breaker closed");
+                    return;
+                }
+            }
+        });
     }
 
     /// The pool's occupancy.
@@ -608,7 +751,7 @@ impl TileStore {
     /// Deletes every key under this store's prefix (tests clean up with it).
     pub async fn delete_prefix(&self) -> Result<(), StoreError> {
         let pattern = format!("{}*", self.keys.prefix);
-        self.with_conn(|mut c| async move {
+        self.with_conn_within(DELETE_PREFIX_BUDGET, |mut c| async move {
             let keys: Vec<String> = {
                 let mut iter = c.scan_match::<_, String>(&pattern).await?;
                 let mut keys = Vec::new();
@@ -624,4 +767,19 @@ impl TileStore {
         })
         .await
     }
+}
+
+/// Takes a connection from `pool` and runs `f` on it, all within `budget`.
+async fn within<T, F, Fut>(budget: Duration, pool: &Pool, f: F) -> Result<T, StoreError>
+where
+    F: FnOnce(deadpool_redis::Connection) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let operation = async {
+        let conn = pool.get().await?;
+        f(conn).await
+    };
+    tokio::time::timeout(budget, operation)
+        .await
+        .unwrap_or(Err(StoreError::OverBudget(budget)))
 }

@@ -60,6 +60,15 @@ impl ReadyListener {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Resolves once the subscription is down, at once if it is down now (or the listener
+    /// has stopped). Waiters select on it: without the subscription they hear of no tile,
+    /// so they look in the store at once instead of at their next poll.
+    pub async fn disconnected(&self) {
+        let mut rx = self.connected.clone();
+        // An error means the listener stopped: no announcement comes any more either.
+        let _ = rx.wait_for(|connected| !*connected).await;
+    }
+
     /// Registers interest in `key`. Register *before* queueing the render, or the
     /// announcement may come first.
     pub fn register(&self, key: &TileKey) -> ReadyWait {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use fractile_runtime::{LogFormat, parse_duration};
+use fractile_tile_store::RedisLimits;
 
 /// The worker's settings.
 #[derive(Debug, Clone, Parser)]
@@ -22,6 +23,10 @@ pub struct Config {
     /// Redis to store rendered tiles in.
     #[arg(long, env = "FRACTILE_REDIS_URL")]
     pub redis_url: String,
+
+    /// The Redis budget and circuit breaker.
+    #[command(flatten)]
+    pub redis_limits: RedisLimits,
 
     /// Address for /livez, /readyz and /metrics. Loopback unless set; containers set
     /// `0.0.0.0:9001` so probes and Prometheus reach it.

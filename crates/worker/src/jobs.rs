@@ -57,7 +57,7 @@ enum Settle {
 /// What every job task shares.
 pub struct JobContext {
     pub(crate) id: String,
-    store: TileStore,
+    pub(crate) store: TileStore,
     pool: RenderPool,
     pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) renderer: Renderer,

@@ -71,7 +71,11 @@ impl Worker {
         let mut store_settings =
             StoreSettings::new(config.redis_url.clone(), config.key_prefix.clone());
         store_settings.tile_ttl = config.tile_ttl;
+        let store_settings = store_settings.with_limits(&config.redis_limits);
         let store = TileStore::new(&store_settings).context("configuring redis")?;
+        store
+            .register_metrics(metrics.registry())
+            .context("registering the Redis breaker's metrics")?;
         // Prefetch bounds the jobs held at once, so the pool's queues never fill; the
         // capacity is a safety margin, not a limit the worker relies on.
         let capacity =
@@ -165,6 +169,7 @@ impl Worker {
         let admin_app = admin_router(
             readiness.clone(),
             connection.status().clone(),
+            context.store.clone(),
             Arc::clone(&context.metrics),
             context.faults.clone(),
         );
@@ -348,6 +353,7 @@ async fn poll_depths(
 fn admin_router(
     readiness: Readiness,
     connection: ConnectionStatus,
+    store: TileStore,
     metrics: Arc<WorkerMetrics>,
     faults: Faults,
 ) -> Router {
@@ -362,16 +368,22 @@ fn admin_router(
             get(move || {
                 let (draining, connected) = (readiness.is_draining(), connection.connected());
                 let active = faults.active();
+                let store = store.clone();
                 async move {
-                    let (status, state) = match (draining, connected) {
-                        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-                        (false, false) => (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable"),
-                        (false, true) => (StatusCode::OK, "ready"),
+                    // Every job ends in a Redis write: a worker that cannot reach Redis
+                    // renders nothing anyone receives. A PING through the breaker, within
+                    // the budget, so an idle worker notices too.
+                    let redis = store.ping().await.is_ok();
+                    let (status, state) = match (draining, connected, redis) {
+                        (true, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+                        (false, false, _) => (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable"),
+                        (false, true, false) => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
+                        (false, true, true) => (StatusCode::OK, "ready"),
                     };
-                    (
-                        status,
-                        axum::Json(serde_json::json!({ "status": state, "faults": active })),
-                    )
+                    let breaker = if store.breaker_open() { "open" } else { "closed" };
+                    let redis = if redis { "up" } else { "down" };
+                    let body = serde_json::json!({ "status": state, "redis": redis, "redis_breaker": breaker, "faults": active });
+                    (status, axum::Json(body))
                 }
             }),
         )

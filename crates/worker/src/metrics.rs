@@ -146,8 +146,8 @@ impl WorkerMetrics {
         }
     }
 
-    /// The registry, for metrics owned elsewhere (injected faults).
-    pub fn registry(&self) -> &prometheus::Registry {
+    /// The registry, for collectors other crates own (the Redis breaker's, injected faults').
+    pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
