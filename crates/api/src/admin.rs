@@ -18,6 +18,7 @@ pub fn admin_app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(fractile_runtime::faults::router(state.faults))
+        .layer(axum::middleware::map_response(fractile_runtime::no_store))
 }
 
 /// The process is up. Checks no dependency: a restart would not fix one.

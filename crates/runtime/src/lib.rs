@@ -45,6 +45,17 @@ impl Readiness {
     }
 }
 
+/// Marks a response `Cache-Control: no-store`. Every admin-port response is about this moment
+/// (a probe's answer, a scrape, the faults in force): a proxy or client that kept one would
+/// report a state that has passed. For `axum::middleware::map_response`.
+pub async fn no_store<B>(mut response: axum::http::Response<B>) -> axum::http::Response<B> {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 /// Resolves on SIGTERM (how orchestrators stop a process) or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

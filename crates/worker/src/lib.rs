@@ -401,4 +401,5 @@ fn admin_router(
             }),
         )
         .merge(faults_router)
+        .layer(axum::middleware::map_response(fractile_runtime::no_store))
 }

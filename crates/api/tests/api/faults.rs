@@ -52,7 +52,13 @@ async fn injected_failures_and_latency_reach_tiles_and_show_everywhere() {
         .count();
     assert_eq!(failed, 2, "{statuses:?}");
 
-    let ready = body_json(send(&admin, get("/readyz")).await).await;
+    let ready = send(&admin, get("/readyz")).await;
+    assert_eq!(
+        ready.headers()[header::CACHE_CONTROL],
+        "no-store",
+        "no probe answer is cached"
+    );
+    let ready = body_json(ready).await;
     assert_eq!(
         ready["faults"],
         serde_json::json!(["tile_errors"]),
