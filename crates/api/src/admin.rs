@@ -25,18 +25,17 @@ async fn livez() -> impl IntoResponse {
 }
 
 /// Whether to send traffic here: false once draining. Redis and RabbitMQ are reported but
-/// do not fail readiness: without them the api still serves (L1, local renders), and taking
-/// every replica out of the load balancer because a shared dependency is down would turn a
-/// degradation into an outage.
+/// do not fail readiness, whatever `FRACTILE_QUEUE_FALLBACK` says: without them the api
+/// still serves (L1, L2, and local renders or 503s for misses), they are shared by every
+/// replica so no other replica would do better, and taking every replica out of the load
+/// balancer because a shared dependency is down would turn a degradation into an outage.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let up = |ok: bool| if ok { "up" } else { "down" };
     let (redis, queue) = match state.tiles.backends() {
         None => ("unused", "unused"),
         Some(b) => (
             up(b.ready.is_connected()),
-            b.publisher
-                .as_ref()
-                .map_or("unused", |p| up(p.is_connected())),
+            b.publisher.as_ref().map_or("unused", queue_state),
         ),
     };
     let (status, code) = if state.readiness.is_draining() {
@@ -48,6 +47,17 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         code,
         Json(json!({ "status": status, "redis": redis, "queue": queue })),
     )
+}
+
+/// `up`, `blocked` (a broker resource alarm), `recovering` (lapin reconnecting) or `down`
+/// (not connected yet, or connecting again).
+fn queue_state(link: &fractile_queue::PublisherLink) -> &'static str {
+    match link.publisher() {
+        None => "down",
+        Some(p) if p.is_blocked() => "blocked",
+        Some(p) if p.is_connected() => "up",
+        Some(_) => "recovering",
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -18,7 +18,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fractile_queue::{Publisher, RenderJob, unix_ms};
+use fractile_queue::{Publisher, PublisherLink, QueueError, RenderJob, unix_ms};
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
 use fractile_tile_store::{SeedFields, SeedOutcome, TileStore};
 use serde::{Deserialize, Serialize};
@@ -31,8 +31,12 @@ use crate::error::ApiError;
 const BATCH: usize = 500;
 /// How long a seed's record is kept.
 const RECORD_TTL: Duration = Duration::from_secs(7 * 86_400);
-/// Attempts at one batch (the broker may be recovering) before the seed is marked failed.
-const BATCH_ATTEMPTS: u32 = 10;
+/// How long one batch is retried (the broker may be restarting or recovering) before the
+/// seed is marked failed.
+const BATCH_RETRY_FOR: Duration = Duration::from_secs(120);
+/// Time allowed for a batch's confirms: a broker that takes jobs but never confirms them
+/// (a resource alarm) must not stall the expansion for ever.
+const BATCH_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The body of `POST /v1/seeds`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -163,7 +167,7 @@ fn plan(request: &SeedRequest, max_zoom: MaxZoom, limit: u64) -> Result<Plan, Ap
     })
 }
 
-fn seeding(state: &AppState) -> Result<(TileStore, Publisher), ApiError> {
+fn seeding(state: &AppState) -> Result<(TileStore, PublisherLink), ApiError> {
     let backends = state.tiles.backends();
     match backends.and_then(|b| b.publisher.clone().map(|p| (b.store.clone(), p))) {
         Some(both) => Ok(both),
@@ -184,8 +188,15 @@ pub async fn create(
         message: e.body_text(),
     })?;
     let request = seed_request(body)?;
-    let (store, publisher) = seeding(&state)?;
+    let (store, link) = seeding(&state)?;
     let plan = plan(&request, state.max_zoom, state.seed_max_tiles)?;
+    // A seed is nothing but queued jobs: refuse it while the queue cannot take them.
+    if !link.is_connected() {
+        return Err(ApiError::unavailable(
+            "queue_unavailable",
+            "the render queue is unavailable; retry later",
+        ));
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let fields = [
         ("state", "expanding".to_owned()),
@@ -205,7 +216,7 @@ pub async fn create(
     let stop = state.background.clone();
     state
         .seed_tasks
-        .spawn(expand(store.clone(), publisher, id.clone(), plan, stop));
+        .spawn(expand(store.clone(), link, id.clone(), plan, stop));
 
     let status = read_status(&store, &id).await?;
     let mut response = (StatusCode::ACCEPTED, Json(status)).into_response();
@@ -311,7 +322,7 @@ fn status_of(id: &str, f: &SeedFields) -> SeedStatus {
 /// Expands a seed into bulk jobs, a batch at a time, skipping tiles already stored.
 async fn expand(
     store: TileStore,
-    publisher: Publisher,
+    link: PublisherLink,
     id: String,
     plan: Plan,
     stop: CancellationToken,
@@ -337,14 +348,21 @@ async fn expand(
             return;
         }
         let mut attempt = 1;
-        while let Err(error) = expand_batch(&store, &publisher, &id, &batch).await {
+        let first_failure = std::time::Instant::now();
+        let mut delays = fractile_queue::backoff_delays(Duration::from_secs(5));
+        // The publisher is fetched again on every attempt: the link replaces a dead one.
+        while let Err(error) = expand_batch(&store, link.publisher(), &id, &batch).await {
             tracing::warn!(seed = %id, %error, attempt, "queueing a seed batch failed");
-            if attempt >= BATCH_ATTEMPTS || stop.is_cancelled() {
+            if first_failure.elapsed() >= BATCH_RETRY_FOR || stop.is_cancelled() {
                 let _ = store.seed_set(&id, "state", "failed").await;
                 return;
             }
             attempt += 1;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(delay) => {}
+            }
         }
     }
     // Only move on if nobody cancelled meanwhile.
@@ -359,10 +377,11 @@ async fn expand(
 /// One batch: skip what Redis has, publish the rest and wait for every confirm.
 async fn expand_batch(
     store: &TileStore,
-    publisher: &Publisher,
+    publisher: Option<Publisher>,
     id: &str,
     batch: &[TileKey],
 ) -> Result<(), String> {
+    let publisher = publisher.ok_or_else(|| QueueError::NotConnected.to_string())?;
     let stored = store.exists(batch).await.map_err(|e| e.to_string())?;
     let mut pending = Vec::new();
     let mut already = Vec::new();
@@ -379,9 +398,16 @@ async fn expand_batch(
         }
     }
     let queued = i64::try_from(pending.len()).unwrap_or(i64::MAX);
-    for confirm in pending {
-        confirm.confirmed().await.map_err(|e| e.to_string())?;
-    }
+    let confirmed = async {
+        for confirm in pending {
+            confirm.confirmed().await?;
+        }
+        Ok::<_, QueueError>(())
+    };
+    tokio::time::timeout(BATCH_CONFIRM_TIMEOUT, confirmed)
+        .await
+        .unwrap_or(Err(QueueError::Timeout("confirms")))
+        .map_err(|e| e.to_string())?;
     let counted = async {
         store.seed_add(id, "queued", queued).await?;
         if !already.is_empty() {

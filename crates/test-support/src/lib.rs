@@ -2,6 +2,9 @@
 //! only; nothing here ships in a binary).
 
 use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where the service tests find Redis and RabbitMQ.
@@ -89,6 +92,115 @@ where
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A loopback port nothing listens on (bound, then released): connecting to it is refused.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
+/// A binary run for its exit: stdout and stderr collected line by line as they come, so a
+/// test can wait for a log line, signal the process, and check what it printed on the way
+/// out.
+pub struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts `command` with both streams captured.
+    pub fn spawn(mut command: Command) -> Process {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        collect(stdout, Arc::clone(&lines));
+        collect(stderr, Arc::clone(&lines));
+        Process { child, lines }
+    }
+
+    /// Everything printed so far, one line per item.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().expect("not poisoned").clone()
+    }
+
+    /// The first line printed that satisfies `matches`, waiting up to `limit`.
+    pub fn wait_for_line(&self, limit: Duration, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.output().into_iter().find(|l| matches(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching line within {limit:?}; output:\n{}",
+                self.output().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the exit, at most `limit` (the process is killed past it and the test
+    /// fails), and checks that nothing panicked on the way: a panic at exit is a bug even
+    /// when the exit status looks right.
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "still running after {limit:?}; output:\n{}",
+                    self.output().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The collecting threads read to the end of the pipes; give them a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        let output = self.output().join("\n");
+        assert!(
+            !output.contains("panicked"),
+            "the process panicked ({status:?}):\n{output}"
+        );
+        status
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            lines.lock().expect("not poisoned").push(line);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub struct WorkerMetrics {
     pub pool_wait: Histogram,
     /// `render_pool_rejected_total`.
     pub pool_rejected: IntCounter,
+    /// `queue_connected`: 1 while connected to RabbitMQ and consuming, else 0 (the api's
+    /// gauge of the same name means its queue can take jobs).
+    pub queue_connected: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -104,6 +107,10 @@ impl WorkerMetrics {
                 "render_pool_rejected_total",
                 "Renders refused by a full pool queue.",
             )?,
+            queue_connected: IntGauge::new(
+                "queue_connected",
+                "1 while connected to RabbitMQ and consuming, else 0.",
+            )?,
             registry,
         };
         let r = &m.registry;
@@ -120,6 +127,7 @@ impl WorkerMetrics {
         r.register(Box::new(m.pool_depth.clone()))?;
         r.register(Box::new(m.pool_wait.clone()))?;
         r.register(Box::new(m.pool_rejected.clone()))?;
+        r.register(Box::new(m.queue_connected.clone()))?;
         Ok(m)
     }
 

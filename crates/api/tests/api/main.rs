@@ -4,6 +4,7 @@
 mod admission;
 mod cache;
 mod contract;
+mod exits;
 mod helpers;
 mod lifecycle;
 mod refusals;

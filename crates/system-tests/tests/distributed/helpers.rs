@@ -69,6 +69,12 @@ impl Cluster {
                 backends.ready.wait_connected(Duration::from_secs(5)).await,
                 "ready listener subscribes"
             );
+            if let Some(link) = &backends.publisher {
+                assert!(
+                    link.wait_connected(Duration::from_secs(10)).await,
+                    "the publisher connects"
+                );
+            }
         }
         let app = fractile_api::app::app(state.clone());
         (state, app)

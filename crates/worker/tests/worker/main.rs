@@ -2,6 +2,7 @@
 //! a killed worker, a consumer that ends, graceful shutdown. Each test uses its own key
 //! prefix and queue names.
 
+mod exits;
 mod helpers;
 mod protocol;
 mod resilience;
