@@ -81,9 +81,6 @@ async fn api_and_worker_recover_from_force_closed_connections() {
             >= 2
     );
     worker.shutdown().await;
-    // The inspection connection was closed too; reconnect to clean up.
-    if let Some(fresh) = Cluster::new().await {
-        let _ = fresh.topology.delete(&fresh.channel).await;
-    }
-    let _ = cluster.store.delete_prefix().await;
+    // The inspection connection was closed too; the guard cleans up on connections of its own.
+    cluster.cleanup().await;
 }

@@ -94,6 +94,68 @@ where
     }
 }
 
+/// Deletes one test's queues, dead-letter exchange and Redis keys (everything under its
+/// prefix) when dropped: at the end of the test, and also when it fails half-way. Works on
+/// connections of its own, so it cleans up even after the test's were closed under it.
+pub struct Cleanup {
+    amqp: String,
+    redis: String,
+    prefix: String,
+}
+
+impl Cleanup {
+    /// A guard for everything under `prefix` on these services.
+    pub fn new(services: &Services, prefix: &str) -> Cleanup {
+        Cleanup {
+            amqp: services.amqp.clone(),
+            redis: services.redis.clone(),
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (amqp, redis, prefix) = (self.amqp.clone(), self.redis.clone(), self.prefix.clone());
+        // A thread with a runtime of its own: Drop cannot await, and the test's runtime may
+        // be the one unwinding.
+        let cleaned = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let limit = Duration::from_secs(10);
+                let work = async {
+                    let topology = fractile_queue::Topology::new(&prefix);
+                    let connection =
+                        fractile_queue::connect(&amqp, "test-cleanup", Duration::from_secs(5))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    let channel = connection
+                        .create_channel()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    topology.delete(&channel).await.map_err(|e| e.to_string())?;
+                    let _ = connection.close(200, "test cleanup".into()).await;
+                    let settings = fractile_tile_store::StoreSettings::new(redis, prefix.clone());
+                    fractile_tile_store::TileStore::new(&settings)
+                        .map_err(|e| e.to_string())?
+                        .delete_prefix()
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match tokio::time::timeout(limit, work).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => eprintln!("cleaning up {prefix} failed: {error}"),
+                    Err(_) => eprintln!("cleaning up {prefix} timed out"),
+                }
+            });
+        });
+        let _ = cleaned.join();
+    }
+}
+
 /// A loopback port nothing listens on (bound, then released): connecting to it is refused.
 pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -10,7 +10,7 @@ use fractile_api::{AppState, Config};
 use fractile_queue::Topology;
 use fractile_queue::lapin::{Channel, Connection};
 pub use fractile_test_support::eventually;
-use fractile_test_support::{Services, services, unique_prefix};
+use fractile_test_support::{Cleanup, Services, services, unique_prefix};
 use fractile_tile_store::{StoreSettings, TileStore};
 use fractile_worker::Worker;
 use tokio::sync::oneshot;
@@ -25,12 +25,16 @@ pub struct Cluster {
     pub topology: Topology,
     pub channel: Channel,
     _connection: Connection,
+    /// Deletes the queues and keys when the test ends, however it ends.
+    _cleanup: Cleanup,
 }
 
 impl Cluster {
     pub async fn new() -> Option<Cluster> {
-        let Services { redis, amqp } = services()?;
+        let services = services()?;
         let prefix = unique_prefix();
+        let cleanup = Cleanup::new(&services, &prefix);
+        let Services { redis, amqp } = services;
         let store =
             TileStore::new(&StoreSettings::new(redis.clone(), prefix.clone())).expect("store");
         let topology = Topology::new(&prefix);
@@ -47,6 +51,7 @@ impl Cluster {
             topology,
             channel,
             _connection: connection,
+            _cleanup: cleanup,
         })
     }
 
@@ -86,9 +91,9 @@ impl Cluster {
         <fractile_worker::Config as clap::Parser>::parse_from(args)
     }
 
+    /// Deletes the queues and keys now (the guard also does it if the test fails first).
     pub async fn cleanup(self) {
-        let _ = self.topology.delete(&self.channel).await;
-        let _ = self.store.delete_prefix().await;
+        drop(self);
     }
 }
 
