@@ -91,6 +91,24 @@ impl Cluster {
         <fractile_worker::Config as clap::Parser>::parse_from(args)
     }
 
+    /// Whether `queue` exists (a passive declare, on a channel of its own: a failed one
+    /// closes its channel).
+    pub async fn queue_exists(&self, queue: &str) -> bool {
+        let Ok(channel) = self._connection.create_channel().await else {
+            return false;
+        };
+        let passive = fractile_queue::lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let exists = channel
+            .queue_declare(queue.into(), passive, Default::default())
+            .await
+            .is_ok();
+        let _ = channel.close(200, "".into()).await;
+        exists
+    }
+
     /// Deletes the queues and keys now (the guard also does it if the test fails first).
     pub async fn cleanup(self) {
         drop(self);

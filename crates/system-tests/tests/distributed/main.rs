@@ -4,5 +4,6 @@
 
 mod cache;
 mod helpers;
+mod queue_deleted;
 mod redis_outage;
 mod seeds;
