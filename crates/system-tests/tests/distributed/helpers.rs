@@ -123,7 +123,11 @@ pub struct RunningWorker {
 }
 
 pub fn start_worker(config: fractile_worker::Config) -> RunningWorker {
-    let worker = Worker::new(config).expect("worker");
+    run_worker(Worker::new(config).expect("worker"))
+}
+
+/// A worker in this process, as configured (e.g. with a renderer of the test's).
+pub fn run_worker(worker: Worker) -> RunningWorker {
     let metrics = worker.metrics();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(worker.run(async move {
