@@ -22,7 +22,7 @@ lb_port=${FRACTILE_LOCAL_PORT:-8080}
 prometheus_port=${FRACTILE_LOCAL_PROMETHEUS_PORT:-9090}
 redis_port=${FRACTILE_LOCAL_REDIS_PORT:-6391}
 apis=${FRACTILE_LOCAL_APIS:-3}   # api replicas (1-9); the load-balancer experiment uses 1
-vhost=fractile-local
+vhost=${FRACTILE_LOCAL_VHOST:-fractile-local}   # the RabbitMQ vhost, deleted by stop.sh
 
 if [ -s "$run/pids" ]; then
   echo "a local stack seems to run already ($run/pids); stop it with deploy/local/stop.sh" >&2
@@ -72,9 +72,13 @@ if ! rabbitmqctl --quiet status > /dev/null 2>&1; then
   echo started > "$run/rabbitmq-started-here"
 fi
 timeout 120 rabbitmqctl --quiet await_startup
+# The vhost is the stack's own (stop.sh deletes it); the user only if it is created here.
 rabbitmqctl --quiet add_vhost "$vhost" > /dev/null 2>&1 || true
-rabbitmqctl --quiet add_user "$RABBITMQ_USER" "$RABBITMQ_PASSWORD" > /dev/null 2>&1 \
-  || rabbitmqctl --quiet change_password "$RABBITMQ_USER" "$RABBITMQ_PASSWORD" > /dev/null
+if rabbitmqctl --quiet add_user "$RABBITMQ_USER" "$RABBITMQ_PASSWORD" > /dev/null 2>&1; then
+  echo "$RABBITMQ_USER" > "$run/rabbitmq-user-created-here"
+else
+  rabbitmqctl --quiet change_password "$RABBITMQ_USER" "$RABBITMQ_PASSWORD" > /dev/null
+fi
 rabbitmqctl --quiet set_permissions -p "$vhost" "$RABBITMQ_USER" ".*" ".*" ".*" > /dev/null
 
 for _ in $(seq 1 100); do

@@ -26,11 +26,13 @@ async fn livez() -> impl IntoResponse {
     Json(json!({ "status": "alive" }))
 }
 
-/// Whether to send traffic here: false once draining. Injected faults are listed, so
-/// nobody mistakes a demo's slowness for an incident. Redis and RabbitMQ are reported but
-/// do not fail readiness: without them the api still serves (L1, local renders), and taking
-/// every replica out of the load balancer because a shared dependency is down would turn a
-/// degradation into an outage (ARCHITECTURE.md, "Redis outages").
+/// Whether to send traffic here: false once draining. Redis and RabbitMQ are reported but
+/// do not fail readiness, whatever `FRACTILE_QUEUE_FALLBACK` says: without them the api
+/// still serves (L1, L2, and local renders or 503s for misses), they are shared by every
+/// replica so no other replica would do better, and taking every replica out of the load
+/// balancer because a shared dependency is down would turn a degradation into an outage
+/// (ARCHITECTURE.md, "Redis outages"). Injected faults are listed, so nobody mistakes a
+/// demo's slowness for an incident.
 ///
 /// `redis` is a `PING` through the store's breaker and within its budget, so the probe
 /// itself notices a Redis that stopped answering even when no traffic does, and costs at
@@ -46,7 +48,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 "redis": redis,
                 "redis_breaker": if b.store.breaker_open() { "open" } else { "closed" },
                 "announcements": up(b.ready.is_connected()),
-                "queue": b.publisher.as_ref().map_or("unused", |p| up(p.is_connected())),
+                "queue": b.publisher.as_ref().map_or("unused", queue_state),
             })
         }
     };
@@ -58,6 +60,17 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     body["status"] = json!(status);
     body["faults"] = json!(state.faults.active());
     (code, Json(body))
+}
+
+/// `up`, `blocked` (a broker resource alarm), `recovering` (lapin reconnecting) or `down`
+/// (not connected yet, or connecting again).
+fn queue_state(link: &fractile_queue::PublisherLink) -> &'static str {
+    match link.publisher() {
+        None => "down",
+        Some(p) if p.is_blocked() => "blocked",
+        Some(p) if p.is_connected() => "up",
+        Some(_) => "recovering",
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

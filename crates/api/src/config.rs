@@ -144,6 +144,12 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_QUEUE_FALLBACK", value_enum, default_value_t = QueueFallback::Local)]
     pub queue_fallback: QueueFallback,
 
+    /// How long a miss waits for the broker to take its job (the publish and its confirm)
+    /// before it is served per `FRACTILE_QUEUE_FALLBACK` instead. Bounds a miss while the
+    /// broker blocks publishers (a memory or disk alarm) or is slow to confirm.
+    #[arg(long, env = "FRACTILE_PUBLISH_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub publish_timeout: Duration,
+
     /// Prefix of the Redis keys (deployments sharing a Redis keep apart with it).
     #[arg(long, env = "FRACTILE_KEY_PREFIX", default_value = "fractile:")]
     pub key_prefix: String,

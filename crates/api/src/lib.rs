@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::HeaderValue;
-use fractile_queue::Publisher;
+use fractile_queue::PublisherLink;
 use fractile_render::MaxZoom;
 use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::fd_limit;
@@ -52,9 +52,6 @@ use crate::tile_cache::{Backends, TileCache};
 
 /// The viewer page; `{{MAX_ZOOM}}` is filled in at start-up.
 const VIEWER_HTML: &str = include_str!("viewer/index.html");
-
-/// Time allowed to connect to RabbitMQ and open the publishing channel at start-up.
-const DEPENDENCY_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long the admin port stays up after traffic has drained, so a last scrape can
 /// see the final counters.
@@ -109,19 +106,12 @@ impl AppState {
 
     /// Builds the state with the dependencies the configuration names: Redis (L2) when
     /// `FRACTILE_REDIS_URL` is set, and the render queue when `FRACTILE_AMQP_URL` is set.
-    /// Redis is connected lazily; RabbitMQ must answer now, so a bad URL fails at start-up.
+    /// Neither has to answer now: Redis is connected lazily, and RabbitMQ in the background
+    /// with backoff (misses are served per `FRACTILE_QUEUE_FALLBACK` until it is up), so a
+    /// replica restarted during a broker outage serves instead of crash-looping.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let publisher = match &config.amqp_url {
-            Some(url) => {
-                let topology = fractile_queue::Topology::new(&config.queue_prefix);
-                let publisher =
-                    Publisher::connect(url, "fractile-api", topology, DEPENDENCY_SETUP_TIMEOUT)
-                        .await
-                        .context("connecting to RabbitMQ")?;
-                Some(publisher)
-            }
-            None => None,
-        };
+        let amqp_url = config.amqp_url.clone();
+        let topology = fractile_queue::Topology::new(&config.queue_prefix);
         let store = match &config.redis_url {
             Some(url) => {
                 let mut settings = StoreSettings::new(url.clone(), config.key_prefix.clone());
@@ -134,6 +124,9 @@ impl AppState {
         };
         let queue_priority = config.queue_priority;
         Self::with_backends(config, move |stop, fallback| {
+            let publisher = amqp_url.map(|url| {
+                PublisherLink::start(url, "fractile-api".into(), topology, stop.clone())
+            });
             store.map(|store| Backends {
                 ready: store.ready_listener(stop),
                 store,
@@ -174,7 +167,8 @@ impl AppState {
             config.render_timeout,
         )
         .render_on_executor(config.render_on_executor)
-        .max_pending_misses(config.max_pending_misses.get());
+        .max_pending_misses(config.max_pending_misses.get())
+        .publish_timeout(config.publish_timeout);
         let cache_control = HeaderValue::from_str(&format!(
             "public, max-age={}, immutable",
             config.cache_max_age.as_secs()

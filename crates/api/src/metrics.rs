@@ -51,8 +51,14 @@ pub struct Metrics {
     pub render_rejected: IntCounter,
     /// `render_queue_wait_seconds`: time a render waited for a thread.
     pub render_queue_wait: Histogram,
-    /// `render_jobs_published_total{priority, result}`: ok, rejected (nack or unroutable), error.
+    /// `render_jobs_published_total{priority, result}`: ok (confirmed), rejected (nack),
+    /// returned (unroutable: the queue was gone), timeout (not confirmed within
+    /// `FRACTILE_PUBLISH_TIMEOUT`), blocked (broker resource alarm), unavailable (not
+    /// connected), error.
     pub publishes: IntCounterVec,
+    /// `queue_connected`: 1 while the render queue can take jobs (connected, not blocked),
+    /// else 0. Set before each scrape; absent when no queue is configured.
+    pub queue_connected: IntGauge,
     /// `render_job_confirm_seconds`: publish to broker confirm.
     pub confirm_latency: Histogram,
     /// `render_job_wait_seconds{result}`: a queued miss's wait for the worker's tile: `ok`,
@@ -153,6 +159,10 @@ impl Metrics {
             ),
             &["priority", "result"],
         )?;
+        let queue_connected = IntGauge::new(
+            "queue_connected",
+            "1 while connected to RabbitMQ and able to use it, else 0.",
+        )?;
         let confirm_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "render_job_confirm_seconds",
@@ -205,6 +215,7 @@ impl Metrics {
             connections,
             misses_shed,
             publishes,
+            queue_connected,
             confirm_latency,
             result_wait,
             coalesced,
@@ -246,6 +257,7 @@ impl Metrics {
         r.register(Box::new(self.render_rejected.clone()))?;
         r.register(Box::new(self.render_queue_wait.clone()))?;
         r.register(Box::new(self.publishes.clone()))?;
+        r.register(Box::new(self.queue_connected.clone()))?;
         r.register(Box::new(self.confirm_latency.clone()))?;
         r.register(Box::new(self.result_wait.clone()))?;
         r.register(Box::new(self.coalesced.clone()))?;

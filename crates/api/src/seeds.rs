@@ -28,7 +28,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use fractile_queue::{Publisher, RenderJob, unix_ms};
+use fractile_queue::{Publisher, PublisherLink, QueueError, RenderJob, unix_ms};
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
 use fractile_tile_store::{
@@ -46,8 +46,12 @@ use crate::error::ApiError;
 const BATCH: usize = 500;
 /// How long a seed's record is kept.
 const RECORD_TTL: Duration = Duration::from_secs(7 * 86_400);
-/// Attempts at one batch (the broker may be recovering) before the seed is marked failed.
-const BATCH_ATTEMPTS: u32 = 10;
+/// How long one batch is retried (the broker may be restarting or recovering) before the
+/// seed is marked failed.
+const BATCH_RETRY_FOR: Duration = Duration::from_secs(120);
+/// Time allowed for a batch's confirms: a broker that takes jobs but never confirms them
+/// (a resource alarm) must not stall the expansion for ever.
+const BATCH_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seconds a client refused by a seed quota is asked to wait: seeds take minutes, so
 /// retrying sooner would only be refused again.
 pub const QUOTA_RETRY_AFTER_SECONDS: u32 = 60;
@@ -257,7 +261,7 @@ fn plan(request: &SeedRequest, max_zoom: MaxZoom, limit: u64) -> Result<Plan, Ap
     })
 }
 
-fn seeding(state: &AppState) -> Result<(TileStore, Publisher), ApiError> {
+fn seeding(state: &AppState) -> Result<(TileStore, PublisherLink), ApiError> {
     let backends = state.tiles.backends();
     match backends.and_then(|b| b.publisher.clone().map(|p| (b.store.clone(), p))) {
         Some(both) => Ok(both),
@@ -300,10 +304,17 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(body_error)?;
     let request = seed_request(body)?;
-    let (store, publisher) = seeding(&state)?;
+    let (store, link) = seeding(&state)?;
     // A seed larger than the queued-tiles quota could never be admitted: refuse it for good.
     let largest = state.seed_max_tiles.min(state.seed_quotas.max_queued_tiles);
     let plan = plan(&request, state.max_zoom, largest)?;
+    // A seed is nothing but queued jobs: refuse it while the queue cannot take them.
+    if !link.is_connected() {
+        return Err(ApiError::unavailable(
+            "queue_unavailable",
+            "the render queue is unavailable; retry later",
+        ));
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let fields = [
         ("state", SeedState::Expanding.as_str().to_owned()),
@@ -363,7 +374,7 @@ pub async fn create(
     let stop = state.background.clone();
     state
         .seed_tasks
-        .spawn(expand(store, publisher, id.clone(), plan, stop));
+        .spawn(expand(store.clone(), link, id.clone(), plan, stop));
 
     let mut response = (StatusCode::ACCEPTED, Json(status)).into_response();
     let location = HeaderValue::from_str(&format!("/v1/seeds/{id}"))
@@ -468,7 +479,7 @@ fn status_of(id: &str, f: &SeedFields) -> SeedStatus {
 /// Expands a seed into bulk jobs, a batch at a time, skipping tiles already stored.
 async fn expand(
     store: TileStore,
-    publisher: Publisher,
+    link: PublisherLink,
     id: String,
     plan: Plan,
     stop: CancellationToken,
@@ -496,16 +507,23 @@ async fn expand(
             return;
         }
         let mut attempt = 1;
-        while let Err(error) = expand_batch(&store, &publisher, &id, &batch).await {
+        let first_failure = std::time::Instant::now();
+        let mut delays = fractile_queue::backoff_delays(Duration::from_secs(5));
+        // The publisher is fetched again on every attempt: the link replaces a dead one.
+        while let Err(error) = expand_batch(&store, link.publisher(), &id, &batch).await {
             tracing::warn!(seed = %id, %error, attempt, "queueing a seed batch failed");
-            if attempt >= BATCH_ATTEMPTS || stop.is_cancelled() {
+            if first_failure.elapsed() >= BATCH_RETRY_FOR || stop.is_cancelled() {
                 let _ = store
                     .seed_set(&id, "state", SeedState::Failed.as_str())
                     .await;
                 return;
             }
             attempt += 1;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(delay) => {}
+            }
         }
     }
     // Only move on if nobody cancelled meanwhile.
@@ -522,10 +540,11 @@ async fn expand(
 /// One batch: skip what Redis has, publish the rest and wait for every confirm.
 async fn expand_batch(
     store: &TileStore,
-    publisher: &Publisher,
+    publisher: Option<Publisher>,
     id: &str,
     batch: &[TileKey],
 ) -> Result<(), String> {
+    let publisher = publisher.ok_or_else(|| QueueError::NotConnected.to_string())?;
     let stored = store.exists(batch).await.map_err(|e| e.to_string())?;
     let mut pending = Vec::new();
     let mut already = Vec::new();
@@ -542,9 +561,16 @@ async fn expand_batch(
         }
     }
     let queued = i64::try_from(pending.len()).unwrap_or(i64::MAX);
-    for confirm in pending {
-        confirm.confirmed().await.map_err(|e| e.to_string())?;
-    }
+    let confirmed = async {
+        for confirm in pending {
+            confirm.confirmed().await?;
+        }
+        Ok::<_, QueueError>(())
+    };
+    tokio::time::timeout(BATCH_CONFIRM_TIMEOUT, confirmed)
+        .await
+        .unwrap_or(Err(QueueError::Timeout("confirms")))
+        .map_err(|e| e.to_string())?;
     let counted = async {
         store.seed_add(id, "queued", queued).await?;
         if !already.is_empty() {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use fractile_queue::{PendingConfirm, Priority, Publisher, RenderJob};
+use fractile_queue::{PendingConfirm, Priority, Publisher, PublisherLink, QueueError, RenderJob};
 pub use fractile_render::TileKey;
 use fractile_render::{RenderError, render_tile};
 use fractile_runtime::pool::{Lane, QueueFull, RenderPool};
@@ -113,8 +113,9 @@ pub struct Backends {
     pub store: TileStore,
     /// Announcements of tiles rendered by workers.
     pub ready: ReadyListener,
-    /// The render queue, when `FRACTILE_AMQP_URL` is set.
-    pub publisher: Option<Publisher>,
+    /// The render queue, when `FRACTILE_AMQP_URL` is set (connected in the background: it
+    /// may have no publisher yet, or none for a while).
+    pub publisher: Option<PublisherLink>,
     /// What a miss does when the queue cannot take it.
     pub fallback: QueueFallback,
     /// Interactive jobs to their own queue (the default); false only for the experiment.
@@ -133,6 +134,8 @@ pub struct TileCache {
     render_on_executor: bool,
     /// Permits for misses being filled: the admission bound of the expensive path.
     fills: Arc<Semaphore>,
+    /// How long a queued miss waits for the broker to take its job before falling back.
+    publish_timeout: Duration,
 }
 
 impl TileCache {
@@ -159,7 +162,15 @@ impl TileCache {
             render_timeout,
             render_on_executor: false,
             fills: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            publish_timeout: Duration::from_secs(2),
         }
+    }
+
+    /// Bounds the wait for the broker to take a job (publish and confirm); past it the miss
+    /// is served per the queue fallback.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
     }
 
     /// Bounds the misses filled at once (the default is unbounded).
@@ -202,6 +213,9 @@ impl TileCache {
             m.redis_pool_size.set(saturating_i64(status.size as u64));
             m.redis_pool_available
                 .set(saturating_i64(status.available as u64));
+            if let Some(link) = &backends.publisher {
+                m.queue_connected.set(i64::from(link.is_connected()));
+            }
         }
     }
 
@@ -272,7 +286,17 @@ impl TileCache {
             }
         }
         match &backends.publisher {
-            Some(publisher) => self.render_by_worker(key, backends, publisher).await,
+            Some(link) => match link.publisher() {
+                Some(publisher) => self.render_by_worker(key, backends, &publisher).await,
+                // Not connected (yet): no claim, so other replicas are not kept waiting.
+                None => {
+                    self.metrics
+                        .publishes
+                        .with_label_values(&["interactive", "unavailable"])
+                        .inc();
+                    self.queue_fallback(key).await
+                }
+            },
             None => {
                 let rendered = self.render_here(key).await?;
                 self.store_in_background(backends, key, rendered.0.clone());
@@ -312,7 +336,12 @@ impl TileCache {
             } else {
                 Priority::Bulk
             };
-            match publisher.publish_to(&job, queue).await {
+            // A publish the broker holds (a resource alarm) must not hold the miss.
+            let published =
+                tokio::time::timeout(self.publish_timeout, publisher.publish_to(&job, queue))
+                    .await
+                    .unwrap_or(Err(QueueError::Timeout("publish")));
+            match published {
                 Ok(pending) => refused = Some(self.watch_confirm(pending, started)),
                 Err(error) => {
                     // Every miss fails the same way while the broker is down: one line per
@@ -323,7 +352,7 @@ impl TileCache {
                     }
                     self.metrics
                         .publishes
-                        .with_label_values(&["interactive", "error"])
+                        .with_label_values(&["interactive", publish_outcome(&error)])
                         .inc();
                     return self.queue_fallback(key).await;
                 }
@@ -389,16 +418,23 @@ impl TileCache {
     }
 
     /// Waits for a publish's confirm in a task of its own, recording its latency and
-    /// outcome; the receiver gets a value only if the broker refused the job.
+    /// outcome; the receiver gets a value only if the broker refused the job, returned it
+    /// unroutable, or did not confirm it within the publish timeout.
     fn watch_confirm(&self, pending: PendingConfirm, published: Instant) -> oneshot::Receiver<()> {
         let (refused, verdict) = oneshot::channel();
         let metrics = Arc::clone(&self.metrics);
+        let deadline = published + self.publish_timeout;
         tokio::spawn(async move {
-            let result = pending.confirmed().await;
+            let result = tokio::time::timeout_at(deadline.into(), pending.confirmed())
+                .await
+                .unwrap_or(Err(QueueError::Timeout("confirm")));
             metrics
                 .confirm_latency
                 .observe(published.elapsed().as_secs_f64());
-            let outcome = if result.is_ok() { "ok" } else { "rejected" };
+            let outcome = match &result {
+                Ok(()) => "ok",
+                Err(error) => publish_outcome(error),
+            };
             metrics
                 .publishes
                 .with_label_values(&["interactive", outcome])
@@ -514,6 +550,18 @@ impl TileCache {
             .cache_requests
             .with_label_values(&[layer, result])
             .inc();
+    }
+}
+
+/// The `result` label of `render_jobs_published_total` for a failed publish.
+fn publish_outcome(error: &QueueError) -> &'static str {
+    match error {
+        QueueError::Rejected(_) => "rejected",
+        QueueError::Unroutable => "returned",
+        QueueError::Timeout(_) => "timeout",
+        QueueError::Blocked => "blocked",
+        QueueError::NotConnected => "unavailable",
+        QueueError::Amqp(_) | QueueError::Runtime(_) => "error",
     }
 }
 

@@ -5,25 +5,42 @@
 //! - [`Topology`]: the durable quorum queues, their dead-letter route and retry cap,
 //!   declared idempotently by both binaries;
 //! - [`connect`] and [`Publisher`]: one auto-recovering connection per process, and a
-//!   channel in confirm mode whose publishes are persistent and mandatory.
+//!   channel in confirm mode whose publishes are persistent and mandatory;
+//! - [`PublisherLink`]: a publisher that connects in the background with backoff and is
+//!   replaced if its connection dies for good, for a process that must run without a broker.
 //!
 //! Guarantees: a job is on disk at the broker (quorum queue, persistent) once its publish is
 //! confirmed; it leaves the queue only when a worker acks it, which the worker does after
 //! the tile is stored, or when it is dead-lettered. Delivery is at-least-once, and workers
 //! are idempotent (a tile's bytes are deterministic and the store is a plain `SET`).
+//!
+//! Every connection's I/O runs on one tokio runtime owned by this crate for the whole life
+//! of the process, not on the caller's: lapin drives a connection from a thread of its own
+//! that keeps retrying after every handle to it is gone (an abandoned connect, a connection
+//! recovering at exit), and tokio panics when that thread sleeps on a runtime being shut
+//! down. A runtime that is never shut down turns that panic into nothing: the process exits
+//! and the thread with it.
 
 mod job;
+mod link;
 mod topology;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
+use backon::ExponentialBuilder;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 pub use job::{InvalidJob, Priority, RenderJob, unix_ms};
 pub use lapin;
+pub use link::{MAX_RECONNECT_DELAY, PublisherLink, backoff_delays};
 pub use topology::{BROKER_DELIVERY_LIMIT, MAX_ATTEMPTS, Topology, delivery_attempts};
+
+/// At most one re-declaration of the topology per this interval, however many publishes
+/// come back unroutable meanwhile.
+pub const REDECLARE_EVERY: Duration = Duration::from_secs(5);
 
 /// Why talking to the broker failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,22 +51,128 @@ pub enum QueueError {
     /// The AMQP layer failed (connection lost, channel closed, recovering...).
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
-    /// The broker refused the message (nack) or could not route it (returned).
+    /// The broker refused the message (nack).
     #[error("the broker did not accept the job: {0}")]
     Rejected(&'static str),
+    /// The broker had no queue to route the job to and returned it (the queue was deleted):
+    /// the topology is being declared again.
+    #[error("the job was unroutable and came back; re-declaring the queues")]
+    Unroutable,
+    /// The broker has blocked publishing (a memory or disk alarm).
+    #[error("RabbitMQ blocks publishers (resource alarm)")]
+    Blocked,
+    /// No connection to the broker yet (or any more).
+    #[error("not connected to RabbitMQ")]
+    NotConnected,
+    /// The AMQP runtime could not be started.
+    #[error("starting the AMQP runtime: {0}")]
+    Runtime(String),
+}
+
+/// The runtime every connection's I/O runs on (see the module docs): one worker thread,
+/// created on first use, never shut down.
+fn amqp_runtime() -> Result<async_rs::TokioRuntime, QueueError> {
+    static RUNTIME: OnceLock<Result<async_rs::TokioRuntime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("amqp-io")
+                .enable_all()
+                .build()
+                .map(async_rs::TokioRuntime::tokio_with_runtime)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(QueueError::Runtime)
+}
+
+/// lapin's own reconnect schedule, for a connection that was up and dropped (and for the
+/// TCP attempts of a first connect): ten attempts from 250 ms, doubling, capped at 4 s,
+/// with jitter: 30 to 55 s, enough for a broker restart. Past that the connection reports
+/// an error and stays down; longer outages are [`PublisherLink`]'s (or the worker's
+/// orchestrator's) business, which start a fresh connection.
+fn recovery_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(4))
+        .with_max_times(10)
+        .with_jitter()
 }
 
 /// Opens a connection with automatic recovery (the connection, its channels, their
 /// consumers and the declared topology come back after a broker restart or a network
-/// blip). `name` shows in the management UI.
+/// blip, for as long as [`recovery_backoff`] allows). `name` shows in the management UI.
 pub async fn connect(url: &str, name: &str, timeout: Duration) -> Result<Connection, QueueError> {
     let properties = ConnectionProperties::default()
         .with_connection_name(name.into())
+        .with_backoff(recovery_backoff())
         .enable_auto_recover();
-    tokio::time::timeout(timeout, Connection::connect(url, properties))
-        .await
-        .map_err(|_| QueueError::Timeout("connect"))?
-        .map_err(QueueError::from)
+    let runtime = amqp_runtime()?;
+    tokio::time::timeout(
+        timeout,
+        Connection::connect_with_runtime(url, properties, runtime),
+    )
+    .await
+    .map_err(|_| QueueError::Timeout("connect"))?
+    .map_err(QueueError::from)
+}
+
+/// `url` with its password replaced by `***`, for logs: `amqp://user:***@host:5672/%2f`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The authority ends at the first `/`, `?` or `#`; credentials end at its last `@`.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
+            let hidden = if credentials.contains(':') {
+                ":***"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Re-declares the topology after a publish came back unroutable, at most once per
+/// [`REDECLARE_EVERY`] (every publish fails the same way until it is done).
+#[derive(Clone)]
+struct Redeclare {
+    channel: Channel,
+    topology: Topology,
+    last: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Redeclare {
+    fn request(&self) {
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < REDECLARE_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(REDECLARE_EVERY, this.topology.declare(&this.channel)).await
+            {
+                Ok(Ok(())) => tracing::warn!(
+                    queue = %this.topology.interactive,
+                    "a job came back unroutable (were the queues deleted?); declared the topology again"
+                ),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "declaring the topology again failed");
+                }
+                Err(_) => tracing::warn!("declaring the topology again timed out"),
+            }
+        });
+    }
 }
 
 /// Publishes jobs on one long-lived channel in confirm mode. Cheap to clone.
@@ -57,22 +180,29 @@ pub async fn connect(url: &str, name: &str, timeout: Duration) -> Result<Connect
 pub struct Publisher {
     channel: Channel,
     topology: Topology,
+    redeclare: Redeclare,
     // Kept so the connection lives as long as any clone of the publisher.
-    _connection: std::sync::Arc<Connection>,
+    connection: Arc<Connection>,
 }
 
 /// A published job whose broker confirmation is still outstanding.
-pub struct PendingConfirm(lapin::PublisherConfirm);
+pub struct PendingConfirm {
+    confirm: lapin::PublisherConfirm,
+    redeclare: Redeclare,
+}
 
 impl PendingConfirm {
-    /// Waits for the broker's verdict: Ok once the job is safely queued.
+    /// Waits for the broker's verdict: Ok once the job is safely queued. A job that came
+    /// back unroutable is [`QueueError::Unroutable`], and the topology is declared again.
     pub async fn confirmed(self) -> Result<(), QueueError> {
-        let confirmation = self.0.await?;
+        let confirmation = self.confirm.await?;
         if confirmation.is_nack() {
             return Err(QueueError::Rejected("nack"));
         }
+        // A returned message is acked too (RabbitMQ sends basic.return, then basic.ack).
         if confirmation.take_message().is_some() {
-            return Err(QueueError::Rejected("unroutable (returned)"));
+            self.redeclare.request();
+            return Err(QueueError::Unroutable);
         }
         Ok(())
     }
@@ -100,9 +230,14 @@ impl Publisher {
             .await
             .map_err(|_| QueueError::Timeout("publisher setup"))??;
         Ok(Publisher {
+            redeclare: Redeclare {
+                channel: channel.clone(),
+                topology: topology.clone(),
+                last: Arc::default(),
+            },
             channel,
             topology,
-            _connection: std::sync::Arc::new(connection),
+            connection: Arc::new(connection),
         })
     }
 
@@ -121,6 +256,7 @@ impl Publisher {
         job: &RenderJob,
         queue: Priority,
     ) -> Result<PendingConfirm, QueueError> {
+        self.ready_to_publish()?;
         let queue = self.topology.queue_for(queue);
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
@@ -140,7 +276,7 @@ impl Publisher {
                 properties,
             )
             .await?;
-        Ok(PendingConfirm(confirm))
+        Ok(self.pending(confirm))
     }
 
     /// Publishes raw bytes to the interactive queue (tests send poison with it).
@@ -149,6 +285,7 @@ impl Publisher {
         priority: Priority,
         payload: &[u8],
     ) -> Result<PendingConfirm, QueueError> {
+        self.ready_to_publish()?;
         let confirm = self
             .channel
             .basic_publish(
@@ -162,16 +299,79 @@ impl Publisher {
                 BasicProperties::default().with_delivery_mode(2),
             )
             .await?;
-        Ok(PendingConfirm(confirm))
+        Ok(self.pending(confirm))
     }
 
-    /// Whether the channel can publish right now (false while recovering).
+    fn pending(&self, confirm: lapin::PublisherConfirm) -> PendingConfirm {
+        PendingConfirm {
+            confirm,
+            redeclare: self.redeclare.clone(),
+        }
+    }
+
+    /// Refuses at once what the broker would hold: while it blocks publishers (a resource
+    /// alarm) a publish is never written, and its caller would wait for nothing.
+    fn ready_to_publish(&self) -> Result<(), QueueError> {
+        if self.is_blocked() {
+            return Err(QueueError::Blocked);
+        }
+        Ok(())
+    }
+
+    /// Whether the channel can publish right now (false while recovering or blocked).
     pub fn is_connected(&self) -> bool {
-        self.channel.status().connected()
+        self.channel.status().connected() && !self.is_blocked()
+    }
+
+    /// Whether the broker blocks this connection's publishes (`connection.blocked`: a memory
+    /// or disk alarm).
+    pub fn is_blocked(&self) -> bool {
+        self.connection.status().blocked()
+    }
+
+    /// Whether this publisher can never publish again: its connection gave up recovering,
+    /// or its channel was closed (by the broker or at shutdown). A publisher that is only
+    /// recovering is not dead.
+    pub fn is_dead(&self) -> bool {
+        let connection = self.connection.status();
+        let channel = self.channel.status();
+        let connection_dead = connection.closed() || connection.errored();
+        let channel_dead =
+            !(channel.connected() || channel.reconnecting() || channel.initializing());
+        connection_dead || channel_dead
+    }
+
+    /// Closes the connection (at shutdown), waiting at most `timeout`.
+    pub async fn close(&self, timeout: Duration) {
+        if self.connection.status().connected() {
+            let _ =
+                tokio::time::timeout(timeout, self.connection.close(200, "shutting down".into()))
+                    .await;
+        }
     }
 
     /// The topology this publisher targets.
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cret@rabbitmq:5672/%2f"),
+            "amqp://guest:***@rabbitmq:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("amqp://u:p@ss@host:1/v?heartbeat=10"),
+            "amqp://u:***@host:1/v?heartbeat=10"
+        );
+        assert_eq!(redact_url("amqp://user@host"), "amqp://user@host");
+        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -3,7 +3,8 @@
 //! through the queue again within seconds.
 //!
 //! A test binary of its own: closing every connection on the broker would disturb any other
-//! test running beside it (cargo runs test binaries one after another).
+//! test running beside it (cargo runs test binaries one after another); it holds the broker
+//! lock while it does.
 
 // Shares the distributed tests' helpers; not every helper is used here.
 #[allow(dead_code, unused_imports)]
@@ -14,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use fractile_test_support::BrokerLock;
 
 use helpers::*;
 
@@ -30,6 +32,7 @@ async fn api_and_worker_recover_from_force_closed_connections() {
         "rendered by the worker"
     );
 
+    let lock = BrokerLock::acquire(Duration::from_secs(300));
     let closed = Command::new("rabbitmqctl")
         .args(["close_all_connections", "fractile broker-outage test"])
         .output()
@@ -80,10 +83,8 @@ async fn api_and_worker_recover_from_force_closed_connections() {
             .get()
             >= 2
     );
+    drop(lock);
     worker.shutdown().await;
-    // The inspection connection was closed too; reconnect to clean up.
-    if let Some(fresh) = Cluster::new().await {
-        let _ = fresh.topology.delete(&fresh.channel).await;
-    }
-    let _ = cluster.store.delete_prefix().await;
+    // The inspection connection was closed too; the guard cleans up on connections of its own.
+    cluster.cleanup().await;
 }

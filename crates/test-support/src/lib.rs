@@ -2,6 +2,9 @@
 //! only; nothing here ships in a binary).
 
 use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where the service tests find Redis and RabbitMQ.
@@ -190,9 +193,258 @@ where
     }
 }
 
+/// Deletes one test's queues, dead-letter exchange and Redis keys (everything under its
+/// prefix) when dropped: at the end of the test, and also when it fails half-way. Works on
+/// connections of its own, so it cleans up even after the test's were closed under it.
+pub struct Cleanup {
+    amqp: String,
+    redis: String,
+    prefix: String,
+}
+
+impl Cleanup {
+    /// A guard for everything under `prefix` on these services.
+    pub fn new(services: &Services, prefix: &str) -> Cleanup {
+        Cleanup {
+            amqp: services.amqp.clone(),
+            redis: services.redis.clone(),
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (amqp, redis, prefix) = (self.amqp.clone(), self.redis.clone(), self.prefix.clone());
+        // A thread with a runtime of its own: Drop cannot await, and the test's runtime may
+        // be the one unwinding.
+        let cleaned = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let limit = Duration::from_secs(10);
+                let work = async {
+                    let topology = fractile_queue::Topology::new(&prefix);
+                    let connection =
+                        fractile_queue::connect(&amqp, "test-cleanup", Duration::from_secs(5))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    let channel = connection
+                        .create_channel()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    topology.delete(&channel).await.map_err(|e| e.to_string())?;
+                    let _ = connection.close(200, "test cleanup".into()).await;
+                    let settings = fractile_tile_store::StoreSettings::new(redis, prefix.clone());
+                    fractile_tile_store::TileStore::new(&settings)
+                        .map_err(|e| e.to_string())?
+                        .delete_prefix()
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match tokio::time::timeout(limit, work).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => eprintln!("cleaning up {prefix} failed: {error}"),
+                    Err(_) => eprintln!("cleaning up {prefix} timed out"),
+                }
+            });
+        });
+        let _ = cleaned.join();
+    }
+}
+
+/// The lock every test (and script) that disturbs the shared broker for everyone holds for
+/// the duration: a restart, a memory alarm, closing every connection.
+pub const BROKER_LOCK: &str = "/tmp/fractile-broker.lock";
+
+/// Holds [`BROKER_LOCK`] until dropped, through `flock(1)`: a shell opens the lock file,
+/// takes the lock on it and becomes `cat` reading this process's pipe, so the lock goes
+/// when the guard drops the pipe, and also when this process dies without dropping it.
+pub struct BrokerLock {
+    holder: Child,
+}
+
+impl BrokerLock {
+    /// Waits for the lock, at most `limit`.
+    pub fn acquire(limit: Duration) -> BrokerLock {
+        Self::acquire_file(BROKER_LOCK, limit)
+    }
+
+    fn acquire_file(path: &str, limit: Duration) -> BrokerLock {
+        let script =
+            "exec 9>>\"$0\" && flock --timeout \"$1\" 9 && echo locked && exec cat > /dev/null";
+        let mut holder = Command::new("sh")
+            .args(["-c", script, path, &limit.as_secs().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let stdout = holder.stdout.take().expect("piped");
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        assert_eq!(
+            line.trim(),
+            "locked",
+            "could not take {path} within {limit:?}"
+        );
+        BrokerLock { holder }
+    }
+}
+
+impl Drop for BrokerLock {
+    fn drop(&mut self) {
+        // End of input: `cat` exits, and the lock with it.
+        drop(self.holder.stdin.take());
+        let _ = self.holder.wait();
+    }
+}
+
+/// Runs `rabbitmqctl` with `args` and returns its output; fails the test if it fails.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A loopback port nothing listens on (bound, then released): connecting to it is refused.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
+/// A binary run for its exit: stdout and stderr collected line by line as they come, so a
+/// test can wait for a log line, signal the process, and check what it printed on the way
+/// out.
+pub struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts `command` with both streams captured.
+    pub fn spawn(mut command: Command) -> Process {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        collect(stdout, Arc::clone(&lines));
+        collect(stderr, Arc::clone(&lines));
+        Process { child, lines }
+    }
+
+    /// Everything printed so far, one line per item.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().expect("not poisoned").clone()
+    }
+
+    /// The first line printed that satisfies `matches`, waiting up to `limit`.
+    pub fn wait_for_line(&self, limit: Duration, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.output().into_iter().find(|l| matches(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching line within {limit:?}; output:\n{}",
+                self.output().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the exit, at most `limit` (the process is killed past it and the test
+    /// fails), and checks that nothing panicked on the way: a panic at exit is a bug even
+    /// when the exit status looks right.
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "still running after {limit:?}; output:\n{}",
+                    self.output().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The collecting threads read to the end of the pipes; give them a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        let output = self.output().join("\n");
+        assert!(
+            !output.contains("panicked"),
+            "the process panicked ({status:?}):\n{output}"
+        );
+        status
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            lines.lock().expect("not poisoned").push(line);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_broker_lock_is_held_until_dropped() {
+        let path = std::env::temp_dir().join(format!("{}lock", unique_prefix()));
+        let path = path.to_str().expect("utf-8").to_owned();
+        let free = || {
+            Command::new("flock")
+                .args(["--nonblock", &path, "true"])
+                .status()
+                .expect("flock runs")
+                .success()
+        };
+        let lock = BrokerLock::acquire_file(&path, Duration::from_secs(5));
+        assert!(!free(), "held");
+        drop(lock);
+        assert!(free(), "released");
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn host_port_is_found_in_urls() {

@@ -9,14 +9,15 @@
 //! - [`config`] holds the settings;
 //! - [`metrics`] holds the worker's Prometheus metrics;
 //! - [`jobs`] decides what happens to one delivery;
-//! - [`Worker::run`] connects, consumes and shuts down.
+//! - [`Worker::run`] connects (retrying with backoff while the broker is away, not ready
+//!   meanwhile), consumes and shuts down.
 
 pub mod config;
 pub mod jobs;
 pub mod metrics;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -47,8 +48,12 @@ pub use jobs::Renderer;
 use crate::jobs::JobContext;
 use crate::metrics::WorkerMetrics;
 
-/// Time allowed to connect to RabbitMQ and set up channels at start-up.
+/// Time allowed for setting up the channels and consumers once connected.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time allowed for one attempt at connecting, lapin's own TCP retries included.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest wait between two attempts at connecting.
+const MAX_CONNECT_DELAY: Duration = Duration::from_secs(30);
 /// How often the broker's queue depths are read for `render_queue_depth`.
 const DEPTH_POLL_EVERY: Duration = Duration::from_secs(5);
 /// Header-read deadline of the admin port.
@@ -137,8 +142,34 @@ impl Worker {
         let admin = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
+        // The admin port answers from the start: not ready until consuming.
+        let consuming: Arc<OnceLock<ConnectionStatus>> = Arc::default();
+        let stop_admin = CancellationToken::new();
+        let admin_app = admin_router(
+            readiness.clone(),
+            Arc::clone(&consuming),
+            context.store.clone(),
+            Arc::clone(&context.metrics),
+            context.faults.clone(),
+        );
+        let admin_server = tokio::spawn(fractile_runtime::serve::serve(
+            admin,
+            admin_app,
+            admin_limits,
+            context.metrics.connections.listener("admin"),
+            stop_admin.clone(),
+        ));
         let name = format!("fractile-worker {}", context.id);
-        let connection = fractile_queue::connect(&config.amqp_url, &name, SETUP_TIMEOUT).await?;
+        tokio::pin!(shutdown);
+        let connection = tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("shut down before RabbitMQ was reached");
+                stop_admin.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
+                return Ok(());
+            }
+            connection = connect_with_backoff(&config.amqp_url, &name) => connection,
+        };
         let topology = Topology::new(&config.queue_prefix);
         let setup = async {
             let interactive = consumer(
@@ -164,22 +195,8 @@ impl Worker {
             tokio::time::timeout(SETUP_TIMEOUT, setup)
                 .await
                 .context("setting up consumers timed out")??;
+        let _ = consuming.set(connection.status().clone());
 
-        let stop_admin = CancellationToken::new();
-        let admin_app = admin_router(
-            readiness.clone(),
-            connection.status().clone(),
-            context.store.clone(),
-            Arc::clone(&context.metrics),
-            context.faults.clone(),
-        );
-        let admin_server = tokio::spawn(fractile_runtime::serve::serve(
-            admin,
-            admin_app,
-            admin_limits,
-            context.metrics.connections.listener("admin"),
-            stop_admin.clone(),
-        ));
         let stop_polling = CancellationToken::new();
         tokio::spawn(poll_depths(
             depth_ch,
@@ -197,7 +214,6 @@ impl Worker {
         );
 
         let tracker = TaskTracker::new();
-        tokio::pin!(shutdown);
         let outcome: anyhow::Result<()> = loop {
             tokio::select! {
                 () = &mut shutdown => break Ok(()),
@@ -252,6 +268,30 @@ impl Worker {
             tracing::info!("stopped");
         }
         outcome
+    }
+}
+
+/// Connects, retrying with capped exponential backoff and jitter until the broker answers;
+/// every failed attempt is logged (the URL's password redacted). The caller races it
+/// against shutdown.
+async fn connect_with_backoff(url: &str, name: &str) -> Connection {
+    let redacted = fractile_queue::redact_url(url);
+    let mut delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
+    let mut attempt: u32 = 0;
+    loop {
+        attempt = attempt.saturating_add(1);
+        tracing::info!(url = %redacted, attempt, "connecting to RabbitMQ");
+        match fractile_queue::connect(url, name, CONNECT_TIMEOUT).await {
+            Ok(connection) => {
+                tracing::info!(url = %redacted, attempt, "connected to RabbitMQ");
+                return connection;
+            }
+            Err(error) => {
+                let retry_in = delays.next().unwrap_or(MAX_CONNECT_DELAY);
+                tracing::warn!(url = %redacted, attempt, ?retry_in, %error, "connecting to RabbitMQ failed; not ready until it answers");
+                tokio::time::sleep(retry_in).await;
+            }
+        }
     }
 }
 
@@ -350,13 +390,17 @@ async fn poll_depths(
     }
 }
 
+/// `/readyz` is 200 only while consuming on a live connection; `consuming` is set once the
+/// consumers are up.
 fn admin_router(
     readiness: Readiness,
-    connection: ConnectionStatus,
+    consuming: Arc<OnceLock<ConnectionStatus>>,
     store: TileStore,
     metrics: Arc<WorkerMetrics>,
     faults: Faults,
 ) -> Router {
+    let connected = move || consuming.get().is_some_and(ConnectionStatus::connected);
+    let connected_too = connected.clone();
     let faults_router = fractile_runtime::faults::router(faults.clone());
     Router::new()
         .route(
@@ -366,7 +410,7 @@ fn admin_router(
         .route(
             "/readyz",
             get(move || {
-                let (draining, connected) = (readiness.is_draining(), connection.connected());
+                let (draining, connected) = (readiness.is_draining(), connected());
                 let active = faults.active();
                 let store = store.clone();
                 async move {
@@ -376,7 +420,10 @@ fn admin_router(
                     let redis = store.ping().await.is_ok();
                     let (status, state) = match (draining, connected, redis) {
                         (true, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-                        (false, false, _) => (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable"),
+                        (false, false, _) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not consuming: RabbitMQ unreachable or recovering",
+                        ),
                         (false, true, false) => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
                         (false, true, true) => (StatusCode::OK, "ready"),
                     };
@@ -390,6 +437,7 @@ fn admin_router(
         .route(
             "/metrics",
             get(move || {
+                metrics.queue_connected.set(i64::from(connected_too()));
                 let body = metrics.encode();
                 async move {
                     match body {

@@ -41,6 +41,9 @@ pub struct WorkerMetrics {
     /// `http_connections_open{listener}`, `http_connections_rejected_total{listener}`,
     /// `http_connections_closed_total{listener, reason}`: the admin port's connections.
     pub connections: fractile_runtime::metrics::ConnectionMetrics,
+    /// `queue_connected`: 1 while connected to RabbitMQ and consuming, else 0 (the api's
+    /// gauge of the same name means its queue can take jobs).
+    pub queue_connected: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -109,6 +112,10 @@ impl WorkerMetrics {
                 "render_pool_rejected_total",
                 "Renders refused by a full pool queue.",
             )?,
+            queue_connected: IntGauge::new(
+                "queue_connected",
+                "1 while connected to RabbitMQ and consuming, else 0.",
+            )?,
             registry,
         };
         let r = &m.registry;
@@ -125,6 +132,7 @@ impl WorkerMetrics {
         r.register(Box::new(m.pool_depth.clone()))?;
         r.register(Box::new(m.pool_wait.clone()))?;
         r.register(Box::new(m.pool_rejected.clone()))?;
+        r.register(Box::new(m.queue_connected.clone()))?;
         Ok(m)
     }
 

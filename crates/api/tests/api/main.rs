@@ -5,6 +5,7 @@ mod admission;
 mod cache;
 mod connections;
 mod contract;
+mod exits;
 mod faults;
 mod helpers;
 mod lifecycle;

@@ -10,7 +10,7 @@ use fractile_api::{AppState, Config};
 use fractile_queue::Topology;
 use fractile_queue::lapin::{Channel, Connection};
 pub use fractile_test_support::eventually;
-use fractile_test_support::{Services, services, unique_prefix};
+use fractile_test_support::{Cleanup, Services, services, unique_prefix};
 use fractile_tile_store::{StoreSettings, TileStore};
 use fractile_worker::Worker;
 use tokio::sync::oneshot;
@@ -28,12 +28,16 @@ pub struct Cluster {
     pub topology: Topology,
     pub channel: Channel,
     _connection: Connection,
+    /// Deletes the queues and keys when the test ends, however it ends.
+    _cleanup: Cleanup,
 }
 
 impl Cluster {
     pub async fn new() -> Option<Cluster> {
-        let Services { redis, amqp } = services()?;
+        let services = services()?;
         let prefix = unique_prefix();
+        let cleanup = Cleanup::new(&services, &prefix);
+        let Services { redis, amqp } = services;
         let store =
             TileStore::new(&StoreSettings::new(redis.clone(), prefix.clone())).expect("store");
         let topology = Topology::new(&prefix);
@@ -50,6 +54,7 @@ impl Cluster {
             topology,
             channel,
             _connection: connection,
+            _cleanup: cleanup,
         })
     }
 
@@ -75,6 +80,12 @@ impl Cluster {
                 backends.ready.wait_connected(Duration::from_secs(5)).await,
                 "ready listener subscribes"
             );
+            if let Some(link) = &backends.publisher {
+                assert!(
+                    link.wait_connected(Duration::from_secs(10)).await,
+                    "the publisher connects"
+                );
+            }
         }
         let app = fractile_api::app::app(state.clone());
         (state, app)
@@ -86,9 +97,27 @@ impl Cluster {
         <fractile_worker::Config as clap::Parser>::parse_from(args)
     }
 
+    /// Whether `queue` exists (a passive declare, on a channel of its own: a failed one
+    /// closes its channel).
+    pub async fn queue_exists(&self, queue: &str) -> bool {
+        let Ok(channel) = self._connection.create_channel().await else {
+            return false;
+        };
+        let passive = fractile_queue::lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let exists = channel
+            .queue_declare(queue.into(), passive, Default::default())
+            .await
+            .is_ok();
+        let _ = channel.close(200, "".into()).await;
+        exists
+    }
+
+    /// Deletes the queues and keys now (the guard also does it if the test fails first).
     pub async fn cleanup(self) {
-        let _ = self.topology.delete(&self.channel).await;
-        let _ = self.store.delete_prefix().await;
+        drop(self);
     }
 }
 
@@ -100,7 +129,11 @@ pub struct RunningWorker {
 }
 
 pub fn start_worker(config: fractile_worker::Config) -> RunningWorker {
-    let worker = Worker::new(config).expect("worker");
+    run_worker(Worker::new(config).expect("worker"))
+}
+
+/// A worker in this process, as configured (e.g. with a renderer of the test's).
+pub fn run_worker(worker: Worker) -> RunningWorker {
     let metrics = worker.metrics();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(worker.run(async move {

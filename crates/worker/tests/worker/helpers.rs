@@ -7,7 +7,7 @@ use fractile_queue::lapin::Channel;
 use fractile_queue::{Publisher, RenderJob, Topology};
 use fractile_render::{MaxZoom, Style, TileId, TileKey};
 pub use fractile_test_support::eventually;
-use fractile_test_support::{Services, services, unique_prefix};
+use fractile_test_support::{Cleanup, Services, services, unique_prefix};
 use fractile_tile_store::{StoreSettings, TileStore};
 use fractile_worker::{Config, Worker};
 use tokio::sync::oneshot;
@@ -23,12 +23,16 @@ pub struct Env {
     /// A channel for inspecting queues.
     pub channel: Channel,
     _connection: fractile_queue::lapin::Connection,
+    /// Deletes the queues and keys when the test ends, however it ends.
+    _cleanup: Cleanup,
 }
 
 impl Env {
     pub async fn new() -> Option<Env> {
-        let Services { redis, amqp } = services()?;
+        let services = services()?;
         let prefix = unique_prefix();
+        let cleanup = Cleanup::new(&services, &prefix);
+        let Services { redis, amqp } = services;
         let store =
             TileStore::new(&StoreSettings::new(redis.clone(), prefix.clone())).expect("store");
         let topology = Topology::new(&prefix);
@@ -49,6 +53,7 @@ impl Env {
             topology,
             channel,
             _connection: connection,
+            _cleanup: cleanup,
         })
     }
 
@@ -75,9 +80,9 @@ impl Env {
             .expect("queue exists")
     }
 
+    /// Deletes the queues and keys now (the guard also does it if the test fails first).
     pub async fn cleanup(self) {
-        let _ = self.topology.delete(&self.channel).await;
-        let _ = self.store.delete_prefix().await;
+        drop(self);
     }
 }
 

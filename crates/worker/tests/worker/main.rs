@@ -3,6 +3,7 @@
 //! cap. Each test uses its own key prefix and queue names.
 
 mod admin;
+mod exits;
 mod helpers;
 mod protocol;
 mod resilience;

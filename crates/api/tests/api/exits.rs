@@ -1,0 +1,115 @@
+//! The binary in its failure paths: whatever goes wrong, it exits with a status that says
+//! so and never prints a panic; a broker that is down is not a failure at all (the api
+//! serves without it).
+
+use std::process::Command;
+use std::time::Duration;
+
+use fractile_test_support::{Process, closed_port};
+
+fn api() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fractile-api"));
+    command
+        .env("FRACTILE_LISTEN", "127.0.0.1:0")
+        .env("FRACTILE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("FRACTILE_LOG_FORMAT", "json")
+        .env("FRACTILE_SHUTDOWN_DELAY", "0s")
+        .env("FRACTILE_RENDER_THREADS", "1");
+    command
+}
+
+/// The `listening` log line's addresses: (traffic, admin).
+fn listening(process: &Process) -> (String, String) {
+    let line = process.wait_for_line(Duration::from_secs(20), |l| l.contains("\"listening\""));
+    let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    let address = |field: &str| event[field].as_str().expect("an address").to_owned();
+    (address("traffic"), address("admin"))
+}
+
+#[test]
+fn bad_settings_exit_with_a_usage_error_and_no_panic() {
+    let mut command = api();
+    command.env("FRACTILE_MAX_ZOOM", "33");
+    let status = Process::spawn(command).wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "clap's usage error");
+}
+
+#[test]
+fn a_taken_port_exits_non_zero_and_no_panic() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut command = api();
+    command.env(
+        "FRACTILE_ADMIN_LISTEN",
+        taken.local_addr().expect("addr").to_string(),
+    );
+    let process = Process::spawn(command);
+    let status = process.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn without_a_broker_the_api_serves_reports_it_and_exits_cleanly() {
+    let password = "do-not-log-me";
+    let mut command = api();
+    command
+        .env(
+            "FRACTILE_AMQP_URL",
+            format!("amqp://fractile:{password}@127.0.0.1:{}/%2f", closed_port()),
+        )
+        // Redis is not needed for this either: unreachable, it is a miss.
+        .env(
+            "FRACTILE_REDIS_URL",
+            format!("redis://127.0.0.1:{}", closed_port()),
+        );
+    let process = Process::spawn(command);
+    // It listens at once instead of waiting for the broker.
+    let (traffic, admin) = listening(&process);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let (tile, ready, metrics) = runtime.block_on(async {
+        let tile = http
+            .get(format!("http://{traffic}/tiles/2/1/1.png"))
+            .send()
+            .await
+            .expect("tile");
+        let ready = http
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        let ready = (
+            ready.status().as_u16(),
+            serde_json::from_str::<serde_json::Value>(&ready.text().await.expect("body"))
+                .expect("JSON"),
+        );
+        let metrics = http
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        (tile.status().as_u16(), ready, metrics)
+    });
+    assert_eq!(tile, 200, "the miss is rendered here");
+    assert_eq!(ready.0, 200, "still ready: misses are served locally");
+    assert_eq!(ready.1["queue"], "down");
+    assert!(metrics.contains("\nqueue_connected 0"), "{metrics}");
+    // Each attempt is logged, the password never.
+    process.wait_for_line(Duration::from_secs(10), |l| {
+        l.contains("connecting to RabbitMQ") && l.contains("fractile:***@")
+    });
+    assert!(
+        !process.output().iter().any(|l| l.contains(password)),
+        "the password was logged"
+    );
+
+    // SIGTERM while it is still trying to connect.
+    process.terminate();
+    let status = process.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
+}
