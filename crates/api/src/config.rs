@@ -135,6 +135,7 @@ pub struct Config {
 
     /// RabbitMQ to send misses and seeds to workers, e.g. `amqp://user:pass@rabbitmq:5672/%2f`.
     /// Needs `FRACTILE_REDIS_URL` (workers return tiles through Redis). Unset: render here.
+    /// Connected in the background with backoff: the api serves without it meanwhile.
     #[arg(long, env = "FRACTILE_AMQP_URL", requires = "redis_url")]
     pub amqp_url: Option<String>,
 

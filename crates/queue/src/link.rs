@@ -54,12 +54,6 @@ impl PublisherLink {
         PublisherLink { current }
     }
 
-    /// A link that holds `publisher` and never reconnects (tests).
-    pub fn fixed(publisher: Publisher) -> Self {
-        let (_tx, current) = watch::channel(Some(publisher));
-        PublisherLink { current }
-    }
-
     /// The publisher, once connected. It may still be recovering from a blip: its publishes
     /// then fail fast, and [`Publisher::is_connected`] says so.
     pub fn publisher(&self) -> Option<Publisher> {
