@@ -394,6 +394,17 @@ async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_
         let state = fractile_api::AppState::connect(&config)
             .await
             .expect("api starts without Redis");
+        // The queue is up: what is refused here is Redis, not the queue (a seed is refused
+        // with 503 queue_unavailable until the api's background connection is made).
+        let link = state
+            .tiles
+            .backends()
+            .and_then(|b| b.publisher.clone())
+            .expect("a queue is configured");
+        assert!(
+            link.wait_connected(Duration::from_secs(10)).await,
+            "the api connects"
+        );
         let app = fractile_api::app::app(state);
         let location = "/v1/seeds/0123456789abcdef0123456789abcdef";
         for _ in 0..2 {
