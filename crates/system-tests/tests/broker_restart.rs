@@ -71,7 +71,6 @@ async fn status(app: &axum::Router, location: &str) -> SeedStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_survives_a_broker_restart_with_every_tile_done() {
-    fractile_runtime::telemetry::init(fractile_runtime::LogFormat::Pretty);
     let lock = BrokerLock::acquire(Duration::from_secs(300));
     let Some(cluster) = Cluster::new().await else {
         return;
