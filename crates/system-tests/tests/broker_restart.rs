@@ -126,11 +126,26 @@ async fn a_seed_survives_a_broker_restart_with_every_tile_done() {
     );
     assert!(during.done < during.total, "the restart was mid-seed");
 
-    eventually("the seed is done", Duration::from_secs(120), || {
-        let (app, location) = (app.clone(), location.clone());
-        async move { status(&app, &location).await.state == "done" }
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = status(&app, &location).await;
+        if now.state == "done" {
+            break;
+        }
+        if Instant::now() > deadline {
+            let ready = cluster
+                .topology
+                .ready_messages(&cluster.channel, &cluster.topology.bulk)
+                .await;
+            panic!(
+                "the seed did not finish: {now:?}; bulk queue ready: {ready:?}; worker consumed {}, rendered {}, skipped {}",
+                worker.metrics.consumed.with_label_values(&["bulk"]).get(),
+                worker.metrics.renders.with_label_values(&["ok"]).get(),
+                worker.metrics.skipped.with_label_values(&["stored"]).get(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let done = status(&app, &location).await;
     eprintln!("seed done {:?} after the restart began", restart.elapsed());
     assert_eq!(

@@ -10,14 +10,14 @@
 //! - [`metrics`] holds the worker's Prometheus metrics;
 //! - [`jobs`] decides what happens to one delivery;
 //! - [`Worker::run`] connects (retrying with backoff while the broker is away, not ready
-//!   meanwhile), consumes and shuts down.
+//!   meanwhile), consumes, connects again if consuming stops, and shuts down.
 
 pub mod config;
 pub mod jobs;
 pub mod metrics;
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -119,8 +119,10 @@ impl Worker {
     }
 
     /// Consumes until `shutdown` resolves, then stops consuming, lets jobs in progress
-    /// finish (and be acked), and returns. Returns an error if a consumer ends by itself:
-    /// a worker that silently stopped consuming would look healthy while doing nothing.
+    /// finish (and be acked), and returns. Connecting is retried with backoff until the
+    /// broker answers; a consumer that ends (its queue deleted, or a connection lapin gave
+    /// up recovering) is not silent: the worker turns not ready, logs it, and connects and
+    /// sets up its consumers again, so a worker never looks healthy while consuming nothing.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Worker {
             config,
@@ -143,11 +145,11 @@ impl Worker {
             .await
             .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
         // The admin port answers from the start: not ready until consuming.
-        let consuming: Arc<OnceLock<ConnectionStatus>> = Arc::default();
+        let consuming = Consuming::default();
         let stop_admin = CancellationToken::new();
         let admin_app = admin_router(
             readiness.clone(),
-            Arc::clone(&consuming),
+            consuming.clone(),
             context.store.clone(),
             Arc::clone(&context.metrics),
             context.faults.clone(),
@@ -160,114 +162,165 @@ impl Worker {
             stop_admin.clone(),
         ));
         let name = format!("fractile-worker {}", context.id);
-        tokio::pin!(shutdown);
-        let connection = tokio::select! {
-            () = &mut shutdown => {
-                tracing::info!("shut down before RabbitMQ was reached");
-                stop_admin.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
-                return Ok(());
-            }
-            connection = connect_with_backoff(&config.amqp_url, &name) => connection,
-        };
         let topology = Topology::new(&config.queue_prefix);
-        let setup = async {
-            let interactive = consumer(
-                &connection,
-                &topology,
-                Priority::Interactive,
-                config.interactive_prefetch(),
-                &context.id,
-            )
-            .await?;
-            let bulk = consumer(
-                &connection,
-                &topology,
-                Priority::Bulk,
-                config.bulk_prefetch(),
-                &context.id,
-            )
-            .await?;
-            let depth = connection.create_channel().await?;
-            Ok::<_, fractile_queue::lapin::Error>((interactive, bulk, depth))
-        };
-        let ((interactive_ch, mut interactive), (bulk_ch, mut bulk), depth_ch) =
-            tokio::time::timeout(SETUP_TIMEOUT, setup)
-                .await
-                .context("setting up consumers timed out")??;
-        let _ = consuming.set(connection.status().clone());
-
-        let stop_polling = CancellationToken::new();
-        tokio::spawn(poll_depths(
-            depth_ch,
-            topology.clone(),
-            Arc::clone(&context.metrics),
-            stop_polling.clone(),
-        ));
-        tracing::info!(
-            worker = %context.id,
-            admin = %config.admin_listen,
-            threads = config.render_threads().get(),
-            interactive_prefetch = config.interactive_prefetch(),
-            bulk_prefetch = config.bulk_prefetch(),
-            "consuming"
-        );
-
         let tracker = TaskTracker::new();
-        let outcome: anyhow::Result<()> = loop {
-            tokio::select! {
-                () = &mut shutdown => break Ok(()),
-                next = interactive.next() => if let Err(e) = dispatch(next, &interactive_ch, Priority::Interactive, &context, &tracker).await {
-                    break Err(e);
-                },
-                next = bulk.next() => if let Err(e) = dispatch(next, &bulk_ch, Priority::Bulk, &context, &tracker).await {
-                    break Err(e);
-                },
-            }
-        };
+        let mut delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
+        tokio::pin!(shutdown);
+
+        // One connection per turn: a turn ends at shutdown, or when consuming stops.
+        loop {
+            let connection = tokio::select! {
+                () = &mut shutdown => break,
+                connection = connect_with_backoff(&config.amqp_url, &name) => connection,
+            };
+            let setup = async {
+                let interactive = consumer(
+                    &connection,
+                    &topology,
+                    Priority::Interactive,
+                    config.interactive_prefetch(),
+                    &context.id,
+                )
+                .await?;
+                let bulk = consumer(
+                    &connection,
+                    &topology,
+                    Priority::Bulk,
+                    config.bulk_prefetch(),
+                    &context.id,
+                )
+                .await?;
+                let depth = connection.create_channel().await?;
+                Ok::<_, fractile_queue::lapin::Error>((interactive, bulk, depth))
+            };
+            let setup = match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
+                Ok(Ok(channels)) => Ok(channels),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("timed out after {SETUP_TIMEOUT:?}")),
+            };
+            let ((interactive_ch, mut interactive), (bulk_ch, mut bulk), depth_ch) = match setup {
+                Ok(channels) => channels,
+                Err(error) => {
+                    let retry_in = delays.next().unwrap_or(MAX_CONNECT_DELAY);
+                    tracing::warn!(%error, ?retry_in, "setting up the consumers failed; connecting again");
+                    close(&connection).await;
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(retry_in) => continue,
+                    }
+                }
+            };
+            delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
+            consuming.set(Some(connection.status().clone()));
+            let stop_polling = CancellationToken::new();
+            tokio::spawn(poll_depths(
+                depth_ch,
+                topology.clone(),
+                Arc::clone(&context.metrics),
+                stop_polling.clone(),
+            ));
+            tracing::info!(
+                worker = %context.id,
+                admin = %config.admin_listen,
+                threads = config.render_threads().get(),
+                interactive_prefetch = config.interactive_prefetch(),
+                bulk_prefetch = config.bulk_prefetch(),
+                "consuming"
+            );
+
+            let stopped: Option<anyhow::Error> = loop {
+                tokio::select! {
+                    () = &mut shutdown => break None,
+                    next = interactive.next() => if let Err(e) = dispatch(next, &interactive_ch, Priority::Interactive, &context, &tracker).await {
+                        break Some(e);
+                    },
+                    next = bulk.next() => if let Err(e) = dispatch(next, &bulk_ch, Priority::Bulk, &context, &tracker).await {
+                        break Some(e);
+                    },
+                }
+            };
+            stop_polling.cancel();
+            consuming.set(None);
+            let Some(error) = stopped else {
+                readiness.drain();
+                // Deliveries held by an injected pause would otherwise sit out the shutdown
+                // timeout.
+                context.faults.clear();
+                tracing::info!(
+                    in_progress = tracker.len(),
+                    "shutting down: finishing jobs in progress"
+                );
+                for (channel, tag) in [
+                    (&interactive_ch, tag(&context.id, Priority::Interactive)),
+                    (&bulk_ch, tag(&context.id, Priority::Bulk)),
+                ] {
+                    if let Err(error) = channel
+                        .basic_cancel(tag.into(), BasicCancelOptions::default())
+                        .await
+                    {
+                        tracing::warn!(%error, "cancelling a consumer failed");
+                    }
+                }
+                finish(&tracker, config.shutdown_timeout).await;
+                close(&connection).await;
+                break;
+            };
+            // Jobs in progress can no longer be acked on these channels: the broker
+            // redelivers them, and handling a job twice changes nothing.
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "consuming stopped; not ready, connecting again"
+            );
+            close(&connection).await;
+        }
 
         readiness.drain();
-        // Deliveries held by an injected pause would otherwise sit out the shutdown timeout.
-        context.faults.clear();
-        stop_polling.cancel();
-        if outcome.is_ok() {
-            tracing::info!(
-                in_progress = tracker.len(),
-                "shutting down: finishing jobs in progress"
-            );
-            for (channel, tag) in [
-                (&interactive_ch, tag(&context.id, Priority::Interactive)),
-                (&bulk_ch, tag(&context.id, Priority::Bulk)),
-            ] {
-                if let Err(error) = channel
-                    .basic_cancel(tag.into(), BasicCancelOptions::default())
-                    .await
-                {
-                    tracing::warn!(%error, "cancelling a consumer failed");
-                }
-            }
-        }
-        tracker.close();
-        if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                in_progress = tracker.len(),
-                "shutdown timeout passed with jobs in progress; they will be redelivered"
-            );
-        }
+        finish(&tracker, config.shutdown_timeout).await;
+        stop_admin.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Waits for the jobs in progress, at most `limit`.
+async fn finish(tracker: &TaskTracker, limit: Duration) {
+    tracker.close();
+    if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            in_progress = tracker.len(),
+            "shutdown timeout passed with jobs in progress; they will be redelivered"
+        );
+    }
+}
+
+/// Closes `connection` if it is open, waiting at most 2 s.
+async fn close(connection: &Connection) {
+    if connection.status().connected() {
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             connection.close(200, "worker shutting down".into()),
         )
         .await;
-        stop_admin.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
-        if outcome.is_ok() {
-            tracing::info!("stopped");
-        }
-        outcome
+    }
+}
+
+/// The status of the connection the worker consumes on, while it does: what `/readyz`
+/// and `queue_connected` report.
+#[derive(Clone, Default)]
+struct Consuming(Arc<Mutex<Option<ConnectionStatus>>>);
+
+impl Consuming {
+    fn set(&self, status: Option<ConnectionStatus>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    fn connected(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(ConnectionStatus::connected)
     }
 }
 
@@ -350,7 +403,9 @@ async fn dispatch(
             tracing::info!(?priority, "consumer recovered");
             Ok(())
         }
-        None => anyhow::bail!("the {priority:?} consumer ended: no more deliveries would arrive"),
+        None => anyhow::bail!(
+            "the {priority:?} consumer ended (its queue deleted, or the connection lost for good)"
+        ),
     }
 }
 
@@ -390,16 +445,15 @@ async fn poll_depths(
     }
 }
 
-/// `/readyz` is 200 only while consuming on a live connection; `consuming` is set once the
-/// consumers are up.
+/// `/readyz` is 200 only while consuming on a live connection.
 fn admin_router(
     readiness: Readiness,
-    consuming: Arc<OnceLock<ConnectionStatus>>,
+    consuming: Consuming,
     store: TileStore,
     metrics: Arc<WorkerMetrics>,
     faults: Faults,
 ) -> Router {
-    let connected = move || consuming.get().is_some_and(ConnectionStatus::connected);
+    let connected = move || consuming.connected();
     let connected_too = connected.clone();
     let faults_router = fractile_runtime::faults::router(faults.clone());
     Router::new()

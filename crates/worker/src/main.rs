@@ -1,5 +1,6 @@
-//! `fractile-worker`: parse the configuration, start logging, consume until SIGTERM. Exits
-//! non-zero when consuming stops by itself, so the orchestrator restarts it.
+//! `fractile-worker`: parse the configuration, start logging, consume until SIGTERM (losing
+//! the broker is not an exit: the worker connects again). Exits non-zero only when it cannot
+//! start (bad settings, its admin port taken).
 //! `fractile-worker healthcheck` checks a running instance's readiness instead.
 
 use std::process::ExitCode;

@@ -73,6 +73,24 @@ impl Env {
         pending.confirmed().await.expect("confirmed");
     }
 
+    /// Consumers of `queue`, 0 if it does not exist (a passive declare on a channel of its
+    /// own: a failed one closes its channel).
+    pub async fn consumers(&self, queue: &str) -> u32 {
+        let Ok(channel) = self._connection.create_channel().await else {
+            return 0;
+        };
+        let passive = fractile_queue::lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let count = channel
+            .queue_declare(queue.into(), passive, Default::default())
+            .await
+            .map_or(0, |q| q.consumer_count());
+        let _ = channel.close(200, "".into()).await;
+        count
+    }
+
     pub async fn ready(&self, queue: &str) -> u32 {
         self.topology
             .ready_messages(&self.channel, queue)

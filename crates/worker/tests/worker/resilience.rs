@@ -11,13 +11,6 @@ use fractile_worker::{Renderer, Worker};
 
 use crate::helpers::*;
 
-fn passive() -> fractile_queue::lapin::options::QueueDeclareOptions {
-    fractile_queue::lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    }
-}
-
 fn spawn_worker_process(env: &Env, threads: usize) -> Child {
     let args = env.worker_args(threads);
     Command::new(env!("CARGO_BIN_EXE_fractile-worker"))
@@ -95,7 +88,7 @@ async fn killing_a_worker_mid_seed_loses_no_tile() {
 }
 
 #[tokio::test]
-async fn a_consumer_that_ends_makes_the_worker_exit_non_zero() {
+async fn a_consumer_that_ends_is_set_up_again_and_the_worker_never_panics() {
     let Some(env) = Env::new().await else { return };
     let args = env.worker_args(1);
     let mut command = Command::new(env!("CARGO_BIN_EXE_fractile-worker"));
@@ -104,28 +97,48 @@ async fn a_consumer_that_ends_makes_the_worker_exit_non_zero() {
         .env("FRACTILE_LOG_FORMAT", "json")
         .env("RUST_LOG", "warn");
     let worker = fractile_test_support::Process::spawn(command);
-    // Wait until the worker consumes, then pull its queue from under it: the broker
-    // cancels the consumer, and a worker that kept running would consume nothing forever.
+    let consumers = || env.consumers(&env.topology.interactive);
     eventually("the worker consumes", Duration::from_secs(20), || async {
-        env.channel
-            .queue_declare(
-                env.topology.interactive.as_str().into(),
-                passive(),
-                Default::default(),
-            )
-            .await
-            .is_ok_and(|q| q.consumer_count() > 0)
+        consumers().await > 0
     })
     .await;
+    // Pull its queue from under it: the broker cancels the consumer. A worker that kept
+    // running without it would consume nothing for ever; this one says so and sets its
+    // consumers (and the queue) up again.
     env.channel
         .queue_delete(env.topology.interactive.as_str().into(), Default::default())
         .await
         .expect("deleted");
-    // It exits by itself, non-zero, and without a panic on the way out.
+    eventually(
+        "the worker says it stopped consuming",
+        Duration::from_secs(20),
+        || async {
+            worker
+                .output()
+                .iter()
+                .any(|l| l.contains("consuming stopped") && l.contains("Interactive"))
+        },
+    )
+    .await;
+    eventually(
+        "the worker consumes again",
+        Duration::from_secs(20),
+        || async { consumers().await > 0 },
+    )
+    .await;
+    let tile = key(4, 1, 1);
+    let job = RenderJob::interactive(&tile, SystemTime::now() + Duration::from_secs(30));
+    env.send(&job).await;
+    eventually("the job is rendered", Duration::from_secs(20), || async {
+        matches!(env.store.get(&tile).await, Ok(Some(_)))
+    })
+    .await;
+
+    worker.terminate();
     let status = tokio::task::spawn_blocking(move || worker.wait_exit(Duration::from_secs(20)))
         .await
         .expect("waited");
-    assert!(!status.success(), "exit status {status:?}");
+    assert!(status.success(), "exit status {status:?}");
     env.cleanup().await;
 }
 
