@@ -25,19 +25,13 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use fractile_queue::lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
-};
-use fractile_queue::lapin::types::FieldTable;
-use fractile_queue::lapin::{Channel, Connection, ConnectionStatus, Consumer};
-use fractile_queue::{Priority, Topology};
+use fractile_queue::{Broker, BrokerStatus, DepthProbe, Priority, Topology};
 use fractile_runtime::Readiness;
 use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
 use fractile_runtime::serve::ConnectionLimits;
 use fractile_tile_store::{StoreSettings, TileStore};
-use futures_lite::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,14 +42,15 @@ pub use jobs::Renderer;
 use crate::jobs::JobContext;
 use crate::metrics::WorkerMetrics;
 
-/// Time allowed for setting up the channels and consumers once connected.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed for one attempt at connecting, lapin's own TCP retries included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest wait between two attempts at connecting.
 const MAX_CONNECT_DELAY: Duration = Duration::from_secs(30);
 /// How often the broker's queue depths are read for `render_queue_depth`.
 const DEPTH_POLL_EVERY: Duration = Duration::from_secs(5);
+/// A broker that refuses depth queries refuses every one: one warning per interval.
+static DEPTH_POLL_FAILED: fractile_runtime::ratelimited_log::RateLimitedLog =
+    fractile_runtime::ratelimited_log::RateLimitedLog::new(Duration::from_secs(60));
 /// Header-read deadline of the admin port.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -143,7 +138,7 @@ impl Worker {
             .await
             .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
         // The admin port answers from the start: not ready until consuming.
-        let consuming: Arc<OnceLock<ConnectionStatus>> = Arc::default();
+        let consuming: Arc<OnceLock<BrokerStatus>> = Arc::default();
         let stop_admin = CancellationToken::new();
         let admin_app = admin_router(
             readiness.clone(),
@@ -172,35 +167,30 @@ impl Worker {
         };
         let topology = Topology::new(&config.queue_prefix);
         let setup = async {
-            let interactive = consumer(
-                &connection,
-                &topology,
-                Priority::Interactive,
-                config.interactive_prefetch(),
-                &context.id,
-            )
-            .await?;
-            let bulk = consumer(
-                &connection,
-                &topology,
-                Priority::Bulk,
-                config.bulk_prefetch(),
-                &context.id,
-            )
-            .await?;
-            let depth = connection.create_channel().await?;
-            Ok::<_, fractile_queue::lapin::Error>((interactive, bulk, depth))
+            let interactive = connection
+                .consumer(
+                    &topology,
+                    Priority::Interactive,
+                    config.interactive_prefetch(),
+                    &context.id,
+                )
+                .await?;
+            let bulk = connection
+                .consumer(
+                    &topology,
+                    Priority::Bulk,
+                    config.bulk_prefetch(),
+                    &context.id,
+                )
+                .await?;
+            Ok::<_, fractile_queue::QueueError>((interactive, bulk))
         };
-        let ((interactive_ch, mut interactive), (bulk_ch, mut bulk), depth_ch) =
-            tokio::time::timeout(SETUP_TIMEOUT, setup)
-                .await
-                .context("setting up consumers timed out")??;
-        let _ = consuming.set(connection.status().clone());
+        let (mut interactive, mut bulk) = setup.await.context("setting up consumers")?;
+        let _ = consuming.set(connection.status());
 
         let stop_polling = CancellationToken::new();
         tokio::spawn(poll_depths(
-            depth_ch,
-            topology.clone(),
+            connection.depths(&topology),
             Arc::clone(&context.metrics),
             stop_polling.clone(),
         ));
@@ -217,10 +207,10 @@ impl Worker {
         let outcome: anyhow::Result<()> = loop {
             tokio::select! {
                 () = &mut shutdown => break Ok(()),
-                next = interactive.next() => if let Err(e) = dispatch(next, &interactive_ch, Priority::Interactive, &context, &tracker).await {
+                next = interactive.next() => if let Err(e) = dispatch(next, Priority::Interactive, &context, &tracker) {
                     break Err(e);
                 },
-                next = bulk.next() => if let Err(e) = dispatch(next, &bulk_ch, Priority::Bulk, &context, &tracker).await {
+                next = bulk.next() => if let Err(e) = dispatch(next, Priority::Bulk, &context, &tracker) {
                     break Err(e);
                 },
             }
@@ -235,15 +225,9 @@ impl Worker {
                 in_progress = tracker.len(),
                 "shutting down: finishing jobs in progress"
             );
-            for (channel, tag) in [
-                (&interactive_ch, tag(&context.id, Priority::Interactive)),
-                (&bulk_ch, tag(&context.id, Priority::Bulk)),
-            ] {
-                if let Err(error) = channel
-                    .basic_cancel(tag.into(), BasicCancelOptions::default())
-                    .await
-                {
-                    tracing::warn!(%error, "cancelling a consumer failed");
+            for consumer in [&mut interactive, &mut bulk] {
+                if let Err(error) = consumer.cancel().await {
+                    tracing::warn!(%error, tag = consumer.tag(), "cancelling a consumer failed");
                 }
             }
         }
@@ -257,11 +241,7 @@ impl Worker {
                 "shutdown timeout passed with jobs in progress; they will be redelivered"
             );
         }
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            connection.close(200, "worker shutting down".into()),
-        )
-        .await;
+        connection.close(Duration::from_secs(2)).await;
         stop_admin.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
         if outcome.is_ok() {
@@ -274,14 +254,14 @@ impl Worker {
 /// Connects, retrying with capped exponential backoff and jitter until the broker answers;
 /// every failed attempt is logged (the URL's password redacted). The caller races it
 /// against shutdown.
-async fn connect_with_backoff(url: &str, name: &str) -> Connection {
+async fn connect_with_backoff(url: &str, name: &str) -> Broker {
     let redacted = fractile_queue::redact_url(url);
     let mut delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
     let mut attempt: u32 = 0;
     loop {
         attempt = attempt.saturating_add(1);
         tracing::info!(url = %redacted, attempt, "connecting to RabbitMQ");
-        match fractile_queue::connect(url, name, CONNECT_TIMEOUT).await {
+        match Broker::connect(url, name, CONNECT_TIMEOUT).await {
             Ok(connection) => {
                 tracing::info!(url = %redacted, attempt, "connected to RabbitMQ");
                 return connection;
@@ -295,92 +275,49 @@ async fn connect_with_backoff(url: &str, name: &str) -> Connection {
     }
 }
 
-fn tag(id: &str, priority: Priority) -> String {
-    match priority {
-        Priority::Interactive => format!("{id}-interactive"),
-        Priority::Bulk => format!("{id}-bulk"),
-    }
-}
-
-/// A channel with its prefetch set, the topology declared, and a consumer on `priority`'s
-/// queue with manual acks.
-async fn consumer(
-    connection: &Connection,
-    topology: &Topology,
-    priority: Priority,
-    prefetch: u16,
-    id: &str,
-) -> Result<(Channel, Consumer), fractile_queue::lapin::Error> {
-    let channel = connection.create_channel().await?;
-    topology.declare(&channel).await?;
-    // Per-consumer prefetch (global = false: RabbitMQ 4.3 refuses global QoS).
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            topology.queue_for(priority).into(),
-            tag(id, priority).into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((channel, consumer))
-}
-
-/// Hands one item of a consumer stream to a job task, or decides the consumer is dead.
-async fn dispatch(
-    next: Option<Result<fractile_queue::lapin::message::Delivery, fractile_queue::lapin::Error>>,
-    channel: &Channel,
+/// Hands one delivery to a job task, or decides the consumer is dead (it ended, or its
+/// connection could not recover). [`fractile_queue::Consumer::next`] waits through recoveries itself.
+fn dispatch(
+    next: Result<Option<fractile_queue::Delivery>, fractile_queue::QueueError>,
     priority: Priority,
     context: &Arc<JobContext>,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
     match next {
-        Some(Ok(delivery)) => {
-            tracker.spawn(Arc::clone(context).handle(delivery, priority));
+        Ok(Some(delivery)) => {
+            tracker.spawn(Arc::clone(context).handle(delivery));
             Ok(())
         }
-        Some(Err(error)) => {
-            tracing::warn!(%error, ?priority, "consumer error; waiting for the connection to recover");
-            channel
-                .wait_for_recovery(error)
-                .await
-                .context("consumer could not recover")?;
-            tracing::info!(?priority, "consumer recovered");
-            Ok(())
+        Err(error) => Err(anyhow::Error::new(error)
+            .context(format!("the {priority:?} consumer could not recover"))),
+        Ok(None) => {
+            anyhow::bail!("the {priority:?} consumer ended: no more deliveries would arrive")
         }
-        None => anyhow::bail!("the {priority:?} consumer ended: no more deliveries would arrive"),
     }
 }
 
-/// Reads the broker's ready-message counts into `render_queue_depth` (passive declares).
-async fn poll_depths(
-    channel: Channel,
-    topology: Topology,
-    metrics: Arc<WorkerMetrics>,
-    stop: CancellationToken,
-) {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+/// Reads the broker's ready-message counts into `render_queue_depth`; a failed read is
+/// counted in `worker_queue_depth_poll_failures_total` (the gauge keeps its last value, so
+/// it must not go stale unseen).
+async fn poll_depths(mut probe: DepthProbe, metrics: Arc<WorkerMetrics>, stop: CancellationToken) {
+    let topology = probe.topology().clone();
     loop {
         for (label, queue) in [
             ("interactive", &topology.interactive),
             ("bulk", &topology.bulk),
             ("dead", &topology.dead),
         ] {
-            let declared = tokio::time::timeout(
-                Duration::from_secs(2),
-                channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
-            )
-            .await;
-            if let Ok(Ok(q)) = declared {
-                metrics
+            match probe.ready(queue).await {
+                Ok(ready) => metrics
                     .queue_depth
                     .with_label_values(&[label])
-                    .set(i64::from(q.message_count()));
+                    .set(i64::from(ready)),
+                Err(error) => {
+                    metrics.depth_poll_failures.inc();
+                    if let Some(suppressed) = DEPTH_POLL_FAILED.check() {
+                        tracing::warn!(%error, queue = label, suppressed, "reading a queue's depth failed");
+                    }
+                }
             }
         }
         tokio::select! {
@@ -394,12 +331,12 @@ async fn poll_depths(
 /// consumers are up.
 fn admin_router(
     readiness: Readiness,
-    consuming: Arc<OnceLock<ConnectionStatus>>,
+    consuming: Arc<OnceLock<BrokerStatus>>,
     store: TileStore,
     metrics: Arc<WorkerMetrics>,
     faults: Faults,
 ) -> Router {
-    let connected = move || consuming.get().is_some_and(ConnectionStatus::connected);
+    let connected = move || consuming.get().is_some_and(BrokerStatus::connected);
     let connected_too = connected.clone();
     let faults_router = fractile_runtime::faults::router(faults.clone());
     Router::new()

@@ -1,16 +1,16 @@
-//! Test plumbing: finding the services, an isolated environment per test, and a worker
-//! running in-process.
+//! Test plumbing: finding the services and an isolated environment per test (the
+//! in-process worker is test-support's).
 
 use std::time::Duration;
 
-use fractile_queue::lapin::Channel;
 use fractile_queue::{Publisher, RenderJob, Topology};
 use fractile_render::{MaxZoom, Style, TileId, TileKey};
 pub use fractile_test_support::eventually;
+pub use fractile_test_support::worker::run_worker;
 use fractile_test_support::{Cleanup, Services, services, unique_prefix};
 use fractile_tile_store::{StoreSettings, TileStore};
-use fractile_worker::{Config, Worker};
-use tokio::sync::oneshot;
+use fractile_worker::Config;
+use lapin::Channel;
 
 /// One test's private corner of Redis and RabbitMQ.
 pub struct Env {
@@ -22,7 +22,7 @@ pub struct Env {
     pub topology: Topology,
     /// A channel for inspecting queues.
     pub channel: Channel,
-    _connection: fractile_queue::lapin::Connection,
+    _connection: lapin::Connection,
     /// Deletes the queues and keys when the test ends, however it ends.
     _cleanup: Cleanup,
 }
@@ -83,31 +83,6 @@ impl Env {
     /// Deletes the queues and keys now (the guard also does it if the test fails first).
     pub async fn cleanup(self) {
         drop(self);
-    }
-}
-
-/// A worker running in this process until `stop` is sent.
-pub struct Running {
-    pub stop: oneshot::Sender<()>,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-pub fn start(worker: Worker) -> Running {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
-}
-
-impl Running {
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("worker stops")
-            .expect("task")
-            .expect("clean exit");
     }
 }
 

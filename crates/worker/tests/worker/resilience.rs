@@ -11,8 +11,8 @@ use fractile_worker::{Renderer, Worker};
 
 use crate::helpers::*;
 
-fn passive() -> fractile_queue::lapin::options::QueueDeclareOptions {
-    fractile_queue::lapin::options::QueueDeclareOptions {
+fn passive() -> lapin::options::QueueDeclareOptions {
+    lapin::options::QueueDeclareOptions {
         passive: true,
         ..Default::default()
     }
@@ -142,7 +142,7 @@ async fn shutdown_finishes_and_acks_the_job_in_progress() {
         .expect("worker")
         .with_renderer(slow);
     let metrics = worker.metrics();
-    let running = start(worker);
+    let running = run_worker(worker);
     let tile = key(3, 4, 4);
     let job = RenderJob::interactive(&tile, SystemTime::now() + Duration::from_secs(30));
     env.send(&job).await;
@@ -177,7 +177,7 @@ async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
                 .expect("valid"),
         )
         .expect("applied");
-    let running = start(worker);
+    let running = run_worker(worker);
     let tile = key(5, 7, 9);
     env.send(&RenderJob::bulk(&tile, "paused-seed")).await;
     eventually(
