@@ -199,3 +199,55 @@ async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
     running.shutdown().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_failed_depth_read_is_counted_and_the_other_depths_stay_current() {
+    let Some(env) = Env::new().await else { return };
+    let worker = Worker::new(env.worker_config()).expect("worker");
+    let metrics = worker.metrics();
+    // Paused: the worker holds its prefetch (2 bulk jobs) and the rest stays ready.
+    worker
+        .faults()
+        .apply(
+            serde_json::from_value(serde_json::json!({ "pause_consumption": true }))
+                .expect("valid"),
+        )
+        .expect("applied");
+    let running = run_worker(worker);
+    eventually("the worker consumes", Duration::from_secs(20), || async {
+        env.channel
+            .queue_declare(
+                env.topology.bulk.as_str().into(),
+                passive(),
+                Default::default(),
+            )
+            .await
+            .is_ok_and(|q| q.consumer_count() > 0)
+    })
+    .await;
+    // The dead-letter queue disappears: its depth cannot be read any more.
+    env.channel
+        .queue_delete(env.topology.dead.as_str().into(), Default::default())
+        .await
+        .expect("deleted");
+    for x in 0..8 {
+        env.send(&RenderJob::bulk(&key(3, x, 0), "depth-seed"))
+            .await;
+    }
+    eventually(
+        "the failed read is counted",
+        Duration::from_secs(15),
+        || async { metrics.depth_poll_failures.get() > 0 },
+    )
+    .await;
+    let ready = i64::from(env.ready(&env.topology.bulk).await);
+    assert!(ready > 0, "jobs are waiting");
+    eventually(
+        "the bulk depth is read after the failure",
+        Duration::from_secs(15),
+        || async { metrics.queue_depth.with_label_values(&["bulk"]).get() == ready },
+    )
+    .await;
+    running.shutdown().await;
+    env.cleanup().await;
+}
