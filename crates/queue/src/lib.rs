@@ -19,8 +19,9 @@
 //! at-least-once, and workers are idempotent (a tile's bytes are deterministic and the
 //! store is a plain `SET`).
 //!
-//! lapin stays behind this crate: its types appear only in [`connect`] (tests and tools
-//! that inspect the broker) and in [`QueueError::Amqp`].
+//! lapin stays behind this crate: its types appear only in [`connect`] and the
+//! [`Topology`] methods that take a channel (for tests and tools that inspect the broker),
+//! and in [`QueueError::Amqp`].
 //!
 //! Every connection's I/O runs on one tokio runtime owned by this crate for the whole life
 //! of the process, not on the caller's: lapin drives a connection from a thread of its own

@@ -57,6 +57,20 @@ impl Env {
         pending.confirmed().await.expect("confirmed");
     }
 
+    /// Deletes `queue` from under its consumers (on a connection of its own: lapin
+    /// through [`fractile_queue::connect`], the one door for tests that disturb the broker).
+    async fn delete_queue(&self, queue: &str) {
+        let raw = fractile_queue::connect(&self.amqp, "test-raw", TIMEOUT)
+            .await
+            .expect("connect");
+        let channel = raw.create_channel().await.expect("channel");
+        channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .expect("deleted");
+        let _ = raw.close(200, "done".into()).await;
+    }
+
     /// Messages ready in `queue`, through the probe the worker polls with.
     async fn ready(&self, queue: &str) -> u32 {
         self.broker
@@ -237,19 +251,11 @@ async fn a_consumer_ends_when_its_queue_is_deleted_or_it_is_cancelled() {
         .expect("in time");
     assert!(matches!(ended, Ok(None)), "cancelled: ended");
 
-    let raw = fractile_queue::connect(&env.amqp, "test-raw", TIMEOUT)
-        .await
-        .expect("connect");
-    let channel = raw.create_channel().await.expect("channel");
-    channel
-        .queue_delete(env.topology.interactive.as_str().into(), Default::default())
-        .await
-        .expect("deleted");
+    env.delete_queue(&env.topology.interactive).await;
     let ended = tokio::time::timeout(TIMEOUT, interactive.next())
         .await
         .expect("in time");
     assert!(matches!(ended, Ok(None)), "queue deleted: ended");
-    let _ = raw.close(200, "done".into()).await;
 }
 
 #[tokio::test]
@@ -261,19 +267,11 @@ async fn depths_are_read_after_a_missing_queue_closed_the_channel() {
     let mut probe = env.broker.depths(&env.topology);
     assert_eq!(probe.ready(&env.topology.bulk).await.expect("depth"), 3);
 
-    let raw = fractile_queue::connect(&env.amqp, "test-raw", TIMEOUT)
-        .await
-        .expect("connect");
-    let channel = raw.create_channel().await.expect("channel");
-    channel
-        .queue_delete(env.topology.dead.as_str().into(), Default::default())
-        .await
-        .expect("deleted");
+    env.delete_queue(&env.topology.dead).await;
     assert!(
         probe.ready(&env.topology.dead).await.is_err(),
         "a missing queue is an error, not 0"
     );
     // The broker closed the probe's channel with that error; the next read opens another.
     assert_eq!(probe.ready(&env.topology.bulk).await.expect("depth"), 3);
-    let _ = raw.close(200, "done".into()).await;
 }

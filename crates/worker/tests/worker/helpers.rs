@@ -80,6 +80,29 @@ impl Env {
             .expect("queue exists")
     }
 
+    /// Waits until a worker consumes from `queue`.
+    pub async fn wait_consuming(&self, queue: &str) {
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        eventually("the worker consumes", Duration::from_secs(20), || async {
+            self.channel
+                .queue_declare(queue.into(), passive, Default::default())
+                .await
+                .is_ok_and(|q| q.consumer_count() > 0)
+        })
+        .await;
+    }
+
+    /// Deletes `queue` from under whoever consumes it.
+    pub async fn delete_queue(&self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .expect("deleted");
+    }
+
     /// Deletes the queues and keys now (the guard also does it if the test fails first).
     pub async fn cleanup(self) {
         drop(self);

@@ -11,13 +11,6 @@ use fractile_worker::{Renderer, Worker};
 
 use crate::helpers::*;
 
-fn passive() -> lapin::options::QueueDeclareOptions {
-    lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    }
-}
-
 fn spawn_worker_process(env: &Env, threads: usize) -> Child {
     let args = env.worker_args(threads);
     Command::new(env!("CARGO_BIN_EXE_fractile-worker"))
@@ -28,6 +21,16 @@ fn spawn_worker_process(env: &Env, threads: usize) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("worker binary starts")
+}
+
+/// Pauses consumption (fault injection): deliveries are held unsettled until it lifts.
+fn pause(faults: &fractile_runtime::faults::Faults) {
+    faults
+        .apply(
+            serde_json::from_value(serde_json::json!({ "pause_consumption": true }))
+                .expect("valid"),
+        )
+        .expect("applied");
 }
 
 async fn seed_progress(env: &Env, id: &str) -> (u64, u64) {
@@ -106,21 +109,8 @@ async fn a_consumer_that_ends_makes_the_worker_exit_non_zero() {
     let worker = fractile_test_support::Process::spawn(command);
     // Wait until the worker consumes, then pull its queue from under it: the broker
     // cancels the consumer, and a worker that kept running would consume nothing forever.
-    eventually("the worker consumes", Duration::from_secs(20), || async {
-        env.channel
-            .queue_declare(
-                env.topology.interactive.as_str().into(),
-                passive(),
-                Default::default(),
-            )
-            .await
-            .is_ok_and(|q| q.consumer_count() > 0)
-    })
-    .await;
-    env.channel
-        .queue_delete(env.topology.interactive.as_str().into(), Default::default())
-        .await
-        .expect("deleted");
+    env.wait_consuming(&env.topology.interactive).await;
+    env.delete_queue(&env.topology.interactive).await;
     // It exits by itself, non-zero, and without a panic on the way out.
     let status = tokio::task::spawn_blocking(move || worker.wait_exit(Duration::from_secs(20)))
         .await
@@ -171,12 +161,7 @@ async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
     let Some(env) = Env::new().await else { return };
     let worker = Worker::new(env.worker_config()).expect("worker");
     let faults = worker.faults();
-    faults
-        .apply(
-            serde_json::from_value(serde_json::json!({ "pause_consumption": true }))
-                .expect("valid"),
-        )
-        .expect("applied");
+    pause(&faults);
     let running = run_worker(worker);
     let tile = key(5, 7, 9);
     env.send(&RenderJob::bulk(&tile, "paused-seed")).await;
@@ -206,30 +191,11 @@ async fn a_failed_depth_read_is_counted_and_the_other_depths_stay_current() {
     let worker = Worker::new(env.worker_config()).expect("worker");
     let metrics = worker.metrics();
     // Paused: the worker holds its prefetch (2 bulk jobs) and the rest stays ready.
-    worker
-        .faults()
-        .apply(
-            serde_json::from_value(serde_json::json!({ "pause_consumption": true }))
-                .expect("valid"),
-        )
-        .expect("applied");
+    pause(&worker.faults());
     let running = run_worker(worker);
-    eventually("the worker consumes", Duration::from_secs(20), || async {
-        env.channel
-            .queue_declare(
-                env.topology.bulk.as_str().into(),
-                passive(),
-                Default::default(),
-            )
-            .await
-            .is_ok_and(|q| q.consumer_count() > 0)
-    })
-    .await;
+    env.wait_consuming(&env.topology.bulk).await;
     // The dead-letter queue disappears: its depth cannot be read any more.
-    env.channel
-        .queue_delete(env.topology.dead.as_str().into(), Default::default())
-        .await
-        .expect("deleted");
+    env.delete_queue(&env.topology.dead).await;
     for x in 0..8 {
         env.send(&RenderJob::bulk(&key(3, x, 0), "depth-seed"))
             .await;
