@@ -114,7 +114,7 @@ fn recovery_backoff() -> ExponentialBuilder {
 
 /// Opens a connection with automatic recovery (the connection, its channels, their
 /// consumers and the declared topology come back after a broker restart or a network
-/// blip, for as long as [`recovery_backoff`] allows). `name` shows in the management UI.
+/// blip, for as long as `recovery_backoff` allows). `name` shows in the management UI.
 pub async fn connect(url: &str, name: &str, timeout: Duration) -> Result<Connection, QueueError> {
     let properties = ConnectionProperties::default()
         .with_connection_name(name.into())
