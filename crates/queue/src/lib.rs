@@ -7,12 +7,21 @@
 //! - [`connect`] and [`Publisher`]: one auto-recovering connection per process, and a
 //!   channel in confirm mode whose publishes are persistent and mandatory;
 //! - [`PublisherLink`]: a publisher that connects in the background with backoff and is
-//!   replaced if its connection dies for good, for a process that must run without a broker.
+//!   replaced if its connection dies for good, for a process that must run without a broker;
+//! - [`Broker`], [`Consumer`] and [`Delivery`]: the consume half: deliveries with their
+//!   job and attempt count, settled only by an explicit [`Delivery::settle`] with a
+//!   [`Settle`], under the retry cap and the poison rule (see the `consume` module); and
+//!   [`DepthProbe`], which reads queue depths through [`Topology::ready_messages`].
 //!
 //! Guarantees: a job is on disk at the broker (quorum queue, persistent) once its publish is
-//! confirmed; it leaves the queue only when a worker acks it, which the worker does after
-//! the tile is stored, or when it is dead-lettered. Delivery is at-least-once, and workers
-//! are idempotent (a tile's bytes are deterministic and the store is a plain `SET`).
+//! confirmed; it leaves the queue only when a consumer settles it, which the worker does
+//! after the tile is stored and announced, or when it is dead-lettered. Delivery is
+//! at-least-once, and workers are idempotent (a tile's bytes are deterministic and the
+//! store is a plain `SET`).
+//!
+//! lapin stays behind this crate: its types appear only in [`connect`] and the
+//! [`Topology`] methods that take a channel (for tests and tools that inspect the broker),
+//! and in [`QueueError::Amqp`].
 //!
 //! Every connection's I/O runs on one tokio runtime owned by this crate for the whole life
 //! of the process, not on the caller's: lapin drives a connection from a thread of its own
@@ -21,6 +30,7 @@
 //! down. A runtime that is never shut down turns that panic into nothing: the process exits
 //! and the thread with it.
 
+mod consume;
 mod job;
 mod link;
 mod topology;
@@ -33,8 +43,10 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
+pub use consume::{
+    Broker, BrokerStatus, Consumer, Delivery, DepthProbe, Settle, Settled, consumer_tag,
+};
 pub use job::{InvalidJob, Priority, RenderJob, unix_ms};
-pub use lapin;
 pub use link::{MAX_RECONNECT_DELAY, PublisherLink, backoff_delays};
 pub use topology::{BROKER_DELIVERY_LIMIT, MAX_ATTEMPTS, Topology, delivery_attempts};
 
@@ -102,7 +114,7 @@ fn recovery_backoff() -> ExponentialBuilder {
 
 /// Opens a connection with automatic recovery (the connection, its channels, their
 /// consumers and the declared topology come back after a broker restart or a network
-/// blip, for as long as [`recovery_backoff`] allows). `name` shows in the management UI.
+/// blip, for as long as `recovery_backoff` allows). `name` shows in the management UI.
 pub async fn connect(url: &str, name: &str, timeout: Duration) -> Result<Connection, QueueError> {
     let properties = ConnectionProperties::default()
         .with_connection_name(name.into())

@@ -1,5 +1,10 @@
 //! Helpers for the tests that run against the real Redis and RabbitMQ (a dev-dependency
 //! only; nothing here ships in a binary).
+//!
+//! With the `worker` feature, [`worker`] runs a `fractile-worker` in the test's process.
+
+#[cfg(feature = "worker")]
+pub mod worker;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};

@@ -9,9 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use fractile_queue::lapin::message::Delivery;
-use fractile_queue::lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use fractile_queue::{MAX_ATTEMPTS, Priority, RenderJob, delivery_attempts};
+use fractile_queue::{Delivery, Priority, RenderJob, Settle, Settled};
 use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_runtime::faults::Faults;
 use fractile_runtime::pool::{Lane, RenderPool};
@@ -42,17 +40,6 @@ const STORE_FAILED_LOG_EVERY: Duration = Duration::from_secs(10);
 static STORE_RETRYING: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
 static STORE_GAVE_UP: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
 static SEED_PROGRESS_FAILED: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
-
-/// How a delivery is settled with the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Settle {
-    /// Done (or nothing to do): remove it from the queue.
-    Ack,
-    /// Try again later.
-    Requeue,
-    /// Give up: to the dead-letter queue.
-    DeadLetter,
-}
 
 /// What every job task shares.
 pub struct JobContext {
@@ -90,56 +77,42 @@ impl JobContext {
     }
 
     /// Handles one delivery to the end, settling it with the broker.
-    pub(crate) async fn handle(self: Arc<Self>, delivery: Delivery, priority: Priority) {
+    pub(crate) async fn handle(self: Arc<Self>, delivery: Delivery) {
         // Paused by fault injection: hold the delivery unacked. Prefetch then stops the
         // broker from sending more, so the queue grows as it would behind a stuck worker.
         self.faults.unpaused().await;
-        let queue = match priority {
+        let queue = match delivery.priority() {
             Priority::Interactive => "interactive",
             Priority::Bulk => "bulk",
         };
         self.metrics.consumed.with_label_values(&[queue]).inc();
-        self.metrics.in_progress.inc();
-        let settle = match RenderJob::decode(&delivery.data)
-            .and_then(|job| job.key().map(|key| (job, key)))
-        {
+        // Decremented when this task ends however it ends: a panic cannot leak it.
+        let _in_progress = InProgress::start(&self.metrics.in_progress);
+        let settle = match delivery.job() {
             Ok((job, key)) => {
                 self.metrics
                     .queue_wait
                     .with_label_values(&[queue])
                     .observe(job.queued_for(SystemTime::now()).as_secs_f64());
-                let attempts = delivery_attempts(&delivery.properties);
-                self.process(&job, key, attempts).await
+                self.process(job, key, &delivery).await
             }
             Err(error) => {
                 tracing::warn!(%error, queue, "dead-lettering an invalid job");
                 Settle::DeadLetter
             }
         };
-        let settled = match settle {
-            Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
-            Settle::Requeue => {
-                self.metrics.retries.inc();
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await
+        match delivery.settle(settle).await {
+            Ok(Settled::Acked) => {}
+            Ok(Settled::Requeued) => self.metrics.retries.inc(),
+            Ok(Settled::DeadLettered) => self.metrics.dead_lettered.inc(),
+            Err(error) => {
+                // The channel was recovered since the delivery: the broker redelivers the job.
+                tracing::warn!(%error, ?settle, "settling a delivery failed; it will be redelivered");
             }
-            Settle::DeadLetter => {
-                self.metrics.dead_lettered.inc();
-                delivery.reject(BasicRejectOptions { requeue: false }).await
-            }
-        };
-        if let Err(error) = settled {
-            // The channel was recovered since the delivery: the broker redelivers the job.
-            tracing::warn!(%error, ?settle, "settling a delivery failed; it will be redelivered");
         }
-        self.metrics.in_progress.dec();
     }
 
-    async fn process(&self, job: &RenderJob, key: TileKey, attempts: u32) -> Settle {
+    async fn process(&self, job: &RenderJob, key: TileKey, delivery: &Delivery) -> Settle {
         if job.expired(SystemTime::now()) {
             self.metrics.deadline_drops.inc();
             return Settle::Ack;
@@ -171,30 +144,30 @@ impl JobContext {
             // A seed tile over its render budget is a failure like any other: retried, then
             // dead-lettered, never silently dropped.
             Rendered::TooLate => {
-                self.failed(job, key, attempts, "render exceeded its budget")
+                self.failed(job, key, delivery, "render exceeded its budget")
                     .await
             }
-            Rendered::Failed(why) => self.failed(job, key, attempts, why).await,
+            Rendered::Failed(why) => self.failed(job, key, delivery, why).await,
         }
     }
 
-    /// A failed attempt: requeue until the cap, then dead-letter (and count the seed tile
-    /// as failed).
+    /// A failed attempt: retried until the protocol's cap, then dead-lettered (and the seed
+    /// tile counted as failed first).
     async fn failed(
         &self,
         job: &RenderJob,
         key: TileKey,
-        attempts: u32,
+        delivery: &Delivery,
         why: &'static str,
     ) -> Settle {
-        if attempts >= MAX_ATTEMPTS {
+        let attempts = delivery.attempts();
+        if delivery.last_attempt() {
             tracing::error!(%key, attempts, why, "render failed for the last time; dead-lettering");
             self.seed_progress(job, key, SeedOutcome::Failed).await;
-            Settle::DeadLetter
         } else {
             tracing::warn!(%key, attempts, why, "render failed; requeueing");
-            Settle::Requeue
         }
+        Settle::Retry
     }
 
     async fn render(&self, job: &RenderJob, key: TileKey) -> Rendered {
@@ -293,4 +266,37 @@ enum Rendered {
     Png(Vec<u8>, Duration),
     TooLate,
     Failed(&'static str),
+}
+
+/// Counts one delivery in `worker_jobs_in_progress` for as long as it lives.
+struct InProgress(prometheus::IntGauge);
+
+impl InProgress {
+    fn start(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InProgress(gauge.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_that_panics_leaves_the_in_progress_gauge_where_it_was() {
+        let gauge = prometheus::IntGauge::new("in_progress", "test").expect("gauge");
+        let panicked = std::panic::catch_unwind(|| {
+            let _counted = InProgress::start(&gauge);
+            assert_eq!(gauge.get(), 1);
+            panic!("deliberate test panic mid-job");
+        });
+        assert!(panicked.is_err());
+        assert_eq!(gauge.get(), 0);
+    }
 }

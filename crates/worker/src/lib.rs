@@ -10,7 +10,7 @@
 //! - [`metrics`] holds the worker's Prometheus metrics;
 //! - [`jobs`] decides what happens to one delivery;
 //! - [`Worker::run`] connects (retrying with backoff while the broker is away, not ready
-//!   meanwhile), consumes, connects again if consuming stops, and shuts down.
+//!   meanwhile), consumes and shuts down.
 
 pub mod config;
 pub mod jobs;
@@ -25,19 +25,13 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use fractile_queue::lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
-};
-use fractile_queue::lapin::types::FieldTable;
-use fractile_queue::lapin::{Channel, Connection, ConnectionStatus, Consumer};
-use fractile_queue::{Priority, Topology};
+use fractile_queue::{Broker, BrokerStatus, DepthProbe, Priority, Topology};
 use fractile_runtime::Readiness;
 use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
 use fractile_runtime::serve::ConnectionLimits;
 use fractile_tile_store::{StoreSettings, TileStore};
-use futures_lite::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,14 +42,15 @@ pub use jobs::Renderer;
 use crate::jobs::JobContext;
 use crate::metrics::WorkerMetrics;
 
-/// Time allowed for setting up the channels and consumers once connected.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed for one attempt at connecting, lapin's own TCP retries included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest wait between two attempts at connecting.
 const MAX_CONNECT_DELAY: Duration = Duration::from_secs(30);
 /// How often the broker's queue depths are read for `render_queue_depth`.
 const DEPTH_POLL_EVERY: Duration = Duration::from_secs(5);
+/// A broker that refuses depth queries refuses every one: one warning per interval.
+static DEPTH_POLL_FAILED: fractile_runtime::ratelimited_log::RateLimitedLog =
+    fractile_runtime::ratelimited_log::RateLimitedLog::new(Duration::from_secs(60));
 /// Header-read deadline of the admin port.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -119,10 +114,9 @@ impl Worker {
     }
 
     /// Consumes until `shutdown` resolves, then stops consuming, lets jobs in progress
-    /// finish (and be acked), and returns. Connecting is retried with backoff until the
-    /// broker answers; a consumer that ends (its queue deleted, or a connection lapin gave
-    /// up recovering) is not silent: the worker turns not ready, logs it, and connects and
-    /// sets up its consumers again, so a worker never looks healthy while consuming nothing.
+    /// finish (and be acked), and returns. A consumer that ends by itself is not ignored (a
+    /// worker that silently stopped consuming would look healthy while doing nothing): the
+    /// worker turns not ready, says so, and sets its consumers up again on a new connection.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Worker {
             config,
@@ -167,43 +161,38 @@ impl Worker {
         let mut delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
         tokio::pin!(shutdown);
 
-        // One connection per turn: a turn ends at shutdown, or when consuming stops.
+        // One connection per turn: a turn ends at shutdown, or when consuming stops (a
+        // consumer ended: its queue deleted, or a connection lapin gave up recovering).
         loop {
             let connection = tokio::select! {
                 () = &mut shutdown => break,
                 connection = connect_with_backoff(&config.amqp_url, &name) => connection,
             };
             let setup = async {
-                let interactive = consumer(
-                    &connection,
-                    &topology,
-                    Priority::Interactive,
-                    config.interactive_prefetch(),
-                    &context.id,
-                )
-                .await?;
-                let bulk = consumer(
-                    &connection,
-                    &topology,
-                    Priority::Bulk,
-                    config.bulk_prefetch(),
-                    &context.id,
-                )
-                .await?;
-                let depth = connection.create_channel().await?;
-                Ok::<_, fractile_queue::lapin::Error>((interactive, bulk, depth))
+                let interactive = connection
+                    .consumer(
+                        &topology,
+                        Priority::Interactive,
+                        config.interactive_prefetch(),
+                        &context.id,
+                    )
+                    .await?;
+                let bulk = connection
+                    .consumer(
+                        &topology,
+                        Priority::Bulk,
+                        config.bulk_prefetch(),
+                        &context.id,
+                    )
+                    .await?;
+                Ok::<_, fractile_queue::QueueError>((interactive, bulk))
             };
-            let setup = match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
-                Ok(Ok(channels)) => Ok(channels),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err(format!("timed out after {SETUP_TIMEOUT:?}")),
-            };
-            let ((interactive_ch, mut interactive), (bulk_ch, mut bulk), depth_ch) = match setup {
-                Ok(channels) => channels,
+            let (mut interactive, mut bulk) = match setup.await {
+                Ok(consumers) => consumers,
                 Err(error) => {
                     let retry_in = delays.next().unwrap_or(MAX_CONNECT_DELAY);
                     tracing::warn!(%error, ?retry_in, "setting up the consumers failed; connecting again");
-                    close(&connection).await;
+                    connection.close(Duration::from_secs(2)).await;
                     tokio::select! {
                         () = &mut shutdown => break,
                         () = tokio::time::sleep(retry_in) => continue,
@@ -211,11 +200,10 @@ impl Worker {
                 }
             };
             delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
-            consuming.set(Some(connection.status().clone()));
+            consuming.set(Some(connection.status()));
             let stop_polling = CancellationToken::new();
             tokio::spawn(poll_depths(
-                depth_ch,
-                topology.clone(),
+                connection.depths(&topology),
                 Arc::clone(&context.metrics),
                 stop_polling.clone(),
             ));
@@ -231,10 +219,10 @@ impl Worker {
             let stopped: Option<anyhow::Error> = loop {
                 tokio::select! {
                     () = &mut shutdown => break None,
-                    next = interactive.next() => if let Err(e) = dispatch(next, &interactive_ch, Priority::Interactive, &context, &tracker).await {
+                    next = interactive.next() => if let Err(e) = dispatch(next, Priority::Interactive, &context, &tracker) {
                         break Some(e);
                     },
-                    next = bulk.next() => if let Err(e) = dispatch(next, &bulk_ch, Priority::Bulk, &context, &tracker).await {
+                    next = bulk.next() => if let Err(e) = dispatch(next, Priority::Bulk, &context, &tracker) {
                         break Some(e);
                     },
                 }
@@ -250,28 +238,22 @@ impl Worker {
                     in_progress = tracker.len(),
                     "shutting down: finishing jobs in progress"
                 );
-                for (channel, tag) in [
-                    (&interactive_ch, tag(&context.id, Priority::Interactive)),
-                    (&bulk_ch, tag(&context.id, Priority::Bulk)),
-                ] {
-                    if let Err(error) = channel
-                        .basic_cancel(tag.into(), BasicCancelOptions::default())
-                        .await
-                    {
-                        tracing::warn!(%error, "cancelling a consumer failed");
+                for consumer in [&mut interactive, &mut bulk] {
+                    if let Err(error) = consumer.cancel().await {
+                        tracing::warn!(%error, tag = consumer.tag(), "cancelling a consumer failed");
                     }
                 }
                 finish(&tracker, config.shutdown_timeout).await;
-                close(&connection).await;
+                connection.close(Duration::from_secs(2)).await;
                 break;
             };
-            // Jobs in progress can no longer be acked on these channels: the broker
+            // Jobs in progress can no longer be settled on these channels: the broker
             // redelivers them, and handling a job twice changes nothing.
             tracing::warn!(
                 error = format!("{error:#}"),
                 "consuming stopped; not ready, connecting again"
             );
-            close(&connection).await;
+            connection.close(Duration::from_secs(2)).await;
         }
 
         readiness.drain();
@@ -294,24 +276,13 @@ async fn finish(tracker: &TaskTracker, limit: Duration) {
     }
 }
 
-/// Closes `connection` if it is open, waiting at most 2 s.
-async fn close(connection: &Connection) {
-    if connection.status().connected() {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            connection.close(200, "worker shutting down".into()),
-        )
-        .await;
-    }
-}
-
 /// The status of the connection the worker consumes on, while it does: what `/readyz`
 /// and `queue_connected` report.
 #[derive(Clone, Default)]
-struct Consuming(Arc<Mutex<Option<ConnectionStatus>>>);
+struct Consuming(Arc<Mutex<Option<BrokerStatus>>>);
 
 impl Consuming {
-    fn set(&self, status: Option<ConnectionStatus>) {
+    fn set(&self, status: Option<BrokerStatus>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = status;
     }
 
@@ -320,21 +291,21 @@ impl Consuming {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .is_some_and(ConnectionStatus::connected)
+            .is_some_and(BrokerStatus::connected)
     }
 }
 
 /// Connects, retrying with capped exponential backoff and jitter until the broker answers;
 /// every failed attempt is logged (the URL's password redacted). The caller races it
 /// against shutdown.
-async fn connect_with_backoff(url: &str, name: &str) -> Connection {
+async fn connect_with_backoff(url: &str, name: &str) -> Broker {
     let redacted = fractile_queue::redact_url(url);
     let mut delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
     let mut attempt: u32 = 0;
     loop {
         attempt = attempt.saturating_add(1);
         tracing::info!(url = %redacted, attempt, "connecting to RabbitMQ");
-        match fractile_queue::connect(url, name, CONNECT_TIMEOUT).await {
+        match Broker::connect(url, name, CONNECT_TIMEOUT).await {
             Ok(connection) => {
                 tracing::info!(url = %redacted, attempt, "connected to RabbitMQ");
                 return connection;
@@ -348,94 +319,51 @@ async fn connect_with_backoff(url: &str, name: &str) -> Connection {
     }
 }
 
-fn tag(id: &str, priority: Priority) -> String {
-    match priority {
-        Priority::Interactive => format!("{id}-interactive"),
-        Priority::Bulk => format!("{id}-bulk"),
-    }
-}
-
-/// A channel with its prefetch set, the topology declared, and a consumer on `priority`'s
-/// queue with manual acks.
-async fn consumer(
-    connection: &Connection,
-    topology: &Topology,
-    priority: Priority,
-    prefetch: u16,
-    id: &str,
-) -> Result<(Channel, Consumer), fractile_queue::lapin::Error> {
-    let channel = connection.create_channel().await?;
-    topology.declare(&channel).await?;
-    // Per-consumer prefetch (global = false: RabbitMQ 4.3 refuses global QoS).
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            topology.queue_for(priority).into(),
-            tag(id, priority).into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((channel, consumer))
-}
-
-/// Hands one item of a consumer stream to a job task, or decides the consumer is dead.
-async fn dispatch(
-    next: Option<Result<fractile_queue::lapin::message::Delivery, fractile_queue::lapin::Error>>,
-    channel: &Channel,
+/// Hands one delivery to a job task, or decides the consumer is dead (it ended, or its
+/// connection could not recover). [`fractile_queue::Consumer::next`] waits through recoveries itself.
+fn dispatch(
+    next: Result<Option<fractile_queue::Delivery>, fractile_queue::QueueError>,
     priority: Priority,
     context: &Arc<JobContext>,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
     match next {
-        Some(Ok(delivery)) => {
-            tracker.spawn(Arc::clone(context).handle(delivery, priority));
+        Ok(Some(delivery)) => {
+            tracker.spawn(Arc::clone(context).handle(delivery));
             Ok(())
         }
-        Some(Err(error)) => {
-            tracing::warn!(%error, ?priority, "consumer error; waiting for the connection to recover");
-            channel
-                .wait_for_recovery(error)
-                .await
-                .context("consumer could not recover")?;
-            tracing::info!(?priority, "consumer recovered");
-            Ok(())
+        Err(error) => Err(anyhow::Error::new(error)
+            .context(format!("the {priority:?} consumer could not recover"))),
+        Ok(None) => {
+            anyhow::bail!(
+                "the {priority:?} consumer ended (its queue deleted, or the connection lost for good)"
+            )
         }
-        None => anyhow::bail!(
-            "the {priority:?} consumer ended (its queue deleted, or the connection lost for good)"
-        ),
     }
 }
 
-/// Reads the broker's ready-message counts into `render_queue_depth` (passive declares).
-async fn poll_depths(
-    channel: Channel,
-    topology: Topology,
-    metrics: Arc<WorkerMetrics>,
-    stop: CancellationToken,
-) {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+/// Reads the broker's ready-message counts into `render_queue_depth`; a failed read is
+/// counted in `worker_queue_depth_poll_failures_total` (the gauge keeps its last value, so
+/// it must not go stale unseen).
+async fn poll_depths(mut probe: DepthProbe, metrics: Arc<WorkerMetrics>, stop: CancellationToken) {
+    let topology = probe.topology().clone();
     loop {
         for (label, queue) in [
             ("interactive", &topology.interactive),
             ("bulk", &topology.bulk),
             ("dead", &topology.dead),
         ] {
-            let declared = tokio::time::timeout(
-                Duration::from_secs(2),
-                channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
-            )
-            .await;
-            if let Ok(Ok(q)) = declared {
-                metrics
+            match probe.ready(queue).await {
+                Ok(ready) => metrics
                     .queue_depth
                     .with_label_values(&[label])
-                    .set(i64::from(q.message_count()));
+                    .set(i64::from(ready)),
+                Err(error) => {
+                    metrics.depth_poll_failures.inc();
+                    if let Some(suppressed) = DEPTH_POLL_FAILED.check() {
+                        tracing::warn!(%error, queue = label, suppressed, "reading a queue's depth failed");
+                    }
+                }
             }
         }
         tokio::select! {
@@ -445,7 +373,8 @@ async fn poll_depths(
     }
 }
 
-/// `/readyz` is 200 only while consuming on a live connection.
+/// `/readyz` is 200 only while consuming on a live connection; `consuming` is set once the
+/// consumers are up.
 fn admin_router(
     readiness: Readiness,
     consuming: Consuming,

@@ -30,6 +30,9 @@ pub struct WorkerMetrics {
     pub dead_lettered: IntCounter,
     /// `render_queue_depth{queue}`: jobs ready in the broker (polled).
     pub queue_depth: IntGaugeVec,
+    /// `worker_queue_depth_poll_failures_total`: reads of a broker queue's depth that failed
+    /// (`render_queue_depth` then keeps its last value).
+    pub depth_poll_failures: IntCounter,
     /// `worker_jobs_in_progress`: deliveries being handled.
     pub in_progress: IntGauge,
     /// `render_pool_queue_depth`: renders waiting for a thread of this worker.
@@ -99,6 +102,10 @@ impl WorkerMetrics {
                 Opts::new("render_queue_depth", "Jobs ready in the broker, by queue."),
                 &["queue"],
             )?,
+            depth_poll_failures: IntCounter::new(
+                "worker_queue_depth_poll_failures_total",
+                "Reads of a broker queue's depth that failed (the depth gauge keeps its last value).",
+            )?,
             in_progress: IntGauge::new("worker_jobs_in_progress", "Deliveries being handled.")?,
             pool_depth: IntGauge::new("render_pool_queue_depth", "Renders waiting for a thread.")?,
             pool_wait: Histogram::with_opts(
@@ -128,6 +135,7 @@ impl WorkerMetrics {
         r.register(Box::new(m.retries.clone()))?;
         r.register(Box::new(m.dead_lettered.clone()))?;
         r.register(Box::new(m.queue_depth.clone()))?;
+        r.register(Box::new(m.depth_poll_failures.clone()))?;
         r.register(Box::new(m.in_progress.clone()))?;
         r.register(Box::new(m.pool_depth.clone()))?;
         r.register(Box::new(m.pool_wait.clone()))?;

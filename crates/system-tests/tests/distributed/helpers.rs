@@ -1,4 +1,5 @@
-//! Test plumbing: services, an isolated cluster per test, api apps and workers in-process.
+//! Test plumbing: services, an isolated cluster per test, api apps in-process (workers run
+//! through test-support's helper).
 
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -8,12 +9,12 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use fractile_api::{AppState, Config};
 use fractile_queue::Topology;
-use fractile_queue::lapin::{Channel, Connection};
 pub use fractile_test_support::eventually;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use fractile_test_support::worker::{run_worker, start_worker};
 use fractile_test_support::{Cleanup, Services, services, unique_prefix};
 use fractile_tile_store::{StoreSettings, TileStore};
-use fractile_worker::Worker;
-use tokio::sync::oneshot;
+use lapin::{Channel, Connection};
 use tower::ServiceExt;
 
 /// The seed routes' bearer token in these tests.
@@ -103,7 +104,7 @@ impl Cluster {
         let Ok(channel) = self._connection.create_channel().await else {
             return false;
         };
-        let passive = fractile_queue::lapin::options::QueueDeclareOptions {
+        let passive = lapin::options::QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
@@ -118,42 +119,6 @@ impl Cluster {
     /// Deletes the queues and keys now (the guard also does it if the test fails first).
     pub async fn cleanup(self) {
         drop(self);
-    }
-}
-
-/// A worker running in this process until stopped.
-pub struct RunningWorker {
-    pub metrics: std::sync::Arc<fractile_worker::metrics::WorkerMetrics>,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-pub fn start_worker(config: fractile_worker::Config) -> RunningWorker {
-    run_worker(Worker::new(config).expect("worker"))
-}
-
-/// A worker in this process, as configured (e.g. with a renderer of the test's).
-pub fn run_worker(worker: Worker) -> RunningWorker {
-    let metrics = worker.metrics();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    RunningWorker {
-        metrics,
-        stop,
-        task,
-    }
-}
-
-impl RunningWorker {
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("worker stops")
-            .expect("task")
-            .expect("clean exit");
     }
 }
 

@@ -38,7 +38,7 @@ async fn admin_connections_beyond_the_cap_are_closed_at_once_and_counted() {
     config.admin_max_connections = NonZeroUsize::MIN;
     let worker = Worker::new(config).expect("worker");
     let admin = worker.metrics().connections.listener("admin");
-    let running = start(worker);
+    let running = run_worker(worker);
 
     let addr = format!("127.0.0.1:{port}");
     // The worker binds its admin port once connected to the broker: retry until it answers.

@@ -1,16 +1,16 @@
-//! Test plumbing: finding the services, an isolated environment per test, and a worker
-//! running in-process.
+//! Test plumbing: finding the services and an isolated environment per test (the
+//! in-process worker is test-support's).
 
 use std::time::Duration;
 
-use fractile_queue::lapin::Channel;
 use fractile_queue::{Publisher, RenderJob, Topology};
 use fractile_render::{MaxZoom, Style, TileId, TileKey};
 pub use fractile_test_support::eventually;
+pub use fractile_test_support::worker::run_worker;
 use fractile_test_support::{Cleanup, Services, services, unique_prefix};
 use fractile_tile_store::{StoreSettings, TileStore};
-use fractile_worker::{Config, Worker};
-use tokio::sync::oneshot;
+use fractile_worker::Config;
+use lapin::Channel;
 
 /// One test's private corner of Redis and RabbitMQ.
 pub struct Env {
@@ -22,7 +22,7 @@ pub struct Env {
     pub topology: Topology,
     /// A channel for inspecting queues.
     pub channel: Channel,
-    _connection: fractile_queue::lapin::Connection,
+    _connection: lapin::Connection,
     /// Deletes the queues and keys when the test ends, however it ends.
     _cleanup: Cleanup,
 }
@@ -79,7 +79,7 @@ impl Env {
         let Ok(channel) = self._connection.create_channel().await else {
             return 0;
         };
-        let passive = fractile_queue::lapin::options::QueueDeclareOptions {
+        let passive = lapin::options::QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
@@ -98,34 +98,32 @@ impl Env {
             .expect("queue exists")
     }
 
+    /// Waits until a worker consumes from `queue`.
+    pub async fn wait_consuming(&self, queue: &str) {
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        eventually("the worker consumes", Duration::from_secs(20), || async {
+            self.channel
+                .queue_declare(queue.into(), passive, Default::default())
+                .await
+                .is_ok_and(|q| q.consumer_count() > 0)
+        })
+        .await;
+    }
+
+    /// Deletes `queue` from under whoever consumes it.
+    pub async fn delete_queue(&self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .expect("deleted");
+    }
+
     /// Deletes the queues and keys now (the guard also does it if the test fails first).
     pub async fn cleanup(self) {
         drop(self);
-    }
-}
-
-/// A worker running in this process until `stop` is sent.
-pub struct Running {
-    pub stop: oneshot::Sender<()>,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-pub fn start(worker: Worker) -> Running {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
-}
-
-impl Running {
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("worker stops")
-            .expect("task")
-            .expect("clean exit");
     }
 }
 

@@ -16,7 +16,7 @@ async fn an_interactive_job_is_rendered_stored_announced_then_acked() {
     let Some(env) = Env::new().await else { return };
     let worker = Worker::new(env.worker_config()).expect("worker");
     let metrics = worker.metrics();
-    let running = start(worker);
+    let running = run_worker(worker);
     let stop = CancellationToken::new();
     let ready = env.store.ready_listener(stop.clone());
     assert!(ready.wait_connected(Duration::from_secs(5)).await);
@@ -65,7 +65,7 @@ async fn interactive_jobs_past_their_deadline_are_dropped_unrendered() {
     env.send(&job).await;
     let worker = Worker::new(env.worker_config()).expect("worker");
     let metrics = worker.metrics();
-    let running = start(worker);
+    let running = run_worker(worker);
     eventually("the job is dropped", Duration::from_secs(10), || async {
         metrics.deadline_drops.get() == 1
     })
@@ -98,7 +98,7 @@ async fn poison_ends_in_the_dead_letter_queue_and_nothing_else_stalls() {
         .expect("worker")
         .with_renderer(renderer);
     let metrics = worker.metrics();
-    let running = start(worker);
+    let running = run_worker(worker);
 
     let far = SystemTime::now() + Duration::from_secs(30);
     env.publisher

@@ -23,6 +23,16 @@ fn spawn_worker_process(env: &Env, threads: usize) -> Child {
         .expect("worker binary starts")
 }
 
+/// Pauses consumption (fault injection): deliveries are held unsettled until it lifts.
+fn pause(faults: &fractile_runtime::faults::Faults) {
+    faults
+        .apply(
+            serde_json::from_value(serde_json::json!({ "pause_consumption": true }))
+                .expect("valid"),
+        )
+        .expect("applied");
+}
+
 async fn seed_progress(env: &Env, id: &str) -> (u64, u64) {
     let fields = env
         .store
@@ -155,7 +165,7 @@ async fn shutdown_finishes_and_acks_the_job_in_progress() {
         .expect("worker")
         .with_renderer(slow);
     let metrics = worker.metrics();
-    let running = start(worker);
+    let running = run_worker(worker);
     let tile = key(3, 4, 4);
     let job = RenderJob::interactive(&tile, SystemTime::now() + Duration::from_secs(30));
     env.send(&job).await;
@@ -184,13 +194,8 @@ async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
     let Some(env) = Env::new().await else { return };
     let worker = Worker::new(env.worker_config()).expect("worker");
     let faults = worker.faults();
-    faults
-        .apply(
-            serde_json::from_value(serde_json::json!({ "pause_consumption": true }))
-                .expect("valid"),
-        )
-        .expect("applied");
-    let running = start(worker);
+    pause(&faults);
+    let running = run_worker(worker);
     let tile = key(5, 7, 9);
     env.send(&RenderJob::bulk(&tile, "paused-seed")).await;
     eventually(
@@ -208,6 +213,39 @@ async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
     eventually("the held job renders", Duration::from_secs(10), || async {
         matches!(env.store.get(&tile).await, Ok(Some(_)))
     })
+    .await;
+    running.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failed_depth_read_is_counted_and_the_other_depths_stay_current() {
+    let Some(env) = Env::new().await else { return };
+    let worker = Worker::new(env.worker_config()).expect("worker");
+    let metrics = worker.metrics();
+    // Paused: the worker holds its prefetch (2 bulk jobs) and the rest stays ready.
+    pause(&worker.faults());
+    let running = run_worker(worker);
+    env.wait_consuming(&env.topology.bulk).await;
+    // The dead-letter queue disappears: its depth cannot be read any more.
+    env.delete_queue(&env.topology.dead).await;
+    for x in 0..8 {
+        env.send(&RenderJob::bulk(&key(3, x, 0), "depth-seed"))
+            .await;
+    }
+    eventually(
+        "the failed read is counted",
+        Duration::from_secs(15),
+        || async { metrics.depth_poll_failures.get() > 0 },
+    )
+    .await;
+    let ready = i64::from(env.ready(&env.topology.bulk).await);
+    assert!(ready > 0, "jobs are waiting");
+    eventually(
+        "the bulk depth is read after the failure",
+        Duration::from_secs(15),
+        || async { metrics.queue_depth.with_label_values(&["bulk"]).get() == ready },
+    )
     .await;
     running.shutdown().await;
     env.cleanup().await;

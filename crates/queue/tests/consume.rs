@@ -1,0 +1,277 @@
+//! The consume half of the render-queue protocol against the real RabbitMQ, without a
+//! worker: a delivery leaves its queue only when settled, comes back when dropped unsettled
+//! or when its consumer goes, is retried up to the cap and then dead-lettered, and poison is
+//! dead-lettered however it is settled; depths are read through the topology's query.
+//! Every test has its own queue names and deletes them.
+
+use std::time::{Duration, SystemTime};
+
+use fractile_queue::{
+    Broker, Consumer, Delivery, MAX_ATTEMPTS, Priority, Publisher, RenderJob, Settle, Settled,
+    Topology,
+};
+use fractile_render::{MaxZoom, Style, TileId, TileKey};
+use fractile_test_support::{Cleanup, eventually, services, unique_prefix};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One test's queues, a publisher and a consuming connection.
+struct Env {
+    amqp: String,
+    topology: Topology,
+    publisher: Publisher,
+    broker: Broker,
+    _cleanup: Cleanup,
+}
+
+impl Env {
+    async fn new() -> Option<Env> {
+        let services = services()?;
+        let prefix = unique_prefix();
+        let cleanup = Cleanup::new(&services, &prefix);
+        let topology = Topology::new(&prefix);
+        let publisher = Publisher::connect(&services.amqp, "test", topology.clone(), TIMEOUT)
+            .await
+            .expect("publisher");
+        let broker = Broker::connect(&services.amqp, "test-consumer", TIMEOUT)
+            .await
+            .expect("broker");
+        Some(Env {
+            amqp: services.amqp,
+            topology,
+            publisher,
+            broker,
+            _cleanup: cleanup,
+        })
+    }
+
+    async fn consumer(&self, broker: &Broker, priority: Priority) -> Consumer {
+        broker
+            .consumer(&self.topology, priority, 1, "test-worker")
+            .await
+            .expect("consumer")
+    }
+
+    async fn send(&self, job: &RenderJob) {
+        let pending = self.publisher.publish(job).await.expect("published");
+        pending.confirmed().await.expect("confirmed");
+    }
+
+    /// Deletes `queue` from under its consumers (on a connection of its own: lapin
+    /// through [`fractile_queue::connect`], the one door for tests that disturb the broker).
+    async fn delete_queue(&self, queue: &str) {
+        let raw = fractile_queue::connect(&self.amqp, "test-raw", TIMEOUT)
+            .await
+            .expect("connect");
+        let channel = raw.create_channel().await.expect("channel");
+        channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .expect("deleted");
+        let _ = raw.close(200, "done".into()).await;
+    }
+
+    /// Messages ready in `queue`, through the probe the worker polls with.
+    async fn ready(&self, queue: &str) -> u32 {
+        self.broker
+            .depths(&self.topology)
+            .ready(queue)
+            .await
+            .expect("depth")
+    }
+}
+
+async fn next(consumer: &mut Consumer) -> Delivery {
+    tokio::time::timeout(TIMEOUT, consumer.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("the consumer is healthy")
+        .expect("the consumer has not ended")
+}
+
+fn key(z: u8, x: u32, y: u32) -> TileKey {
+    TileKey {
+        tile: TileId::new(z, x, y, MaxZoom::LIMIT).expect("valid"),
+        style: Style::Classic,
+    }
+}
+
+fn interactive(tile: &TileKey) -> RenderJob {
+    RenderJob::interactive(tile, SystemTime::now() + Duration::from_secs(60))
+}
+
+#[tokio::test]
+async fn a_delivery_leaves_its_queue_only_when_settled() {
+    let Some(env) = Env::new().await else { return };
+    let tile = key(3, 2, 1);
+    env.send(&interactive(&tile)).await;
+
+    // A consumer that holds the delivery unsettled and then goes away: the job is back.
+    let first = Broker::connect(&env.amqp, "test-doomed", TIMEOUT)
+        .await
+        .expect("broker");
+    let mut doomed = env.consumer(&first, Priority::Interactive).await;
+    let held = next(&mut doomed).await;
+    let (job, held_key) = held.job().expect("a valid job");
+    assert_eq!(held_key, tile);
+    assert_eq!(job.priority, Priority::Interactive);
+    assert_eq!(held.attempts(), 1);
+    assert_eq!(
+        env.ready(&env.topology.interactive).await,
+        0,
+        "held, unacked"
+    );
+    first.close(TIMEOUT).await;
+    eventually(
+        "the unsettled job is back in its queue",
+        TIMEOUT,
+        || async { env.ready(&env.topology.interactive).await == 1 },
+    )
+    .await;
+    drop(held);
+
+    // Settled with an ack: gone for good, also once its consumer goes.
+    let second = Broker::connect(&env.amqp, "test-acker", TIMEOUT)
+        .await
+        .expect("broker");
+    let mut consumer = env.consumer(&second, Priority::Interactive).await;
+    let again = next(&mut consumer).await;
+    assert_eq!(again.job().expect("valid").1, tile);
+    assert_eq!(again.attempts(), 2, "the broker counted the first delivery");
+    assert_eq!(
+        again.settle(Settle::Ack).await.expect("settled"),
+        Settled::Acked
+    );
+    second.close(TIMEOUT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.ready(&env.topology.interactive).await, 0);
+    assert_eq!(env.ready(&env.topology.dead).await, 0);
+}
+
+#[tokio::test]
+async fn a_delivery_dropped_unsettled_is_requeued_at_once() {
+    let Some(env) = Env::new().await else { return };
+    let tile = key(4, 1, 1);
+    env.send(&RenderJob::bulk(&tile, "seed")).await;
+    // Prefetch 1: a delivery that stayed unacked would hold the consumer's only slot, and
+    // nothing would come after it.
+    let mut consumer = env.consumer(&env.broker, Priority::Bulk).await;
+    let first = next(&mut consumer).await;
+    assert_eq!(first.attempts(), 1);
+    drop(first);
+    let again = next(&mut consumer).await;
+    assert_eq!(again.job().expect("valid").1, tile);
+    assert_eq!(
+        again.attempts(),
+        2,
+        "the dropped delivery counted as an attempt"
+    );
+    again.settle(Settle::Ack).await.expect("settled");
+}
+
+#[tokio::test]
+async fn retry_requeues_until_the_cap_then_dead_letters() {
+    let Some(env) = Env::new().await else { return };
+    env.send(&interactive(&key(2, 1, 1))).await;
+    let mut consumer = env.consumer(&env.broker, Priority::Interactive).await;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let delivery = next(&mut consumer).await;
+        assert_eq!(delivery.attempts(), attempt);
+        let last = attempt == MAX_ATTEMPTS;
+        assert_eq!(delivery.last_attempt(), last);
+        let expected = if last {
+            Settled::DeadLettered
+        } else {
+            Settled::Requeued
+        };
+        assert_eq!(
+            delivery.settle(Settle::Retry).await.expect("settled"),
+            expected
+        );
+    }
+    eventually("the job is dead-lettered", TIMEOUT, || async {
+        env.ready(&env.topology.dead).await == 1
+    })
+    .await;
+    assert_eq!(env.ready(&env.topology.interactive).await, 0);
+}
+
+#[tokio::test]
+async fn requeue_ignores_the_cap_for_failures_that_are_not_the_jobs() {
+    let Some(env) = Env::new().await else { return };
+    env.send(&interactive(&key(2, 0, 1))).await;
+    let mut consumer = env.consumer(&env.broker, Priority::Interactive).await;
+    for attempt in 1..=MAX_ATTEMPTS + 1 {
+        let delivery = next(&mut consumer).await;
+        assert_eq!(delivery.attempts(), attempt);
+        assert_eq!(
+            delivery.settle(Settle::Requeue).await.expect("settled"),
+            Settled::Requeued
+        );
+    }
+    let delivery = next(&mut consumer).await;
+    assert_eq!(delivery.attempts(), MAX_ATTEMPTS + 2);
+    delivery.settle(Settle::Ack).await.expect("settled");
+    assert_eq!(env.ready(&env.topology.dead).await, 0);
+}
+
+#[tokio::test]
+async fn poison_is_dead_lettered_however_it_is_settled() {
+    let Some(env) = Env::new().await else { return };
+    env.publisher
+        .publish_raw(Priority::Interactive, b"{not json")
+        .await
+        .expect("sent")
+        .confirmed()
+        .await
+        .expect("confirmed");
+    let mut consumer = env.consumer(&env.broker, Priority::Interactive).await;
+    let delivery = next(&mut consumer).await;
+    assert!(delivery.job().is_err(), "not a job");
+    assert_eq!(
+        delivery.settle(Settle::Ack).await.expect("settled"),
+        Settled::DeadLettered,
+        "an ack would lose it without a trace"
+    );
+    eventually("the poison is dead-lettered", TIMEOUT, || async {
+        env.ready(&env.topology.dead).await == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_consumer_ends_when_its_queue_is_deleted_or_it_is_cancelled() {
+    let Some(env) = Env::new().await else { return };
+    let mut interactive = env.consumer(&env.broker, Priority::Interactive).await;
+    let mut bulk = env.consumer(&env.broker, Priority::Bulk).await;
+    assert_eq!(bulk.tag(), "test-worker-bulk");
+    bulk.cancel().await.expect("cancelled");
+    let ended = tokio::time::timeout(TIMEOUT, bulk.next())
+        .await
+        .expect("in time");
+    assert!(matches!(ended, Ok(None)), "cancelled: ended");
+
+    env.delete_queue(&env.topology.interactive).await;
+    let ended = tokio::time::timeout(TIMEOUT, interactive.next())
+        .await
+        .expect("in time");
+    assert!(matches!(ended, Ok(None)), "queue deleted: ended");
+}
+
+#[tokio::test]
+async fn depths_are_read_after_a_missing_queue_closed_the_channel() {
+    let Some(env) = Env::new().await else { return };
+    for x in 0..3 {
+        env.send(&RenderJob::bulk(&key(2, x, 0), "seed")).await;
+    }
+    let mut probe = env.broker.depths(&env.topology);
+    assert_eq!(probe.ready(&env.topology.bulk).await.expect("depth"), 3);
+
+    env.delete_queue(&env.topology.dead).await;
+    assert!(
+        probe.ready(&env.topology.dead).await.is_err(),
+        "a missing queue is an error, not 0"
+    );
+    // The broker closed the probe's channel with that error; the next read opens another.
+    assert_eq!(probe.ready(&env.topology.bulk).await.expect("depth"), 3);
+}
