@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, extract::State};
 use serde_json::json;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// `/livez`, `/readyz`, `/metrics`, and `/faults` (refused unless fault injection is on).
 pub fn admin_app(state: AppState) -> Router {
