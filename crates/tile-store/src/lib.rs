@@ -201,7 +201,7 @@ pub struct ReadyNote {
     pub key: String,
     /// The worker's id.
     pub worker: String,
-    /// Render time in milliseconds (0 when the tile was already stored).
+    /// Render time in milliseconds (0 when the tile was already stored, not rendered now).
     pub render_ms: f64,
 }
 

@@ -56,14 +56,23 @@ impl TileCache {
         }
     }
 
-    /// Writes a locally rendered tile to L2 and announces it, without holding up the
-    /// response.
-    pub(super) fn store_in_background(&self, backends: &Backends, key: TileKey, png: Bytes) {
-        let (store, cache) = (backends.store.clone(), self.clone());
+    /// Writes a locally rendered tile to L2 and announces it with its render time, without
+    /// holding up the response.
+    pub(super) fn store_in_background(
+        &self,
+        backends: &Backends,
+        key: TileKey,
+        (png, source): &(Bytes, Source),
+    ) {
+        let (store, cache, png) = (backends.store.clone(), self.clone(), png.clone());
+        let render_ms = match source {
+            Source::Rendered { rendered, .. } => rendered.as_secs_f64() * 1000.0,
+            _ => 0.0,
+        };
         let note = ReadyNote {
             key: key.to_string(),
             worker: "api".into(),
-            render_ms: 0.0,
+            render_ms,
         };
         tokio::spawn(async move {
             if let Err(error) = store.put_and_announce(&key, &png, &note).await {

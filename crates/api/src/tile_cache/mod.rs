@@ -304,7 +304,7 @@ impl TileCache {
             },
             None => {
                 let rendered = self.render_here(key).await?;
-                self.store_in_background(backends, key, rendered.0.clone());
+                self.store_in_background(backends, key, &rendered);
                 Ok(rendered)
             }
         }

@@ -173,7 +173,7 @@ impl TileCache {
         let rendered = self.render_here(key).await?;
         // Other replicas may be waiting on this replica's render claim: store and announce
         // the tile as a worker would, so they get it instead of their deadline.
-        self.store_in_background(backends, key, rendered.0.clone());
+        self.store_in_background(backends, key, &rendered);
         Ok(rendered)
     }
 }
