@@ -54,7 +54,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest wait between two attempts at connecting.
 const MAX_CONNECT_DELAY: Duration = Duration::from_secs(30);
-/// How often the broker's queue depths are read for `render_queue_depth`.
+/// How often the broker's queue depths are read for `broker_queue_ready_messages`.
 const DEPTH_POLL_EVERY: Duration = Duration::from_secs(5);
 /// Header-read deadline of the admin port.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -354,7 +354,7 @@ async fn dispatch(
     }
 }
 
-/// Reads the broker's ready-message counts into `render_queue_depth` (passive declares).
+/// Reads the broker's ready-message counts into `broker_queue_ready_messages` (passive declares).
 async fn poll_depths(
     channel: Channel,
     topology: Topology,

@@ -28,7 +28,8 @@ pub struct WorkerMetrics {
     pub retries: IntCounter,
     /// `worker_dead_lettered_total`: jobs rejected to the dead-letter queue.
     pub dead_lettered: IntCounter,
-    /// `render_queue_depth{queue}`: jobs ready in the broker (polled).
+    /// `broker_queue_ready_messages{queue}`: jobs ready in the broker's queue (polled); named
+    /// apart from the api's `render_queue_depth` (renders waiting for its own threads).
     pub queue_depth: IntGaugeVec,
     /// `worker_jobs_in_progress`: deliveries being handled.
     pub in_progress: IntGauge,
@@ -96,7 +97,10 @@ impl WorkerMetrics {
                 "Jobs rejected to the dead-letter queue.",
             )?,
             queue_depth: IntGaugeVec::new(
-                Opts::new("render_queue_depth", "Jobs ready in the broker, by queue."),
+                Opts::new(
+                    "broker_queue_ready_messages",
+                    "Messages ready in the broker's render queue, by queue (polled).",
+                ),
                 &["queue"],
             )?,
             in_progress: IntGauge::new("worker_jobs_in_progress", "Deliveries being handled.")?,
