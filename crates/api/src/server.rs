@@ -167,14 +167,14 @@ fn connection_limits(config: &Config) -> anyhow::Result<(ConnectionLimits, Conne
     let admin_max = fd_limit::fit_connections(
         "admin",
         config.admin_max_connections,
-        config.redis_pool_size,
+        config.redis.redis_pool_size,
         nofile,
     )
     .map_err(anyhow::Error::msg)?;
     let traffic_max = fd_limit::fit_connections(
         "traffic",
         config.max_connections,
-        admin_max.get().saturating_add(config.redis_pool_size),
+        admin_max.get().saturating_add(config.redis.redis_pool_size),
         nofile,
     )
     .map_err(anyhow::Error::msg)?;

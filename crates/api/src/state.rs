@@ -12,7 +12,7 @@ use fractile_render::MaxZoom;
 use fractile_runtime::Readiness;
 use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::pool::RenderPool;
-use fractile_tile_store::{SeedQuotas, StoreSettings, TileStore};
+use fractile_tile_store::{SeedQuotas, TileStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -79,21 +79,22 @@ impl AppState {
     /// replica restarted during a broker outage serves instead of crash-looping.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let amqp_url = config.amqp_url.clone();
-        let topology = fractile_queue::Topology::new(&config.queue_prefix);
+        let topology = config.queue.topology();
         let store = match &config.redis_url {
             Some(url) => {
-                let mut settings = StoreSettings::new(url.clone(), config.key_prefix.clone());
-                settings.tile_ttl = config.tile_ttl;
-                settings.pool_size = config.redis_pool_size;
-                let settings = settings.with_limits(&config.redis_limits);
-                Some(TileStore::new(&settings).context("configuring Redis")?)
+                Some(TileStore::new(&config.redis.settings(url)).context("configuring Redis")?)
             }
             None => None,
         };
         let queue_priority = config.queue_priority;
         Self::with_backends(config, move |stop, fallback| {
             let publisher = amqp_url.map(|url| {
-                PublisherLink::start(url, "fractile-api".into(), topology, stop.clone())
+                PublisherLink::start(
+                    url.expose().into(),
+                    "fractile-api".into(),
+                    topology,
+                    stop.clone(),
+                )
             });
             store.map(|store| Backends {
                 ready: store.ready_listener(stop),

@@ -9,6 +9,7 @@
 //! - [`metrics`]: a Prometheus registry with the process collector, and its exposition;
 //! - [`pool`]: the bounded render thread pool, with interactive and bulk lanes;
 //! - [`ratelimited_log`]: one line per interval for warnings that repeat, with a count of the rest;
+//! - [`secret_url`]: connection URLs whose passwords never reach `Debug` or logs;
 //! - [`serve`]: an HTTP accept loop with per-connection deadlines and head limits, a
 //!   connection cap per listener, and graceful drain;
 //! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves;
@@ -20,6 +21,7 @@ pub mod healthcheck;
 pub mod metrics;
 pub mod pool;
 pub mod ratelimited_log;
+pub mod secret_url;
 pub mod serve;
 pub mod telemetry;
 
@@ -27,7 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use telemetry::LogFormat;
+pub use secret_url::{SecretUrl, redact_url};
+pub use telemetry::{LogArgs, LogFormat};
 
 /// Whether this process should receive work. Flipped once, when shutdown begins.
 #[derive(Debug, Clone, Default)]

@@ -36,7 +36,7 @@ use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
 use fractile_runtime::serve::ConnectionLimits;
-use fractile_tile_store::{StoreSettings, TileStore};
+use fractile_tile_store::TileStore;
 use futures_lite::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -73,10 +73,7 @@ impl Worker {
     /// Builds the store, the pool and the metrics. Connects to nothing yet.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(WorkerMetrics::new().context("registering metrics")?);
-        let mut store_settings =
-            StoreSettings::new(config.redis_url.clone(), config.key_prefix.clone());
-        store_settings.tile_ttl = config.tile_ttl;
-        let store_settings = store_settings.with_limits(&config.redis_limits);
+        let store_settings = config.redis.settings(&config.redis_url);
         let store = TileStore::new(&store_settings).context("configuring redis")?;
         store
             .register_metrics(metrics.registry())
@@ -127,12 +124,12 @@ impl Worker {
             context,
             readiness,
         } = self;
-        // Redis and RabbitMQ connections come out of the reserve.
+        // The Redis pool is set aside; the RabbitMQ connection comes out of the reserve.
         let admin_limits = ConnectionLimits::admin(
             fd_limit::fit_connections(
                 "admin",
                 config.admin_max_connections,
-                0,
+                config.redis.redis_pool_size,
                 fd_limit::raise_nofile_limit(),
             )
             .map_err(anyhow::Error::msg)?,
@@ -168,9 +165,9 @@ impl Worker {
                 let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
                 return Ok(());
             }
-            connection = connect_with_backoff(&config.amqp_url, &name) => connection,
+            connection = connect_with_backoff(config.amqp_url.expose(), &name) => connection,
         };
-        let topology = Topology::new(&config.queue_prefix);
+        let topology = config.queue.topology();
         let setup = async {
             let interactive = consumer(
                 &connection,

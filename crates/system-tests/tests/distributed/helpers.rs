@@ -64,10 +64,10 @@ impl Cluster {
         let mut config = Config::for_tests();
         config.seed_token =
             Some(fractile_api::config::SeedToken::new(SEED_TOKEN).expect("valid token"));
-        config.redis_url = Some(self.redis.clone());
-        config.amqp_url = Some(self.amqp.clone());
-        config.key_prefix = self.prefix.clone();
-        config.queue_prefix = self.prefix.clone();
+        config.redis_url = Some(self.redis.as_str().into());
+        config.amqp_url = Some(self.amqp.as_str().into());
+        config.redis.key_prefix = self.prefix.clone();
+        config.queue.queue_prefix = self.prefix.clone();
         config.render_threads = NonZeroUsize::new(1);
         config
     }
