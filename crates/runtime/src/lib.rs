@@ -1,6 +1,8 @@
 //! Process plumbing shared by `fractile-api` and `fractile-worker`: what every long-running
 //! fractile process needs and neither binary owns.
 //!
+//! - [`admin`]: the admin port's router (`/livez`, `/readyz`, `/metrics`, `/faults`), each
+//!   binary plugging in its readiness check and metrics;
 //! - [`telemetry`]: the `tracing` subscriber (JSON or pretty);
 //! - [`faults`]: fault injection on the admin port (latency, errors, slow renders, paused
 //!   consumption), off unless enabled;
@@ -15,6 +17,7 @@
 //! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves;
 //! - [`parse_duration`]: the `5s` / `250ms` syntax of every duration setting.
 
+pub mod admin;
 pub mod faults;
 pub mod fd_limit;
 pub mod healthcheck;

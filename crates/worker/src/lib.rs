@@ -21,10 +21,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use fractile_queue::lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
 };
@@ -32,6 +28,7 @@ use fractile_queue::lapin::types::FieldTable;
 use fractile_queue::lapin::{Channel, Connection, ConnectionStatus, Consumer};
 use fractile_queue::{Priority, Topology};
 use fractile_runtime::Readiness;
+use fractile_runtime::admin::{AdminProbe, ReadyCheck};
 use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
@@ -142,13 +139,13 @@ impl Worker {
         // The admin port answers from the start: not ready until consuming.
         let consuming: Arc<OnceLock<ConnectionStatus>> = Arc::default();
         let stop_admin = CancellationToken::new();
-        let admin_app = admin_router(
-            readiness.clone(),
-            Arc::clone(&consuming),
-            context.store.clone(),
-            Arc::clone(&context.metrics),
-            context.faults.clone(),
-        );
+        let probe = WorkerProbe {
+            consuming: Arc::clone(&consuming),
+            store: context.store.clone(),
+            metrics: Arc::clone(&context.metrics),
+        };
+        let admin_app =
+            fractile_runtime::admin::router(probe, readiness.clone(), context.faults.clone());
         let admin_server = tokio::spawn(fractile_runtime::serve::serve(
             admin,
             admin_app,
@@ -387,64 +384,49 @@ async fn poll_depths(
     }
 }
 
-/// `/readyz` is 200 only while consuming on a live connection; `consuming` is set once the
-/// consumers are up.
-fn admin_router(
-    readiness: Readiness,
+/// The worker's side of the admin port: `/readyz` is 200 only while consuming on a live
+/// connection (`consuming` is set once the consumers are up) and while Redis answers.
+struct WorkerProbe {
     consuming: Arc<OnceLock<ConnectionStatus>>,
     store: TileStore,
     metrics: Arc<WorkerMetrics>,
-    faults: Faults,
-) -> Router {
-    let connected = move || consuming.get().is_some_and(ConnectionStatus::connected);
-    let connected_too = connected.clone();
-    let faults_router = fractile_runtime::faults::router(faults.clone());
-    Router::new()
-        .route(
-            "/livez",
-            get(|| async { axum::Json(serde_json::json!({ "status": "alive" })) }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let (draining, connected) = (readiness.is_draining(), connected());
-                let active = faults.active();
-                let store = store.clone();
-                async move {
-                    // Every job ends in a Redis write: a worker that cannot reach Redis
-                    // renders nothing anyone receives. A PING through the breaker, within
-                    // the budget, so an idle worker notices too.
-                    let redis = store.ping().await.is_ok();
-                    let (status, state) = match (draining, connected, redis) {
-                        (true, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-                        (false, false, _) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "not consuming: RabbitMQ unreachable or recovering",
-                        ),
-                        (false, true, false) => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
-                        (false, true, true) => (StatusCode::OK, "ready"),
-                    };
-                    let breaker = if store.breaker_open() { "open" } else { "closed" };
-                    let redis = if redis { "up" } else { "down" };
-                    let body = serde_json::json!({ "status": state, "redis": redis, "redis_breaker": breaker, "faults": active });
-                    (status, axum::Json(body))
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                metrics.queue_connected.set(i64::from(connected_too()));
-                let body = metrics.encode();
-                async move {
-                    match body {
-                        Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body)
-                            .into_response(),
-                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-                    }
-                }
-            }),
-        )
-        .merge(faults_router)
-        .layer(axum::middleware::map_response(fractile_runtime::no_store))
+}
+
+impl WorkerProbe {
+    fn connected(&self) -> bool {
+        self.consuming
+            .get()
+            .is_some_and(ConnectionStatus::connected)
+    }
+}
+
+impl AdminProbe for WorkerProbe {
+    async fn check(&self) -> ReadyCheck {
+        let connected = self.connected();
+        // Every job ends in a Redis write: a worker that cannot reach Redis renders nothing
+        // anyone receives. A PING through the breaker, within the budget, so an idle worker
+        // notices too.
+        let redis = self.store.ping().await.is_ok();
+        let failing = match (connected, redis) {
+            (false, _) => Some("not consuming: RabbitMQ unreachable or recovering"),
+            (true, false) => Some("redis unreachable"),
+            (true, true) => None,
+        };
+        let breaker = if self.store.breaker_open() {
+            "open"
+        } else {
+            "closed"
+        };
+        let mut details = serde_json::Map::new();
+        details.insert("redis".into(), (if redis { "up" } else { "down" }).into());
+        details.insert("redis_breaker".into(), breaker.into());
+        ReadyCheck { failing, details }
+    }
+
+    async fn encode_metrics(&self) -> Result<String, prometheus::Error> {
+        self.metrics
+            .queue_connected
+            .set(i64::from(self.connected()));
+        self.metrics.encode()
+    }
 }
