@@ -276,6 +276,7 @@ impl Metrics {
             queue_wait: self.render_queue_wait.clone(),
             rejected: self.render_rejected.clone(),
             skipped: self.renders.with_label_values(&["cancelled"]),
+            panicked: self.renders.with_label_values(&["error"]),
         }
     }
 

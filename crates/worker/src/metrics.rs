@@ -147,6 +147,7 @@ impl WorkerMetrics {
             queue_wait: self.pool_wait.clone(),
             rejected: self.pool_rejected.clone(),
             skipped: self.renders.with_label_values(&["cancelled"]),
+            panicked: self.renders.with_label_values(&["error"]),
         }
     }
 

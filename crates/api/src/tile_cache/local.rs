@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fractile_render::{RenderError, render_tile};
-use fractile_runtime::pool::Lane;
+use fractile_runtime::pool::{Lane, RunError};
 use fractile_tile_store::ReadyNote;
 
 use super::{Backends, FillError, Source, TileCache, TileKey};
@@ -31,28 +31,27 @@ impl TileCache {
         let enqueued = Instant::now();
         let deadline = enqueued + self.render_timeout;
         let metrics = self.metrics.render_metrics();
-        let rx = self
+        let ran = self
             .pool
-            .try_spawn(Lane::Interactive, deadline, move |cancel| {
+            .run(Lane::Interactive, deadline, move |cancel| {
                 let started = Instant::now();
                 let (result, rendered) =
                     metrics.record(|| render_tile(key.tile, key.style, &|| cancel.is_cancelled()));
                 (result, started - enqueued, rendered)
-            })?;
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok((Ok(png), queued, rendered))) => {
+            })
+            .await;
+        match ran {
+            Ok((Ok(png), queued, rendered)) => {
                 Ok((Bytes::from(png), Source::Rendered { queued, rendered }))
             }
-            Ok(Ok((Err(RenderError::Cancelled), ..))) | Err(_) => Err(FillError::Deadline),
-            Ok(Ok((Err(e @ RenderError::Encode(_)), ..))) => Err(FillError::Render(e.to_string())),
-            // The pool dropped the job: skipped past its deadline, or it panicked.
-            Ok(Err(_closed)) if Instant::now() >= deadline => Err(FillError::Deadline),
-            Ok(Err(_closed)) => {
-                self.metrics.renders.with_label_values(&["error"]).inc();
-                Err(FillError::Render(
-                    "render job ended without a result".into(),
-                ))
+            Ok((Err(RenderError::Cancelled), ..)) | Err(RunError::Deadline) => {
+                Err(FillError::Deadline)
             }
+            Ok((Err(e @ RenderError::Encode(_)), ..)) => Err(FillError::Render(e.to_string())),
+            Err(RunError::Full(full)) => Err(FillError::QueueFull(full)),
+            Err(RunError::Panicked) => Err(FillError::Render(
+                "render job ended without a result".into(),
+            )),
         }
     }
 
