@@ -1,6 +1,10 @@
 //! Helpers for the tests that run against the real Redis and RabbitMQ (a dev-dependency
 //! only; nothing here ships in a binary).
 
+pub mod http;
+
+pub use http::{body_bytes, body_json, get, header, oneshot};
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -4,8 +4,6 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, Response};
 use fractile_api::{AppState, Config};
 use fractile_queue::Topology;
 use fractile_queue::lapin::{Channel, Connection};
@@ -14,7 +12,6 @@ use fractile_test_support::{Cleanup, Services, services, unique_prefix};
 use fractile_tile_store::{StoreSettings, TileStore};
 use fractile_worker::Worker;
 use tokio::sync::oneshot;
-use tower::ServiceExt;
 
 /// The seed routes' bearer token in these tests.
 pub const SEED_TOKEN: &str = "seed-token-for-tests-0123456789";
@@ -157,31 +154,6 @@ impl RunningWorker {
     }
 }
 
-pub async fn send(app: &Router, request: Request<Body>) -> Response<Body> {
-    app.clone()
-        .oneshot(request)
-        .await
-        .expect("router is infallible")
-}
-
-pub fn get(uri: &str) -> Request<Body> {
-    Request::get(uri)
-        .body(Body::empty())
-        .expect("valid request")
-}
-
-pub fn header(response: &Response<Body>, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
-}
-
-pub async fn body_json(response: Response<Body>) -> serde_json::Value {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
-        .await
-        .expect("body");
-    serde_json::from_slice(&bytes).expect("JSON body")
-}
+/// Sends one request through `app` without a socket.
+pub use fractile_test_support::oneshot as send;
+pub use fractile_test_support::{body_json, get, header};
