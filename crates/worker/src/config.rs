@@ -125,34 +125,31 @@ fn per_thread(threads: NonZeroUsize, n: usize) -> u16 {
 mod tests {
     use super::*;
 
+    /// The worker's settings with these URLs and `extra` flags.
+    fn parse(amqp: &str, redis: &str, extra: &[&str]) -> Config {
+        let args = ["fractile-worker", "--amqp-url", amqp, "--redis-url", redis];
+        Config::try_parse_from(args.iter().chain(extra)).expect("parses")
+    }
+
     #[test]
     fn the_admin_port_is_loopback_unless_set() {
-        let c = Config::try_parse_from([
-            "fractile-worker",
-            "--amqp-url",
-            "amqp://x",
-            "--redis-url",
-            "redis://y",
-        ])
-        .expect("parses");
+        let c = parse("amqp://x", "redis://y", &[]);
         assert!(c.admin_listen.ip().is_loopback(), "{}", c.admin_listen);
     }
 
     #[test]
     fn debug_never_shows_the_passwords_of_the_urls() {
-        let c = Config::try_parse_from([
-            "fractile-worker",
-            "--amqp-url",
+        let c = parse(
             "amqp://fractile:amqp-s3cret@rabbitmq:5672/%2f",
-            "--redis-url",
             "redis://:redis-s3cret@redis:6379",
-        ])
-        .expect("parses");
+            &[],
+        );
         let printed = format!("{c:?}");
-        assert!(!printed.contains("amqp-s3cret"), "{printed}");
-        assert!(!printed.contains("redis-s3cret"), "{printed}");
+        for secret in ["amqp-s3cret", "redis-s3cret"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
         assert!(
-            printed.contains("amqp://fractile:***@rabbitmq:5672/%2f"),
+            printed.contains("amqp://fractile:***@rabbitmq"),
             "{printed}"
         );
         // The clients still get the password.
@@ -161,16 +158,7 @@ mod tests {
 
     #[test]
     fn the_redis_pool_size_is_a_setting() {
-        let c = Config::try_parse_from([
-            "fractile-worker",
-            "--amqp-url",
-            "amqp://x",
-            "--redis-url",
-            "redis://y",
-            "--redis-pool-size",
-            "3",
-        ])
-        .expect("parses");
+        let c = parse("amqp://x", "redis://y", &["--redis-pool-size", "3"]);
         assert_eq!(c.redis.settings(&c.redis_url).pool_size, 3);
     }
 }
