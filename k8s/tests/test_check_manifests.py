@@ -63,8 +63,8 @@ class MetricRefs(unittest.TestCase):
         self.assertEqual(names('label_replace(m, "dst", "$1", "src", "(.*)")'), ["m"])
 
     def test_name_matcher_without_a_name(self) -> None:
-        self.assertEqual(metric_refs('{__name__="render_queue_depth", job="fractile-worker"}'),
-                         [MetricRef("render_queue_depth", ("=", "fractile-worker"))])
+        self.assertEqual(metric_refs('{__name__="broker_queue_ready_messages", job="fractile-worker"}'),
+                         [MetricRef("broker_queue_ready_messages", ("=", "fractile-worker"))])
 
     def test_grafana_variables(self) -> None:
         self.assertEqual(names('rate(x{instance=~"$instance"}[$__rate_interval]) * ${factor}'), ["x"])

@@ -32,8 +32,9 @@ use fractile_runtime::faults::Faults;
 use crate::error::ApiError;
 use crate::head_limits::limit_head;
 use crate::metrics::{InFlightGuard, Metrics};
+use crate::seeds;
+use crate::state::AppState;
 use crate::tiles::{CacheLabel, get_tile};
-use crate::{AppState, seeds};
 
 /// Largest request body accepted (tile requests have none; seeds are small JSON).
 const MAX_BODY_BYTES: usize = 16 * 1024;

@@ -7,9 +7,10 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use clap::Parser;
+use fractile_queue::QueueArgs;
 use fractile_render::MaxZoom;
-use fractile_runtime::{LogFormat, parse_duration};
-use fractile_tile_store::RedisLimits;
+use fractile_runtime::{LogArgs, SecretUrl, parse_duration};
+use fractile_tile_store::RedisArgs;
 
 /// What a miss does when the render queue cannot take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -130,14 +131,19 @@ pub struct Config {
 
     /// Redis for the shared tile cache (L2), e.g. `redis://:password@redis:6379`. Unset:
     /// embedded mode, L1 only.
-    #[arg(long, env = "FRACTILE_REDIS_URL")]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretUrl>,
 
     /// RabbitMQ to send misses and seeds to workers, e.g. `amqp://user:pass@rabbitmq:5672/%2f`.
     /// Needs `FRACTILE_REDIS_URL` (workers return tiles through Redis). Unset: render here.
     /// Connected in the background with backoff: the api serves without it meanwhile.
-    #[arg(long, env = "FRACTILE_AMQP_URL", requires = "redis_url")]
-    pub amqp_url: Option<String>,
+    #[arg(
+        long,
+        env = "FRACTILE_AMQP_URL",
+        hide_env_values = true,
+        requires = "redis_url"
+    )]
+    pub amqp_url: Option<SecretUrl>,
 
     /// What a miss does when the queue cannot take it (broker down or recovering), or when
     /// Redis, which brings the workers' tiles back, is out of reach: `local` renders it here,
@@ -151,25 +157,13 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_PUBLISH_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub publish_timeout: Duration,
 
-    /// Prefix of the Redis keys (deployments sharing a Redis keep apart with it).
-    #[arg(long, env = "FRACTILE_KEY_PREFIX", default_value = "fractile:")]
-    pub key_prefix: String,
-
-    /// Prefix of the queue names.
-    #[arg(long, env = "FRACTILE_QUEUE_PREFIX", default_value = "fractile.")]
-    pub queue_prefix: String,
-
-    /// How long tiles live in Redis.
-    #[arg(long, env = "FRACTILE_TILE_TTL", default_value = "7d", value_parser = parse_duration)]
-    pub tile_ttl: Duration,
-
-    /// Connections in the Redis pool.
-    #[arg(long, env = "FRACTILE_REDIS_POOL_SIZE", default_value_t = 16)]
-    pub redis_pool_size: usize,
-
-    /// The Redis budget and circuit breaker.
+    /// Key prefix, tile lifetime, pool size, budget and breaker of Redis.
     #[command(flatten)]
-    pub redis_limits: RedisLimits,
+    pub redis: RedisArgs,
+
+    /// Queue names.
+    #[command(flatten)]
+    pub queue: QueueArgs,
 
     /// Largest seed accepted, in tiles.
     #[arg(long, env = "FRACTILE_SEED_MAX_TILES", default_value_t = 100_000)]
@@ -214,9 +208,9 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
     pub fault_injection: bool,
 
-    /// Log format.
-    #[arg(long, env = "FRACTILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    pub log_format: LogFormat,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl Config {
@@ -402,6 +396,25 @@ mod tests {
         let c = Config::try_parse_from(["fractile-api"]).expect("defaults parse");
         assert!(c.admin_listen.ip().is_loopback(), "{}", c.admin_listen);
         assert!(c.listen.ip().is_unspecified(), "traffic listens everywhere");
+    }
+
+    #[test]
+    fn debug_never_shows_the_passwords_of_the_urls() {
+        let c = Config::try_parse_from([
+            "fractile-api",
+            "--amqp-url",
+            "amqp://fractile:amqp-s3cret@rabbitmq:5672/%2f",
+            "--redis-url",
+            "redis://:redis-s3cret@redis:6379",
+        ])
+        .expect("parses");
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("amqp-s3cret"), "{printed}");
+        assert!(!printed.contains("redis-s3cret"), "{printed}");
+        assert!(printed.contains("redis://:***@redis:6379"), "{printed}");
+        // The clients still get the password.
+        let amqp = c.amqp_url.as_ref().map(SecretUrl::expose);
+        assert_eq!(amqp, Some("amqp://fractile:amqp-s3cret@rabbitmq:5672/%2f"));
     }
 
     #[test]

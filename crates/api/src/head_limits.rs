@@ -18,9 +18,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fractile_runtime::serve::ConnectionLimits;
 
-use crate::AppState;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// `" HTTP/1.1\r\n"` after the request target, and the space after the method.
 const REQUEST_LINE_OVERHEAD: usize = 1 + 1 + 8 + 2;

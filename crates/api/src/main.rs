@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fractile_api::{Config, Server, shutdown_signal};
-use fractile_runtime::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,7 +12,7 @@ async fn main() -> ExitCode {
         return code;
     }
     let config = Config::parse();
-    telemetry::init(config.log_format);
+    config.log.init();
     let result = async { Server::bind(config).await?.run(shutdown_signal()).await }.await;
     match result {
         Ok(()) => ExitCode::SUCCESS,

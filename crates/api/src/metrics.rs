@@ -5,7 +5,7 @@
 //! the crate's default registry would otherwise have it. Label values are bounded: route
 //! templates (never raw paths), status classes, cache layers and results.
 
-use fractile_runtime::metrics::{ConnectionMetrics, RenderMetrics};
+use fractile_runtime::metrics::{ConnectionMetrics, RENDER_BUCKETS, RenderMetrics};
 use fractile_runtime::pool::PoolMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -15,11 +15,6 @@ use prometheus::{
 /// Latency buckets for HTTP requests: from an L1 hit (tens of µs) to a slow render.
 const HTTP_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Render-time buckets: a cheap tile takes a few ms, a deep one up to seconds in debug builds.
-const RENDER_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 /// The api's metrics. Names other tools rely on are fixed by DESIGN.md.
@@ -41,10 +36,9 @@ pub struct Metrics {
     pub cache_bytes: IntGaugeVec,
     /// `cache_entries{layer}`.
     pub cache_entries: IntGaugeVec,
-    /// `render_duration_seconds`: CPU time of one render on the pool.
-    pub render_duration: Histogram,
-    /// `renders_total{result}`: ok, cancelled (deadline passed or caller gone), error.
-    pub renders: IntCounterVec,
+    /// `render_duration_seconds` (time of one render on the pool) and `renders_total{result}`
+    /// (ok, cancelled: deadline passed or caller gone, error), as the worker has them.
+    pub render: RenderMetrics,
     /// `render_queue_depth`: renders waiting for a thread.
     pub render_queue_depth: IntGauge,
     /// `render_queue_rejected_total`: misses refused because the render queue was full.
@@ -127,17 +121,6 @@ impl Metrics {
             Opts::new("cache_entries", "Entries in a cache layer."),
             &["layer"],
         )?;
-        let render_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "render_duration_seconds",
-                "Time to render and encode one tile.",
-            )
-            .buckets(RENDER_BUCKETS.to_vec()),
-        )?;
-        let renders = IntCounterVec::new(
-            Opts::new("renders_total", "Renders by result: ok, cancelled, error."),
-            &["result"],
-        )?;
         let render_queue_depth =
             IntGauge::new("render_queue_depth", "Renders waiting for a render thread.")?;
         let render_rejected = IntCounter::new(
@@ -199,6 +182,7 @@ impl Metrics {
         )?;
 
         let connections = ConnectionMetrics::register(&registry)?;
+        let render = RenderMetrics::register(&registry)?;
         let over_limit = IntCounterVec::new(
             Opts::new(
                 "http_requests_over_limit_total",
@@ -231,8 +215,7 @@ impl Metrics {
             cache_requests,
             cache_bytes,
             cache_entries,
-            render_duration,
-            renders,
+            render,
             render_queue_depth,
             render_rejected,
             render_queue_wait,
@@ -251,8 +234,6 @@ impl Metrics {
         r.register(Box::new(self.cache_requests.clone()))?;
         r.register(Box::new(self.cache_bytes.clone()))?;
         r.register(Box::new(self.cache_entries.clone()))?;
-        r.register(Box::new(self.render_duration.clone()))?;
-        r.register(Box::new(self.renders.clone()))?;
         r.register(Box::new(self.render_queue_depth.clone()))?;
         r.register(Box::new(self.render_rejected.clone()))?;
         r.register(Box::new(self.render_queue_wait.clone()))?;
@@ -275,16 +256,14 @@ impl Metrics {
             queue_depth: self.render_queue_depth.clone(),
             queue_wait: self.render_queue_wait.clone(),
             rejected: self.render_rejected.clone(),
-            skipped: self.renders.with_label_values(&["cancelled"]),
+            skipped: self.render.renders.with_label_values(&["cancelled"]),
+            panicked: self.render.renders.with_label_values(&["error"]),
         }
     }
 
     /// The handles render jobs record their outcome and time in.
     pub fn render_metrics(&self) -> RenderMetrics {
-        RenderMetrics {
-            duration: self.render_duration.clone(),
-            renders: self.renders.clone(),
-        }
+        self.render.clone()
     }
 
     /// The registry, for collectors other crates own (the Redis breaker's, injected faults').
@@ -299,7 +278,7 @@ impl Metrics {
 
     /// Renders finished with `result` so far (tests assert on it).
     pub fn renders_with(&self, result: &str) -> u64 {
-        self.renders.with_label_values(&[result]).get()
+        self.render.count(result)
     }
 }
 

@@ -38,9 +38,9 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
 use crate::config::SeedToken;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Tiles checked against Redis and published per round trip.
 const BATCH: usize = 500;

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId};
 use serde::Deserialize;
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::tile_cache::{FillError, Source, TileKey};
 
 /// The cache outcome of a response, left in its extensions for the metrics layer.

@@ -5,7 +5,7 @@
 //! caches each call site's interest process-wide, so another test hitting the same call sites
 //! on another thread at the same moment can make the capture miss an event.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "api/helpers.rs"]
 mod helpers;
 

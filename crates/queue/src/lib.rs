@@ -30,6 +30,7 @@
 //! down. A runtime that is never shut down turns that panic into nothing: the process exits
 //! and the thread with it.
 
+mod args;
 mod consume;
 mod job;
 mod link;
@@ -43,6 +44,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
+pub use args::QueueArgs;
 pub use consume::{
     Broker, BrokerStatus, Consumer, Delivery, DepthProbe, Settle, Settled, consumer_tag,
 };
@@ -130,27 +132,9 @@ pub async fn connect(url: &str, name: &str, timeout: Duration) -> Result<Connect
     .map_err(QueueError::from)
 }
 
-/// `url` with its password replaced by `***`, for logs: `amqp://user:***@host:5672/%2f`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    // The authority ends at the first `/`, `?` or `#`; credentials end at its last `@`.
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
-            let hidden = if credentials.contains(':') {
-                ":***"
-            } else {
-                ""
-            };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
-}
+/// `url` with its password replaced by `***`, for logs (owned by `fractile-runtime`, with
+/// the [`SecretUrl`](fractile_runtime::SecretUrl) settings hold URLs in).
+pub use fractile_runtime::redact_url;
 
 /// Re-declares the topology after a publish came back unroutable, at most once per
 /// [`REDECLARE_EVERY`] (every publish fails the same way until it is done).
@@ -365,25 +349,5 @@ impl Publisher {
     /// The topology this publisher targets.
     pub fn topology(&self) -> &Topology {
         &self.topology
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_the_logs() {
-        assert_eq!(
-            redact_url("amqp://guest:s3cret@rabbitmq:5672/%2f"),
-            "amqp://guest:***@rabbitmq:5672/%2f"
-        );
-        assert_eq!(
-            redact_url("amqp://u:p@ss@host:1/v?heartbeat=10"),
-            "amqp://u:***@host:1/v?heartbeat=10"
-        );
-        assert_eq!(redact_url("amqp://user@host"), "amqp://user@host");
-        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
-        assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -1,6 +1,8 @@
 //! Process plumbing shared by `fractile-api` and `fractile-worker`: what every long-running
 //! fractile process needs and neither binary owns.
 //!
+//! - [`admin`]: the admin port's router (`/livez`, `/readyz`, `/metrics`, `/faults`), each
+//!   binary plugging in its readiness check and metrics;
 //! - [`telemetry`]: the `tracing` subscriber (JSON or pretty);
 //! - [`faults`]: fault injection on the admin port (latency, errors, slow renders, paused
 //!   consumption), off unless enabled;
@@ -9,17 +11,20 @@
 //! - [`metrics`]: a Prometheus registry with the process collector, and its exposition;
 //! - [`pool`]: the bounded render thread pool, with interactive and bulk lanes;
 //! - [`ratelimited_log`]: one line per interval for warnings that repeat, with a count of the rest;
+//! - [`secret_url`]: connection URLs whose passwords never reach `Debug` or logs;
 //! - [`serve`]: an HTTP accept loop with per-connection deadlines and head limits, a
 //!   connection cap per listener, and graceful drain;
 //! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves;
 //! - [`parse_duration`]: the `5s` / `250ms` syntax of every duration setting.
 
+pub mod admin;
 pub mod faults;
 pub mod fd_limit;
 pub mod healthcheck;
 pub mod metrics;
 pub mod pool;
 pub mod ratelimited_log;
+pub mod secret_url;
 pub mod serve;
 pub mod telemetry;
 
@@ -27,7 +32,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use telemetry::LogFormat;
+pub use secret_url::{SecretUrl, redact_url};
+pub use telemetry::{LogArgs, LogFormat};
 
 /// Whether this process should receive work. Flipped once, when shutdown begins.
 #[derive(Debug, Clone, Default)]

@@ -48,12 +48,28 @@ pub struct PoolMetrics {
     pub rejected: IntCounter,
     /// Jobs skipped because their caller left or their deadline passed before they started.
     pub skipped: IntCounter,
+    /// Jobs that panicked (contained: the thread lives on).
+    pub panicked: IntCounter,
 }
 
 /// The queue was full; the work was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("render queue is full")]
 pub struct QueueFull;
+
+/// Why work given to [`RenderPool::run`] produced no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// Its lane's queue was full: refused at once.
+    #[error(transparent)]
+    Full(#[from] QueueFull),
+    /// The deadline passed: skipped while queued, or still running at the deadline.
+    #[error("did not finish within its deadline")]
+    Deadline,
+    /// The work panicked (counted in [`PoolMetrics::panicked`]).
+    #[error("the work panicked")]
+    Panicked,
+}
 
 /// What running work asks to learn whether it should stop: true once its deadline has
 /// passed or nobody waits for its result any more.
@@ -90,8 +106,10 @@ impl RenderPool {
     ) -> std::io::Result<Self> {
         let (interactive, interactive_jobs) = crossbeam_channel::bounded::<Job>(queue_capacity);
         let (bulk, bulk_jobs) = crossbeam_channel::bounded::<Job>(queue_capacity);
+        let metrics = Arc::new(metrics);
         for i in 0..threads.get() {
             let (interactive_jobs, bulk_jobs) = (interactive_jobs.clone(), bulk_jobs.clone());
+            let panicked = metrics.panicked.clone();
             thread::Builder::new()
                 .name(format!("render-{i}"))
                 .spawn(move || {
@@ -100,6 +118,7 @@ impl RenderPool {
                         // A panicking job must not take the thread with it: the pool would
                         // shrink for good. Its caller sees the result channel close.
                         if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                            panicked.inc();
                             tracing::error!(thread = i, "render job panicked");
                         }
                     }
@@ -108,7 +127,7 @@ impl RenderPool {
         Ok(RenderPool {
             interactive,
             bulk,
-            metrics: Arc::new(metrics),
+            metrics,
             slowdown: Slowdown::default(),
         })
     }
@@ -123,6 +142,24 @@ impl RenderPool {
     /// Jobs waiting for a thread right now, both lanes.
     pub fn queued(&self) -> usize {
         self.interactive.len() + self.bulk.len()
+    }
+
+    /// Runs `work` on a pool thread (see [`RenderPool::try_spawn`]) and waits for its result
+    /// until `deadline`: what both the api's local renders and the worker's jobs do.
+    pub async fn run<T, F>(&self, lane: Lane, deadline: Instant, work: F) -> Result<T, RunError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Cancel<'_>) -> T + Send + 'static,
+    {
+        let rx = self.try_spawn(lane, deadline, work)?;
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => Ok(result),
+            // Waiting ends at the deadline; the work sees its caller gone and stops.
+            Err(_) => Err(RunError::Deadline),
+            // The pool dropped the job: skipped past its deadline, or it panicked.
+            Ok(Err(_closed)) if Instant::now() >= deadline => Err(RunError::Deadline),
+            Ok(Err(_closed)) => Err(RunError::Panicked),
+        }
     }
 
     /// Queues `work` to run on a pool thread before `deadline`. The result arrives on the
@@ -203,6 +240,7 @@ mod tests {
                 .expect("valid"),
             rejected: IntCounter::new("rejected", "rejected").expect("valid"),
             skipped: IntCounter::new("skipped", "skipped").expect("valid"),
+            panicked: IntCounter::new("panicked", "panicked").expect("valid"),
         };
         let threads = NonZeroUsize::new(threads).expect("non-zero");
         RenderPool::new(threads, queue, metrics).expect("threads start")
@@ -258,7 +296,10 @@ mod tests {
                 .err(),
             Some(QueueFull)
         );
-        assert_eq!(pool.metrics.rejected.get(), 1);
+        // `run` maps it to RunError::Full, at once too.
+        let full = pool.run(Lane::Interactive, far_deadline(), |_| 4).await;
+        assert_eq!(full, Err(RunError::Full(QueueFull)));
+        assert_eq!(pool.metrics.rejected.get(), 2);
         release.send(()).expect("job waits");
         running.await.expect("ran");
         assert_eq!(queued.await.expect("ran"), 2);
@@ -328,5 +369,40 @@ mod tests {
         drop(rx);
         done.recv_timeout(Duration::from_secs(5))
             .expect("work noticed the caller left");
+    }
+
+    #[tokio::test]
+    async fn run_maps_a_result_a_deadline_and_a_panic() {
+        let pool = pool(1, 1);
+        assert_eq!(
+            pool.run(Lane::Interactive, far_deadline(), |_| 7).await,
+            Ok(7)
+        );
+
+        // Still running at the deadline: the wait ends then, not when the work does (the
+        // next job then waits for the thread).
+        let started = Instant::now();
+        let late = pool
+            .run(
+                Lane::Interactive,
+                Instant::now() + Duration::from_millis(50),
+                |_| thread::sleep(Duration::from_millis(300)),
+            )
+            .await;
+        assert_eq!(late, Err(RunError::Deadline));
+        assert!(started.elapsed() < Duration::from_millis(250));
+
+        let panicked = pool
+            .run(Lane::Interactive, far_deadline(), |_| -> u8 {
+                panic!("a render bug")
+            })
+            .await;
+        assert_eq!(panicked, Err(RunError::Panicked));
+        // The thread survived it (and, having taken the next job, has counted it).
+        assert_eq!(
+            pool.run(Lane::Interactive, far_deadline(), |_| 8).await,
+            Ok(8)
+        );
+        assert_eq!(pool.metrics.panicked.get(), 1);
     }
 }

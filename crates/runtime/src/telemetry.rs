@@ -12,6 +12,21 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// The logging settings both binaries share (a clap argument group: `#[command(flatten)]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format: `json` (one object per line, for containers) or `pretty`.
+    #[arg(long, env = "FRACTILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the global subscriber in this format (see [`init`]).
+    pub fn init(&self) {
+        init(self.log_format);
+    }
+}
+
 /// Installs the global subscriber. A second call (tests) leaves the first in place.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

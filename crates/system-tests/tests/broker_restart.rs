@@ -140,7 +140,12 @@ async fn a_seed_survives_a_broker_restart_with_every_tile_done() {
             panic!(
                 "the seed did not finish: {now:?}; bulk queue ready: {ready:?}; worker consumed {}, rendered {}, skipped {}",
                 worker.metrics.consumed.with_label_values(&["bulk"]).get(),
-                worker.metrics.renders.with_label_values(&["ok"]).get(),
+                worker
+                    .metrics
+                    .render
+                    .renders
+                    .with_label_values(&["ok"])
+                    .get(),
                 worker.metrics.skipped.with_label_values(&["stored"]).get(),
             );
         }

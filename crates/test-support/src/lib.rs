@@ -6,6 +6,10 @@
 #[cfg(feature = "worker")]
 pub mod worker;
 
+pub mod http;
+
+pub use http::{body_bytes, body_json, get, header, oneshot};
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};

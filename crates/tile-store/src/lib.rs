@@ -46,8 +46,9 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_millis(250);
 /// Budget of [`TileStore::delete_prefix`], a test and maintenance helper that scans.
 const DELETE_PREFIX_BUDGET: Duration = Duration::from_secs(30);
 
-/// Connection settings. Every timeout is set: deadpool's defaults wait forever.
-#[derive(Debug, Clone)]
+/// Connection settings. Every timeout is set: deadpool's defaults wait forever. `Debug`
+/// hides the URL's password.
+#[derive(Clone)]
 pub struct StoreSettings {
     /// `redis://[:password@]host:port[/db]`.
     pub url: String,
@@ -89,6 +90,55 @@ impl StoreSettings {
             breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
             probe_interval: DEFAULT_PROBE_INTERVAL,
         }
+    }
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &fractile_runtime::redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("tile_ttl", &self.tile_ttl)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("budget", &self.budget)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("probe_interval", &self.probe_interval)
+            .finish()
+    }
+}
+
+/// The Redis settings every binary that uses the store shares, short of the URL (the api
+/// may run without Redis, the worker may not, so each declares its own): a clap argument
+/// group (`#[command(flatten)]`) that builds the [`StoreSettings`] in one place.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisArgs {
+    /// Prefix of the Redis keys (deployments sharing a Redis keep apart with it).
+    #[arg(long, env = "FRACTILE_KEY_PREFIX", default_value = "fractile:")]
+    pub key_prefix: String,
+
+    /// How long tiles live in Redis.
+    #[arg(long, env = "FRACTILE_TILE_TTL", default_value = "7d", value_parser = fractile_runtime::parse_duration)]
+    pub tile_ttl: Duration,
+
+    /// Connections in the Redis pool.
+    #[arg(long, env = "FRACTILE_REDIS_POOL_SIZE", default_value_t = 16)]
+    pub redis_pool_size: usize,
+
+    /// The Redis budget and circuit breaker.
+    #[command(flatten)]
+    pub limits: RedisLimits,
+}
+
+impl RedisArgs {
+    /// The store's settings for `url` with these arguments.
+    pub fn settings(&self, url: &fractile_runtime::SecretUrl) -> StoreSettings {
+        let mut settings = StoreSettings::new(url.expose(), self.key_prefix.clone());
+        settings.tile_ttl = self.tile_ttl;
+        settings.pool_size = self.redis_pool_size;
+        settings.with_limits(&self.limits)
     }
 }
 
@@ -201,7 +251,7 @@ pub struct ReadyNote {
     pub key: String,
     /// The worker's id.
     pub worker: String,
-    /// Render time in milliseconds (0 when the tile was already stored).
+    /// Render time in milliseconds (0 when the tile was already stored, not rendered now).
     pub render_ms: f64,
 }
 

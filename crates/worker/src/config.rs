@@ -5,8 +5,9 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use clap::Parser;
-use fractile_runtime::{LogFormat, parse_duration};
-use fractile_tile_store::RedisLimits;
+use fractile_queue::QueueArgs;
+use fractile_runtime::{LogArgs, SecretUrl, parse_duration};
+use fractile_tile_store::RedisArgs;
 
 /// The worker's settings.
 #[derive(Debug, Clone, Parser)]
@@ -17,16 +18,20 @@ use fractile_tile_store::RedisLimits;
 )]
 pub struct Config {
     /// RabbitMQ to consume render jobs from.
-    #[arg(long, env = "FRACTILE_AMQP_URL")]
-    pub amqp_url: String,
+    #[arg(long, env = "FRACTILE_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: SecretUrl,
 
     /// Redis to store rendered tiles in.
-    #[arg(long, env = "FRACTILE_REDIS_URL")]
-    pub redis_url: String,
+    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: SecretUrl,
 
-    /// The Redis budget and circuit breaker.
+    /// Key prefix, tile lifetime, pool size, budget and breaker of Redis.
     #[command(flatten)]
-    pub redis_limits: RedisLimits,
+    pub redis: RedisArgs,
+
+    /// Queue names.
+    #[command(flatten)]
+    pub queue: QueueArgs,
 
     /// Address for /livez, /readyz and /metrics. Loopback unless set; containers set
     /// `0.0.0.0:9001` so probes and Prometheus reach it.
@@ -56,18 +61,6 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_BULK_PREFETCH")]
     pub bulk_prefetch: Option<u16>,
 
-    /// Prefix of the queue names (deployments sharing a broker keep apart with it).
-    #[arg(long, env = "FRACTILE_QUEUE_PREFIX", default_value = "fractile.")]
-    pub queue_prefix: String,
-
-    /// Prefix of the Redis keys.
-    #[arg(long, env = "FRACTILE_KEY_PREFIX", default_value = "fractile:")]
-    pub key_prefix: String,
-
-    /// How long stored tiles live in Redis.
-    #[arg(long, env = "FRACTILE_TILE_TTL", default_value = "7d", value_parser = parse_duration)]
-    pub tile_ttl: Duration,
-
     /// This worker's name in metrics and `Server-Timing` (default: the host name).
     #[arg(long, env = "FRACTILE_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -87,9 +80,9 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
     pub fault_injection: bool,
 
-    /// Log format.
-    #[arg(long, env = "FRACTILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    pub log_format: LogFormat,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl Config {
@@ -132,16 +125,40 @@ fn per_thread(threads: NonZeroUsize, n: usize) -> u16 {
 mod tests {
     use super::*;
 
+    /// The worker's settings with these URLs and `extra` flags.
+    fn parse(amqp: &str, redis: &str, extra: &[&str]) -> Config {
+        let args = ["fractile-worker", "--amqp-url", amqp, "--redis-url", redis];
+        Config::try_parse_from(args.iter().chain(extra)).expect("parses")
+    }
+
     #[test]
     fn the_admin_port_is_loopback_unless_set() {
-        let c = Config::try_parse_from([
-            "fractile-worker",
-            "--amqp-url",
-            "amqp://x",
-            "--redis-url",
-            "redis://y",
-        ])
-        .expect("parses");
+        let c = parse("amqp://x", "redis://y", &[]);
         assert!(c.admin_listen.ip().is_loopback(), "{}", c.admin_listen);
+    }
+
+    #[test]
+    fn debug_never_shows_the_passwords_of_the_urls() {
+        let c = parse(
+            "amqp://fractile:amqp-s3cret@rabbitmq:5672/%2f",
+            "redis://:redis-s3cret@redis:6379",
+            &[],
+        );
+        let printed = format!("{c:?}");
+        for secret in ["amqp-s3cret", "redis-s3cret"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(
+            printed.contains("amqp://fractile:***@rabbitmq"),
+            "{printed}"
+        );
+        // The clients still get the password.
+        assert_eq!(c.redis_url.expose(), "redis://:redis-s3cret@redis:6379");
+    }
+
+    #[test]
+    fn the_redis_pool_size_is_a_setting() {
+        let c = parse("amqp://x", "redis://y", &["--redis-pool-size", "3"]);
+        assert_eq!(c.redis.settings(&c.redis_url).pool_size, 3);
     }
 }

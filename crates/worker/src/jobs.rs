@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use fractile_queue::{Delivery, Priority, RenderJob, Settle, Settled};
 use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_runtime::faults::Faults;
-use fractile_runtime::pool::{Lane, RenderPool};
+use fractile_runtime::pool::{Lane, RenderPool, RunError};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
 use fractile_tile_store::{ReadyNote, SeedOutcome, SeedState, TileStore};
 
@@ -182,22 +182,18 @@ impl JobContext {
         };
         let renderer = Arc::clone(&self.renderer);
         let metrics = self.metrics.render_metrics();
-        let spawned = self.pool.try_spawn(lane, deadline, move |cancel| {
-            metrics.record(|| renderer(key, &|| cancel.is_cancelled()))
-        });
-        let Ok(result) = spawned else {
-            return Rendered::Failed("render pool full");
-        };
-        match result.await {
+        let ran = self
+            .pool
+            .run(lane, deadline, move |cancel| {
+                metrics.record(|| renderer(key, &|| cancel.is_cancelled()))
+            })
+            .await;
+        match ran {
             Ok((Ok(png), took)) => Rendered::Png(png, took),
-            Ok((Err(RenderError::Cancelled), _)) => Rendered::TooLate,
+            Ok((Err(RenderError::Cancelled), _)) | Err(RunError::Deadline) => Rendered::TooLate,
             Ok((Err(_), _)) => Rendered::Failed("render error"),
-            // The pool skipped it (deadline passed while queued) or the render panicked.
-            Err(_) if Instant::now() >= deadline => Rendered::TooLate,
-            Err(_) => {
-                self.metrics.renders.with_label_values(&["error"]).inc();
-                Rendered::Failed("render panicked")
-            }
+            Err(RunError::Full(_)) => Rendered::Failed("render pool full"),
+            Err(RunError::Panicked) => Rendered::Failed("render panicked"),
         }
     }
 

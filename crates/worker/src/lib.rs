@@ -21,17 +21,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use fractile_queue::{Broker, BrokerStatus, DepthProbe, Priority, Topology};
+use fractile_queue::{Broker, BrokerStatus, DepthProbe, Priority};
 use fractile_runtime::Readiness;
+use fractile_runtime::admin::{AdminProbe, ReadyCheck};
 use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
 use fractile_runtime::serve::ConnectionLimits;
-use fractile_tile_store::{StoreSettings, TileStore};
+use fractile_tile_store::TileStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,7 +43,7 @@ use crate::metrics::WorkerMetrics;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest wait between two attempts at connecting.
 const MAX_CONNECT_DELAY: Duration = Duration::from_secs(30);
-/// How often the broker's queue depths are read for `render_queue_depth`.
+/// How often the broker's queue depths are read for `broker_queue_ready_messages`.
 const DEPTH_POLL_EVERY: Duration = Duration::from_secs(5);
 /// A broker that refuses depth queries refuses every one: one warning per interval.
 static DEPTH_POLL_FAILED: fractile_runtime::ratelimited_log::RateLimitedLog =
@@ -68,10 +65,7 @@ impl Worker {
     /// Builds the store, the pool and the metrics. Connects to nothing yet.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(WorkerMetrics::new().context("registering metrics")?);
-        let mut store_settings =
-            StoreSettings::new(config.redis_url.clone(), config.key_prefix.clone());
-        store_settings.tile_ttl = config.tile_ttl;
-        let store_settings = store_settings.with_limits(&config.redis_limits);
+        let store_settings = config.redis.settings(&config.redis_url);
         let store = TileStore::new(&store_settings).context("configuring redis")?;
         store
             .register_metrics(metrics.registry())
@@ -123,12 +117,12 @@ impl Worker {
             context,
             readiness,
         } = self;
-        // Redis and RabbitMQ connections come out of the reserve.
+        // The Redis pool is set aside; the RabbitMQ connection comes out of the reserve.
         let admin_limits = ConnectionLimits::admin(
             fd_limit::fit_connections(
                 "admin",
                 config.admin_max_connections,
-                0,
+                config.redis.redis_pool_size,
                 fd_limit::raise_nofile_limit(),
             )
             .map_err(anyhow::Error::msg)?,
@@ -141,13 +135,13 @@ impl Worker {
         // The admin port answers from the start: not ready until consuming.
         let consuming = Consuming::default();
         let stop_admin = CancellationToken::new();
-        let admin_app = admin_router(
-            readiness.clone(),
-            consuming.clone(),
-            context.store.clone(),
-            Arc::clone(&context.metrics),
-            context.faults.clone(),
-        );
+        let probe = WorkerProbe {
+            consuming: consuming.clone(),
+            store: context.store.clone(),
+            metrics: Arc::clone(&context.metrics),
+        };
+        let admin_app =
+            fractile_runtime::admin::router(probe, readiness.clone(), context.faults.clone());
         let admin_server = tokio::spawn(fractile_runtime::serve::serve(
             admin,
             admin_app,
@@ -156,7 +150,7 @@ impl Worker {
             stop_admin.clone(),
         ));
         let name = format!("fractile-worker {}", context.id);
-        let topology = Topology::new(&config.queue_prefix);
+        let topology = config.queue.topology();
         let tracker = TaskTracker::new();
         let mut delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
         tokio::pin!(shutdown);
@@ -166,7 +160,7 @@ impl Worker {
         loop {
             let connection = tokio::select! {
                 () = &mut shutdown => break,
-                connection = connect_with_backoff(&config.amqp_url, &name) => connection,
+                connection = connect_with_backoff(config.amqp_url.expose(), &name) => connection,
             };
             let setup = async {
                 let interactive = connection
@@ -342,7 +336,7 @@ fn dispatch(
     }
 }
 
-/// Reads the broker's ready-message counts into `render_queue_depth`; a failed read is
+/// Reads the broker's ready-message counts into `broker_queue_ready_messages`; a failed read is
 /// counted in `worker_queue_depth_poll_failures_total` (the gauge keeps its last value, so
 /// it must not go stale unseen).
 async fn poll_depths(mut probe: DepthProbe, metrics: Arc<WorkerMetrics>, stop: CancellationToken) {
@@ -373,64 +367,47 @@ async fn poll_depths(mut probe: DepthProbe, metrics: Arc<WorkerMetrics>, stop: C
     }
 }
 
-/// `/readyz` is 200 only while consuming on a live connection; `consuming` is set once the
-/// consumers are up.
-fn admin_router(
-    readiness: Readiness,
+/// The worker's side of the admin port: `/readyz` is 200 only while consuming on a live
+/// connection (`consuming` is set once the consumers are up) and while Redis answers.
+struct WorkerProbe {
     consuming: Consuming,
     store: TileStore,
     metrics: Arc<WorkerMetrics>,
-    faults: Faults,
-) -> Router {
-    let connected = move || consuming.connected();
-    let connected_too = connected.clone();
-    let faults_router = fractile_runtime::faults::router(faults.clone());
-    Router::new()
-        .route(
-            "/livez",
-            get(|| async { axum::Json(serde_json::json!({ "status": "alive" })) }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let (draining, connected) = (readiness.is_draining(), connected());
-                let active = faults.active();
-                let store = store.clone();
-                async move {
-                    // Every job ends in a Redis write: a worker that cannot reach Redis
-                    // renders nothing anyone receives. A PING through the breaker, within
-                    // the budget, so an idle worker notices too.
-                    let redis = store.ping().await.is_ok();
-                    let (status, state) = match (draining, connected, redis) {
-                        (true, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-                        (false, false, _) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "not consuming: RabbitMQ unreachable or recovering",
-                        ),
-                        (false, true, false) => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
-                        (false, true, true) => (StatusCode::OK, "ready"),
-                    };
-                    let breaker = if store.breaker_open() { "open" } else { "closed" };
-                    let redis = if redis { "up" } else { "down" };
-                    let body = serde_json::json!({ "status": state, "redis": redis, "redis_breaker": breaker, "faults": active });
-                    (status, axum::Json(body))
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                metrics.queue_connected.set(i64::from(connected_too()));
-                let body = metrics.encode();
-                async move {
-                    match body {
-                        Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body)
-                            .into_response(),
-                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-                    }
-                }
-            }),
-        )
-        .merge(faults_router)
-        .layer(axum::middleware::map_response(fractile_runtime::no_store))
+}
+
+impl WorkerProbe {
+    fn connected(&self) -> bool {
+        self.consuming.connected()
+    }
+}
+
+impl AdminProbe for WorkerProbe {
+    async fn check(&self) -> ReadyCheck {
+        let connected = self.connected();
+        // Every job ends in a Redis write: a worker that cannot reach Redis renders nothing
+        // anyone receives. A PING through the breaker, within the budget, so an idle worker
+        // notices too.
+        let redis = self.store.ping().await.is_ok();
+        let failing = match (connected, redis) {
+            (false, _) => Some("not consuming: RabbitMQ unreachable or recovering"),
+            (true, false) => Some("redis unreachable"),
+            (true, true) => None,
+        };
+        let breaker = if self.store.breaker_open() {
+            "open"
+        } else {
+            "closed"
+        };
+        let mut details = serde_json::Map::new();
+        details.insert("redis".into(), (if redis { "up" } else { "down" }).into());
+        details.insert("redis_breaker".into(), breaker.into());
+        ReadyCheck { failing, details }
+    }
+
+    async fn encode_metrics(&self) -> Result<String, prometheus::Error> {
+        self.metrics
+            .queue_connected
+            .set(i64::from(self.connected()));
+        self.metrics.encode()
+    }
 }

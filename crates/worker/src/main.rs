@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use fractile_runtime::{shutdown_signal, telemetry};
+use fractile_runtime::shutdown_signal;
 use fractile_worker::{Config, Worker};
 
 #[tokio::main]
@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
         return code;
     }
     let config = Config::parse();
-    telemetry::init(config.log_format);
+    config.log.init();
     let result = async { Worker::new(config)?.run(shutdown_signal()).await }.await;
     match result {
         Ok(()) => ExitCode::SUCCESS,

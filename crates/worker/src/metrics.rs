@@ -1,23 +1,19 @@
 //! The worker's Prometheus metrics, on a registry of its own (with the process collector).
 
+use fractile_runtime::metrics::{RENDER_BUCKETS, RenderMetrics};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
-
-const SECONDS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
 
 /// The worker's metrics.
 pub struct WorkerMetrics {
     registry: Registry,
     /// `worker_jobs_consumed_total{queue}`: deliveries received.
     pub consumed: IntCounterVec,
-    /// `renders_total{result}`: ok, error, cancelled (deadline passed while rendering).
-    pub renders: IntCounterVec,
-    /// `render_duration_seconds`.
-    pub render_duration: Histogram,
+    /// `render_duration_seconds` and `renders_total{result}` (ok, error, cancelled: deadline
+    /// passed while rendering), as the api has them.
+    pub render: RenderMetrics,
     /// `worker_queue_wait_seconds{queue}`: time from publish to delivery.
     pub queue_wait: HistogramVec,
     /// `worker_deadline_drops_total`: interactive jobs dropped because their requester gave up.
@@ -28,7 +24,8 @@ pub struct WorkerMetrics {
     pub retries: IntCounter,
     /// `worker_dead_lettered_total`: jobs rejected to the dead-letter queue.
     pub dead_lettered: IntCounter,
-    /// `render_queue_depth{queue}`: jobs ready in the broker (polled).
+    /// `broker_queue_ready_messages{queue}`: jobs ready in the broker's queue (polled); named
+    /// apart from the api's `render_queue_depth` (renders waiting for its own threads).
     pub queue_depth: IntGaugeVec,
     /// `worker_queue_depth_poll_failures_total`: reads of a broker queue's depth that failed
     /// (`render_queue_depth` then keeps its last value).
@@ -54,8 +51,10 @@ impl WorkerMetrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = fractile_runtime::metrics::registry()?;
         let connections = fractile_runtime::metrics::ConnectionMetrics::register(&registry)?;
+        let render = RenderMetrics::register(&registry)?;
         let m = WorkerMetrics {
             connections,
+            render,
             consumed: IntCounterVec::new(
                 Opts::new(
                     "worker_jobs_consumed_total",
@@ -63,23 +62,12 @@ impl WorkerMetrics {
                 ),
                 &["queue"],
             )?,
-            renders: IntCounterVec::new(
-                Opts::new("renders_total", "Renders by result."),
-                &["result"],
-            )?,
-            render_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "render_duration_seconds",
-                    "Time to render and encode one tile.",
-                )
-                .buckets(SECONDS.to_vec()),
-            )?,
             queue_wait: HistogramVec::new(
                 HistogramOpts::new(
                     "worker_queue_wait_seconds",
                     "Time from publish to delivery, by queue.",
                 )
-                .buckets(SECONDS.to_vec()),
+                .buckets(RENDER_BUCKETS.to_vec()),
                 &["queue"],
             )?,
             deadline_drops: IntCounter::new(
@@ -99,7 +87,10 @@ impl WorkerMetrics {
                 "Jobs rejected to the dead-letter queue.",
             )?,
             queue_depth: IntGaugeVec::new(
-                Opts::new("render_queue_depth", "Jobs ready in the broker, by queue."),
+                Opts::new(
+                    "broker_queue_ready_messages",
+                    "Messages ready in the broker's render queue, by queue (polled).",
+                ),
                 &["queue"],
             )?,
             depth_poll_failures: IntCounter::new(
@@ -113,7 +104,7 @@ impl WorkerMetrics {
                     "render_pool_wait_seconds",
                     "Time a render waited for a thread.",
                 )
-                .buckets(SECONDS.to_vec()),
+                .buckets(RENDER_BUCKETS.to_vec()),
             )?,
             pool_rejected: IntCounter::new(
                 "render_pool_rejected_total",
@@ -127,8 +118,6 @@ impl WorkerMetrics {
         };
         let r = &m.registry;
         r.register(Box::new(m.consumed.clone()))?;
-        r.register(Box::new(m.renders.clone()))?;
-        r.register(Box::new(m.render_duration.clone()))?;
         r.register(Box::new(m.queue_wait.clone()))?;
         r.register(Box::new(m.deadline_drops.clone()))?;
         r.register(Box::new(m.skipped.clone()))?;
@@ -150,16 +139,14 @@ impl WorkerMetrics {
             queue_depth: self.pool_depth.clone(),
             queue_wait: self.pool_wait.clone(),
             rejected: self.pool_rejected.clone(),
-            skipped: self.renders.with_label_values(&["cancelled"]),
+            skipped: self.render.renders.with_label_values(&["cancelled"]),
+            panicked: self.render.renders.with_label_values(&["error"]),
         }
     }
 
     /// The handles render jobs record their outcome and time in.
-    pub fn render_metrics(&self) -> fractile_runtime::metrics::RenderMetrics {
-        fractile_runtime::metrics::RenderMetrics {
-            duration: self.render_duration.clone(),
-            renders: self.renders.clone(),
-        }
+    pub fn render_metrics(&self) -> RenderMetrics {
+        self.render.clone()
     }
 
     /// The registry, for collectors other crates own (the Redis breaker's, injected faults').

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, Response};
+use axum::http::Response;
 use fractile_api::{AppState, Config, Server};
 use fractile_runtime::pool::Lane;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tower::ServiceExt;
 
 /// Test settings: loopback on port 0, one render thread, everything else default.
 pub fn config() -> Config {
@@ -30,31 +29,8 @@ pub fn app_with(config: &Config) -> (AppState, Router) {
 }
 
 /// Sends one request through `app` without a socket.
-pub async fn send(app: &Router, request: Request<Body>) -> Response<Body> {
-    app.clone()
-        .oneshot(request)
-        .await
-        .expect("router is infallible")
-}
-
-/// A GET request for `uri`.
-pub fn get(uri: &str) -> Request<Body> {
-    Request::get(uri)
-        .body(Body::empty())
-        .expect("valid request")
-}
-
-/// The response body as bytes.
-pub async fn body_bytes(response: Response<Body>) -> bytes::Bytes {
-    axum::body::to_bytes(response.into_body(), 1 << 24)
-        .await
-        .expect("body reads")
-}
-
-/// The response body as JSON.
-pub async fn body_json(response: Response<Body>) -> serde_json::Value {
-    serde_json::from_slice(&body_bytes(response).await).expect("JSON body")
-}
+pub use fractile_test_support::oneshot as send;
+pub use fractile_test_support::{body_bytes, body_json, get};
 
 /// The `error.code` of a JSON error response.
 pub async fn error_code(response: Response<Body>) -> String {

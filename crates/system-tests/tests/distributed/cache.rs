@@ -55,6 +55,50 @@ async fn replicas_share_tiles_through_redis() {
     cluster.cleanup().await;
 }
 
+#[tokio::test]
+async fn a_tile_rendered_by_the_api_is_announced_with_its_render_time() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    // Redis only: the api renders the miss itself, then stores and announces it as a worker
+    // would, for replicas that wait on its claim.
+    let mut config = cluster.api_config();
+    config.amqp_url = None;
+    let (state, app) = cluster.api(&config).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = cluster.store.ready_listener(stop.clone());
+    assert!(listener.wait_connected(Duration::from_secs(5)).await);
+    let key = TileKey {
+        tile: TileId::new(7, 30, 40, MaxZoom::LIMIT).expect("valid"),
+        style: Style::Classic,
+    };
+    let mut announcement = listener.register(&key);
+
+    let miss = send(&app, get("/tiles/7/30/40.png")).await;
+    assert_eq!(header(&miss, "x-cache"), "MISS");
+    let note = tokio::time::timeout(Duration::from_secs(5), announcement.announced())
+        .await
+        .expect("the api announces its render");
+    assert_eq!(note.worker, "api");
+    // The render's own time, not a placeholder: it took more than zero and is what the
+    // response reported in Server-Timing.
+    assert!(note.render_ms > 0.0, "render_ms {}", note.render_ms);
+    assert_eq!(state.metrics.renders_with("ok"), 1);
+    let timing = header(&miss, "server-timing");
+    let reported: f64 = timing
+        .split(", ")
+        .find_map(|part| part.strip_prefix("render;dur="))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no render time in {timing:?}"));
+    assert!(
+        (note.render_ms - reported).abs() < 0.01,
+        "announced {} ms, Server-Timing says {reported} ms",
+        note.render_ms
+    );
+    stop.cancel();
+    cluster.cleanup().await;
+}
+
 async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(url).expect("url");
     client
@@ -83,7 +127,7 @@ async fn a_miss_is_rendered_by_a_worker() {
         0,
         "the api rendered nothing itself"
     );
-    assert_eq!(worker.metrics.renders.with_label_values(&["ok"]).get(), 1);
+    assert_eq!(worker.metrics.render.count("ok"), 1);
     assert_eq!(
         state
             .metrics
@@ -119,7 +163,7 @@ async fn a_cold_tile_requested_on_three_replicas_renders_once() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     // One render claim across the replicas, so one job and one render.
-    assert_eq!(worker.metrics.renders.with_label_values(&["ok"]).get(), 1);
+    assert_eq!(worker.metrics.render.count("ok"), 1);
     let published: u64 = replicas
         .iter()
         .map(|(state, _)| {

@@ -5,8 +5,6 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, Response};
 use fractile_api::{AppState, Config};
 use fractile_queue::Topology;
 pub use fractile_test_support::eventually;
@@ -15,7 +13,6 @@ pub use fractile_test_support::worker::{run_worker, start_worker};
 use fractile_test_support::{Cleanup, Services, services, unique_prefix};
 use fractile_tile_store::{StoreSettings, TileStore};
 use lapin::{Channel, Connection};
-use tower::ServiceExt;
 
 /// The seed routes' bearer token in these tests.
 pub const SEED_TOKEN: &str = "seed-token-for-tests-0123456789";
@@ -65,10 +62,10 @@ impl Cluster {
         let mut config = Config::for_tests();
         config.seed_token =
             Some(fractile_api::config::SeedToken::new(SEED_TOKEN).expect("valid token"));
-        config.redis_url = Some(self.redis.clone());
-        config.amqp_url = Some(self.amqp.clone());
-        config.key_prefix = self.prefix.clone();
-        config.queue_prefix = self.prefix.clone();
+        config.redis_url = Some(self.redis.as_str().into());
+        config.amqp_url = Some(self.amqp.as_str().into());
+        config.redis.key_prefix = self.prefix.clone();
+        config.queue.queue_prefix = self.prefix.clone();
         config.render_threads = NonZeroUsize::new(1);
         config
     }
@@ -122,31 +119,6 @@ impl Cluster {
     }
 }
 
-pub async fn send(app: &Router, request: Request<Body>) -> Response<Body> {
-    app.clone()
-        .oneshot(request)
-        .await
-        .expect("router is infallible")
-}
-
-pub fn get(uri: &str) -> Request<Body> {
-    Request::get(uri)
-        .body(Body::empty())
-        .expect("valid request")
-}
-
-pub fn header(response: &Response<Body>, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
-}
-
-pub async fn body_json(response: Response<Body>) -> serde_json::Value {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
-        .await
-        .expect("body");
-    serde_json::from_slice(&bytes).expect("JSON body")
-}
+/// Sends one request through `app` without a socket.
+pub use fractile_test_support::oneshot as send;
+pub use fractile_test_support::{body_json, get, header};

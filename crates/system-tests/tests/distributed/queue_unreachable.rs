@@ -14,10 +14,7 @@ async fn api_without_broker(
     fallback: QueueFallback,
 ) -> (AppState, axum::Router) {
     let mut config = cluster.api_config();
-    config.amqp_url = Some(format!(
-        "amqp://guest:guest@127.0.0.1:{}/%2f",
-        closed_port()
-    ));
+    config.amqp_url = Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", closed_port()).into());
     config.queue_fallback = fallback;
     let state = AppState::connect(&config)
         .await

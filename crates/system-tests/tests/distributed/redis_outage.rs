@@ -129,9 +129,9 @@ async fn the_ready_listener_tells_at_once_that_its_subscription_dropped() {
 /// A Redis-only api (L2 and local renders) with a pool of `pool` on `redis`.
 fn redis_only_api(cluster: &Cluster, redis: &PrivateRedis, pool: usize) -> Config {
     let mut config = cluster.api_config();
-    config.redis_url = Some(redis.url());
+    config.redis_url = Some(redis.url().into());
     config.amqp_url = None;
-    config.redis_pool_size = pool;
+    config.redis.redis_pool_size = pool;
     config
 }
 
@@ -236,7 +236,7 @@ async fn waiting_miss(
     tokio::task::JoinHandle<axum::http::Response<axum::body::Body>>,
 ) {
     let mut config = cluster.api_config();
-    config.redis_url = Some(redis.url());
+    config.redis_url = Some(redis.url().into());
     // Long enough that sitting out the render deadline cannot pass for a fallback.
     config.render_timeout = Duration::from_secs(10);
     config.request_timeout = Duration::from_secs(20);
@@ -346,7 +346,7 @@ async fn a_worker_is_not_ready_while_its_redis_does_not_answer() {
         .expect("a free port")
         .port();
     let mut config = cluster.worker_config(1);
-    config.redis_url = redis.url();
+    config.redis_url = redis.url().into();
     config.admin_listen = ([127, 0, 0, 1], admin_port).into();
     let worker = start_worker(config);
     eventually("the worker is ready", Duration::from_secs(10), || async {
@@ -394,7 +394,7 @@ async fn losing_redis_degrades_to_l1_and_local_renders_then_recovers() {
     };
     let port = redis.port();
     let mut config = cluster.api_config();
-    config.redis_url = Some(redis.url());
+    config.redis_url = Some(redis.url().into());
     config.amqp_url = None;
     let (state, app) = cluster.api(&config).await;
     assert_eq!(

@@ -390,7 +390,7 @@ async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_
             .with_ansi(false)
             .set_default();
         let mut config = cluster.api_config();
-        config.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+        config.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
         let state = fractile_api::AppState::connect(&config)
             .await
             .expect("api starts without Redis");

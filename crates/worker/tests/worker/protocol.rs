@@ -48,7 +48,7 @@ async fn an_interactive_job_is_rendered_stored_announced_then_acked() {
     })
     .await;
     assert_eq!(env.ready(&env.topology.interactive).await, 0);
-    assert_eq!(metrics.renders.with_label_values(&["ok"]).get(), 1);
+    assert_eq!(metrics.render.count("ok"), 1);
 
     running.shutdown().await;
     // Nothing came back to the queue when the worker's connection closed: it was acked.
@@ -70,7 +70,7 @@ async fn interactive_jobs_past_their_deadline_are_dropped_unrendered() {
         metrics.deadline_drops.get() == 1
     })
     .await;
-    assert_eq!(metrics.renders.with_label_values(&["ok"]).get(), 0);
+    assert_eq!(metrics.render.count("ok"), 0);
     assert_eq!(env.store.get(&tile).await.expect("redis"), None);
     running.shutdown().await;
     assert_eq!(

@@ -15,20 +15,25 @@
 //! announcements makes it look in Redis at once, and a look that finds Redis out of reach
 //! ends the wait within the budget, not at the render deadline. Nothing in this path turns a
 //! dependency failure into a 500.
+//!
+//! This file holds L1, the L2 lookup and the choice of fill; the fills themselves are in
+//! `local` (render on this process's pool) and `queue` (a worker through RabbitMQ, with the
+//! fallback when that path is broken).
+
+mod local;
+mod queue;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fractile_queue::{PendingConfirm, Priority, Publisher, PublisherLink, QueueError, RenderJob};
+use fractile_queue::PublisherLink;
 pub use fractile_render::TileKey;
-use fractile_render::{RenderError, render_tile};
-use fractile_runtime::pool::{Lane, QueueFull, RenderPool};
+use fractile_runtime::pool::{QueueFull, RenderPool};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
-use fractile_tile_store::{ReadyListener, ReadyNote, StoreError, TileStore};
+use fractile_tile_store::{ReadyListener, StoreError, TileStore};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
-use tokio::sync::oneshot;
 
 use crate::config::QueueFallback;
 use crate::metrics::Metrics;
@@ -299,233 +304,10 @@ impl TileCache {
             },
             None => {
                 let rendered = self.render_here(key).await?;
-                self.store_in_background(backends, key, rendered.0.clone());
+                self.store_in_background(backends, key, &rendered);
                 Ok(rendered)
             }
         }
-    }
-
-    /// Queues the render for a worker (unless another replica already did) and waits for
-    /// the tile to appear in Redis, until the render deadline.
-    async fn render_by_worker(
-        &self,
-        key: TileKey,
-        backends: &Backends,
-        publisher: &Publisher,
-    ) -> Result<(Bytes, Source), FillError> {
-        let started = Instant::now();
-        let deadline = started + self.render_timeout;
-        // Register before publishing, or the announcement could arrive first.
-        let mut announcement = backends.ready.register(&key);
-        let claimed = match backends.store.claim_render(&key, self.render_timeout).await {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                // Without Redis no worker can hand the tile back.
-                self.store_error("claim", &error);
-                return self.queue_fallback(key).await;
-            }
-        };
-        // The broker's confirm is awaited beside the result, not before it: confirms can
-        // take a while under load, and a worker may deliver the tile first. A task of its
-        // own records every confirm's latency and outcome, and reports a refusal here.
-        let mut refused = None;
-        if claimed {
-            let job = RenderJob::interactive(&key, SystemTime::now() + self.render_timeout);
-            let queue = if backends.queue_priority {
-                Priority::Interactive
-            } else {
-                Priority::Bulk
-            };
-            // A publish the broker holds (a resource alarm) must not hold the miss.
-            let published =
-                tokio::time::timeout(self.publish_timeout, publisher.publish_to(&job, queue))
-                    .await
-                    .unwrap_or(Err(QueueError::Timeout("publish")));
-            match published {
-                Ok(pending) => refused = Some(self.watch_confirm(pending, started)),
-                Err(error) => {
-                    // Every miss fails the same way while the broker is down: one line per
-                    // interval, the rest counted (and in render_jobs_published_total).
-                    static PUBLISH_FAILED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
-                    if let Some(suppressed) = PUBLISH_FAILED.check() {
-                        tracing::warn!(%error, %key, suppressed, "publishing a render job failed");
-                    }
-                    self.metrics
-                        .publishes
-                        .with_label_values(&["interactive", publish_outcome(&error)])
-                        .inc();
-                    return self.queue_fallback(key).await;
-                }
-            }
-        } else {
-            self.metrics.coalesced.with_label_values(&["cluster"]).inc();
-        }
-
-        let mut poll = tokio::time::interval(RESULT_POLL_EVERY);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut heard: Option<ReadyNote> = None;
-        // Whether the subscription went down while waiting (then only polling finds the tile).
-        let mut deaf = false;
-        let outcome = loop {
-            tokio::select! {
-                note = announcement.announced(), if heard.is_none() => heard = Some(note),
-                () = backends.ready.disconnected(), if !deaf => deaf = true,
-                _ = poll.tick() => {}
-                verdict = async { refused.as_mut().expect("guarded by is_some").await }, if refused.is_some() => {
-                    refused = None;
-                    // A sent value means refused; a dropped sender means confirmed.
-                    if verdict.is_ok() {
-                        break None;
-                    }
-                    continue;
-                }
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    self.metrics.result_wait.with_label_values(&["timeout"]).observe(started.elapsed().as_secs_f64());
-                    return Err(FillError::Deadline);
-                }
-            }
-            // Announced, deaf, or time to poll: look in Redis.
-            match backends.store.get(&key).await {
-                Ok(Some(png)) => break Some(png),
-                Ok(None) => {}
-                Err(error) => {
-                    self.store_error("result", &error);
-                    // The worker's tile could not reach this request: stop waiting for it.
-                    if error.is_outage() {
-                        self.metrics
-                            .result_wait
-                            .with_label_values(&["redis_unavailable"])
-                            .observe(started.elapsed().as_secs_f64());
-                        break None;
-                    }
-                }
-            }
-        };
-        let Some(png) = outcome else {
-            return self.queue_fallback(key).await;
-        };
-        let waited = started.elapsed();
-        self.metrics
-            .result_wait
-            .with_label_values(&["ok"])
-            .observe(waited.as_secs_f64());
-        let source = Source::Worker {
-            waited,
-            worker: heard.as_ref().map(|n| n.worker.clone()),
-            render_ms: heard.as_ref().map(|n| n.render_ms),
-        };
-        Ok((png, source))
-    }
-
-    /// Waits for a publish's confirm in a task of its own, recording its latency and
-    /// outcome; the receiver gets a value only if the broker refused the job, returned it
-    /// unroutable, or did not confirm it within the publish timeout.
-    fn watch_confirm(&self, pending: PendingConfirm, published: Instant) -> oneshot::Receiver<()> {
-        let (refused, verdict) = oneshot::channel();
-        let metrics = Arc::clone(&self.metrics);
-        let deadline = published + self.publish_timeout;
-        tokio::spawn(async move {
-            let result = tokio::time::timeout_at(deadline.into(), pending.confirmed())
-                .await
-                .unwrap_or(Err(QueueError::Timeout("confirm")));
-            metrics
-                .confirm_latency
-                .observe(published.elapsed().as_secs_f64());
-            let outcome = match &result {
-                Ok(()) => "ok",
-                Err(error) => publish_outcome(error),
-            };
-            metrics
-                .publishes
-                .with_label_values(&["interactive", outcome])
-                .inc();
-            if let Err(error) = result {
-                static REFUSED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
-                if let Some(suppressed) = REFUSED.check() {
-                    tracing::warn!(%error, suppressed, "the broker did not take a render job");
-                }
-                let _ = refused.send(());
-            }
-        });
-        verdict
-    }
-
-    /// The path through the workers is broken (the queue could not take the job, or Redis,
-    /// which brings the tile back, is out of reach): render here, or refuse, per
-    /// configuration.
-    async fn queue_fallback(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
-        let Some(backends) = &self.backends else {
-            return self.render_here(key).await;
-        };
-        if backends.fallback == QueueFallback::Reject {
-            return Err(FillError::QueueUnavailable);
-        }
-        let rendered = self.render_here(key).await?;
-        // Other replicas may be waiting on this replica's render claim: store and announce
-        // the tile as a worker would, so they get it instead of their deadline.
-        self.store_in_background(backends, key, rendered.0.clone());
-        Ok(rendered)
-    }
-
-    /// Renders on this process's pool and waits until the deadline.
-    async fn render_here(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
-        if self.render_on_executor {
-            // The classic mistake, kept for the experiment: this blocks the executor thread.
-            let (png, rendered) = self
-                .metrics
-                .render_metrics()
-                .record(|| render_tile(key.tile, key.style, &|| false));
-            let png = png.map_err(|e| FillError::Render(e.to_string()))?;
-            return Ok((
-                Bytes::from(png),
-                Source::Rendered {
-                    queued: Duration::ZERO,
-                    rendered,
-                },
-            ));
-        }
-        let enqueued = Instant::now();
-        let deadline = enqueued + self.render_timeout;
-        let metrics = self.metrics.render_metrics();
-        let rx = self
-            .pool
-            .try_spawn(Lane::Interactive, deadline, move |cancel| {
-                let started = Instant::now();
-                let (result, rendered) =
-                    metrics.record(|| render_tile(key.tile, key.style, &|| cancel.is_cancelled()));
-                (result, started - enqueued, rendered)
-            })?;
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok((Ok(png), queued, rendered))) => {
-                Ok((Bytes::from(png), Source::Rendered { queued, rendered }))
-            }
-            Ok(Ok((Err(RenderError::Cancelled), ..))) | Err(_) => Err(FillError::Deadline),
-            Ok(Ok((Err(e @ RenderError::Encode(_)), ..))) => Err(FillError::Render(e.to_string())),
-            // The pool dropped the job: skipped past its deadline, or it panicked.
-            Ok(Err(_closed)) if Instant::now() >= deadline => Err(FillError::Deadline),
-            Ok(Err(_closed)) => {
-                self.metrics.renders.with_label_values(&["error"]).inc();
-                Err(FillError::Render(
-                    "render job ended without a result".into(),
-                ))
-            }
-        }
-    }
-
-    /// Writes a locally rendered tile to L2 and announces it, without holding up the
-    /// response.
-    fn store_in_background(&self, backends: &Backends, key: TileKey, png: Bytes) {
-        let (store, cache) = (backends.store.clone(), self.clone());
-        let note = ReadyNote {
-            key: key.to_string(),
-            worker: "api".into(),
-            render_ms: 0.0,
-        };
-        tokio::spawn(async move {
-            if let Err(error) = store.put_and_announce(&key, &png, &note).await {
-                cache.store_error("put", &error);
-            }
-        });
     }
 
     fn store_error(&self, operation: &str, error: &StoreError) {
@@ -550,18 +332,6 @@ impl TileCache {
             .cache_requests
             .with_label_values(&[layer, result])
             .inc();
-    }
-}
-
-/// The `result` label of `render_jobs_published_total` for a failed publish.
-fn publish_outcome(error: &QueueError) -> &'static str {
-    match error {
-        QueueError::Rejected(_) => "rejected",
-        QueueError::Unroutable => "returned",
-        QueueError::Timeout(_) => "timeout",
-        QueueError::Blocked => "blocked",
-        QueueError::NotConnected => "unavailable",
-        QueueError::Amqp(_) | QueueError::Runtime(_) => "error",
     }
 }
 

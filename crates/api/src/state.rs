@@ -1,0 +1,171 @@
+//! The state every handler can reach ([`AppState`]) and how it is built from the
+//! configuration: metrics, fault injection, the render pool, the tile cache and, when
+//! configured, Redis and the render queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::HeaderValue;
+use fractile_queue::PublisherLink;
+use fractile_render::MaxZoom;
+use fractile_runtime::Readiness;
+use fractile_runtime::faults::{Fault, Faults};
+use fractile_runtime::pool::RenderPool;
+use fractile_tile_store::{SeedQuotas, TileStore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, QueueFallback};
+use crate::head_limits::HeadLimits;
+use crate::metrics::Metrics;
+use crate::seeds;
+use crate::tile_cache::{Backends, TileCache};
+
+/// The viewer page; `{{MAX_ZOOM}}` is filled in at start-up.
+const VIEWER_HTML: &str = include_str!("viewer/index.html");
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// L1 and rendering.
+    pub tiles: TileCache,
+    /// This process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Deepest zoom served.
+    pub max_zoom: MaxZoom,
+    /// The `Cache-Control` value of tile responses, built once.
+    pub cache_control: HeaderValue,
+    /// Tile requests admitted at once.
+    pub max_in_flight: usize,
+    /// Upper bound on a tile request.
+    pub request_timeout: Duration,
+    /// Flipped when shutdown starts.
+    pub readiness: Readiness,
+    /// The viewer page, rendered once.
+    pub viewer: bytes::Bytes,
+    /// How long a request body may take to arrive.
+    pub body_read_timeout: Duration,
+    /// Largest seed accepted, in tiles.
+    pub seed_max_tiles: u64,
+    /// Who may use the seed routes.
+    pub seed_gate: seeds::SeedGate,
+    /// Limits on the seeds of the deployment (enforced in Redis, across replicas).
+    pub seed_quotas: SeedQuotas,
+    /// Cancelled at shutdown: stops background work (seed expansion, the ready listener).
+    pub background: CancellationToken,
+    /// Seed expansions in progress.
+    pub seed_tasks: TaskTracker,
+    /// Injected faults (`/faults` on the admin port), off unless configured.
+    pub faults: Faults,
+    /// Request-head limits answered with JSON.
+    pub head_limits: HeadLimits,
+}
+
+/// The faults the api can inject: it serves tiles and renders them.
+const API_FAULTS: &[Fault] = &[Fault::TileLatency, Fault::TileErrors, Fault::RenderSlowdown];
+
+impl AppState {
+    /// Builds the state for embedded mode (metrics, render pool, L1), whatever the
+    /// configuration says about Redis and RabbitMQ.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        Self::with_backends(config, |_, _| None)
+    }
+
+    /// Builds the state with the dependencies the configuration names: Redis (L2) when
+    /// `FRACTILE_REDIS_URL` is set, and the render queue when `FRACTILE_AMQP_URL` is set.
+    /// Neither has to answer now: Redis is connected lazily, and RabbitMQ in the background
+    /// with backoff (misses are served per `FRACTILE_QUEUE_FALLBACK` until it is up), so a
+    /// replica restarted during a broker outage serves instead of crash-looping.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let amqp_url = config.amqp_url.clone();
+        let topology = config.queue.topology();
+        let store = match &config.redis_url {
+            Some(url) => {
+                Some(TileStore::new(&config.redis.settings(url)).context("configuring Redis")?)
+            }
+            None => None,
+        };
+        let queue_priority = config.queue_priority;
+        Self::with_backends(config, move |stop, fallback| {
+            let publisher = amqp_url.map(|url| {
+                PublisherLink::start(
+                    url.expose().into(),
+                    "fractile-api".into(),
+                    topology,
+                    stop.clone(),
+                )
+            });
+            store.map(|store| Backends {
+                ready: store.ready_listener(stop),
+                store,
+                publisher,
+                fallback,
+                queue_priority,
+            })
+        })
+    }
+
+    fn with_backends(
+        config: &Config,
+        backends: impl FnOnce(CancellationToken, QueueFallback) -> Option<Backends>,
+    ) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+        let faults = Faults::new(config.fault_injection, API_FAULTS, metrics.registry())
+            .context("registering fault metrics")?;
+        let pool = RenderPool::new(
+            config.render_threads(),
+            config.render_queue,
+            metrics.pool_metrics(),
+        )
+        .context("starting render threads")?
+        .with_slowdown(faults.slowdown());
+        let background = CancellationToken::new();
+        let backends = backends(background.clone(), config.queue_fallback);
+        if let Some(backends) = &backends {
+            backends
+                .store
+                .register_metrics(metrics.registry())
+                .context("registering the Redis breaker's metrics")?;
+        }
+        let tiles = TileCache::new(
+            config.l1_bytes,
+            pool,
+            backends,
+            Arc::clone(&metrics),
+            config.render_timeout,
+        )
+        .render_on_executor(config.render_on_executor)
+        .max_pending_misses(config.max_pending_misses.get())
+        .publish_timeout(config.publish_timeout);
+        let cache_control = HeaderValue::from_str(&format!(
+            "public, max-age={}, immutable",
+            config.cache_max_age.as_secs()
+        ))
+        .context("building Cache-Control")?;
+        let max_zoom = config.max_zoom();
+        Ok(AppState {
+            tiles,
+            metrics,
+            max_zoom,
+            cache_control,
+            max_in_flight: config.max_in_flight.get(),
+            request_timeout: config.request_timeout,
+            readiness: Readiness::default(),
+            viewer: VIEWER_HTML
+                .replace("{{MAX_ZOOM}}", &max_zoom.get().to_string())
+                .into(),
+            body_read_timeout: config.body_read_timeout,
+            seed_max_tiles: config.seed_max_tiles,
+            seed_gate: seeds::SeedGate::new(config.seed_token.clone()),
+            seed_quotas: SeedQuotas {
+                max_active: config.seed_max_active.get(),
+                max_queued_tiles: config.seed_max_queued_tiles,
+            },
+            background,
+            seed_tasks: TaskTracker::new(),
+            faults,
+            head_limits: HeadLimits::new(config),
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! The admin router both binaries serve on their admin port: `/livez`, `/readyz`,
+//! `/metrics` and `/faults`. It is never behind the load balancer and never shed, so an
+//! overloaded process still answers its probes and its scrape; every response is
+//! `Cache-Control: no-store` (see [`crate::no_store`]).
+//!
+//! Each binary supplies what only it knows through [`AdminProbe`]: its readiness check
+//! (with the details `/readyz` reports) and its metrics exposition. What `/readyz` means
+//! beyond that is shared: 503 `draining` once shutdown has begun, whatever the check says;
+//! 503 with the check's reason while it fails; else 200 `ready`; the injected faults are
+//! listed in every answer, so nobody mistakes a demo's slowness for an incident.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use crate::Readiness;
+use crate::faults::{self, Faults};
+
+/// What a binary's readiness check found.
+#[derive(Debug, Default)]
+pub struct ReadyCheck {
+    /// Why the process should not receive work now (`/readyz` answers 503 with it as the
+    /// `status`); `None`: ready.
+    pub failing: Option<&'static str>,
+    /// The dependencies' states, reported in the body (`"redis": "up"`, ...).
+    pub details: Map<String, Value>,
+}
+
+/// What a binary plugs into the admin router.
+pub trait AdminProbe: Send + Sync + 'static {
+    /// Checks the dependencies (within their own budgets: a probe must answer in time).
+    fn check(&self) -> impl Future<Output = ReadyCheck> + Send;
+
+    /// The Prometheus text exposition, gauges refreshed first.
+    fn encode_metrics(&self) -> impl Future<Output = Result<String, prometheus::Error>> + Send;
+}
+
+struct Admin<P> {
+    probe: P,
+    readiness: Readiness,
+    faults: Faults,
+}
+
+/// `/livez`, `/readyz`, `/metrics` and `/faults` (refused unless fault injection is on),
+/// every answer `no-store`.
+pub fn router<P: AdminProbe>(probe: P, readiness: Readiness, faults: Faults) -> Router {
+    let admin = Arc::new(Admin {
+        probe,
+        readiness,
+        faults: faults.clone(),
+    });
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz::<P>))
+        .route("/metrics", get(metrics::<P>))
+        .with_state(admin)
+        .merge(faults::router(faults))
+        .layer(axum::middleware::map_response(crate::no_store))
+}
+
+/// The process is up. Checks no dependency: a restart would not fix one.
+async fn livez() -> impl IntoResponse {
+    axum::Json(json!({ "status": "alive" }))
+}
+
+async fn readyz<P: AdminProbe>(State(admin): State<Arc<Admin<P>>>) -> Response {
+    let ReadyCheck { failing, details } = admin.probe.check().await;
+    let (code, status) = match (admin.readiness.is_draining(), failing) {
+        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        (false, Some(reason)) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+        (false, None) => (StatusCode::OK, "ready"),
+    };
+    let mut body = details;
+    body.insert("status".into(), json!(status));
+    body.insert("faults".into(), json!(admin.faults.active()));
+    (code, axum::Json(Value::Object(body))).into_response()
+}
+
+async fn metrics<P: AdminProbe>(State(admin): State<Arc<Admin<P>>>) -> Response {
+    match admin.probe.encode_metrics().await {
+        Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "encoding metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    struct Probe(Arc<AtomicBool>);
+
+    impl AdminProbe for Probe {
+        async fn check(&self) -> ReadyCheck {
+            let mut details = Map::new();
+            details.insert("redis".into(), json!("up"));
+            ReadyCheck {
+                failing: (!self.0.load(Ordering::Relaxed)).then_some("redis unreachable"),
+                details,
+            }
+        }
+
+        async fn encode_metrics(&self) -> Result<String, prometheus::Error> {
+            Ok("up 1\n".into())
+        }
+    }
+
+    async fn get(app: &Router, uri: &str) -> (StatusCode, String, Value) {
+        let response = app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let cache = response
+            .headers()
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, cache, body)
+    }
+
+    #[tokio::test]
+    async fn readyz_reports_the_check_and_draining_wins() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let readiness = Readiness::default();
+        let registry = prometheus::Registry::new();
+        let faults = Faults::new(false, &[], &registry).expect("registers");
+        let app = router(Probe(Arc::clone(&healthy)), readiness.clone(), faults);
+
+        let (code, cache, body) = get(&app, "/readyz").await;
+        assert_eq!((code, cache.as_str()), (StatusCode::OK, "no-store"));
+        assert_eq!(body["status"], "ready");
+        assert_eq!(body["redis"], "up");
+        assert_eq!(body["faults"], json!([]));
+
+        healthy.store(false, Ordering::Relaxed);
+        let (code, _, body) = get(&app, "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "redis unreachable");
+
+        healthy.store(true, Ordering::Relaxed);
+        readiness.drain();
+        let (code, _, body) = get(&app, "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "draining");
+        assert_eq!(
+            body["redis"], "up",
+            "details are still reported while draining"
+        );
+
+        let (code, cache, body) = get(&app, "/livez").await;
+        assert_eq!((code, cache.as_str()), (StatusCode::OK, "no-store"));
+        assert_eq!(body["status"], "alive");
+        let (code, cache, _) = get(&app, "/faults").await;
+        assert_eq!((code, cache.as_str()), (StatusCode::OK, "no-store"));
+    }
+}
