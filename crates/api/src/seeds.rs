@@ -715,11 +715,16 @@ impl Expansion {
         let mut delays = fractile_queue::backoff_delays(Duration::from_secs(5));
         let mut full_delays = fractile_queue::backoff_delays(QUEUE_FULL_MAX_DELAY);
         loop {
+            let queued_before = progress.queued;
             let delay = match self.batch_step(&mut progress).await {
                 Ok(()) => return Some((progress.queued, progress.skipped)),
                 Err(BatchFailure::QueueFull) => {
-                    // Not a failure: workers drain the queue. Wait as long as that takes.
+                    // Not a failure: workers drain the queue. Wait as long as that takes,
+                    // pausing longer only while no job at all gets in.
                     failing_since = None;
+                    if progress.queued > queued_before {
+                        full_delays = fractile_queue::backoff_delays(QUEUE_FULL_MAX_DELAY);
+                    }
                     if let Some(suppressed) = FULL.check() {
                         tracing::warn!(seed = %self.id, refused = progress.left.len(), suppressed, "the bulk queue is full (publishes nacked); backing off");
                     }

@@ -36,7 +36,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 pub use job::{InvalidJob, Priority, RenderJob, unix_ms};
 pub use lapin;
 pub use link::{MAX_RECONNECT_DELAY, PublisherLink, backoff_delays};
-pub use topology::{BROKER_DELIVERY_LIMIT, MAX_ATTEMPTS, Topology, delivery_attempts};
+pub use topology::{
+    BROKER_DELIVERY_LIMIT, BULK_MAX_LENGTH, MAX_ATTEMPTS, Topology, delivery_attempts,
+};
 
 /// At most one re-declaration of the topology per this interval, however many publishes
 /// come back unroutable meanwhile.

@@ -24,15 +24,15 @@ fn seed_call(method: Method, uri: &str, body: &str) -> Request<Body> {
         .expect("valid request")
 }
 
-fn post_seed(body: &str) -> Request<Body> {
+pub(crate) fn post_seed(body: &str) -> Request<Body> {
     seed_call(Method::POST, "/v1/seeds", body)
 }
 
-fn get_seed(location: &str) -> Request<Body> {
+pub(crate) fn get_seed(location: &str) -> Request<Body> {
     seed_call(Method::GET, location, "")
 }
 
-fn cancel_seed(location: &str) -> Request<Body> {
+pub(crate) fn cancel_seed(location: &str) -> Request<Body> {
     seed_call(Method::DELETE, location, "")
 }
 
