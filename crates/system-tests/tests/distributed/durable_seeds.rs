@@ -51,9 +51,7 @@ async fn record(cluster: &Cluster, id: &str) -> SeedRecord {
 
 /// `POST /v1/seeds` over HTTP/1.1 to a running api: the status and the seed's id.
 async fn post_over_http(addr: &str, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let request = format!(
         "POST /v1/seeds HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {SEED_TOKEN}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -105,13 +103,20 @@ async fn killing_the_expanding_replica_leaves_the_seed_to_another_which_finishes
     };
     let listening = doomed.wait_for_line(Duration::from_secs(30), |l| l.contains("\"listening\""));
     let event: serde_json::Value = serde_json::from_str(&listening).expect("a JSON log line");
-    let addr = event["traffic"].as_str().expect("traffic address").to_owned();
+    let addr = event["traffic"]
+        .as_str()
+        .expect("traffic address")
+        .to_owned();
     // Most tiles are stored already: found by the expansion, they count as done unrendered.
     let tiles = cheap_seed_tiles();
     assert_eq!(tiles.len(), 20_160);
     for (i, key) in tiles.iter().enumerate() {
         if i % RENDERED_ONE_IN != 0 {
-            cluster.store.put(key, b"stored before").await.expect("redis");
+            cluster
+                .store
+                .put(key, b"stored before")
+                .await
+                .expect("redis");
         }
     }
     // Another replica, in this process, with the same lease.
@@ -216,7 +221,11 @@ async fn a_cancel_during_expansion_always_ends_cancelled() {
         let queued_then = record(&cluster, &id).await.queued;
         tokio::time::sleep(Duration::from_millis(700)).await;
         let after = record(&cluster, &id).await;
-        assert_eq!(after.state, SeedState::Cancelled, "round {round}: {after:?}");
+        assert_eq!(
+            after.state,
+            SeedState::Cancelled,
+            "round {round}: {after:?}"
+        );
         assert!(
             after.queued <= queued_then + 500,
             "round {round}: kept queueing after the cancel: {queued_then} then {}",
@@ -292,9 +301,11 @@ async fn a_full_bulk_queue_refuses_with_a_nack_and_the_expansion_waits_for_room(
     assert_eq!(accepted.status(), StatusCode::ACCEPTED);
     let location = header(&accepted, "location");
     let id = location.trim_start_matches("/v1/seeds/").to_owned();
-    eventually("the bulk queue is full", Duration::from_secs(20), || async {
-        bulk_ready(&cluster).await >= BOUND
-    })
+    eventually(
+        "the bulk queue is full",
+        Duration::from_secs(20),
+        || async { bulk_ready(&cluster).await >= BOUND },
+    )
     .await;
     // A publish past the bound is refused with a nack, not queued and not dropped.
     let publisher = Publisher::connect(

@@ -393,6 +393,13 @@ async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_
         let state = fractile_api::AppState::connect(&config)
             .await
             .expect("api starts without Redis");
+        // The queue is up (it connects in the background): only Redis is missing.
+        let link = state
+            .tiles
+            .backends()
+            .and_then(|b| b.publisher.clone())
+            .expect("a render queue");
+        assert!(link.wait_connected(Duration::from_secs(10)).await);
         let app = fractile_api::app::app(state);
         let location = "/v1/seeds/0123456789abcdef0123456789abcdef";
         for _ in 0..2 {
