@@ -59,12 +59,17 @@ impl Drop for Stopped {
 fn post_seed(body: &'static str) -> Request<Body> {
     Request::post("/v1/seeds")
         .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {SEED_TOKEN}"))
         .body(Body::from(body))
         .expect("request")
 }
 
 async fn status(app: &axum::Router, location: &str) -> SeedStatus {
-    let response = send(app, get(location)).await;
+    let request = Request::get(location)
+        .header(header::AUTHORIZATION, format!("Bearer {SEED_TOKEN}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = send(app, request).await;
     assert_eq!(response.status(), StatusCode::OK);
     serde_json::from_value(body_json(response).await).expect("seed status")
 }
