@@ -40,13 +40,21 @@ fn cheap_seed_tiles() -> Vec<TileKey> {
 /// 20,160 takes the test's two worker threads over three minutes (about 90 tiles/s here).
 const RENDERED_ONE_IN: usize = 20;
 
+/// The seed's record; a read that fails (Redis over its budget on a busy machine) is
+/// tried again, a few times.
 async fn record(cluster: &Cluster, id: &str) -> SeedRecord {
-    cluster
-        .store
-        .seed_get(id)
-        .await
-        .expect("redis")
-        .expect("the seed exists")
+    let mut attempts = 0;
+    loop {
+        match cluster.store.seed_get(id).await {
+            Ok(found) => return found.expect("the seed exists"),
+            Err(error) if attempts < 5 => {
+                eprintln!("reading the seed failed ({error}); again");
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("reading the seed: {error}"),
+        }
+    }
 }
 
 /// `POST /v1/seeds` over HTTP/1.1 to a running api: the status and the seed's id.
@@ -351,6 +359,75 @@ async fn a_full_bulk_queue_refuses_with_a_nack_and_the_expansion_waits_for_room(
     .await;
     let done = record(&cluster, &id).await;
     assert_eq!((done.done, done.failed, done.total), (1365, 0, 1365));
+    worker.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_replica_shutting_down_mid_expansion_hands_it_over_at_once() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    // Long leases, so that only a released one can be taken over during the test.
+    let mut config = cluster.api_config();
+    config.seed_lease = Duration::from_secs(60);
+    let (leaving, app) = cluster.api(&config).await;
+    let (_staying, _) = cluster.api(&config).await;
+    // A full queue keeps the expansion going until the shutdown.
+    let bound = BulkBound::set(&cluster, 100);
+    let accepted = send(&app, post_seed(r#"{"min_zoom": 0, "max_zoom": 5}"#)).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let id = header(&accepted, "location")
+        .trim_start_matches("/v1/seeds/")
+        .to_owned();
+    eventually(
+        "the bulk queue is full",
+        Duration::from_secs(20),
+        || async { bulk_ready(&cluster).await >= 100 },
+    )
+    .await;
+    leaving.background.cancel();
+    leaving.seed_tasks.close();
+    tokio::time::timeout(Duration::from_secs(5), leaving.seed_tasks.wait())
+        .await
+        .expect("the expansion stops at shutdown");
+    let at_shutdown = record(&cluster, &id).await;
+    assert_eq!(at_shutdown.state, SeedState::Expanding);
+    // Released: free to take now, a minute before the lease would have run out. (Taken
+    // here and given back, to see it.)
+    let lease = Duration::from_secs(60);
+    assert_eq!(
+        cluster
+            .store
+            .seed_take_over("probe", lease)
+            .await
+            .expect("redis")
+            .as_deref(),
+        Some(id.as_str()),
+        "the lease was not released at shutdown"
+    );
+    cluster
+        .store
+        .seed_release(&id, "probe")
+        .await
+        .expect("redis");
+    drop(bound);
+    let shut_down = Instant::now();
+    let worker = start_worker(cluster.worker_config(2));
+    eventually(
+        "the other replica expands the seed",
+        Duration::from_secs(90),
+        || async { record(&cluster, &id).await.cursor > at_shutdown.cursor },
+    )
+    .await;
+    eprintln!(
+        "the other replica recorded a batch {:?} after the shutdown",
+        shut_down.elapsed()
+    );
+    eventually("the seed is done", Duration::from_secs(60), || async {
+        record(&cluster, &id).await.reported_state() == "done"
+    })
+    .await;
     worker.shutdown().await;
     cluster.cleanup().await;
 }
