@@ -685,6 +685,16 @@ def container_env(c: dict[str, Any], docs: list[dict[str, Any]], fails: Failures
     return env, sources
 
 
+def delete_queues(prefix: str) -> None:
+    """Deletes the render queues under `prefix`, best effort: with `rabbitmqctl` on this
+    machine's broker (CI's broker is thrown away with the job)."""
+    if shutil.which("rabbitmqctl") is None:
+        return
+    for queue in ("render.interactive", "render.bulk", "render.dead"):
+        subprocess.run(["rabbitmqctl", "delete_queue", prefix + queue],
+                       capture_output=True, timeout=30, check=False)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -939,6 +949,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     run_id = f"{os.getpid()}-{int(time.time())}"
     redis_url = os.environ.get("FRACTILE_CHECK_REDIS_URL", "redis://127.0.0.1:6379")
     amqp_url = os.environ.get("FRACTILE_CHECK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+    queue_prefix = f"fractile-k8s-check-{run_id}."
     with tempfile.TemporaryDirectory(prefix="fractile-k8s-check-") as tmp:
         procs = Processes(Path(tmp))
         try:
@@ -962,7 +973,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
                 # Not set by the manifests: kept apart from anyone else's fractile on the same
                 # Redis and RabbitMQ (their keys, their queues and workers), and short-lived.
                 env["FRACTILE_KEY_PREFIX"] = f"fractile-k8s-check-{run_id}:"
-                env["FRACTILE_QUEUE_PREFIX"] = "fractile-k8s-check."
+                # A prefix per run: queues declared by another version (a bulk queue without
+                # its bound) would be refused a redeclaration. Deleted at the end.
+                env["FRACTILE_QUEUE_PREFIX"] = queue_prefix
                 env["FRACTILE_TILE_TTL"] = "5m"
                 unknown = sorted(k for k in env if k.startswith("FRACTILE_") and k not in w.accepted)
                 for k in unknown:
@@ -1014,6 +1027,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
                 print(f"  {job} /metrics: {len(families)} families, {len(samples)} sample names")
         finally:
             procs.stop()
+            delete_queues(queue_prefix)
 
     print("metric names (autoscalers, alert rules, dashboard)")
     exprs, resource_metrics, recorded = expressions(

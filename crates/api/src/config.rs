@@ -191,6 +191,13 @@ pub struct Config {
     )]
     pub seed_max_queued_tiles: u64,
 
+    /// How long a replica's hold on a seed's expansion lasts without renewal (it renews
+    /// every third of it). A replica that dies mid-expansion leaves its seeds to the other
+    /// replicas, which look for such seeds as often and continue them where they stood,
+    /// within about 1⅓ of this after the death.
+    #[arg(long, env = "FRACTILE_SEED_LEASE", default_value = "30s", value_parser = fractile_runtime::parse_nonzero_duration)]
+    pub seed_lease: Duration,
+
     /// Render misses directly on the async executor instead of the render pool. Deliberately
     /// wrong (a render blocks every request on that executor thread): it exists only so the
     /// load-test experiment can show what the render pool buys. Never enable it in production.

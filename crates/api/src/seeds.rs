@@ -2,11 +2,19 @@
 //!
 //! `POST /v1/seeds` counts the tiles first (cheap: one multiplication per zoom level) and
 //! refuses a seed over `FRACTILE_SEED_MAX_TILES` before anything is queued. An accepted seed
-//! is recorded in Redis, so any replica can report on it, and expanded into jobs by a
-//! background task, one bounded batch at a time: tiles already in Redis are skipped
-//! (counted as done), the rest published to the bulk queue with confirms. Workers record
-//! each finished tile in a set (so a redelivered job is not counted twice) and skip the
-//! jobs of a cancelled seed.
+//! is recorded in Redis ([`fractile_tile_store::seed`] owns the record and every change to
+//! it), so any replica can report on it, and expanded into jobs by a background task, one
+//! bounded batch at a time: tiles already in Redis are skipped (counted as done), the rest
+//! published to the bulk queue with confirms. Workers record each finished tile in a set
+//! (so a redelivered job is not counted twice) and skip the jobs of a cancelled seed.
+//!
+//! Expansion is durable. The accepting replica holds a lease on it (`FRACTILE_SEED_LEASE`),
+//! renews it while it works and records a cursor with each batch; every replica looks for
+//! expansions whose lease ran out ([`start_takeover`]) and continues them from the cursor,
+//! so a seed whose replica is killed still finishes, without anyone asking. A clean
+//! shutdown gives the lease up at once. When the bulk queue is full (the broker refuses
+//! publishes past its maximum length with a nack), expansion backs off and retries the
+//! refused jobs, for as long as it takes: a full queue drains as workers render.
 //!
 //! Seeding is an operator action, so every seed route sits behind [`authorize`]: the bearer
 //! token of `FRACTILE_SEED_TOKEN`, compared in constant time; without one configured the
@@ -15,12 +23,9 @@
 //! tiles not yet rendered, checked and recorded in one Redis script
 //! ([`TileStore::seed_admit`]); beyond them, 429 + Retry-After. With Redis unreachable
 //! every seed route answers 503 + Retry-After, and the failure is logged once per interval.
-//!
-//! Limitation: expansion runs on the replica that accepted the seed. If that replica dies
-//! mid-expansion, the seed stays `expanding` with the tiles queued so far, and holds its
-//! place in the quotas until it is cancelled (`DELETE`) or its record expires.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -31,8 +36,9 @@ use axum::response::{IntoResponse, Response};
 use fractile_queue::{Publisher, PublisherLink, QueueError, RenderJob, unix_ms};
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
+pub use fractile_tile_store::SeedBBox as BBox;
 use fractile_tile_store::{
-    NewSeed, SeedAdmission, SeedFields, SeedOutcome, SeedState, StoreError, TileStore,
+    LeaseStep, NewSeed, SeedAdmission, SeedOutcome, SeedRecord, SeedState, StoreError, TileStore,
 };
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -55,6 +61,8 @@ const BATCH_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seconds a client refused by a seed quota is asked to wait: seeds take minutes, so
 /// retrying sooner would only be refused again.
 pub const QUOTA_RETRY_AFTER_SECONDS: u32 = 60;
+/// Longest pause between two attempts at jobs the full bulk queue refused.
+const QUEUE_FULL_MAX_DELAY: Duration = Duration::from_secs(5);
 /// At most one log line per this interval while Redis fails seed requests.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -148,27 +156,13 @@ pub struct SeedRequest {
     pub style: Option<String>,
 }
 
-/// A rectangle of the complex plane.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BBox {
-    /// Left edge.
-    pub min_re: f64,
-    /// Bottom edge.
-    pub min_im: f64,
-    /// Right edge.
-    pub max_re: f64,
-    /// Top edge.
-    pub max_im: f64,
-}
-
 /// What `GET /v1/seeds/{id}` reports.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SeedStatus {
     /// The seed's id.
     pub id: String,
     /// `expanding` (jobs being queued), `running`, `done`, `cancelled`, `failed` (could not
-    /// queue its jobs) or `interrupted` (the accepting replica shut down mid-expansion).
+    /// queue its jobs), or `interrupted` in records of versions before durable expansion.
     pub state: String,
     /// Tiles in the seed.
     pub total: u64,
@@ -316,21 +310,19 @@ pub async fn create(
         ));
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let fields = [
-        ("state", SeedState::Expanding.as_str().to_owned()),
-        ("total", plan.total.to_string()),
-        ("queued", "0".into()),
-        ("skipped", "0".into()),
-        ("min_zoom", request.min_zoom.to_string()),
-        ("max_zoom", request.max_zoom.to_string()),
-        ("style", plan.style.name().to_owned()),
-        ("created_unix_ms", unix_ms(SystemTime::now()).to_string()),
-    ];
+    let record = SeedRecord::new(
+        plan.total,
+        (request.min_zoom, request.max_zoom),
+        request.bbox,
+        plan.style.name(),
+        unix_ms(SystemTime::now()),
+    );
+    let expander = &state.seed_expander;
     let seed = NewSeed {
         id: &id,
-        total: plan.total,
-        fields: &fields,
+        record: &record,
         ttl: RECORD_TTL,
+        lease: Some((&expander.holder, expander.lease)),
     };
     let quotas = state.seed_quotas;
     match store
@@ -364,17 +356,8 @@ pub async fn create(
     }
     tracing::info!(seed = %id, tiles = plan.total, "seed accepted");
     // The record as just written: no second round trip that could fail after the accept.
-    let mut recorded: SeedFields = fields
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect();
-    recorded.insert("done".into(), "0".into());
-    recorded.insert("failed".into(), "0".into());
-    let status = status_of(&id, &recorded);
-    let stop = state.background.clone();
-    state
-        .seed_tasks
-        .spawn(expand(store.clone(), link, id.clone(), plan, stop));
+    let status = status_of(&id, &record);
+    spawn_expansion(&state, store, link, id.clone(), plan, 0);
 
     let mut response = (StatusCode::ACCEPTED, Json(status)).into_response();
     let location = HeaderValue::from_str(&format!("/v1/seeds/{id}"))
@@ -414,10 +397,7 @@ pub async fn cancel(
 ) -> Result<Json<SeedStatus>, ApiError> {
     let (store, _) = seeding(&state)?;
     let id = valid_id(&id)?;
-    let existed = store
-        .seed_set(&id, "state", SeedState::Cancelled.as_str())
-        .await
-        .map_err(store_failed)?;
+    let existed = store.seed_cancel(&id).await.map_err(store_failed)?;
     if !existed {
         return Err(not_found());
     }
@@ -445,147 +425,414 @@ fn valid_id(id: &str) -> Result<String, ApiError> {
 }
 
 async fn read_status(store: &TileStore, id: &str) -> Result<SeedStatus, ApiError> {
-    let fields = store
+    let record = store
         .seed_get(id)
         .await
         .map_err(store_failed)?
         .ok_or_else(not_found)?;
-    Ok(status_of(id, &fields))
+    Ok(status_of(id, &record))
 }
 
-fn status_of(id: &str, f: &SeedFields) -> SeedStatus {
-    let n = |k: &str| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let stored = f.get("state").map_or("unknown", String::as_str);
-    let (total, done, failed) = (n("total"), n("done"), n("failed"));
-    // "running" becomes "done" when every tile is accounted for; workers only count.
-    let state = match stored {
-        running if running == SeedState::Running.as_str() && done + failed >= total => "done",
-        other => other,
-    };
+fn status_of(id: &str, record: &SeedRecord) -> SeedStatus {
     SeedStatus {
         id: id.to_owned(),
-        state: state.to_owned(),
-        total,
-        queued: n("queued"),
-        done,
-        skipped: n("skipped"),
-        failed,
-        min_zoom: n("min_zoom"),
-        max_zoom: n("max_zoom"),
-        style: f.get("style").cloned().unwrap_or_default(),
+        state: record.reported_state().to_owned(),
+        total: record.total,
+        queued: record.queued,
+        done: record.done,
+        skipped: record.skipped,
+        failed: record.failed,
+        min_zoom: u64::from(record.min_zoom),
+        max_zoom: u64::from(record.max_zoom),
+        style: record.style.clone(),
     }
 }
 
-/// Expands a seed into bulk jobs, a batch at a time, skipping tiles already stored.
-async fn expand(
+/// This replica as a holder of expansion leases.
+#[derive(Clone, Debug)]
+pub struct Expander {
+    /// The holder id written into the leases this replica takes: unique per process.
+    pub holder: Arc<str>,
+    /// How long a lease holds without renewal.
+    pub lease: Duration,
+}
+
+impl Expander {
+    /// A fresh holder id with leases of `lease`.
+    pub fn new(lease: Duration) -> Self {
+        Expander {
+            holder: format!("api-{}", uuid::Uuid::new_v4().simple()).into(),
+            lease,
+        }
+    }
+
+    /// Pause between lease renewals, and between two looks for orphaned expansions.
+    fn every(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(50))
+    }
+}
+
+/// One expansion: what it needs, shared by its work and its lease keeper.
+struct Expansion {
+    store: TileStore,
+    link: PublisherLink,
+    id: String,
+    expander: Expander,
+}
+
+/// How an expansion ended.
+enum Ended {
+    /// Every tile is queued or found stored.
+    Expanded,
+    /// The broker refused the jobs for longer than [`BATCH_RETRY_FOR`].
+    GaveUp,
+    /// The lease is not ours any more (cancelled, or taken over): stop without a word.
+    Lost(Option<SeedState>),
+    /// Redis would not record progress: stop; the lease runs out and the expansion is
+    /// taken over, by this replica or another, once Redis answers.
+    Abandoned,
+}
+
+/// Expands seed `id` from `cursor` in the background, under this replica's lease.
+fn spawn_expansion(
+    state: &AppState,
     store: TileStore,
     link: PublisherLink,
     id: String,
     plan: Plan,
-    stop: CancellationToken,
+    cursor: u64,
 ) {
-    let style = plan.style;
-    let mut tiles = plan
-        .ranges
-        .into_iter()
-        .flat_map(TileRange::tiles)
-        .map(|tile| TileKey { tile, style });
-    loop {
-        let batch: Vec<TileKey> = tiles.by_ref().take(BATCH).collect();
-        if batch.is_empty() {
-            break;
-        }
-        if stop.is_cancelled() {
-            let _ = store
-                .seed_set(&id, "state", SeedState::Interrupted.as_str())
-                .await;
-            return;
-        }
-        if let Ok(Some(state)) = store.seed_field(&id, "state").await
-            && state == SeedState::Cancelled.as_str()
-        {
-            return;
-        }
-        let mut attempt = 1;
-        let first_failure = std::time::Instant::now();
-        let mut delays = fractile_queue::backoff_delays(Duration::from_secs(5));
-        // The publisher is fetched again on every attempt: the link replaces a dead one.
-        while let Err(error) = expand_batch(&store, link.publisher(), &id, &batch).await {
-            tracing::warn!(seed = %id, %error, attempt, "queueing a seed batch failed");
-            if first_failure.elapsed() >= BATCH_RETRY_FOR || stop.is_cancelled() {
-                let _ = store
-                    .seed_set(&id, "state", SeedState::Failed.as_str())
-                    .await;
-                return;
-            }
-            attempt += 1;
-            let delay = delays.next().unwrap_or(Duration::from_secs(5));
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-    // Only move on if nobody cancelled meanwhile.
-    if let Ok(Some(state)) = store.seed_field(&id, "state").await
-        && state == SeedState::Expanding.as_str()
-    {
-        let _ = store
-            .seed_set(&id, "state", SeedState::Running.as_str())
-            .await;
-    }
-    tracing::info!(seed = %id, "seed expanded");
+    let expansion = Expansion {
+        store,
+        link,
+        id,
+        expander: state.seed_expander.clone(),
+    };
+    let stop = state.background.clone();
+    state
+        .seed_tasks
+        .spawn(async move { expansion.run(plan, cursor, stop).await });
 }
 
-/// One batch: skip what Redis has, publish the rest and wait for every confirm.
-async fn expand_batch(
-    store: &TileStore,
-    publisher: Option<Publisher>,
-    id: &str,
-    batch: &[TileKey],
-) -> Result<(), String> {
-    let publisher = publisher.ok_or_else(|| QueueError::NotConnected.to_string())?;
-    let stored = store.exists(batch).await.map_err(|e| e.to_string())?;
-    let mut pending = Vec::new();
-    let mut already = Vec::new();
-    for (key, stored) in batch.iter().zip(&stored) {
-        if *stored {
-            already.push(*key);
-        } else {
-            pending.push(
-                publisher
-                    .publish(&RenderJob::bulk(key, id))
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+/// Looks for expansions whose holder stopped renewing its lease (a replica killed or cut
+/// off) every third of a lease, and continues each from its cursor. Runs until shutdown;
+/// does nothing without Redis and the render queue.
+pub fn start_takeover(state: &AppState) {
+    let Ok((store, link)) = seeding(state) else {
+        return;
+    };
+    let state = state.clone();
+    let stop = state.background.clone();
+    let expander = state.seed_expander.clone();
+    state.seed_tasks.clone().spawn(async move {
+        static FAILED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(expander.every()) => {}
+            }
+            // Taking a seed over while its jobs cannot be queued would only fail it.
+            if !link.is_connected() {
+                continue;
+            }
+            let taken = store.seed_take_over(&expander.holder, expander.lease).await;
+            let id = match taken {
+                Ok(Some(id)) => id,
+                Ok(None) => continue,
+                Err(error) => {
+                    if let Some(suppressed) = FAILED.check() {
+                        tracing::warn!(%error, suppressed, "looking for orphaned seed expansions failed");
+                    }
+                    continue;
+                }
+            };
+            let record = match store.seed_get(&id).await {
+                Ok(Some(record)) => record,
+                // Gone meanwhile, or Redis failed: the lease runs out and it is found again.
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(seed = %id, %error, "reading a taken-over seed failed");
+                    continue;
+                }
+            };
+            let cursor = record.cursor.unwrap_or(0);
+            match plan_of(&record, state.max_zoom) {
+                Ok(plan) => {
+                    tracing::info!(seed = %id, cursor, total = plan.total, "taking over a seed's expansion whose holder stopped");
+                    spawn_expansion(&state, store.clone(), link.clone(), id, plan, cursor);
+                }
+                Err(error) => {
+                    // Accepted by a replica configured differently (a deeper maximum zoom):
+                    // this one cannot expand it; nor could it ever.
+                    tracing::error!(seed = %id, ?error, "a taken-over seed cannot be planned here; marking it failed");
+                    let _ = store
+                        .seed_finish_expansion(&id, &expander.holder, SeedState::Failed)
+                        .await;
+                }
+            }
+        }
+    });
+}
+
+/// The plan of a stored seed, rebuilt exactly as it was planned when accepted.
+fn plan_of(record: &SeedRecord, max_zoom: MaxZoom) -> Result<Plan, ApiError> {
+    let request = SeedRequest {
+        min_zoom: record.min_zoom,
+        max_zoom: record.max_zoom,
+        bbox: record.bbox,
+        style: Some(record.style.clone()),
+    };
+    plan(&request, max_zoom, u64::MAX)
+}
+
+impl Expansion {
+    /// Expands, keeping the lease, until done, stopped by shutdown (the lease is then
+    /// released for another replica), or the lease is lost.
+    async fn run(self, plan: Plan, cursor: u64, stop: CancellationToken) {
+        let id = &self.id;
+        let ended = tokio::select! {
+            ended = self.expand(plan, cursor) => ended,
+            lost = self.keep_lease() => Ended::Lost(lost),
+            () = stop.cancelled() => {
+                let released = self.store.seed_release(id, &self.expander.holder).await;
+                tracing::info!(seed = %id, ?released, "shutting down mid-expansion; lease released for another replica");
+                return;
+            }
+        };
+        let to = match ended {
+            Ended::Expanded => SeedState::Running,
+            Ended::GaveUp => SeedState::Failed,
+            Ended::Lost(state) => {
+                tracing::info!(seed = %id, ?state, "stopped expanding: the seed is cancelled or another replica holds it");
+                return;
+            }
+            Ended::Abandoned => {
+                tracing::warn!(seed = %id, "stopped expanding: progress could not be recorded; the expansion will be taken over when Redis answers");
+                return;
+            }
+        };
+        match self
+            .store
+            .seed_finish_expansion(id, &self.expander.holder, to)
+            .await
+        {
+            Ok(LeaseStep::Held) => tracing::info!(seed = %id, state = to.as_str(), "seed expanded"),
+            Ok(LeaseStep::Lost(state)) => {
+                tracing::info!(seed = %id, ?state, "expansion ended, but the seed was cancelled or taken over meanwhile");
+            }
+            // The lease runs out, another replica finds nothing left past the cursor and
+            // finishes the expansion.
+            Err(error) => {
+                tracing::warn!(seed = %id, %error, "recording the end of an expansion failed")
+            }
         }
     }
-    let queued = i64::try_from(pending.len()).unwrap_or(i64::MAX);
-    let confirmed = async {
-        for confirm in pending {
-            confirm.confirmed().await?;
+
+    /// Renews the lease every third of its length; returns when it is lost. A failed
+    /// renewal is retried: the lease only runs out if Redis stays unreachable for longer.
+    async fn keep_lease(&self) -> Option<SeedState> {
+        static FAILED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+        loop {
+            tokio::time::sleep(self.expander.every()).await;
+            match self
+                .store
+                .seed_renew(&self.id, &self.expander.holder, self.expander.lease)
+                .await
+            {
+                Ok(LeaseStep::Held) => {}
+                Ok(LeaseStep::Lost(state)) => return state,
+                Err(error) => {
+                    if let Some(suppressed) = FAILED.check() {
+                        tracing::warn!(seed = %self.id, %error, suppressed, "renewing a seed lease failed");
+                    }
+                }
+            }
         }
-        Ok::<_, QueueError>(())
-    };
-    tokio::time::timeout(BATCH_CONFIRM_TIMEOUT, confirmed)
-        .await
-        .unwrap_or(Err(QueueError::Timeout("confirms")))
-        .map_err(|e| e.to_string())?;
-    let counted = async {
-        store.seed_add(id, "queued", queued).await?;
-        if !already.is_empty() {
-            store
-                .seed_add(
-                    id,
-                    "skipped",
-                    i64::try_from(already.len()).unwrap_or(i64::MAX),
-                )
-                .await?;
-            store.seed_mark(id, SeedOutcome::Done, &already).await?;
+    }
+
+    /// Queues the plan's tiles from `cursor`, a batch at a time, recording the cursor with
+    /// each batch.
+    async fn expand(&self, plan: Plan, mut cursor: u64) -> Ended {
+        let style = plan.style;
+        let mut tiles = plan
+            .ranges
+            .into_iter()
+            .flat_map(TileRange::tiles)
+            .skip(usize::try_from(cursor).unwrap_or(usize::MAX))
+            .map(|tile| TileKey { tile, style });
+        loop {
+            let batch: Vec<TileKey> = tiles.by_ref().take(BATCH).collect();
+            if batch.is_empty() {
+                return Ended::Expanded;
+            }
+            let Some((queued, skipped)) = self.queue_batch(batch.clone()).await else {
+                return Ended::GaveUp;
+            };
+            cursor += batch.len() as u64;
+            if let Some(ended) = self.advance(cursor, queued, skipped).await {
+                return ended;
+            }
         }
-        Ok::<_, fractile_tile_store::StoreError>(())
-    };
-    counted.await.map_err(|e| e.to_string())
+    }
+
+    /// Records a queued batch (cursor, counters, lease in one step), retrying while Redis
+    /// fails for up to [`BATCH_RETRY_FOR`]. `None` to go on.
+    async fn advance(&self, cursor: u64, queued: u64, skipped: u64) -> Option<Ended> {
+        let started = Instant::now();
+        let mut delays = fractile_queue::backoff_delays(Duration::from_secs(5));
+        loop {
+            let (id, holder, lease) = (&self.id, &self.expander.holder, self.expander.lease);
+            match self
+                .store
+                .seed_advance(id, holder, lease, cursor, queued, skipped)
+                .await
+            {
+                Ok(LeaseStep::Held) => return None,
+                Ok(LeaseStep::Lost(state)) => return Some(Ended::Lost(state)),
+                Err(error) if started.elapsed() < BATCH_RETRY_FOR => {
+                    tracing::warn!(seed = %id, %error, "recording seed progress failed; retrying");
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
+                }
+                Err(_) => return Some(Ended::Abandoned),
+            }
+        }
+    }
+
+    /// Queues one batch: skips (and marks done) what Redis has, publishes the rest and
+    /// waits for every confirm. Jobs the broker refuses because the bulk queue is full are
+    /// published again after a pause, for as long as it stays full; other failures are
+    /// retried for up to [`BATCH_RETRY_FOR`] (`None` past it). Answers the jobs queued and
+    /// the tiles skipped.
+    async fn queue_batch(&self, batch: Vec<TileKey>) -> Option<(u64, u64)> {
+        static FULL: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+        let mut progress = BatchProgress {
+            unchecked: Some(batch),
+            left: Vec::new(),
+            queued: 0,
+            skipped: 0,
+        };
+        let mut failing_since: Option<Instant> = None;
+        let mut delays = fractile_queue::backoff_delays(Duration::from_secs(5));
+        let mut full_delays = fractile_queue::backoff_delays(QUEUE_FULL_MAX_DELAY);
+        loop {
+            let queued_before = progress.queued;
+            let delay = match self.batch_step(&mut progress).await {
+                Ok(()) => return Some((progress.queued, progress.skipped)),
+                Err(BatchFailure::QueueFull) => {
+                    // Not a failure: workers drain the queue. Wait as long as that takes,
+                    // pausing longer only while no job at all gets in.
+                    failing_since = None;
+                    if progress.queued > queued_before {
+                        full_delays = fractile_queue::backoff_delays(QUEUE_FULL_MAX_DELAY);
+                    }
+                    if let Some(suppressed) = FULL.check() {
+                        tracing::warn!(seed = %self.id, refused = progress.left.len(), suppressed, "the bulk queue is full (publishes nacked); backing off");
+                    }
+                    full_delays.next().unwrap_or(QUEUE_FULL_MAX_DELAY)
+                }
+                Err(BatchFailure::Other(error)) => {
+                    tracing::warn!(seed = %self.id, %error, "queueing a seed batch failed");
+                    full_delays = fractile_queue::backoff_delays(QUEUE_FULL_MAX_DELAY);
+                    if failing_since.get_or_insert_with(Instant::now).elapsed() >= BATCH_RETRY_FOR {
+                        return None;
+                    }
+                    delays.next().unwrap_or(Duration::from_secs(5))
+                }
+            };
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt at what is left of a batch.
+    async fn batch_step(&self, p: &mut BatchProgress) -> Result<(), BatchFailure> {
+        let other = |e: &dyn std::fmt::Display| BatchFailure::Other(e.to_string());
+        if let Some(batch) = p.unchecked.take() {
+            let stored = match self.store.exists(&batch).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    p.unchecked = Some(batch);
+                    return Err(other(&error));
+                }
+            };
+            let (already, rest): (Vec<_>, Vec<_>) =
+                batch.iter().zip(&stored).partition(|(_, stored)| **stored);
+            let already: Vec<TileKey> = already.into_iter().map(|(k, _)| *k).collect();
+            if let Err(error) = self
+                .store
+                .seed_mark(&self.id, SeedOutcome::Done, &already)
+                .await
+            {
+                p.unchecked = Some(batch);
+                return Err(other(&error));
+            }
+            p.skipped = already.len() as u64;
+            p.left = rest.into_iter().map(|(k, _)| *k).collect();
+        }
+        if p.left.is_empty() {
+            return Ok(());
+        }
+        // Fetched on every attempt: the link replaces a dead publisher.
+        let publisher: Publisher = self
+            .link
+            .publisher()
+            .ok_or_else(|| other(&QueueError::NotConnected))?;
+        let mut sent = Vec::new();
+        let mut failure: Option<QueueError> = None;
+        let mut tiles = std::mem::take(&mut p.left).into_iter();
+        for key in tiles.by_ref() {
+            match publisher.publish(&RenderJob::bulk(&key, &self.id)).await {
+                Ok(confirm) => sent.push((key, confirm)),
+                Err(error) => {
+                    p.left.push(key);
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        p.left.extend(tiles);
+        // A broker that takes jobs but never confirms them (a resource alarm) must not
+        // stall the expansion for ever.
+        let deadline = tokio::time::Instant::now() + BATCH_CONFIRM_TIMEOUT;
+        for (key, confirm) in sent {
+            let verdict = tokio::time::timeout_at(deadline, confirm.confirmed())
+                .await
+                .unwrap_or(Err(QueueError::Timeout("confirms")));
+            match verdict {
+                Ok(()) => p.queued += 1,
+                Err(error) => {
+                    p.left.push(key);
+                    // A refusal for a full queue is only reported if nothing worse happened.
+                    if failure
+                        .as_ref()
+                        .is_none_or(|f| matches!(f, QueueError::Rejected(_)))
+                    {
+                        failure = Some(error);
+                    }
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(QueueError::Rejected(_)) => Err(BatchFailure::QueueFull),
+            Some(error) => Err(other(&error)),
+        }
+    }
+}
+
+/// Where a batch stands: not yet checked against Redis, or the jobs still to queue.
+struct BatchProgress {
+    unchecked: Option<Vec<TileKey>>,
+    left: Vec<TileKey>,
+    queued: u64,
+    skipped: u64,
+}
+
+/// Why an attempt at a batch did not queue all of it.
+enum BatchFailure {
+    /// The broker refused jobs with a nack: the bulk queue is at its maximum length.
+    QueueFull,
+    /// Anything else (not connected, a timeout, Redis).
+    Other(String),
 }
 
 #[cfg(test)]

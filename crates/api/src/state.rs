@@ -54,8 +54,10 @@ pub struct AppState {
     pub seed_quotas: SeedQuotas,
     /// Cancelled at shutdown: stops background work (seed expansion, the ready listener).
     pub background: CancellationToken,
-    /// Seed expansions in progress.
+    /// Seed expansions in progress, and the task that takes over orphaned ones.
     pub seed_tasks: TaskTracker,
+    /// This replica as a holder of seed expansion leases, and how long a lease lasts.
+    pub seed_expander: seeds::Expander,
     /// Injected faults (`/faults` on the admin port), off unless configured.
     pub faults: Faults,
     /// Request-head limits answered with JSON.
@@ -87,7 +89,7 @@ impl AppState {
             None => None,
         };
         let queue_priority = config.queue_priority;
-        Self::with_backends(config, move |stop, fallback| {
+        let state = Self::with_backends(config, move |stop, fallback| {
             let publisher = amqp_url.map(|url| {
                 PublisherLink::start(
                     url.expose().into(),
@@ -103,7 +105,10 @@ impl AppState {
                 fallback,
                 queue_priority,
             })
-        })
+        })?;
+        // Expansions whose replica died are continued here (see `seeds`).
+        seeds::start_takeover(&state);
+        Ok(state)
     }
 
     fn with_backends(
@@ -164,6 +169,7 @@ impl AppState {
             },
             background,
             seed_tasks: TaskTracker::new(),
+            seed_expander: seeds::Expander::new(config.seed_lease),
             faults,
             head_limits: HeadLimits::new(config),
         })

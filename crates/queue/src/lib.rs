@@ -50,7 +50,9 @@ pub use consume::{
 };
 pub use job::{InvalidJob, Priority, RenderJob, unix_ms};
 pub use link::{MAX_RECONNECT_DELAY, PublisherLink, backoff_delays};
-pub use topology::{BROKER_DELIVERY_LIMIT, MAX_ATTEMPTS, Topology, delivery_attempts};
+pub use topology::{
+    BROKER_DELIVERY_LIMIT, BULK_MAX_LENGTH, MAX_ATTEMPTS, Topology, delivery_attempts,
+};
 
 /// At most one re-declaration of the topology per this interval, however many publishes
 /// come back unroutable meanwhile.

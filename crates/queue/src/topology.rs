@@ -5,6 +5,12 @@
 //! {prefix}render.bulk         quorum, durable ─┴──► {prefix}render.dlx (direct) ──► {prefix}render.dead
 //! ```
 //!
+//! The bulk queue is bounded ([`BULK_MAX_LENGTH`] ready jobs, `x-overflow: reject-publish`):
+//! past it the broker refuses a publish with a nack instead of growing without bound, and
+//! the seed expansion that published it backs off and tries again. Dropping the oldest job
+//! (`drop-head`, the default) would lose a seed's tile silently; the interactive queue
+//! needs no bound, its publishers wait for their jobs and are few.
+//!
 //! Interactive and bulk work are separate queues rather than one priority queue: quorum
 //! queues have no priorities before RabbitMQ 4.0, and separate queues let a worker hold a
 //! small bulk prefetch while interactive jobs keep flowing. Dead-lettering and the delivery
@@ -25,6 +31,15 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// crash), which never gets to count its own attempts.
 pub const BROKER_DELIVERY_LIMIT: i64 = 10;
 
+/// Most jobs ready in the bulk queue. Above the seed quota's default (200,000 unfinished
+/// tiles, `FRACTILE_SEED_MAX_QUEUED_TILES`) with room for the duplicates a taken-over
+/// expansion queues again, so a deployment within its quotas never meets it; at about
+/// 200 bytes a job it also bounds what seeds can hold in the broker's memory. A constant,
+/// not a setting: every binary declares the queue, and declarations with different
+/// arguments are refused by the broker. An operator lowers it without a redeploy with a
+/// policy (`max-length`: the lower of policy and argument applies).
+pub const BULK_MAX_LENGTH: u32 = 250_000;
+
 /// Routing key of dead-lettered jobs.
 const DEAD_ROUTING_KEY: &str = "dead";
 
@@ -39,6 +54,8 @@ pub struct Topology {
     pub dead_letter_exchange: String,
     /// The dead-letter queue.
     pub dead: String,
+    /// Most jobs ready in the bulk queue; publishes past it are refused (nacked).
+    pub bulk_max_length: u32,
 }
 
 impl Topology {
@@ -49,7 +66,14 @@ impl Topology {
             bulk: format!("{prefix}render.bulk"),
             dead_letter_exchange: format!("{prefix}render.dlx"),
             dead: format!("{prefix}render.dead"),
+            bulk_max_length: BULK_MAX_LENGTH,
         }
+    }
+
+    /// These names with another bound on the bulk queue (tests fill a small one).
+    pub fn with_bulk_max_length(mut self, jobs: u32) -> Self {
+        self.bulk_max_length = jobs;
+        self
     }
 
     /// The queue for jobs of `priority`.
@@ -62,7 +86,9 @@ impl Topology {
 
     /// Declares everything; idempotent (both binaries call it at start and lapin replays it
     /// after a reconnect). Arguments must stay identical between versions: the broker refuses
-    /// a redeclaration with different ones.
+    /// a redeclaration with different ones (`PRECONDITION_FAILED`), which is logged with what
+    /// to do (a bulk queue declared by a version before its bound must be deleted once; see
+    /// ARCHITECTURE.md, "Upgrading the bulk queue").
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
         let durable = QueueDeclareOptions {
             durable: true,
@@ -105,9 +131,31 @@ impl Topology {
                 ShortString::from("x-delivery-limit"),
                 AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT),
             );
-            channel
+            if *queue == self.bulk {
+                args.insert(
+                    ShortString::from("x-max-length"),
+                    AMQPValue::LongLongInt(i64::from(self.bulk_max_length)),
+                );
+                args.insert(
+                    ShortString::from("x-overflow"),
+                    AMQPValue::LongString("reject-publish".into()),
+                );
+            }
+            let declared = channel
                 .queue_declare(queue.as_str().into(), durable, args)
-                .await?;
+                .await;
+            if let Err(error) = &declared
+                && is_precondition_failed(error)
+            {
+                tracing::error!(
+                    %error,
+                    queue = %queue,
+                    "the queue exists with other arguments (declared by another version): \
+                     delete it once (`rabbitmqctl delete_queue {queue}`, in its vhost) and \
+                     restart; see ARCHITECTURE.md, \"Upgrading the bulk queue\""
+                );
+            }
+            declared?;
         }
         Ok(())
     }
@@ -144,6 +192,17 @@ impl Topology {
             )
             .await
     }
+}
+
+/// Whether the broker refused a declaration whose arguments differ from the existing
+/// queue's.
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(e)
+            if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+    )
 }
 
 fn quorum() -> FieldTable {

@@ -60,6 +60,7 @@ fn post_seed(body: &'static str) -> Request<Body> {
     Request::post("/v1/seeds")
         .header(header::AUTHORIZATION, format!("Bearer {SEED_TOKEN}"))
         .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {SEED_TOKEN}"))
         .body(Body::from(body))
         .expect("request")
 }

@@ -332,6 +332,31 @@ pub fn closed_port() -> u16 {
         .port()
 }
 
+/// The path of a binary of this workspace, built first (`cargo build -p PACKAGE`, a no-op
+/// when it is up to date): a package's tests get only their own binaries from Cargo
+/// (`CARGO_BIN_EXE_*`), and the system tests run the api's and the worker's. Uses the
+/// `cargo` and target directory of the test run.
+pub fn workspace_binary(package: &str) -> std::path::PathBuf {
+    // The test binary is `<target>/<profile>/deps/<name>-<hash>`; binaries sit in
+    // `<target>/<profile>`.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("<target>/<profile>/deps");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build.args(["build", "--quiet", "-p", package, "--bin", package]);
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let built = build.status().expect("cargo runs");
+    assert!(built.success(), "cargo build -p {package} failed");
+    let binary = profile_dir.join(package);
+    assert!(binary.exists(), "{} was not built", binary.display());
+    binary
+}
+
 /// A binary run for its exit: stdout and stderr collected line by line as they come, so a
 /// test can wait for a log line, signal the process, and check what it printed on the way
 /// out.
@@ -375,6 +400,12 @@ impl Process {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills it with SIGKILL (`kill -9`: no shutdown code runs) and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM.

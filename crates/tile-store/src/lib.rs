@@ -3,7 +3,8 @@
 //! - [`TileStore`]: tiles (the shared L2 cache), render claims, tile-ready announcements and
 //!   seed progress, over a deadpool-redis pool with every timeout set;
 //! - [`ReadyListener`]: one pub/sub connection per process that wakes the requests waiting
-//!   for a worker's render.
+//!   for a worker's render;
+//! - [`seed`]: the seed record, its states and every change to them, each one atomic.
 //!
 //! Keys are versioned with [`fractile_render::RENDER_VERSION`], so a new renderer never
 //! serves an old tile, and prefixed, so tests (and deployments) sharing a Redis stay apart.
@@ -19,8 +20,8 @@
 
 mod breaker;
 mod ready;
+pub mod seed;
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -36,6 +37,9 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::Breaker;
 pub use breaker::{DEFAULT_BREAKER_THRESHOLD, DEFAULT_PROBE_INTERVAL};
 pub use ready::{ReadyListener, ReadyWait};
+pub use seed::{
+    LeaseStep, NewSeed, SeedAdmission, SeedBBox, SeedOutcome, SeedQuotas, SeedRecord, SeedState,
+};
 
 /// Default budget of one store operation, from asking for a connection to the reply:
 /// hundreds of times what a healthy lookup takes (well under a millisecond on a local
@@ -254,133 +258,6 @@ pub struct ReadyNote {
     /// Render time in milliseconds (0 when the tile was already stored, not rendered now).
     pub render_ms: f64,
 }
-
-/// What became of a seed's tile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeedOutcome {
-    /// Rendered and stored, or found already stored.
-    Done,
-    /// Dead-lettered after its last attempt.
-    Failed,
-}
-
-/// A seed's stored `state`: the one list of them. The api writes every state, the worker
-/// reads `cancelled`, and [`TileStore::seed_admit`] counts seeds by them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeedState {
-    /// Its jobs are being queued.
-    Expanding,
-    /// Every job is queued; workers are rendering.
-    Running,
-    /// Cancelled by the operator: workers skip its remaining jobs.
-    Cancelled,
-    /// Its jobs could not all be queued.
-    Failed,
-    /// The accepting replica shut down mid-expansion.
-    Interrupted,
-}
-
-impl SeedState {
-    /// The stored name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SeedState::Expanding => "expanding",
-            SeedState::Running => "running",
-            SeedState::Cancelled => "cancelled",
-            SeedState::Failed => "failed",
-            SeedState::Interrupted => "interrupted",
-        }
-    }
-}
-
-/// A seed's stored record (a Redis hash); counters are updated by the api (expansion) and
-/// the workers (progress).
-pub type SeedFields = HashMap<String, String>;
-
-/// A seed to record: its id, its tile count, the fields of its record, and how long the
-/// record is kept.
-#[derive(Debug)]
-pub struct NewSeed<'a> {
-    /// The seed's id.
-    pub id: &'a str,
-    /// Tiles in the seed.
-    pub total: u64,
-    /// The record's fields (`state` among them).
-    pub fields: &'a [(&'a str, String)],
-    /// How long the record lives.
-    pub ttl: Duration,
-}
-
-/// Limits on the seeds of a deployment (everything sharing one key prefix).
-#[derive(Debug, Clone, Copy)]
-pub struct SeedQuotas {
-    /// Seeds active at once.
-    pub max_active: u32,
-    /// Tiles of unfinished seeds not yet accounted for, the new seed's included.
-    pub max_queued_tiles: u64,
-}
-
-/// What [`TileStore::seed_admit`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeedAdmission {
-    /// The seed is recorded.
-    Admitted,
-    /// Refused: `active` seeds already run, the quota's worth.
-    TooManyActive {
-        /// Active seeds found.
-        active: u64,
-    },
-    /// Refused: unfinished seeds already hold `queued` tiles, and the new one would take
-    /// the sum past the quota.
-    TooManyQueuedTiles {
-        /// Remaining tiles of the unfinished seeds.
-        queued: u64,
-    },
-}
-
-/// The seed admission script. KEYS: the registry, the new record. ARGV: key prefix, id,
-/// total, max active, max queued tiles, TTL in ms, then field/value pairs. Answers
-/// `{verdict, active, queued}`: 0 admitted, 1 too many active, 2 too many queued tiles.
-static SEED_ADMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    let (expanding, running) = (SeedState::Expanding.as_str(), SeedState::Running.as_str());
-    let (failed, interrupted) = (SeedState::Failed.as_str(), SeedState::Interrupted.as_str());
-    redis::Script::new(&format!(
-        r"
-local prefix, id = ARGV[1], ARGV[2]
-local total, max_active, max_queued = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local active, queued = 0, 0
-for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local rec = prefix .. 'seed:' .. other
-  local f = redis.call('HMGET', rec, 'state', 'total', 'queued')
-  local state = f[1]
-  local accounted = redis.call('SCARD', rec .. ':done') + redis.call('SCARD', rec .. ':failed')
-  local remaining = 0
-  if state == '{expanding}' or state == '{running}' then
-    remaining = (tonumber(f[2]) or 0) - accounted
-  elseif state == '{failed}' or state == '{interrupted}' then
-    remaining = (tonumber(f[3]) or 0) - accounted
-  end
-  if state == '{expanding}' or (state == '{running}' and remaining > 0) then
-    active = active + 1
-  end
-  if remaining > 0 then
-    queued = queued + remaining
-  else
-    redis.call('SREM', KEYS[1], other)
-  end
-end
-if active >= max_active then return {{1, active, queued}} end
-if queued + total > max_queued then return {{2, active, queued}} end
-local fields = {{}}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], unpack(fields))
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('SADD', KEYS[1], id)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {{0, active, queued}}
-"
-    ))
-});
 
 /// Key and channel names.
 #[derive(Debug, Clone)]
@@ -612,7 +489,8 @@ impl TileStore {
             .await
     }
 
-    /// Stores a tile without announcing it (the api's in-process renders).
+    /// Stores a tile without announcing it: a seed's tiles, which no request waits for
+    /// (announcing them would wake every api replica's listener for nothing).
     pub async fn put(&self, key: &TileKey, png: &[u8]) -> Result<(), StoreError> {
         let (k, ttl) = (self.keys.tile(key), self.tile_ttl_secs);
         self.with_conn(|mut c| async move { Ok(c.set_ex(k, png, ttl).await?) })
@@ -646,151 +524,6 @@ impl TileStore {
             Ok(set.is_some())
         })
         .await
-    }
-
-    /// Creates a seed record with a TTL if the deployment's seed quotas allow it, in one
-    /// atomic step, so several api replicas sharing this Redis cannot race past the quotas.
-    ///
-    /// Seeds are counted from a registry set of the seeds that may still have work: one is
-    /// active while `expanding`, or `running` with tiles unaccounted for; its remaining tiles
-    /// are its total minus those marked done or failed (for `failed` and `interrupted` seeds,
-    /// the tiles it queued minus those); `cancelled` and expired seeds have none. Seeds left
-    /// with nothing to do leave the registry on the way. The cost is one pass over the
-    /// registry, which the quotas keep small.
-    ///
-    /// The script builds the record keys from the prefix, so it needs a single Redis (not a
-    /// cluster), which is what fractile runs on.
-    pub async fn seed_admit(
-        &self,
-        seed: &NewSeed<'_>,
-        quotas: SeedQuotas,
-    ) -> Result<SeedAdmission, StoreError> {
-        let registry = self.keys.seed_registry();
-        let record = self.keys.seed(seed.id);
-        let ttl_ms = u64::try_from(seed.ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let mut invocation = SEED_ADMIT.key(&registry);
-        invocation
-            .key(&record)
-            .arg(&self.keys.prefix)
-            .arg(seed.id)
-            .arg(seed.total)
-            .arg(quotas.max_active)
-            .arg(quotas.max_queued_tiles)
-            .arg(ttl_ms);
-        for (field, value) in seed.fields {
-            invocation.arg(*field).arg(value);
-        }
-        self.with_conn(|mut c| async move {
-            let (verdict, active, queued): (i64, u64, u64) =
-                invocation.invoke_async(&mut c).await?;
-            Ok(match verdict {
-                0 => SeedAdmission::Admitted,
-                1 => SeedAdmission::TooManyActive { active },
-                2 => SeedAdmission::TooManyQueuedTiles { queued },
-                other => {
-                    return Err(StoreError::Malformed(format!(
-                        "seed admission answered {other}"
-                    )));
-                }
-            })
-        })
-        .await
-    }
-
-    /// A seed's record, if it exists, with `done` and `failed` filled in from its tile sets.
-    pub async fn seed_get(&self, id: &str) -> Result<Option<SeedFields>, StoreError> {
-        let k = self.keys.seed(id);
-        let (done, failed) = (
-            self.keys.seed_tiles(id, SeedOutcome::Done),
-            self.keys.seed_tiles(id, SeedOutcome::Failed),
-        );
-        self.with_conn(|mut c| async move {
-            let (mut fields, done, failed): (SeedFields, u64, u64) = redis::pipe()
-                .hgetall(&k)
-                .scard(&done)
-                .scard(&failed)
-                .query_async(&mut c)
-                .await?;
-            if fields.is_empty() {
-                return Ok(None);
-            }
-            fields.insert("done".into(), done.to_string());
-            fields.insert("failed".into(), failed.to_string());
-            Ok(Some(fields))
-        })
-        .await
-    }
-
-    /// Records what became of some of a seed's tiles. A set, not a counter: a redelivered
-    /// job marks its tile again without counting it twice.
-    pub async fn seed_mark(
-        &self,
-        id: &str,
-        outcome: SeedOutcome,
-        keys: &[TileKey],
-    ) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let set = self.keys.seed_tiles(id, outcome);
-        let members: Vec<String> = keys.iter().map(TileKey::to_string).collect();
-        let record = self.keys.seed(id);
-        self.with_conn(|mut c| async move {
-            // Only for live seeds, and the set expires with the record.
-            let script = redis::Script::new(
-                "local ttl = redis.call('PTTL', KEYS[1]) \
-                 if ttl < 0 then return 0 end \
-                 redis.call('SADD', KEYS[2], unpack(ARGV)) \
-                 redis.call('PEXPIRE', KEYS[2], ttl) return 1",
-            );
-            let mut invocation = script.key(&record);
-            invocation.key(&set);
-            for member in &members {
-                invocation.arg(member);
-            }
-            let _: i64 = invocation.invoke_async(&mut c).await?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Adds `by` to a counter of an existing seed (no-op if the record is gone).
-    pub async fn seed_add(&self, id: &str, field: &str, by: i64) -> Result<(), StoreError> {
-        let k = self.keys.seed(id);
-        let field = field.to_owned();
-        self.with_conn(|mut c| async move {
-            // HINCRBY would resurrect an expired record as a stub; only touch live ones.
-            let script = redis::Script::new(
-                "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) end return 0",
-            );
-            let _: i64 = script.key(&k).arg(&field).arg(by).invoke_async(&mut c).await?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Sets a field of an existing seed; false if the seed does not exist.
-    pub async fn seed_set(&self, id: &str, field: &str, value: &str) -> Result<bool, StoreError> {
-        let k = self.keys.seed(id);
-        let (field, value) = (field.to_owned(), value.to_owned());
-        self.with_conn(|mut c| async move {
-            let script = redis::Script::new(
-                "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1 end return 0",
-            );
-            let set: i64 = script.key(&k).arg(&field).arg(&value).invoke_async(&mut c).await?;
-            Ok(set == 1)
-        })
-        .await
-    }
-
-    /// One field of a seed.
-    pub async fn seed_field(&self, id: &str, field: &str) -> Result<Option<String>, StoreError> {
-        let k = self.keys.seed(id);
-        let field = field.to_owned();
-        self.with_conn(|mut c| async move { Ok(c.hget(&k, &field).await?) })
-            .await
     }
 
     /// Starts the pub/sub listener that wakes waiters when workers announce tiles.
@@ -832,4 +565,41 @@ where
     tokio::time::timeout(budget, operation)
         .await
         .unwrap_or(Err(StoreError::OverBudget(budget)))
+}
+
+#[cfg(test)]
+mod tests {
+    use fractile_render::{MaxZoom, Style, TileId};
+
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_prefix_the_render_version_and_the_whole_tile() {
+        let keys = Keys {
+            prefix: "fractile:".into(),
+        };
+        let key = TileKey {
+            tile: TileId::new(5, 3, 4, MaxZoom::LIMIT).expect("valid"),
+            style: Style::Fire,
+        };
+        let v = RENDER_VERSION;
+        assert_eq!(keys.tile(&key), format!("fractile:tile:{v}:fire:5:3:4"));
+        assert_eq!(
+            keys.claim(&key),
+            format!("fractile:rendering:{v}:fire:5:3:4")
+        );
+        assert_eq!(keys.seed("ab"), "fractile:seed:ab");
+        assert_eq!(keys.seed_registry(), "fractile:seeds");
+        assert_eq!(
+            keys.seed_tiles("ab", SeedOutcome::Done),
+            "fractile:seed:ab:done"
+        );
+        assert_eq!(
+            keys.seed_tiles("ab", SeedOutcome::Failed),
+            "fractile:seed:ab:failed"
+        );
+        assert_eq!(keys.ready_channel(), "fractile:tile-ready");
+        // The admission and take-over scripts build record keys as prefix .. 'seed:' .. id.
+        assert_eq!(keys.seed("ab"), format!("{}seed:{}", keys.prefix, "ab"));
+    }
 }

@@ -1,10 +1,11 @@
 //! What happens to one delivery, from decoding to the ack.
 //!
-//! The order is the guarantee: render → store in Redis (and announce) → count seed
-//! progress → ack. A crash anywhere before the ack leaves the job with the broker, which
-//! redelivers it; redelivery is harmless because the render is deterministic and the store
-//! a plain `SET`. Jobs are dropped without rendering when nobody can use the result: an
-//! interactive job past its deadline, a job of a cancelled seed, a tile already stored.
+//! The order is the guarantee: render → store in Redis (and announce it, for an interactive
+//! job: nobody waits for a seed's tiles) → count seed progress → ack. A crash anywhere
+//! before the ack leaves the job with the broker, which redelivers it; redelivery is
+//! harmless because the render is deterministic and the store a plain `SET`. Jobs are
+//! dropped without rendering when nobody can use the result: an interactive job past its
+//! deadline, a job of a cancelled seed, a tile already stored.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -118,8 +119,7 @@ impl JobContext {
             return Settle::Ack;
         }
         if let Some(seed) = &job.seed
-            && let Ok(Some(state)) = self.store.seed_field(seed, "state").await
-            && state == SeedState::Cancelled.as_str()
+            && let Ok(Some(SeedState::Cancelled)) = self.store.seed_state(seed).await
         {
             self.metrics.skipped.with_label_values(&["cancelled"]).inc();
             return Settle::Ack;
@@ -209,7 +209,13 @@ impl JobContext {
             };
         let mut backoff = STORE_BACKOFF;
         loop {
-            match self.store.put_and_announce(&key, png, &note).await {
+            // Only a tile a request may be waiting for is announced: a seed's tiles would
+            // wake every api replica's listener for nobody.
+            let stored = match job.priority {
+                Priority::Interactive => self.store.put_and_announce(&key, png, &note).await,
+                Priority::Bulk => self.store.put(&key, png).await,
+            };
+            match stored {
                 Ok(()) => {
                     self.seed_progress(job, key, SeedOutcome::Done).await;
                     return Settle::Ack;

@@ -54,6 +54,7 @@ async fn without_its_broker_the_api_renders_misses_here_and_refuses_seeds() {
         Request::post("/v1/seeds")
             .header(header::AUTHORIZATION, format!("Bearer {SEED_TOKEN}"))
             .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {SEED_TOKEN}"))
             .body(Body::from(r#"{"min_zoom": 0, "max_zoom": 1}"#))
             .expect("request"),
     )

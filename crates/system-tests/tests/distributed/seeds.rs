@@ -9,7 +9,6 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use fractile_api::seeds::SeedStatus;
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
-use fractile_tile_store::{NewSeed, SeedAdmission, SeedOutcome, SeedQuotas, SeedState};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::helpers::*;
@@ -25,15 +24,15 @@ fn seed_call(method: Method, uri: &str, body: &str) -> Request<Body> {
         .expect("valid request")
 }
 
-fn post_seed(body: &str) -> Request<Body> {
+pub(crate) fn post_seed(body: &str) -> Request<Body> {
     seed_call(Method::POST, "/v1/seeds", body)
 }
 
-fn get_seed(location: &str) -> Request<Body> {
+pub(crate) fn get_seed(location: &str) -> Request<Body> {
     seed_call(Method::GET, location, "")
 }
 
-fn cancel_seed(location: &str) -> Request<Body> {
+pub(crate) fn cancel_seed(location: &str) -> Request<Body> {
     seed_call(Method::DELETE, location, "")
 }
 
@@ -435,101 +434,5 @@ async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_
         assert_eq!(lines, expected, "port {port}; logs:\n{text}");
     }
     drop(hung);
-    cluster.cleanup().await;
-}
-
-#[tokio::test]
-async fn seed_admission_counts_each_state_as_documented() {
-    let Some(cluster) = Cluster::new().await else {
-        return;
-    };
-    let store = &cluster.store;
-    let quotas = SeedQuotas {
-        max_active: 2,
-        max_queued_tiles: 100,
-    };
-    let admit = |id: &'static str, total: u64, state: SeedState, queued: u64| async move {
-        let fields = [
-            ("state", state.as_str().to_owned()),
-            ("total", total.to_string()),
-            ("queued", queued.to_string()),
-        ];
-        let seed = NewSeed {
-            id,
-            total,
-            fields: &fields,
-            ttl: Duration::from_secs(600),
-        };
-        store.seed_admit(&seed, quotas).await.expect("redis")
-    };
-    let set = |id: &'static str, state: SeedState| async move {
-        assert!(
-            store
-                .seed_set(id, "state", state.as_str())
-                .await
-                .expect("redis")
-        );
-    };
-
-    assert_eq!(
-        admit("a", 50, SeedState::Running, 50).await,
-        SeedAdmission::Admitted
-    );
-    assert_eq!(
-        admit("b", 10, SeedState::Expanding, 4).await,
-        SeedAdmission::Admitted
-    );
-    assert_eq!(
-        admit("c", 1, SeedState::Running, 1).await,
-        SeedAdmission::TooManyActive { active: 2 }
-    );
-    // Interrupted: no longer active; its queued jobs (4) still count until rendered.
-    set("b", SeedState::Interrupted).await;
-    assert_eq!(
-        admit("c", 47, SeedState::Running, 47).await,
-        SeedAdmission::TooManyQueuedTiles { queued: 54 }
-    );
-    // Finished tiles (rendered or failed for good) count no more.
-    let three: Vec<TileKey> = TileRange::whole(1, MaxZoom::LIMIT)
-        .expect("valid")
-        .tiles()
-        .take(3)
-        .map(|tile| TileKey {
-            tile,
-            style: Style::Classic,
-        })
-        .collect();
-    store
-        .seed_mark("a", SeedOutcome::Done, &three[..2])
-        .await
-        .expect("redis");
-    store
-        .seed_mark("a", SeedOutcome::Failed, &three[2..])
-        .await
-        .expect("redis");
-    assert_eq!(
-        admit("c", 47, SeedState::Running, 47).await,
-        SeedAdmission::Admitted
-    );
-    // Cancelled: nothing left, neither active nor queued.
-    set("a", SeedState::Cancelled).await;
-    assert_eq!(
-        admit("d", 1, SeedState::Running, 1).await,
-        SeedAdmission::Admitted
-    );
-    assert_eq!(
-        admit("e", 1, SeedState::Running, 1).await,
-        SeedAdmission::TooManyActive { active: 2 }
-    );
-    // Failed (could not queue every job): like interrupted, only its queued jobs count.
-    set("c", SeedState::Failed).await;
-    assert_eq!(
-        admit("e", 49, SeedState::Running, 49).await,
-        SeedAdmission::TooManyQueuedTiles { queued: 4 + 47 + 1 }
-    );
-    assert_eq!(
-        admit("e", 48, SeedState::Running, 48).await,
-        SeedAdmission::Admitted
-    );
     cluster.cleanup().await;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use fractile_queue::RenderJob;
 use fractile_render::{MaxZoom, RenderError, Style, TileKey, TileRange, render_tile};
-use fractile_tile_store::{NewSeed, SeedAdmission, SeedQuotas};
+use fractile_tile_store::{NewSeed, SeedAdmission, SeedQuotas, SeedRecord, SeedState};
 use fractile_worker::{Renderer, Worker};
 
 use crate::helpers::*;
@@ -34,14 +34,13 @@ fn pause(faults: &fractile_runtime::faults::Faults) {
 }
 
 async fn seed_progress(env: &Env, id: &str) -> (u64, u64) {
-    let fields = env
+    let record = env
         .store
         .seed_get(id)
         .await
         .expect("redis")
         .expect("seed exists");
-    let n = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (n("done"), n("failed"))
+    (record.done, record.failed)
 }
 
 #[tokio::test]
@@ -56,12 +55,13 @@ async fn killing_a_worker_mid_seed_loses_no_tile() {
         })
         .collect();
     let id = "killtest";
-    let total = tiles.len().to_string();
+    let mut record = SeedRecord::new(tiles.len() as u64, (0, 4), None, "fire", 0);
+    record.state = SeedState::Running;
     let seed = NewSeed {
         id,
-        total: tiles.len() as u64,
-        fields: &[("state", "running".into()), ("total", total)],
+        record: &record,
         ttl: Duration::from_secs(600),
+        lease: None,
     };
     let quotas = SeedQuotas {
         max_active: 1,

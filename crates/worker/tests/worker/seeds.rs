@@ -1,0 +1,83 @@
+//! Seed jobs: stored without an announcement (no request waits for them), skipped once
+//! their seed is cancelled.
+
+use std::time::{Duration, SystemTime};
+
+use fractile_queue::RenderJob;
+use fractile_tile_store::{NewSeed, SeedQuotas, SeedRecord};
+use fractile_worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn seed_tiles_are_stored_without_an_announcement_interactive_ones_with_one() {
+    let Some(env) = Env::new().await else { return };
+    let running = run_worker(Worker::new(env.worker_config()).expect("worker"));
+    let stop = CancellationToken::new();
+    let ready = env.store.ready_listener(stop.clone());
+    assert!(ready.wait_connected(Duration::from_secs(5)).await);
+
+    let (seeded, wanted) = (key(4, 2, 5), key(4, 9, 9));
+    let mut seed_wait = ready.register(&seeded);
+    let mut wanted_wait = ready.register(&wanted);
+    env.send(&RenderJob::bulk(&seeded, "someseed")).await;
+    eventually(
+        "the seed tile is stored",
+        Duration::from_secs(15),
+        || async { env.store.get(&seeded).await.expect("redis").is_some() },
+    )
+    .await;
+    // An interactive job after it: its announcement comes on the same channel, after the
+    // seed tile's would have.
+    let job = RenderJob::interactive(&wanted, SystemTime::now() + Duration::from_secs(10));
+    env.send(&job).await;
+    let note = tokio::time::timeout(Duration::from_secs(15), wanted_wait.announced())
+        .await
+        .expect("the interactive tile is announced");
+    assert_eq!(note.key, wanted.to_string());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), seed_wait.announced())
+            .await
+            .is_err(),
+        "the seed tile was announced"
+    );
+    running.shutdown().await;
+    stop.cancel();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn jobs_of_a_cancelled_seed_are_acked_unrendered() {
+    let Some(env) = Env::new().await else { return };
+    let record = SeedRecord::new(2, (4, 4), None, "classic", 0);
+    let seed = NewSeed {
+        id: "cancelme",
+        record: &record,
+        ttl: Duration::from_secs(600),
+        lease: None,
+    };
+    let quotas = SeedQuotas {
+        max_active: 10,
+        max_queued_tiles: 100,
+    };
+    env.store.seed_admit(&seed, quotas).await.expect("redis");
+    assert!(env.store.seed_cancel("cancelme").await.expect("redis"));
+    let tile = key(4, 1, 1);
+    env.send(&RenderJob::bulk(&tile, "cancelme")).await;
+    let worker = Worker::new(env.worker_config()).expect("worker");
+    let metrics = worker.metrics();
+    let running = run_worker(worker);
+    eventually("the job is skipped", Duration::from_secs(15), || async {
+        metrics.skipped.with_label_values(&["cancelled"]).get() == 1
+    })
+    .await;
+    assert_eq!(env.store.get(&tile).await.expect("redis"), None);
+    running.shutdown().await;
+    assert_eq!(
+        env.ready(&env.topology.bulk).await,
+        0,
+        "skipped means acked"
+    );
+    env.cleanup().await;
+}
