@@ -302,18 +302,12 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The map viewer. It loads Leaflet from a CDN pinned by integrity hash, hence the CSP.
+/// The map viewer. It loads Leaflet from `FRACTILE_VIEWER_ASSETS`, pinned by integrity hash;
+/// the CSP (built at start-up) allows that origin.
 async fn viewer(State(state): State<AppState>) -> Response {
     let mut response = Html(state.viewer.clone()).into_response();
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'self' 'unsafe-inline' https://unpkg.com; \
-             style-src 'self' 'unsafe-inline' https://unpkg.com; img-src 'self' blob: data: https://unpkg.com; \
-             connect-src 'self'; frame-ancestors 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, state.viewer_csp.clone());
     response
 }

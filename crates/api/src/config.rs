@@ -21,6 +21,52 @@ pub enum QueueFallback {
     Reject,
 }
 
+/// The base URL the viewer loads Leaflet from, validated: an `https://` URL or an absolute
+/// path on the api's own origin, without a trailing `/`, made only of characters that need no
+/// escaping in an HTML attribute or a CSP header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerAssets {
+    base: String,
+    origin: Option<String>,
+}
+
+impl ViewerAssets {
+    /// Parses a `FRACTILE_VIEWER_ASSETS` value.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~/:@%+".contains(c);
+        if let Some(bad) = s.chars().find(|&c| !allowed(c)) {
+            return Err(format!(
+                "{bad:?} is not allowed in the viewer asset URL (letters, digits and -._~/:@%+ only)"
+            ));
+        }
+        let base = s.trim_end_matches('/').to_owned();
+        if let Some(rest) = s.strip_prefix("https://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.is_empty() || authority.contains('@') {
+                return Err("an https URL needs a host (and no user name)".into());
+            }
+            Ok(Self {
+                origin: Some(format!("https://{authority}")),
+                base,
+            })
+        } else if s.starts_with('/') && !s.starts_with("//") {
+            Ok(Self { base, origin: None })
+        } else {
+            Err("expected an https:// URL or a path on this server starting with /".into())
+        }
+    }
+
+    /// The base, without a trailing `/`: the page loads `{base}/leaflet.js` and `{base}/leaflet.css`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The origin the page's CSP must allow (`https://host[:port]`); `None` for a same-origin path.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+}
+
 /// The api's settings.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -56,6 +102,18 @@ pub struct Config {
     /// Deepest zoom level served (at most 32: beyond that f64 runs out of precision).
     #[arg(long, env = "FRACTILE_MAX_ZOOM", default_value_t = 24, value_parser = parse_max_zoom_u8)]
     pub max_zoom: u8,
+
+    /// Where the viewer loads Leaflet 1.9.4 from: a base URL holding `leaflet.js` and
+    /// `leaflet.css`, either `https://…` or a path on this server's origin (`/…`). The page
+    /// keeps its SRI hashes, so the files must be byte-identical to the npm package's `dist/`;
+    /// the page's CSP allows this origin.
+    #[arg(
+        long,
+        env = "FRACTILE_VIEWER_ASSETS",
+        default_value = "https://unpkg.com/leaflet@1.9.4/dist",
+        value_parser = ViewerAssets::parse
+    )]
+    pub viewer_assets: ViewerAssets,
 
     /// Render threads (default: the CPUs this process may use).
     #[arg(long, env = "FRACTILE_RENDER_THREADS")]
@@ -368,6 +426,28 @@ fn parse_max_zoom_u8(s: &str) -> Result<u8, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn viewer_assets_are_https_or_a_same_origin_path() {
+        let cdn = ViewerAssets::parse("https://cdn.example:8443/leaflet/1.9.4/").expect("https");
+        assert_eq!(cdn.base(), "https://cdn.example:8443/leaflet/1.9.4");
+        assert_eq!(cdn.origin(), Some("https://cdn.example:8443"));
+        let local = ViewerAssets::parse("/static/leaflet").expect("path");
+        assert_eq!((local.base(), local.origin()), ("/static/leaflet", None));
+        for bad in [
+            "http://cdn.example/leaflet",
+            "//cdn.example/leaflet",
+            "https:///leaflet",
+            "https://user@cdn.example/leaflet",
+            "leaflet/dist",
+            "/x\"><script>",
+            "/x'; script-src *",
+            "/x y",
+            "",
+        ] {
+            assert!(ViewerAssets::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn max_zoom_beyond_precision_is_refused() {

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::seeds;
 use crate::tile_cache::{Backends, TileCache};
 
-/// The viewer page; `{{MAX_ZOOM}}` is filled in at start-up.
+/// The viewer page; `{{MAX_ZOOM}}` and `{{LEAFLET_BASE}}` are filled in at start-up.
 const VIEWER_HTML: &str = include_str!("viewer/index.html");
 
 /// What every handler can reach. Cheap to clone.
@@ -44,6 +44,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// The viewer page, rendered once.
     pub viewer: bytes::Bytes,
+    /// The viewer page's Content-Security-Policy (it allows the Leaflet asset origin).
+    pub viewer_csp: HeaderValue,
     /// How long a request body may take to arrive.
     pub body_read_timeout: Duration,
     /// Largest seed accepted, in tiles.
@@ -159,7 +161,9 @@ impl AppState {
             readiness: Readiness::default(),
             viewer: VIEWER_HTML
                 .replace("{{MAX_ZOOM}}", &max_zoom.get().to_string())
+                .replace("{{LEAFLET_BASE}}", config.viewer_assets.base())
                 .into(),
+            viewer_csp: viewer_csp(&config.viewer_assets)?,
             body_read_timeout: config.body_read_timeout,
             seed_max_tiles: config.seed_max_tiles,
             seed_gate: seeds::SeedGate::new(config.seed_token.clone()),
@@ -174,4 +178,15 @@ impl AppState {
             head_limits: HeadLimits::new(config),
         })
     }
+}
+
+/// The viewer's CSP: its own origin, plus the origin of the Leaflet assets when they are off-site.
+fn viewer_csp(assets: &crate::config::ViewerAssets) -> anyhow::Result<HeaderValue> {
+    let cdn = assets.origin().map(|o| format!(" {o}")).unwrap_or_default();
+    HeaderValue::from_str(&format!(
+        "default-src 'self'; script-src 'self' 'unsafe-inline'{cdn}; \
+         style-src 'self' 'unsafe-inline'{cdn}; img-src 'self' blob: data:{cdn}; \
+         connect-src 'self'; frame-ancestors 'none'"
+    ))
+    .context("building the viewer's Content-Security-Policy")
 }

@@ -142,6 +142,66 @@ async fn an_incoming_request_id_is_kept_and_returned() {
     assert_eq!(response.headers()["x-request-id"], "lb-1234");
 }
 
+/// The viewer page and its CSP for the given `FRACTILE_VIEWER_ASSETS`.
+async fn viewer_with_assets(assets: &str) -> (String, String) {
+    let mut config = config();
+    config.viewer_assets = fractile_api::config::ViewerAssets::parse(assets).expect("valid");
+    let (_state, app) = app_with(&config);
+    let response = send(&app, get("/")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let html = String::from_utf8(body_bytes(response).await.to_vec()).expect("utf-8");
+    (html, csp)
+}
+
+/// The `script-src` and `style-src` directives of a CSP.
+fn asset_directives(csp: &str) -> Vec<&str> {
+    csp.split(';')
+        .map(str::trim)
+        .filter(|d| d.starts_with("script-src ") || d.starts_with("style-src "))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_viewer_loads_leaflet_from_the_configured_asset_base_and_its_csp_allows_it() {
+    let (html, csp) = viewer_with_assets("https://assets.example:8443/vendor/leaflet/").await;
+    assert!(html.contains(r#"src="https://assets.example:8443/vendor/leaflet/leaflet.js""#));
+    assert!(html.contains(r#"href="https://assets.example:8443/vendor/leaflet/leaflet.css""#));
+    assert!(!html.contains("unpkg.com") && !html.contains("{{LEAFLET_BASE}}"));
+    assert_eq!(
+        html.matches("integrity=\"sha256-").count(),
+        2,
+        "SRI hashes kept"
+    );
+    let directives = asset_directives(&csp);
+    assert_eq!(directives.len(), 2, "{csp}");
+    for d in directives {
+        assert!(
+            d.split(' ').any(|s| s == "https://assets.example:8443"),
+            "{csp}"
+        );
+    }
+    assert!(!csp.contains("unpkg.com"), "{csp}");
+
+    // A path on the api's own origin: 'self' covers it, no other origin is allowed.
+    let (html, csp) = viewer_with_assets("/static/leaflet").await;
+    assert!(html.contains(r#"src="/static/leaflet/leaflet.js""#));
+    for d in asset_directives(&csp) {
+        assert!(!d.contains("https:"), "{csp}");
+    }
+
+    // The default is unpkg, as before.
+    let (html, csp) = viewer_with_assets("https://unpkg.com/leaflet@1.9.4/dist").await;
+    assert!(html.contains(r#"src="https://unpkg.com/leaflet@1.9.4/dist/leaflet.js""#));
+    assert!(
+        csp.contains("script-src 'self' 'unsafe-inline' https://unpkg.com;"),
+        "{csp}"
+    );
+}
+
 #[tokio::test]
 async fn the_viewer_page_is_served_with_the_max_zoom() {
     let mut config = config();

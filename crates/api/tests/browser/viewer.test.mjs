@@ -25,8 +25,15 @@
 //      colours the outline by cache layer, and toggles off again;
 //   7. the style selector swaps the layer (tiles requested with style=fire);
 //   8. no page errors, unhandled rejections or console errors throughout,
-//      other than the console's note of the one injected 503.
-// Screenshots go to output/viewer.png and output/viewer-tile-info.png.
+//      other than the console's note of the one injected 503;
+//   9. in a second browser context where the CDN is unreachable (every off-host
+//      request fails as if offline), the page shows #leaflet-failed instead of the
+//      map: visible, every text in it at a contrast of at least 7:1 and 12 px or
+//      more, saying what failed (and from where), that tiles are still served at
+//      /tiles/{z}/{x}/{y}.png (its example link answers a PNG), and how to
+//      self-host Leaflet (FRACTILE_VIEWER_ASSETS).
+// Screenshots go to output/viewer.png, output/viewer-tile-info.png and
+// output/viewer-offline.png.
 // Exit code 0 = all passed; otherwise the failure is printed and the code is 1.
 
 import fs from 'node:fs';
@@ -301,6 +308,76 @@ try {
   await check('no page errors, console errors or off-host requests', async () => {
     noProblems();
     assert(offHost.length === 0, `off-host requests (aborted):\n  ${offHost.join('\n  ')}`);
+  });
+
+  // --- 9. offline: the CDN is unreachable ------------------------------------
+  await check('with the Leaflet CDN blocked, a readable page says what failed and what still works', async () => {
+    const offline = await browser.newContext({ viewport: { width: 1024, height: 768 } });
+    try {
+      offline.setDefaultTimeout(STEP_TIMEOUT_MS);
+      const blocked = [];
+      await offline.route('**/*', (route) => {
+        const url = route.request().url();
+        if (new URL(url).origin === base.origin) return route.continue();
+        blocked.push(url);
+        return route.abort('internetdisconnected');
+      });
+      const page = await offline.newPage();
+      const res = await page.goto(pageUrl, { waitUntil: 'load' });
+      assert(res && res.status() === 200, `GET ${pageUrl} answered ${res && res.status()}`);
+      assert(blocked.some((u) => u === `${LEAFLET_CDN}leaflet.js`), `leaflet.js was not requested: ${blocked.join(', ')}`);
+      const box = page.locator('#leaflet-failed');
+      await box.waitFor({ state: 'visible' });
+      assert(!(await page.locator('#map').isVisible()), 'the empty map still covers the page');
+      const text = (await box.innerText()).replace(/\s+/g, ' ');
+      for (const want of [
+        'Leaflet did not load',                      // what failed
+        `${LEAFLET_CDN}leaflet.js`,                  // from where
+        'offline',                                   // why, probably
+        '/tiles/{z}/{x}/{y}.png',                    // what still works
+        'FRACTILE_VIEWER_ASSETS',                    // how to self-host
+        'leaflet@1.9.4',
+      ]) {
+        assert(text.includes(want), `the message lacks ${JSON.stringify(want)}: ${text}`);
+      }
+      // Every text element of the message must be readable: contrast against the background
+      // it is drawn on of at least 7:1 (WCAG AAA), and a font of at least 12 px.
+      const worst = await box.evaluate((el) => {
+        const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+        const lum = ([r, g, b]) => {
+          const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+          return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+        };
+        const background = (node) => {
+          for (let n = node; n; n = n.parentElement) {
+            const c = rgb(getComputedStyle(n).backgroundColor);
+            if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+          }
+          return [255, 255, 255];
+        };
+        let worst = { ratio: Infinity };
+        for (const node of [el, ...el.querySelectorAll('*')]) {
+          if (![...node.childNodes].some((c) => c.nodeType === 3 && c.textContent.trim())) continue;
+          const style = getComputedStyle(node);
+          const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(background(node))];
+          const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+          const px = parseFloat(style.fontSize);
+          if (ratio < worst.ratio || px < 12) worst = { ratio, px, tag: node.tagName, color: style.color };
+        }
+        return worst;
+      });
+      assert(worst.ratio >= 7 && worst.px >= 12, `unreadable text: ${JSON.stringify(worst)}`);
+      // The tile link in the message works.
+      const tile = await page.evaluate(async () => {
+        const r = await fetch(document.querySelector('#leaflet-failed a').href);
+        return { status: r.status, type: r.headers.get('content-type') };
+      });
+      assert(tile.status === 200 && tile.type === 'image/png', `the example tile: ${JSON.stringify(tile)}`);
+      await page.screenshot({ path: path.join(OUTPUT, 'viewer-offline.png') });
+      return `contrast ${worst.ratio.toFixed(1)}:1`;
+    } finally {
+      await offline.close().catch(() => {});
+    }
   });
 
   console.log(`screenshots: ${path.join(OUTPUT, 'viewer.png')}, ${path.join(OUTPUT, 'viewer-tile-info.png')}`);
