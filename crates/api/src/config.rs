@@ -6,11 +6,17 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use fractile_queue::QueueArgs;
 use fractile_render::MaxZoom;
-use fractile_runtime::{LogArgs, SecretUrl, parse_duration};
+use fractile_runtime::{LogArgs, SecretUrl, UrlParser, parse_duration};
 use fractile_tile_store::RedisArgs;
+
+/// Schemes `FRACTILE_REDIS_URL` may have.
+pub const REDIS_SCHEMES: &[&str] = &["redis", "rediss"];
+
+/// Schemes `FRACTILE_AMQP_URL` may have.
+pub const AMQP_SCHEMES: &[&str] = &["amqp", "amqps"];
 
 /// What a miss does when the render queue cannot take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -187,19 +193,21 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_CACHE_MAX_AGE", default_value = "1d", value_parser = parse_duration)]
     pub cache_max_age: Duration,
 
-    /// Redis for the shared tile cache (L2), e.g. `redis://:password@redis:6379`. Unset:
-    /// embedded mode, L1 only.
-    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true)]
+    /// Redis for the shared tile cache (L2), e.g. `redis://:password@redis:6379`. Unset or
+    /// empty: embedded mode, L1 only.
+    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(REDIS_SCHEMES))]
     pub redis_url: Option<SecretUrl>,
 
     /// RabbitMQ to send misses and seeds to workers, e.g. `amqp://user:pass@rabbitmq:5672/%2f`.
     /// Needs `FRACTILE_REDIS_URL` (workers return tiles through Redis). Unset: render here.
     /// Connected in the background with backoff: the api serves without it meanwhile.
+    /// Unset or empty: render here.
     #[arg(
         long,
         env = "FRACTILE_AMQP_URL",
         hide_env_values = true,
-        requires = "redis_url"
+        requires = "redis_url",
+        value_parser = UrlParser::optional(AMQP_SCHEMES)
     )]
     pub amqp_url: Option<SecretUrl>,
 
@@ -279,6 +287,33 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings of this process's flags and environment; a bad one exits with clap's
+    /// usage error (status 2).
+    pub fn load() -> Self {
+        Self::try_load_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The settings of `args` and the environment. An empty `FRACTILE_REDIS_URL` or
+    /// `FRACTILE_AMQP_URL` (as a Docker `.env` file writes an unset one) means unset.
+    pub fn try_load_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut config = Self::try_parse_from(args)?;
+        config.redis_url = config.redis_url.filter(|url| !url.is_empty());
+        config.amqp_url = config.amqp_url.filter(|url| !url.is_empty());
+        // clap's `requires` counts an empty Redis URL as given.
+        if config.amqp_url.is_some() && config.redis_url.is_none() {
+            return Err(Self::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "FRACTILE_AMQP_URL (--amqp-url) needs FRACTILE_REDIS_URL (--redis-url): \
+                 workers return tiles through Redis",
+            ));
+        }
+        Ok(config)
+    }
+
     /// The deepest zoom served, as the render library's validated type.
     pub fn max_zoom(&self) -> MaxZoom {
         // parse_max_zoom_u8 already checked the limit when the value was read.
@@ -295,7 +330,7 @@ impl Config {
 
     /// Settings for tests: loopback on ephemeral ports, everything else default.
     pub fn for_tests() -> Self {
-        let mut config = Config::parse_from(["fractile-api"]);
+        let mut config = Config::try_load_from(["fractile-api"]).unwrap_or_else(|e| e.exit());
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         // No load balancer to wait for; tests of the delay set their own.
@@ -476,6 +511,48 @@ mod tests {
             "redis://y",
         ];
         assert!(Config::try_parse_from(both).is_ok());
+    }
+
+    #[test]
+    fn empty_urls_mean_unset() {
+        let c = Config::try_load_from(["fractile-api", "--redis-url", "", "--amqp-url", ""])
+            .expect("empty is unset");
+        assert!(c.redis_url.is_none() && c.amqp_url.is_none(), "{c:?}");
+        let error =
+            Config::try_load_from(["fractile-api", "--redis-url", "", "--amqp-url", "amqp://x"])
+                .expect_err("a queue without Redis")
+                .to_string();
+        assert!(error.contains("FRACTILE_REDIS_URL"), "{error}");
+    }
+
+    #[test]
+    fn an_invalid_url_names_its_variable_and_hides_the_password() {
+        for (flag, bad, variable) in [
+            ("--redis-url", "s3cret@redis:6379", "FRACTILE_REDIS_URL"),
+            (
+                "--redis-url",
+                "http://:s3cret@redis:6379",
+                "FRACTILE_REDIS_URL",
+            ),
+            (
+                "--amqp-url",
+                "guest:s3cret@rabbitmq:5672",
+                "FRACTILE_AMQP_URL",
+            ),
+            (
+                "--amqp-url",
+                "redis://guest:s3cret@rabbitmq",
+                "FRACTILE_AMQP_URL",
+            ),
+        ] {
+            let mut args = vec!["fractile-api", flag, bad];
+            if flag == "--amqp-url" {
+                args.extend(["--redis-url", "redis://y"]);
+            }
+            let error = Config::try_load_from(args).expect_err(bad).to_string();
+            assert!(error.contains(variable), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+        }
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use fractile_api::{Config, Server, shutdown_signal};
 
 #[tokio::main]
@@ -11,7 +10,7 @@ async fn main() -> ExitCode {
     if let Some(code) = fractile_runtime::healthcheck::run_if_asked("127.0.0.1:9000") {
         return code;
     }
-    let config = Config::parse();
+    let config = Config::load();
     config.log.init();
     let result = async { Server::bind(config).await?.run(shutdown_signal()).await }.await;
     match result {

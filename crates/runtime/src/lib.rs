@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use secret_url::{SecretUrl, redact_url};
+pub use secret_url::{SecretUrl, UrlParser, redact_url};
 pub use telemetry::{LogArgs, LogFormat};
 
 /// Whether this process should receive work. Flipped once, when shutdown begins.

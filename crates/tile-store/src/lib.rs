@@ -315,6 +315,8 @@ pub struct TileStore {
     budget: Duration,
     probe_interval: Duration,
     breaker: Arc<Breaker>,
+    /// The URL with its password hidden, for logs.
+    redacted_url: Arc<str>,
 }
 
 impl TileStore {
@@ -348,6 +350,7 @@ impl TileStore {
             budget,
             probe_interval: settings.probe_interval,
             breaker: Arc::new(Breaker::new(settings.breaker_threshold)),
+            redacted_url: fractile_runtime::redact_url(&settings.url).into(),
         })
     }
 
@@ -409,6 +412,7 @@ impl TileStore {
     fn start_probe(&self, cause: Option<&StoreError>) {
         let threshold = self.breaker.threshold();
         tracing::warn!(
+            url = %self.redacted_url,
             error = cause.map(tracing::field::display),
             threshold,
             probe_every = ?self.probe_interval,
@@ -528,7 +532,12 @@ impl TileStore {
 
     /// Starts the pub/sub listener that wakes waiters when workers announce tiles.
     pub fn ready_listener(&self, stop: tokio_util::sync::CancellationToken) -> ReadyListener {
-        ReadyListener::spawn(self.client.clone(), self.keys.ready_channel(), stop)
+        ReadyListener::spawn(
+            self.client.clone(),
+            Arc::clone(&self.redacted_url),
+            self.keys.ready_channel(),
+            stop,
+        )
     }
 
     /// Deletes every key under this store's prefix (tests clean up with it).

@@ -34,11 +34,17 @@ pub struct ReadyListener {
 }
 
 impl ReadyListener {
-    pub(crate) fn spawn(client: redis::Client, channel: String, stop: CancellationToken) -> Self {
+    pub(crate) fn spawn(
+        client: redis::Client,
+        redacted_url: Arc<str>,
+        channel: String,
+        stop: CancellationToken,
+    ) -> Self {
         let waiters: Waiters = Arc::default();
         let (connected_tx, connected) = watch::channel(false);
         tokio::spawn(listen(
             client,
+            redacted_url,
             channel,
             Arc::clone(&waiters),
             connected_tx,
@@ -124,6 +130,7 @@ impl Drop for ReadyWait {
 
 async fn listen(
     client: redis::Client,
+    url: Arc<str>,
     channel: String,
     waiters: Waiters,
     connected: watch::Sender<bool>,
@@ -158,16 +165,16 @@ async fn listen(
                     }
                 }
                 connected.send_replace(false);
-                tracing::warn!("tile-ready subscription lost; reconnecting");
+                tracing::warn!(%url, "tile-ready subscription lost; reconnecting");
             }
             Ok(Err(error)) => {
                 if let Some(suppressed) = streak.failed() {
-                    tracing::warn!(%error, suppressed, "tile-ready subscription failed; retrying");
+                    tracing::warn!(%url, %error, failures = streak.failures, suppressed, retry_in = ?RECONNECT_BACKOFF, "tile-ready subscription failed; retrying");
                 }
             }
             Err(_) => {
                 if let Some(suppressed) = streak.failed() {
-                    tracing::warn!(suppressed, "tile-ready subscription timed out; retrying");
+                    tracing::warn!(%url, failures = streak.failures, suppressed, retry_in = ?RECONNECT_BACKOFF, "tile-ready subscription timed out; retrying");
                 }
             }
         }

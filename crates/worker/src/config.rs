@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use fractile_queue::QueueArgs;
-use fractile_runtime::{LogArgs, SecretUrl, parse_duration};
+use fractile_runtime::{LogArgs, SecretUrl, UrlParser, parse_duration};
 use fractile_tile_store::RedisArgs;
 
 /// The worker's settings.
@@ -17,12 +17,14 @@ use fractile_tile_store::RedisArgs;
     about = "fractile's render worker: renders queued tiles into Redis."
 )]
 pub struct Config {
-    /// RabbitMQ to consume render jobs from.
-    #[arg(long, env = "FRACTILE_AMQP_URL", hide_env_values = true)]
+    /// RabbitMQ to consume render jobs from, e.g. `amqp://user:pass@rabbitmq:5672/%2f`.
+    /// Required: empty is an error.
+    #[arg(long, env = "FRACTILE_AMQP_URL", hide_env_values = true, value_parser = UrlParser::required(&["amqp", "amqps"]))]
     pub amqp_url: SecretUrl,
 
-    /// Redis to store rendered tiles in.
-    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true)]
+    /// Redis to store rendered tiles in, e.g. `redis://:password@redis:6379`. Required:
+    /// empty is an error.
+    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::required(&["redis", "rediss"]))]
     pub redis_url: SecretUrl,
 
     /// Key prefix, tile lifetime, pool size, budget and breaker of Redis.
@@ -129,6 +131,32 @@ mod tests {
     fn parse(amqp: &str, redis: &str, extra: &[&str]) -> Config {
         let args = ["fractile-worker", "--amqp-url", amqp, "--redis-url", redis];
         Config::try_parse_from(args.iter().chain(extra)).expect("parses")
+    }
+
+    #[test]
+    fn an_empty_or_invalid_url_names_its_variable_and_hides_the_password() {
+        let refused = |amqp: &str, redis: &str| {
+            let args = ["fractile-worker", "--amqp-url", amqp, "--redis-url", redis];
+            Config::try_parse_from(args)
+                .expect_err("refused")
+                .to_string()
+        };
+        for (error, variable) in [
+            (refused("", "redis://y"), "FRACTILE_AMQP_URL"),
+            (refused("amqp://x", ""), "FRACTILE_REDIS_URL"),
+            (
+                refused("guest:s3cret@rabbitmq", "redis://y"),
+                "FRACTILE_AMQP_URL",
+            ),
+            (
+                refused("amqp://x", "http://:s3cret@redis"),
+                "FRACTILE_REDIS_URL",
+            ),
+        ] {
+            assert!(error.contains(variable), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+        assert!(refused("", "redis://y").contains("empty"));
     }
 
     #[test]

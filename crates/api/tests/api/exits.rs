@@ -35,6 +35,59 @@ fn bad_settings_exit_with_a_usage_error_and_no_panic() {
 }
 
 #[test]
+fn empty_urls_mean_unset_and_the_api_starts() {
+    // As a Docker `.env` file writes the settings it leaves unset.
+    let mut command = api();
+    command
+        .env("FRACTILE_REDIS_URL", "")
+        .env("FRACTILE_AMQP_URL", "");
+    let process = Process::spawn(command);
+    listening(&process);
+    process.terminate();
+    let status = process.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn an_invalid_redis_url_exits_2_naming_its_variable_without_the_password() {
+    let mut command = api();
+    // The scheme forgotten: not a URL at all.
+    command
+        .env("FRACTILE_REDIS_URL", ":s3cret-pw@127.0.0.1:6379")
+        .env_remove("FRACTILE_AMQP_URL");
+    let process = Process::spawn(command);
+    process.wait_for_line(Duration::from_secs(10), |l| {
+        l.contains("FRACTILE_REDIS_URL")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let output = process.output().join("\n");
+    let status = process.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "clap's usage error: {output}");
+    assert!(!output.contains("s3cret-pw"), "{output}");
+}
+
+#[test]
+fn an_invalid_amqp_url_error_is_printed_once_without_the_password() {
+    let mut command = api();
+    command
+        .env("FRACTILE_REDIS_URL", "redis://127.0.0.1:6379")
+        .env("FRACTILE_AMQP_URL", ":s3cret-pw@127.0.0.1:5672");
+    let process = Process::spawn(command);
+    process.wait_for_line(Duration::from_secs(10), |l| l.contains("FRACTILE_AMQP_URL"));
+    std::thread::sleep(Duration::from_millis(300));
+    let output = process.output().join("\n");
+    let status = process.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(!output.contains("s3cret-pw"), "{output}");
+    assert!(output.contains("***@127.0.0.1:5672"), "{output}");
+    assert_eq!(
+        output.matches("relative URL without a base").count(),
+        1,
+        "{output}"
+    );
+}
+
+#[test]
 fn a_taken_port_exits_non_zero_and_no_panic() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut command = api();

@@ -46,6 +46,35 @@ fn missing_settings_exit_with_a_usage_error_and_no_panic() {
 }
 
 #[test]
+fn an_empty_or_invalid_url_exits_with_a_usage_error_naming_its_variable() {
+    for (amqp, redis, variable) in [
+        // As a Docker `.env` file writes a setting it leaves unset.
+        ("", "redis://127.0.0.1:6379", "FRACTILE_AMQP_URL"),
+        (
+            "amqp://127.0.0.1:5672/%2f",
+            ":s3cret-pw@127.0.0.1:6379",
+            "FRACTILE_REDIS_URL",
+        ),
+    ] {
+        let mut command = worker();
+        command
+            .env("FRACTILE_AMQP_URL", amqp)
+            .env("FRACTILE_REDIS_URL", redis);
+        let process = Process::spawn(command);
+        process.wait_for_line(Duration::from_secs(10), |l| l.contains(variable));
+        std::thread::sleep(Duration::from_millis(300));
+        let output = process.output().join("\n");
+        let status = process.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{output}");
+        assert!(!output.contains("s3cret-pw"), "{output}");
+        assert!(
+            output.matches("relative URL without a base").count() <= 1,
+            "{output}"
+        );
+    }
+}
+
+#[test]
 fn an_unreachable_broker_is_retried_not_ready_until_sigterm_ends_it_cleanly() {
     let password = "do-not-log-me";
     let admin = format!("127.0.0.1:{}", closed_port());
