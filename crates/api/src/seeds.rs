@@ -390,7 +390,7 @@ pub async fn show(
     Ok(Json(read_status(&store, &valid_id(&id)?).await?))
 }
 
-/// `DELETE /v1/seeds/{id}`: workers skip the seed's remaining jobs.
+/// `DELETE /v1/seeds/{id}`: workers skip the seed's remaining jobs; a done seed stays done.
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

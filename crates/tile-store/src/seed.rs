@@ -8,7 +8,7 @@
 //! replicas (or a replica and an operator) can never interleave a read and a write.
 //!
 //! **States.** `expanding` → `running` (every job queued) or `failed` (the jobs could not be
-//! queued); any state → `cancelled`. Nothing leaves `cancelled`: the expansion's own moves
+//! queued); any state but done → `cancelled`. Nothing leaves `cancelled`: the expansion's own moves
 //! all require `expanding`, so a cancel always wins, whichever arrives first. `done` is not
 //! stored: a `running` seed whose tiles are all accounted for reports it.
 //!
@@ -379,17 +379,26 @@ return {{1, f[1]}}
     ))
 });
 
-/// Cancels a seed whatever its state. KEYS: the record. Answers 1, or 0 when it does not
-/// exist. The lease goes with it: the holder's next step finds `cancelled` and stops.
+/// Cancels a seed that has not finished. KEYS: the record, its `:done` and `:failed` sets.
+/// Answers 1, or 0 when it does not exist. A `running` seed whose tiles are all accounted
+/// for (reported `done`) is left as it is: its work is finished, and calling it cancelled
+/// would misreport it. Otherwise the lease goes with the cancel: the holder's next step finds
+/// `cancelled` and stops.
 static SEED_CANCEL: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(&format!(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'state', '{}')
+local f = redis.call('HMGET', KEYS[1], 'state', 'total')
+if f[1] == '{running}' then
+  local accounted = redis.call('SCARD', KEYS[2]) + redis.call('SCARD', KEYS[3])
+  if accounted >= (tonumber(f[2]) or 0) then return 1 end
+end
+redis.call('HSET', KEYS[1], 'state', '{cancelled}')
 redis.call('HDEL', KEYS[1], 'holder', 'lease_until_ms')
 return 1
 ",
-        SeedState::Cancelled.as_str()
+        running = SeedState::Running.as_str(),
+        cancelled = SeedState::Cancelled.as_str(),
     ))
 });
 
@@ -519,12 +528,15 @@ impl TileStore {
         .await
     }
 
-    /// Cancels a seed, whatever its state; false if it does not exist. Final: no other
-    /// change moves a seed out of `cancelled`.
+    /// Cancels a seed unless it is done (every tile accounted for: a done seed stays done);
+    /// false if it does not exist. Final: no other change moves a seed out of `cancelled`.
     pub async fn seed_cancel(&self, id: &str) -> Result<bool, StoreError> {
-        let k = self.keys.seed(id);
+        let mut invocation = SEED_CANCEL.key(self.keys.seed(id));
+        invocation
+            .key(self.keys.seed_tiles(id, SeedOutcome::Done))
+            .key(self.keys.seed_tiles(id, SeedOutcome::Failed));
         self.with_conn(|mut c| async move {
-            let existed: i64 = SEED_CANCEL.key(&k).invoke_async(&mut c).await?;
+            let existed: i64 = invocation.invoke_async(&mut c).await?;
             Ok(existed == 1)
         })
         .await

@@ -138,6 +138,50 @@ async fn a_cancel_always_wins_over_a_concurrent_end_of_expansion() {
 }
 
 #[tokio::test]
+async fn a_cancel_leaves_a_done_seed_done_and_cancels_one_with_work_left() {
+    let Some((store, _, _cleanup)) = store() else {
+        return;
+    };
+    let lease = Duration::from_secs(30);
+    let tiles: Vec<TileKey> = TileRange::whole(1, MaxZoom::LIMIT)
+        .expect("valid")
+        .tiles()
+        .map(|tile| TileKey {
+            tile,
+            style: Style::Classic,
+        })
+        .collect();
+    for id in ["finished", "unfinished"] {
+        expanding(&store, id, 4, "a", lease).await;
+        assert_eq!(
+            store
+                .seed_finish_expansion(id, "a", SeedState::Running)
+                .await
+                .expect("redis"),
+            LeaseStep::Held
+        );
+    }
+    // Every tile of one accounted for (one failed for good), three of four of the other.
+    store
+        .seed_mark("finished", SeedOutcome::Done, &tiles[..3])
+        .await
+        .expect("redis");
+    store
+        .seed_mark("finished", SeedOutcome::Failed, &tiles[3..])
+        .await
+        .expect("redis");
+    store
+        .seed_mark("unfinished", SeedOutcome::Done, &tiles[..3])
+        .await
+        .expect("redis");
+    for (id, reported) in [("finished", "done"), ("unfinished", "cancelled")] {
+        assert!(store.seed_cancel(id).await.expect("redis"), "{id} exists");
+        let record = store.seed_get(id).await.expect("redis").expect("exists");
+        assert_eq!(record.reported_state(), reported, "{id} after a cancel");
+    }
+}
+
+#[tokio::test]
 async fn an_expansion_is_taken_over_only_when_its_holder_stops_renewing() {
     let Some((store, _, _cleanup)) = store() else {
         return;
