@@ -4,8 +4,8 @@
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
 
-test:           ## every Rust test
-	cargo test --workspace
+test:           ## every Rust test, the ones that need Redis and RabbitMQ included (ignored by a plain cargo test)
+	cargo test --workspace -- --include-ignored
 
 bench:          ## kernel and encoder benchmarks (figures in README.md)
 	cargo bench -p fractile-render --bench render
@@ -23,8 +23,9 @@ validate:       ## static checks of deploy/: compose, hadolint, nginx -t, promto
 k8s-validate:   ## k8s/: kustomize builds, schemas, checkov, promtool; the manifests against the binaries
 	k8s/validate.sh
 	cargo build -p fractile-api -p fractile-worker
-	python3 k8s/check_manifests.py drift --negative-fixture k8s/tests/alerts-unknown-metric.yml \
-	  --drifted-fixture k8s/tests/drifted
+	# .venv-tools/ (if k8s/validate.sh made one for PyYAML) first, as in the script.
+	PATH="$(CURDIR)/.venv-tools/bin:$$PATH" python3 k8s/check_manifests.py drift \
+	  --negative-fixture k8s/tests/alerts-unknown-metric.yml --drifted-fixture k8s/tests/drifted
 
 e2e:            ## the whole topology as local processes, end to end
 	deploy/local/e2e.sh

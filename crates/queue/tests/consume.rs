@@ -25,8 +25,8 @@ struct Env {
 }
 
 impl Env {
-    async fn new() -> Option<Env> {
-        let services = services()?;
+    async fn new() -> Env {
+        let services = services();
         let prefix = unique_prefix();
         let cleanup = Cleanup::new(&services, &prefix);
         let topology = Topology::new(&prefix);
@@ -36,13 +36,13 @@ impl Env {
         let broker = Broker::connect(&services.amqp, "test-consumer", TIMEOUT)
             .await
             .expect("broker");
-        Some(Env {
+        Env {
             amqp: services.amqp,
             topology,
             publisher,
             broker,
             _cleanup: cleanup,
-        })
+        }
     }
 
     async fn consumer(&self, broker: &Broker, priority: Priority) -> Consumer {
@@ -101,8 +101,9 @@ fn interactive(tile: &TileKey) -> RenderJob {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_delivery_leaves_its_queue_only_when_settled() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let tile = key(3, 2, 1);
     env.send(&interactive(&tile)).await;
 
@@ -149,8 +150,9 @@ async fn a_delivery_leaves_its_queue_only_when_settled() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_delivery_dropped_unsettled_is_requeued_at_once() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let tile = key(4, 1, 1);
     env.send(&RenderJob::bulk(&tile, "seed")).await;
     // Prefetch 1: a delivery that stayed unacked would hold the consumer's only slot, and
@@ -170,8 +172,9 @@ async fn a_delivery_dropped_unsettled_is_requeued_at_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn retry_requeues_until_the_cap_then_dead_letters() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     env.send(&interactive(&key(2, 1, 1))).await;
     let mut consumer = env.consumer(&env.broker, Priority::Interactive).await;
     for attempt in 1..=MAX_ATTEMPTS {
@@ -197,8 +200,9 @@ async fn retry_requeues_until_the_cap_then_dead_letters() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn requeue_ignores_the_cap_for_failures_that_are_not_the_jobs() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     env.send(&interactive(&key(2, 0, 1))).await;
     let mut consumer = env.consumer(&env.broker, Priority::Interactive).await;
     for attempt in 1..=MAX_ATTEMPTS + 1 {
@@ -216,8 +220,9 @@ async fn requeue_ignores_the_cap_for_failures_that_are_not_the_jobs() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn poison_is_dead_lettered_however_it_is_settled() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     env.publisher
         .publish_raw(Priority::Interactive, b"{not json")
         .await
@@ -240,8 +245,9 @@ async fn poison_is_dead_lettered_however_it_is_settled() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_consumer_ends_when_its_queue_is_deleted_or_it_is_cancelled() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let mut interactive = env.consumer(&env.broker, Priority::Interactive).await;
     let mut bulk = env.consumer(&env.broker, Priority::Bulk).await;
     assert_eq!(bulk.tag(), "test-worker-bulk");
@@ -259,8 +265,9 @@ async fn a_consumer_ends_when_its_queue_is_deleted_or_it_is_cancelled() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn depths_are_read_after_a_missing_queue_closed_the_channel() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     for x in 0..3 {
         env.send(&RenderJob::bulk(&key(2, x, 0), "seed")).await;
     }

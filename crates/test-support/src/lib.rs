@@ -16,6 +16,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Why a plain `cargo test` leaves out every test that needs Redis and RabbitMQ (or a
+/// `redis-server` of its own): each such test is `#[ignore = "…"]` with exactly this text
+/// (an attribute takes a literal, not this constant; `every_ignored_test_gives_the_reason`
+/// holds them to it), so the summary counts them as ignored, never as passed. `make test`
+/// runs them.
+pub const NEEDS_SERVICES: &str =
+    "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)";
+
 /// Where the service tests find Redis and RabbitMQ.
 pub struct Services {
     /// `FRACTILE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
@@ -24,14 +32,19 @@ pub struct Services {
     pub amqp: String,
 }
 
-/// The services, or `None` (with the reason printed) when one is not reachable. Under `CI`
-/// a missing service fails the test instead: CI must never skip these tests.
-pub fn services() -> Option<Services> {
+/// The services. A test that calls this is an ignored one being run (see
+/// [`NEEDS_SERVICES`]); one that cannot reach a service fails, saying which and where:
+/// nothing is skipped silently.
+pub fn services() -> Services {
+    assert_ignored_test_run();
     let redis = std::env::var("FRACTILE_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let amqp = std::env::var("FRACTILE_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    for (name, url) in [("redis", &redis), ("rabbitmq", &amqp)] {
+    for (name, variable, url) in [
+        ("Redis", "FRACTILE_TEST_REDIS_URL", &redis),
+        ("RabbitMQ", "FRACTILE_TEST_AMQP_URL", &amqp),
+    ] {
         let addr = host_port(url);
         let reachable = std::net::ToSocketAddrs::to_socket_addrs(&addr)
             .ok()
@@ -39,18 +52,25 @@ pub fn services() -> Option<Services> {
             .is_some_and(|a| {
                 std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok()
             });
-        if !reachable {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{name} is not reachable at {addr}, and CI is set"
-            );
-            eprintln!(
-                "skipping: {name} is not reachable at {addr} (start it, or set CI to make this fail)"
-            );
-            return None;
-        }
+        assert!(
+            reachable,
+            "{name} is not reachable at {addr} (set by {variable}, or the default): this test \
+             needs Redis and RabbitMQ running (README.md, Development). A plain `cargo test` \
+             leaves it out."
+        );
     }
-    Some(Services { redis, amqp })
+    Services { redis, amqp }
+}
+
+/// Fails the test unless the test binary runs ignored tests (`--ignored` or
+/// `--include-ignored`): a test that needs the services without being `#[ignore]`d would be
+/// reported as failed by every plain `cargo test` on a machine without them.
+fn assert_ignored_test_run() {
+    assert!(
+        std::env::args().any(|a| a == "--include-ignored" || a == "--ignored"),
+        "this test needs Redis and RabbitMQ but is not ignored: give it the attribute \
+         ignore = \"{NEEDS_SERVICES}\""
+    );
 }
 
 /// `host:port` of a `scheme://[user[:pass]@]host:port[/...]` URL.
@@ -101,9 +121,9 @@ pub struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    /// Starts one on a free port, or `None` (with the reason printed; a failure under `CI`)
-    /// when `redis-server` is not installed.
-    pub async fn start() -> Option<PrivateRedis> {
+    /// Starts one on a free port; fails the test when `redis-server` cannot be started. Only
+    /// for ignored tests, like [`services`].
+    pub async fn start() -> PrivateRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -112,24 +132,20 @@ impl PrivateRedis {
     }
 
     /// Starts one on `port` (a restart after [`Self::kill`]).
-    pub async fn start_on(port: u16) -> Option<PrivateRedis> {
-        let spawned = std::process::Command::new("redis-server")
+    pub async fn start_on(port: u16) -> PrivateRedis {
+        assert_ignored_test_run();
+        let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(error) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "redis-server cannot be started ({error}), and CI is set"
-                );
-                eprintln!("skipping: redis-server cannot be started ({error})");
-                return None;
-            }
-        };
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "redis-server cannot be started ({error}): this test needs Redis installed \
+                     (Debian redis-server). A plain `cargo test` leaves it out."
+                )
+            });
         let redis = PrivateRedis {
             child,
             port,
@@ -141,7 +157,7 @@ impl PrivateRedis {
             || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
         )
         .await;
-        Some(redis)
+        redis
     }
 
     /// `redis://127.0.0.1:{port}`.
@@ -484,6 +500,44 @@ mod tests {
         drop(lock);
         assert!(free(), "released");
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// The `.rs` files under `dir`, recursively (build output and npm folders left out).
+    fn rust_files(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("readable").flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() && name != "target" && name != "node_modules" {
+                rust_files(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_ignored_test_gives_the_reason() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = Vec::new();
+        rust_files(&root.join("crates"), &mut files);
+        rust_files(&root.join("loadtests"), &mut files);
+        let wanted = format!("#[ignore = \"{NEEDS_SERVICES}\"]");
+        let mut ignored = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("utf-8");
+            for (number, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.starts_with("#[ignore") {
+                    assert_eq!(line, wanted, "{}:{}", file.display(), number + 1);
+                    ignored += 1;
+                }
+            }
+        }
+        assert!(
+            ignored > 0,
+            "no ignored test found under {}",
+            root.display()
+        );
     }
 
     #[test]

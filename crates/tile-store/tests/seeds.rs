@@ -12,15 +12,15 @@ use fractile_tile_store::{
 };
 
 /// A store under a fresh prefix, the prefix, and the guard that deletes its keys.
-fn store() -> Option<(TileStore, String, Cleanup)> {
-    let services = services()?;
+fn store() -> (TileStore, String, Cleanup) {
+    let services = services();
     let prefix = unique_prefix();
     let cleanup = Cleanup::new(&services, &prefix);
     let mut settings = StoreSettings::new(services.redis, prefix.clone());
     // Generous: these tests run beside others on a busy machine.
     settings.budget = Duration::from_secs(2);
     settings.response_timeout = Duration::from_secs(2);
-    Some((TileStore::new(&settings).expect("store"), prefix, cleanup))
+    (TileStore::new(&settings).expect("store"), prefix, cleanup)
 }
 
 const QUOTAS: SeedQuotas = SeedQuotas {
@@ -52,10 +52,9 @@ async fn state(store: &TileStore, id: &str) -> SeedState {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_cancel_always_wins_over_a_concurrent_end_of_expansion() {
-    let Some((store, _, _cleanup)) = store() else {
-        return;
-    };
+    let (store, _, _cleanup) = store();
     // Rounds of seeds whose expansion ends (last batch, then running) while an operator
     // cancels them, all at once so that the two land in every order.
     const ROUNDS: usize = 8;
@@ -138,10 +137,9 @@ async fn a_cancel_always_wins_over_a_concurrent_end_of_expansion() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_cancel_leaves_a_done_seed_done_and_cancels_one_with_work_left() {
-    let Some((store, _, _cleanup)) = store() else {
-        return;
-    };
+    let (store, _, _cleanup) = store();
     let lease = Duration::from_secs(30);
     let tiles: Vec<TileKey> = TileRange::whole(1, MaxZoom::LIMIT)
         .expect("valid")
@@ -182,10 +180,9 @@ async fn a_cancel_leaves_a_done_seed_done_and_cancels_one_with_work_left() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn an_expansion_is_taken_over_only_when_its_holder_stops_renewing() {
-    let Some((store, _, _cleanup)) = store() else {
-        return;
-    };
+    let (store, _, _cleanup) = store();
     let lease = Duration::from_millis(600);
     expanding(&store, "s", 2000, "a", lease).await;
     // Held: nobody else gets it.
@@ -267,12 +264,11 @@ async fn an_expansion_is_taken_over_only_when_its_holder_stops_renewing() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn records_without_a_cursor_are_never_taken_over() {
-    let Some((store, prefix, _cleanup)) = store() else {
-        return;
-    };
+    let (store, prefix, _cleanup) = store();
     // A record written by a version before durable expansion: its plan cannot be rebuilt.
-    let services = services().expect("services");
+    let services = services();
     let client = redis::Client::open(services.redis.as_str()).expect("url");
     let mut c = client
         .get_multiplexed_async_connection()
@@ -295,10 +291,9 @@ async fn records_without_a_cursor_are_never_taken_over() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn admission_counts_each_state_as_documented() {
-    let Some((store, prefix, _cleanup)) = store() else {
-        return;
-    };
+    let (store, prefix, _cleanup) = store();
     let store = &store;
     let quotas = SeedQuotas {
         max_active: 2,
@@ -317,7 +312,7 @@ async fn admission_counts_each_state_as_documented() {
         };
         store.seed_admit(&seed, quotas).await.expect("redis")
     };
-    let services = services().expect("services");
+    let services = services();
     let client = redis::Client::open(services.redis.as_str()).expect("url");
     let mut c = client
         .get_multiplexed_async_connection()
@@ -393,10 +388,9 @@ async fn admission_counts_each_state_as_documented() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn marks_count_each_tile_once_and_only_for_live_seeds() {
-    let Some((store, _, _cleanup)) = store() else {
-        return;
-    };
+    let (store, _, _cleanup) = store();
     expanding(&store, "m", 4, "a", Duration::from_secs(60)).await;
     let tiles: Vec<TileKey> = TileRange::whole(1, MaxZoom::LIMIT)
         .expect("valid")

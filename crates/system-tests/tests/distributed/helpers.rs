@@ -31,8 +31,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub async fn new() -> Option<Cluster> {
-        let services = services()?;
+    pub async fn new() -> Cluster {
+        let services = services();
         let prefix = unique_prefix();
         let cleanup = Cleanup::new(&services, &prefix);
         let Services { redis, amqp } = services;
@@ -44,7 +44,7 @@ impl Cluster {
             .expect("connect");
         let channel = connection.create_channel().await.expect("channel");
         topology.declare(&channel).await.expect("topology");
-        Some(Cluster {
+        Cluster {
             redis,
             amqp,
             prefix,
@@ -53,7 +53,7 @@ impl Cluster {
             channel,
             _connection: connection,
             _cleanup: cleanup,
-        })
+        }
     }
 
     /// Api settings for this cluster: Redis and the queue, one render thread, the seed

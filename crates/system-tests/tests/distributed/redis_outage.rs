@@ -56,11 +56,10 @@ async fn timed<T>(limit: Duration, f: impl Future<Output = T>) -> (T, Duration) 
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_lookup_against_a_paused_redis_costs_the_budget_whatever_the_pool_size_and_the_breaker_opens_then_closes()
  {
-    let Some(redis) = PrivateRedis::start().await else {
-        return;
-    };
+    let redis = PrivateRedis::start().await;
     let mut settings = StoreSettings::new(redis.url(), "stall:");
     settings.pool_size = 32;
     let store = TileStore::new(&settings).expect("store");
@@ -108,10 +107,9 @@ async fn a_lookup_against_a_paused_redis_costs_the_budget_whatever_the_pool_size
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn the_ready_listener_tells_at_once_that_its_subscription_dropped() {
-    let Some(mut redis) = PrivateRedis::start().await else {
-        return;
-    };
+    let mut redis = PrivateRedis::start().await;
     let store = TileStore::new(&StoreSettings::new(redis.url(), "listener:")).expect("store");
     let stop = tokio_util::sync::CancellationToken::new();
     let ready = store.ready_listener(stop.clone());
@@ -136,13 +134,10 @@ fn redis_only_api(cluster: &Cluster, redis: &PrivateRedis, pool: usize) -> Confi
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_paused_redis_costs_a_miss_at_most_the_budget_and_readyz_reports_the_breaker() {
-    let Some(cluster) = Cluster::new().await else {
-        return;
-    };
-    let Some(redis) = PrivateRedis::start().await else {
-        return;
-    };
+    let cluster = Cluster::new().await;
+    let redis = PrivateRedis::start().await;
     let config = redis_only_api(&cluster, &redis, 32);
     let (state, app) = cluster.api(&config).await;
     let admin = fractile_api::admin::admin_app(state.clone());
@@ -255,13 +250,10 @@ async fn waiting_miss(
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_miss_waiting_for_a_worker_falls_back_within_the_budget_when_redis_stalls() {
-    let Some(cluster) = Cluster::new().await else {
-        return;
-    };
-    let Some(redis) = PrivateRedis::start().await else {
-        return;
-    };
+    let cluster = Cluster::new().await;
+    let redis = PrivateRedis::start().await;
     let (state, request) = waiting_miss(&cluster, &redis).await;
 
     // The subscription stays up (the connection is open): only the store's budget notices.
@@ -287,13 +279,10 @@ async fn a_miss_waiting_for_a_worker_falls_back_within_the_budget_when_redis_sta
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_miss_waiting_for_a_worker_falls_back_at_once_when_redis_dies() {
-    let Some(cluster) = Cluster::new().await else {
-        return;
-    };
-    let Some(mut redis) = PrivateRedis::start().await else {
-        return;
-    };
+    let cluster = Cluster::new().await;
+    let mut redis = PrivateRedis::start().await;
     let (_state, request) = waiting_miss(&cluster, &redis).await;
 
     // The subscription ends with the connection: the waiter looks in Redis at once.
@@ -334,13 +323,10 @@ async fn admin_get(port: u16, path: &str) -> (u16, serde_json::Value) {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_worker_is_not_ready_while_its_redis_does_not_answer() {
-    let Some(cluster) = Cluster::new().await else {
-        return;
-    };
-    let Some(redis) = PrivateRedis::start().await else {
-        return;
-    };
+    let cluster = Cluster::new().await;
+    let redis = PrivateRedis::start().await;
     let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -385,13 +371,10 @@ async fn a_worker_is_not_ready_while_its_redis_does_not_answer() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn losing_redis_degrades_to_l1_and_local_renders_then_recovers() {
-    let Some(cluster) = Cluster::new().await else {
-        return;
-    };
-    let Some(mut redis) = PrivateRedis::start().await else {
-        return;
-    };
+    let cluster = Cluster::new().await;
+    let mut redis = PrivateRedis::start().await;
     let port = redis.port();
     let mut config = cluster.api_config();
     config.redis_url = Some(redis.url().into());
@@ -427,7 +410,7 @@ async fn losing_redis_degrades_to_l1_and_local_renders_then_recovers() {
     );
 
     // Redis returns on the same port: the same process uses it again, no restart.
-    let _redis = PrivateRedis::start_on(port).await.expect("redis restarts");
+    let _redis = PrivateRedis::start_on(port).await;
     let (_, fresh) = cluster.api(&config).await;
     // Each round renders a new tile on the first api (its write to Redis happens in the
     // background, and fails while the breaker is still open), then reads it through a replica

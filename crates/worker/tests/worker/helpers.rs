@@ -28,8 +28,8 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn new() -> Option<Env> {
-        let services = services()?;
+    pub async fn new() -> Env {
+        let services = services();
         let prefix = unique_prefix();
         let cleanup = Cleanup::new(&services, &prefix);
         let Services { redis, amqp } = services;
@@ -44,7 +44,7 @@ impl Env {
             .await
             .expect("connect");
         let channel = connection.create_channel().await.expect("channel");
-        Some(Env {
+        Env {
             redis,
             amqp,
             prefix,
@@ -54,7 +54,7 @@ impl Env {
             channel,
             _connection: connection,
             _cleanup: cleanup,
-        })
+        }
     }
 
     /// Worker arguments for this environment, with `threads` render threads.

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::*;
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn an_interactive_job_is_rendered_stored_announced_then_acked() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let worker = Worker::new(env.worker_config()).expect("worker");
     let metrics = worker.metrics();
     let running = run_worker(worker);
@@ -58,8 +59,9 @@ async fn an_interactive_job_is_rendered_stored_announced_then_acked() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn interactive_jobs_past_their_deadline_are_dropped_unrendered() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let tile = key(3, 1, 1);
     let job = RenderJob::interactive(&tile, SystemTime::now() - Duration::from_secs(1));
     env.send(&job).await;
@@ -82,8 +84,9 @@ async fn interactive_jobs_past_their_deadline_are_dropped_unrendered() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn poison_ends_in_the_dead_letter_queue_and_nothing_else_stalls() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let cursed = key(2, 1, 2);
     let renderer: Renderer = Arc::new(
         move |k: TileKey, cancelled: &dyn Fn() -> bool| -> Result<Vec<u8>, RenderError> {

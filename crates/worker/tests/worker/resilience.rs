@@ -44,8 +44,9 @@ async fn seed_progress(env: &Env, id: &str) -> (u64, u64) {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn killing_a_worker_mid_seed_loses_no_tile() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     // Zooms 0-4: 341 tiles.
     let tiles: Vec<TileKey> = (0..=4)
         .flat_map(|z| TileRange::whole(z, MaxZoom::LIMIT).expect("valid").tiles())
@@ -98,8 +99,9 @@ async fn killing_a_worker_mid_seed_loses_no_tile() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_consumer_that_ends_is_set_up_again_and_the_worker_never_panics() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let args = env.worker_args(1);
     let mut command = Command::new(env!("CARGO_BIN_EXE_fractile-worker"));
     command
@@ -153,8 +155,9 @@ async fn a_consumer_that_ends_is_set_up_again_and_the_worker_never_panics() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn shutdown_finishes_and_acks_the_job_in_progress() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let slow: Renderer = Arc::new(
         |k: TileKey, cancelled: &dyn Fn() -> bool| -> Result<Vec<u8>, RenderError> {
             std::thread::sleep(Duration::from_millis(700));
@@ -190,8 +193,9 @@ async fn shutdown_finishes_and_acks_the_job_in_progress() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let worker = Worker::new(env.worker_config()).expect("worker");
     let faults = worker.faults();
     pause(&faults);
@@ -219,8 +223,9 @@ async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_failed_depth_read_is_counted_and_the_other_depths_stay_current() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let worker = Worker::new(env.worker_config()).expect("worker");
     let metrics = worker.metrics();
     // Paused: the worker holds its prefetch (2 bulk jobs) and the rest stays ready.

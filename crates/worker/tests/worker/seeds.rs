@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::*;
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn seed_tiles_are_stored_without_an_announcement_interactive_ones_with_one() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let running = run_worker(Worker::new(env.worker_config()).expect("worker"));
     let stop = CancellationToken::new();
     let ready = env.store.ready_listener(stop.clone());
@@ -48,8 +49,9 @@ async fn seed_tiles_are_stored_without_an_announcement_interactive_ones_with_one
 }
 
 #[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn jobs_of_a_cancelled_seed_are_acked_unrendered() {
-    let Some(env) = Env::new().await else { return };
+    let env = Env::new().await;
     let record = SeedRecord::new(2, (4, 4), None, "classic", 0);
     let seed = NewSeed {
         id: "cancelme",
