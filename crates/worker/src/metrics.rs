@@ -28,7 +28,7 @@ pub struct WorkerMetrics {
     /// apart from the api's `render_queue_depth` (renders waiting for its own threads).
     pub queue_depth: IntGaugeVec,
     /// `worker_queue_depth_poll_failures_total`: reads of a broker queue's depth that failed
-    /// (`render_queue_depth` then keeps its last value).
+    /// (`broker_queue_ready_messages` then keeps its last value).
     pub depth_poll_failures: IntCounter,
     /// `worker_jobs_in_progress`: deliveries being handled.
     pub in_progress: IntGauge,
