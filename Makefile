@@ -5,7 +5,7 @@ run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
 
 test:           ## every Rust test, the ones that need Redis and RabbitMQ included (ignored by a plain cargo test)
-	cargo test --workspace -- --include-ignored
+	cargo test --locked --workspace -- --include-ignored
 
 bench:          ## kernel and encoder benchmarks (figures in README.md)
 	cargo bench -p fractile-render --bench render
