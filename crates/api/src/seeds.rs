@@ -43,8 +43,11 @@ use fractile_tile_store::{
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 use crate::config::SeedToken;
+use fractile_runtime::openapi::ErrorBody;
+
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -141,23 +144,26 @@ fn store_failed(error: StoreError) -> ApiError {
 }
 
 /// The body of `POST /v1/seeds`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeedRequest {
     /// Shallowest zoom to render.
+    #[schema(maximum = 32)]
     pub min_zoom: u8,
-    /// Deepest zoom to render.
+    /// Deepest zoom to render: at least `min_zoom`, at most the deployment's maximum zoom.
+    #[schema(maximum = 32)]
     pub max_zoom: u8,
     /// Only tiles intersecting this rectangle of the complex plane (default: everything).
     #[serde(default)]
     pub bbox: Option<BBox>,
     /// Style (default `classic`).
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::StyleName>)]
     pub style: Option<String>,
 }
 
 /// What `GET /v1/seeds/{id}` reports.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SeedStatus {
     /// The seed's id.
     pub id: String,
@@ -292,6 +298,44 @@ fn body_error(rejection: JsonRejection) -> ApiError {
 }
 
 /// `POST /v1/seeds`.
+#[utoipa::path(post, path = "/v1/seeds", tag = "seeds", operation_id = "create_seed",
+    summary = "Start a seed",
+    description = "Pre-renders every tile of a zoom range, optionally inside a bounding box, \
+        through the workers' bulk queue. Seeds of a deployment share quotas \
+        (`FRACTILE_SEED_MAX_ACTIVE`, `FRACTILE_SEED_MAX_QUEUED_TILES`).",
+    security(("seed_token" = [])),
+    request_body = SeedRequest,
+    responses(
+        (status = 202, description = "Accepted; jobs are being queued.", body = SeedStatus,
+            headers(("Location" = String, description = "`/v1/seeds/{id}`")),
+            links(
+                ("get_seed" = (operation_id = "get_seed", parameters(("id" = "$response.body#/id")))),
+                ("cancel_seed" = (operation_id = "cancel_seed", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "`invalid_body` (not a JSON object of these fields) or \
+            `invalid_seed` (`min_zoom` above `max_zoom`, beyond the maximum zoom, an empty or \
+            inverted bbox).", body = ErrorBody),
+        (status = 401, description = "`missing_token` or `invalid_token`: no or a wrong \
+            `Authorization: Bearer <FRACTILE_SEED_TOKEN>`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"fractile\"`, with `error=\"invalid_token\"` when a token was sent."))),
+        (status = 403, description = "`seeding_disabled`: `FRACTILE_SEED_TOKEN` is not set.",
+            body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within \
+            `FRACTILE_BODY_READ_TIMEOUT`.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over 16 KiB.", body = ErrorBody),
+        (status = 422, description = "`seed_too_large`: more tiles than \
+            `FRACTILE_SEED_MAX_TILES` or `FRACTILE_SEED_MAX_QUEUED_TILES`.", body = ErrorBody),
+        (status = 429, description = "`seed_quota_active` or `seed_quota_tiles`: the \
+            deployment's seed quotas are used up.", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+        (status = 500, description = "`internal`: a seed record this version did not write.",
+            body = ErrorBody),
+        (status = 501, description = "`seeding_unavailable`: the api runs without Redis and \
+            RabbitMQ (embedded mode); seeds need workers.", body = ErrorBody),
+        (status = 503, description = "`seed_store_unavailable`: Redis is unreachable. `queue_unavailable`: the render queue is.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
@@ -382,6 +426,26 @@ fn seed_request(body: serde_json::Value) -> Result<SeedRequest, ApiError> {
 }
 
 /// `GET /v1/seeds/{id}`.
+#[utoipa::path(get, path = "/v1/seeds/{id}", tag = "seeds", operation_id = "get_seed",
+    summary = "A seed's progress",
+    security(("seed_token" = [])),
+    params(("id" = String, Path, description = "The seed's id (32 lowercase hex digits).")),
+    responses(
+        (status = 200, description = "The seed's progress.", body = SeedStatus),
+        (status = 401, description = "`missing_token` or `invalid_token`: no or a wrong \
+            `Authorization: Bearer <FRACTILE_SEED_TOKEN>`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"fractile\"`, with `error=\"invalid_token\"` when a token was sent."))),
+        (status = 403, description = "`seeding_disabled`: `FRACTILE_SEED_TOKEN` is not set.",
+            body = ErrorBody),
+        (status = 404, description = "`seed_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`: a seed record this version did not write.",
+            body = ErrorBody),
+        (status = 501, description = "`seeding_unavailable`: the api runs without Redis and \
+            RabbitMQ (embedded mode); seeds need workers.", body = ErrorBody),
+        (status = 503, description = "`seed_store_unavailable`: Redis is unreachable.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -391,6 +455,26 @@ pub async fn show(
 }
 
 /// `DELETE /v1/seeds/{id}`: workers skip the seed's remaining jobs.
+#[utoipa::path(delete, path = "/v1/seeds/{id}", tag = "seeds", operation_id = "cancel_seed",
+    summary = "Cancel a seed",
+    security(("seed_token" = [])),
+    params(("id" = String, Path, description = "The seed's id (32 lowercase hex digits).")),
+    responses(
+        (status = 200, description = "Cancelled: workers skip its remaining jobs; the seed stays readable as `cancelled`.", body = SeedStatus),
+        (status = 401, description = "`missing_token` or `invalid_token`: no or a wrong \
+            `Authorization: Bearer <FRACTILE_SEED_TOKEN>`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"fractile\"`, with `error=\"invalid_token\"` when a token was sent."))),
+        (status = 403, description = "`seeding_disabled`: `FRACTILE_SEED_TOKEN` is not set.",
+            body = ErrorBody),
+        (status = 404, description = "`seed_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`: a seed record this version did not write.",
+            body = ErrorBody),
+        (status = 501, description = "`seeding_unavailable`: the api runs without Redis and \
+            RabbitMQ (embedded mode); seeds need workers.", body = ErrorBody),
+        (status = 503, description = "`seed_store_unavailable`: Redis is unreachable.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
