@@ -146,6 +146,7 @@ fn store_failed(error: StoreError) -> ApiError {
 /// The body of `POST /v1/seeds`.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"min_zoom": 0, "max_zoom": 2, "style": "fire"}))]
 pub struct SeedRequest {
     /// Shallowest zoom to render.
     #[schema(maximum = 32)]

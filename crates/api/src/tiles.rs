@@ -205,15 +205,15 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
         deterministic, so tiles are cacheable for `FRACTILE_CACHE_MAX_AGE` and carry a strong \
         ETag.",
     params(
-        ("z" = u8, Path, maximum = 32,
+        ("z" = u8, Path, maximum = 32, example = 2,
             description = "Zoom level, from 0 to the deployment's maximum (`FRACTILE_MAX_ZOOM`, \
                 default 24); deeper levels are 404."),
-        ("x" = u32, Path,
+        ("x" = u32, Path, example = 1,
             description = "Column, from 0 to 2^z − 1; past the edge is 404."),
-        ("y" = u32, Path,
+        ("y" = u32, Path, example = 1,
             description = "Row, from 0 to 2^z − 1; past the edge is 404. The URL segment is \
                 `{y}.png`."),
-        ("style" = Option<crate::openapi::StyleName>, Query,
+        ("style" = Option<crate::openapi::StyleName>, Query, example = "ocean",
             description = "Palette (default `classic`)."),
         ("If-None-Match" = Option<String>, Header,
             description = "ETags of a copy the client holds; a match answers 304."),

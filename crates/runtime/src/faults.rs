@@ -74,6 +74,7 @@ impl Fault {
 /// The body of `PUT /faults`: the faults wanted; what is left out is off.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"tile_latency_ms": 200, "duration_s": 60}))]
 pub struct FaultRequest {
     /// Milliseconds added to every tile response (at most 60000).
     #[serde(default)]
