@@ -38,6 +38,9 @@ out=$(mktemp -d "${TMPDIR:-/tmp}/fractile-schemathesis.XXXXXX")
 
 export FRACTILE_REDIS_URL=$redis_url FRACTILE_AMQP_URL=$amqp_url
 export FRACTILE_KEY_PREFIX="schemathesis-$run_id:" FRACTILE_QUEUE_PREFIX="schemathesis-$run_id."
+# /faults takes changes, so its 200s and 400s are tested too; the admin ports are tested
+# after the traffic port, and whatever is injected lifts when the processes stop.
+export FRACTILE_FAULT_INJECTION=true
 # Seeds stay cheap: at most zoom 3 (85 tiles for everything), small quotas.
 FRACTILE_LISTEN=127.0.0.1:$traffic_port FRACTILE_ADMIN_LISTEN=127.0.0.1:$admin_port \
   FRACTILE_SEED_TOKEN=$token FRACTILE_MAX_ZOOM=3 FRACTILE_SEED_MAX_QUEUED_TILES=200 \
@@ -47,6 +50,7 @@ api=$!
 FRACTILE_ADMIN_LISTEN=127.0.0.1:$worker_port FRACTILE_LOG_FORMAT=json \
   "$target_dir/debug/fractile-worker" > "$out/worker.log" 2>&1 &
 worker=$!
+# shellcheck disable=SC2317  # run by the EXIT trap
 stop() {
   kill -TERM "$api" "$worker" 2> /dev/null || true
   wait "$api" "$worker" 2> /dev/null || true
@@ -54,6 +58,9 @@ stop() {
   for q in render.interactive render.bulk render.dead; do
     rabbitmqctl --quiet delete_queue "schemathesis-$run_id.$q" > /dev/null 2>&1 || true
   done
+  # rabbitmqctl has no delete_exchange; this is what it would call (best effort).
+  rabbitmqctl --quiet eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, \
+    <<\"schemathesis-$run_id.render.dlx\">>), false, <<\"cli\">>)." > /dev/null 2>&1 || true
   redis-cli -u "$redis_url" --scan --pattern "schemathesis-$run_id:*" 2> /dev/null \
     | xargs -r redis-cli -u "$redis_url" del > /dev/null 2>&1 || true
 }
@@ -62,17 +69,23 @@ trap stop EXIT
 for port in "$admin_port" "$worker_port"; do
   for _ in $(seq 1 150); do
     curl -fsS "http://127.0.0.1:$port/readyz" > /dev/null 2>&1 && break
-    kill -0 "$api" 2> /dev/null && kill -0 "$worker" 2> /dev/null \
-      || { tail -n 20 "$out"/*.log; echo "the api or the worker exited" >&2; exit 1; }
+    if ! kill -0 "$api" 2> /dev/null || ! kill -0 "$worker" 2> /dev/null; then
+      tail -n 20 "$out"/*.log
+      echo "the api or the worker exited" >&2
+      exit 1
+    fi
     sleep 0.2
   done
 done
 
-st() {
+# Run from the scratch directory: schemathesis and Hypothesis leave caches in the working
+# directory.
+st() (
+  cd "$out"
   timeout 240 "$venv/bin/st" --no-color --config-file "$here/schemathesis.toml" run --seed "$seed" --max-examples "$examples" --checks all \
     --request-timeout 15 --workers 1 \
     --suppress-health-check too_slow --warnings off "$@"
-}
+)
 status=0
 echo "--- traffic port (tags tiles, seeds, viewer)"
 # Every check but one: `DELETE /v1/seeds/{id}` cancels a seed, it does not remove it. The
@@ -90,5 +103,7 @@ for port in "$admin_port" "$worker_port"; do
 done
 if [ "$status" -ne 0 ]; then
   echo "schemathesis failed; the servers' logs are in $out" >&2
+else
+  rm -rf "$out"
 fi
 exit "$status"
