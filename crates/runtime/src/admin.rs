@@ -232,6 +232,32 @@ mod tests {
         (status, cache, body)
     }
 
+    struct Broken;
+
+    impl AdminProbe for Broken {
+        async fn check(&self) -> ReadyCheck {
+            ReadyCheck::default()
+        }
+
+        async fn encode_metrics(&self) -> Result<String, prometheus::Error> {
+            Err(prometheus::Error::Msg("broken".into()))
+        }
+    }
+
+    /// Every error the admin port answers has the JSON error body the document promises.
+    #[tokio::test]
+    async fn a_failed_scrape_is_a_500_with_the_json_error_body() {
+        let registry = prometheus::Registry::new();
+        let faults = Faults::new(false, &[], &registry).expect("registers");
+        let app = router(Broken, Readiness::default(), faults);
+        let (code, cache, body) = get(&app, "/metrics").await;
+        assert_eq!(
+            (code, cache.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "no-store")
+        );
+        assert_eq!(body["error"]["code"], "internal", "{body}");
+    }
+
     #[tokio::test]
     async fn readyz_reports_the_check_and_draining_wins() {
         let healthy = Arc::new(AtomicBool::new(true));
