@@ -2,7 +2,8 @@
 # Runs schemathesis against the api and a worker in distributed mode: the debug binaries on
 # free loopback ports, against the local Redis and RabbitMQ under a key and queue prefix of
 # their own, with a seed token. The traffic operations are tested on the traffic port, the
-# admin ones on the admin port; every check, the examples, coverage and fuzzing phases, and
+# admin ones on the admin port; every check (but one, below), the examples, coverage and
+# fuzzing phases, and
 # the stateful phase (the seed links: POST 202 -> GET / DELETE). A fixed seed and a bounded
 # number of examples keep the run reproducible and short; everything started is stopped on
 # exit. Needs: cargo, python3 (venv), Redis on 127.0.0.1:6379, RabbitMQ on 127.0.0.1:5672.
@@ -90,7 +91,7 @@ status=0
 echo "--- traffic port (tags tiles, seeds, viewer)"
 # Every check but one: `DELETE /v1/seeds/{id}` cancels a seed, it does not remove it. The
 # seed stays readable, in state `cancelled`, so an operator sees what was cancelled and how
-# far it got (README, "Seeds"): a 200 for it after the DELETE is the contract, which
+# far it got (README, "Distributed mode"): a 200 for it after the DELETE is the contract, which
 # `use_after_free` would report. (The only other DELETE, `/faults`, is on the admin port.)
 st "http://127.0.0.1:$traffic_port/openapi.json" --exclude-tag admin \
   --phases examples,coverage,fuzzing,stateful --exclude-checks use_after_free \
