@@ -5,7 +5,8 @@
 # admin ones on the admin port; every check (but one, below), the examples, coverage and
 # fuzzing phases, and the stateful phase (the seed links: POST 202 -> GET / DELETE). A
 # fixed seed and a bounded number of examples keep the run reproducible and short;
-# everything started is stopped on exit. Needs: cargo, python3 (venv), Redis on 127.0.0.1:6379, RabbitMQ on 127.0.0.1:5672.
+# everything started is stopped on exit. Needs: cargo, python3 (venv), Redis on
+# 127.0.0.1:6379, RabbitMQ on 127.0.0.1:5672.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../../.." && pwd)
