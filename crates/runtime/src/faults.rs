@@ -462,20 +462,17 @@ async fn show(State(faults): State<Faults>) -> Response {
             headers(("Cache-Control" = String, description = "`no-store`")))))]
 async fn put(
     State(faults): State<Faults>,
-    body: Result<axum::Json<FaultRequest>, JsonRejection>,
+    body: Result<axum::Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
     if !faults.enabled() {
         return disabled();
     }
-    let request = match body {
-        Ok(axum::Json(request)) => request,
-        Err(rejection) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                &rejection.body_text(),
-            );
-        }
+    let body = body
+        .map(|axum::Json(value)| value)
+        .map_err(|r| r.body_text());
+    let request = match body.and_then(fault_request) {
+        Ok(request) => request,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_body", &message),
     };
     match faults.apply(request) {
         Ok(()) => axum::Json(faults.view()).into_response(),
@@ -486,6 +483,16 @@ async fn put(
             error(StatusCode::BAD_REQUEST, "unsupported_fault", &e.to_string())
         }
     }
+}
+
+/// The body as a [`FaultRequest`]. Only a JSON object is one: serde's derive also accepts a
+/// sequence of the fields in order, so `[200, 0.5]` would otherwise inject 200 ms of latency
+/// and fail half the tiles, and `[]` would lift every fault.
+fn fault_request(body: serde_json::Value) -> Result<FaultRequest, String> {
+    if !body.is_object() {
+        return Err("the body must be a JSON object, e.g. {\"tile_latency_ms\": 200}".into());
+    }
+    serde_json::from_value(body).map_err(|e| format!("invalid fault request: {e}"))
 }
 
 /// Lifts every injected fault at once.
@@ -533,6 +540,33 @@ mod tests {
             .flat_map(|f| f.get_metric())
             .find(|m| m.get_label().iter().any(|l| l.value() == fault))
             .map_or(-1, |m| m.get_gauge().get_value() as i64)
+    }
+
+    /// Found by schemathesis: serde's derive reads a struct from a JSON array too.
+    #[tokio::test]
+    async fn a_put_body_must_be_an_object() {
+        use axum::body::Body;
+        use tower::ServiceExt;
+
+        let (faults, _registry) = faults(true);
+        let app = router(faults.clone());
+        for (body, expected) in [
+            ("[]", StatusCode::BAD_REQUEST),
+            ("[200, 0.5]", StatusCode::BAD_REQUEST),
+            ("7", StatusCode::BAD_REQUEST),
+            (r#"{"tile_latency_ms": 200}"#, StatusCode::OK),
+        ] {
+            let request = axum::http::Request::put("/faults")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .expect("valid");
+            let response = app.clone().oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), expected, "{body}");
+            if expected == StatusCode::BAD_REQUEST {
+                assert!(faults.tile_latency().is_none(), "{body} injected nothing");
+            }
+        }
+        assert_eq!(faults.tile_latency(), Some(Duration::from_millis(200)));
     }
 
     #[tokio::test]
