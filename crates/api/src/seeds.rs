@@ -423,6 +423,16 @@ fn seed_request(body: serde_json::Value) -> Result<SeedRequest, ApiError> {
             "the body must be a JSON object, e.g. {\"min_zoom\": 0, \"max_zoom\": 6}".into(),
         ));
     }
+    // The same for the bbox: `[min_re, min_im, max_re, max_im]` is not one.
+    if body
+        .get("bbox")
+        .is_some_and(|b| !b.is_object() && !b.is_null())
+    {
+        return Err(bad(
+            "bbox must be a JSON object {\"min_re\", \"min_im\", \"max_re\", \"max_im\"} or null"
+                .into(),
+        ));
+    }
     serde_json::from_value(body).map_err(|e| bad(format!("invalid seed request: {e}")))
 }
 
@@ -975,6 +985,20 @@ mod tests {
             max_im: 11.0,
         };
         assert!(plan(&request(8, 8, Some(outside)), max(), 10_000).is_err());
+    }
+
+    /// serde's derive reads a struct from a JSON array too; the document says object.
+    #[test]
+    fn only_objects_are_seed_requests_and_bboxes() {
+        use serde_json::json;
+        assert!(seed_request(json!([0, 2])).is_err());
+        assert!(
+            seed_request(json!({"min_zoom": 0, "max_zoom": 1, "bbox": [-2.0, -1.0, 1.0, 1.0]}))
+                .is_err()
+        );
+        let bbox = json!({"min_re": -2.0, "min_im": -1.0, "max_re": 1.0, "max_im": 1.0});
+        assert!(seed_request(json!({"min_zoom": 0, "max_zoom": 1, "bbox": bbox})).is_ok());
+        assert!(seed_request(json!({"min_zoom": 0, "max_zoom": 1, "bbox": null})).is_ok());
     }
 
     #[test]
