@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench browser-test lint validate k8s-validate e2e experiments stack-up stack-down ci
+.PHONY: run test bench browser-test schemathesis lint validate k8s-validate e2e experiments stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -12,6 +12,9 @@ bench:          ## kernel and encoder benchmarks (figures in README.md)
 
 browser-test:   ## headless Chromium opens the viewer; screenshots in crates/api/tests/browser/output
 	crates/api/tests/browser/run.sh
+
+schemathesis:   ## schemathesis against the OpenAPI document: api + worker on Redis and RabbitMQ
+	crates/api/tests/schemathesis/run.sh
 
 lint:
 	cargo fmt --all --check

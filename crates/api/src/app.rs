@@ -15,7 +15,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -26,6 +25,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::DeadlineBody;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use fractile_runtime::faults::Faults;
 
@@ -34,7 +35,7 @@ use crate::head_limits::limit_head;
 use crate::metrics::{InFlightGuard, Metrics};
 use crate::seeds;
 use crate::state::AppState;
-use crate::tiles::{CacheLabel, get_tile};
+use crate::tiles::{__path_get_tile, CacheLabel, get_tile};
 
 /// Largest request body accepted (tile requests have none; seeds are small JSON).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -62,17 +63,16 @@ pub fn app(state: AppState) -> Router {
         .layer(GlobalConcurrencyLimitLayer::new(state.max_in_flight))
         // Backstop for anything a request might wait on; renders have their own deadline.
         .timeout(state.request_timeout);
-    let tiles = Router::new()
-        .route("/tiles/{z}/{x}/{y}", get(get_tile))
+    // Forces the document now, so a request never waits for it.
+    let _ = crate::openapi::document_json();
+    let tiles = Router::from(tile_routes())
         .route_layer(middleware::from_fn_with_state(
             state.faults.clone(),
             inject_faults,
         ))
         .route_layer(admission);
     // Operator routes: the bearer token before anything else (body, Redis) is looked at.
-    let seeds = Router::new()
-        .route("/v1/seeds", post(seeds::create))
-        .route("/v1/seeds/{id}", get(seeds::show).delete(seeds::cancel))
+    let seeds = Router::from(seed_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             seeds::authorize,
@@ -81,11 +81,37 @@ pub fn app(state: AppState) -> Router {
     stack(
         tiles
             .merge(seeds)
-            .route("/", get(viewer))
+            .merge(Router::from(page_routes()))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed),
         state,
     )
+}
+
+/// Every traffic route, each registered from its OpenAPI annotation, without the layers
+/// (they need the state): the source of both [`app`] and the document
+/// ([`crate::openapi::document`]).
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    tile_routes().merge(seed_routes()).merge(page_routes())
+}
+
+/// The tile route: behind admission control.
+fn tile_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_tile))
+}
+
+/// The seed routes: behind the bearer token.
+fn seed_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(seeds::create))
+        .routes(routes!(seeds::show, seeds::cancel))
+}
+
+/// The viewer and the document: never shed.
+fn page_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(viewer))
+        .routes(routes!(crate::openapi::openapi_json))
 }
 
 /// Wraps `routes` in the layers every traffic request goes through. Public so tests can put
@@ -304,6 +330,14 @@ async fn method_not_allowed() -> ApiError {
 
 /// The map viewer. It loads Leaflet from `FRACTILE_VIEWER_ASSETS`, pinned by integrity hash;
 /// the CSP (built at start-up) allows that origin.
+#[utoipa::path(get, path = "/", tag = "viewer", operation_id = "viewer",
+    summary = "The map viewer",
+    responses((status = 200, description = "An HTML page showing the tiles on a slippy map.",
+        content_type = "text/html; charset=utf-8", body = String,
+        headers(
+            ("Cache-Control" = String, description = "`no-cache`"),
+            ("Content-Security-Policy" = String, description = "Allows the viewer's assets' origin (`FRACTILE_VIEWER_ASSETS`)."),
+        ))))]
 async fn viewer(State(state): State<AppState>) -> Response {
     let mut response = Html(state.viewer.clone()).into_response();
     let h = response.headers_mut();

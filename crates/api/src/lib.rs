@@ -9,6 +9,7 @@
 //! - [`tile_cache`]: L1 (moka) → L2 (Redis) → render here or by a worker, with coalesced misses;
 //! - [`seeds`]: bulk pre-rendering jobs;
 //! - [`admin`]: probes and metrics on their own port;
+//! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers' annotations;
 //! - [`head_limits`]: JSON 414 / 431 for request heads over the limits;
 //! - [`metrics`], [`error`]: the cross-cutting parts; process plumbing (logging, the
 //!   accept loop, signals) lives in `fractile-runtime`.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod head_limits;
 pub mod metrics;
+pub mod openapi;
 pub mod seeds;
 pub mod server;
 pub mod state;

@@ -43,8 +43,11 @@ use fractile_tile_store::{
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 use crate::config::SeedToken;
+use fractile_runtime::openapi::ErrorBody;
+
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -141,23 +144,27 @@ fn store_failed(error: StoreError) -> ApiError {
 }
 
 /// The body of `POST /v1/seeds`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"min_zoom": 0, "max_zoom": 2, "style": "fire"}))]
 pub struct SeedRequest {
     /// Shallowest zoom to render.
+    #[schema(maximum = 32)]
     pub min_zoom: u8,
-    /// Deepest zoom to render.
+    /// Deepest zoom to render: at least `min_zoom`, at most the deployment's maximum zoom.
+    #[schema(maximum = 32)]
     pub max_zoom: u8,
     /// Only tiles intersecting this rectangle of the complex plane (default: everything).
     #[serde(default)]
     pub bbox: Option<BBox>,
     /// Style (default `classic`).
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::StyleName>)]
     pub style: Option<String>,
 }
 
 /// What `GET /v1/seeds/{id}` reports.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SeedStatus {
     /// The seed's id.
     pub id: String,
@@ -292,6 +299,44 @@ fn body_error(rejection: JsonRejection) -> ApiError {
 }
 
 /// `POST /v1/seeds`.
+#[utoipa::path(post, path = "/v1/seeds", tag = "seeds", operation_id = "create_seed",
+    summary = "Start a seed",
+    description = "Pre-renders every tile of a zoom range, optionally inside a bounding box, \
+        through the workers' bulk queue. Seeds of a deployment share quotas \
+        (`FRACTILE_SEED_MAX_ACTIVE`, `FRACTILE_SEED_MAX_QUEUED_TILES`).",
+    security(("seed_token" = [])),
+    request_body = SeedRequest,
+    responses(
+        (status = 202, description = "Accepted; jobs are being queued.", body = SeedStatus,
+            headers(("Location" = String, description = "`/v1/seeds/{id}`")),
+            links(
+                ("get_seed" = (operation_id = "get_seed", parameters(("id" = "$response.body#/id")))),
+                ("cancel_seed" = (operation_id = "cancel_seed", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "`invalid_body` (not a JSON object of these fields) or \
+            `invalid_seed` (`min_zoom` above `max_zoom`, beyond the maximum zoom, an empty or \
+            inverted bbox).", body = ErrorBody),
+        (status = 401, description = "`missing_token` or `invalid_token`: no or a wrong \
+            `Authorization: Bearer <FRACTILE_SEED_TOKEN>`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"fractile\"`, with `error=\"invalid_token\"` when a token was sent."))),
+        (status = 403, description = "`seeding_disabled`: `FRACTILE_SEED_TOKEN` is not set.",
+            body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within \
+            `FRACTILE_BODY_READ_TIMEOUT`.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over 16 KiB.", body = ErrorBody),
+        (status = 422, description = "`seed_too_large`: more tiles than \
+            `FRACTILE_SEED_MAX_TILES` or `FRACTILE_SEED_MAX_QUEUED_TILES`.", body = ErrorBody),
+        (status = 429, description = "`seed_quota_active` or `seed_quota_tiles`: the \
+            deployment's seed quotas are used up.", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+        (status = 500, description = "`internal`: a seed record this version did not write.",
+            body = ErrorBody),
+        (status = 501, description = "`seeding_unavailable`: the api runs without Redis and \
+            RabbitMQ (embedded mode); seeds need workers.", body = ErrorBody),
+        (status = 503, description = "`seed_store_unavailable`: Redis is unreachable. `queue_unavailable`: the render queue is.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
@@ -378,10 +423,40 @@ fn seed_request(body: serde_json::Value) -> Result<SeedRequest, ApiError> {
             "the body must be a JSON object, e.g. {\"min_zoom\": 0, \"max_zoom\": 6}".into(),
         ));
     }
+    // The same for the bbox: `[min_re, min_im, max_re, max_im]` is not one.
+    if body
+        .get("bbox")
+        .is_some_and(|b| !b.is_object() && !b.is_null())
+    {
+        return Err(bad(
+            "bbox must be a JSON object {\"min_re\", \"min_im\", \"max_re\", \"max_im\"} or null"
+                .into(),
+        ));
+    }
     serde_json::from_value(body).map_err(|e| bad(format!("invalid seed request: {e}")))
 }
 
 /// `GET /v1/seeds/{id}`.
+#[utoipa::path(get, path = "/v1/seeds/{id}", tag = "seeds", operation_id = "get_seed",
+    summary = "A seed's progress",
+    security(("seed_token" = [])),
+    params(("id" = String, Path, description = "The seed's id (32 lowercase hex digits).")),
+    responses(
+        (status = 200, description = "The seed's progress.", body = SeedStatus),
+        (status = 401, description = "`missing_token` or `invalid_token`: no or a wrong \
+            `Authorization: Bearer <FRACTILE_SEED_TOKEN>`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"fractile\"`, with `error=\"invalid_token\"` when a token was sent."))),
+        (status = 403, description = "`seeding_disabled`: `FRACTILE_SEED_TOKEN` is not set.",
+            body = ErrorBody),
+        (status = 404, description = "`seed_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`: a seed record this version did not write.",
+            body = ErrorBody),
+        (status = 501, description = "`seeding_unavailable`: the api runs without Redis and \
+            RabbitMQ (embedded mode); seeds need workers.", body = ErrorBody),
+        (status = 503, description = "`seed_store_unavailable`: Redis is unreachable.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -391,6 +466,28 @@ pub async fn show(
 }
 
 /// `DELETE /v1/seeds/{id}`: workers skip the seed's remaining jobs; a done seed stays done.
+#[utoipa::path(delete, path = "/v1/seeds/{id}", tag = "seeds", operation_id = "cancel_seed",
+    summary = "Cancel a seed",
+    security(("seed_token" = [])),
+    params(("id" = String, Path, description = "The seed's id (32 lowercase hex digits).")),
+    responses(
+        (status = 200, description = "The seed's record after the cancel: `cancelled` (workers \
+            skip its remaining jobs; it stays readable), or `done`, unchanged, when every tile \
+            was already accounted for.", body = SeedStatus),
+        (status = 401, description = "`missing_token` or `invalid_token`: no or a wrong \
+            `Authorization: Bearer <FRACTILE_SEED_TOKEN>`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"fractile\"`, with `error=\"invalid_token\"` when a token was sent."))),
+        (status = 403, description = "`seeding_disabled`: `FRACTILE_SEED_TOKEN` is not set.",
+            body = ErrorBody),
+        (status = 404, description = "`seed_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`: a seed record this version did not write.",
+            body = ErrorBody),
+        (status = 501, description = "`seeding_unavailable`: the api runs without Redis and \
+            RabbitMQ (embedded mode); seeds need workers.", body = ErrorBody),
+        (status = 503, description = "`seed_store_unavailable`: Redis is unreachable.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -890,6 +987,20 @@ mod tests {
             max_im: 11.0,
         };
         assert!(plan(&request(8, 8, Some(outside)), max(), 10_000).is_err());
+    }
+
+    /// serde's derive reads a struct from a JSON array too; the document says object.
+    #[test]
+    fn only_objects_are_seed_requests_and_bboxes() {
+        use serde_json::json;
+        assert!(seed_request(json!([0, 2])).is_err());
+        assert!(
+            seed_request(json!({"min_zoom": 0, "max_zoom": 1, "bbox": [-2.0, -1.0, 1.0, 1.0]}))
+                .is_err()
+        );
+        let bbox = json!({"min_re": -2.0, "min_im": -1.0, "max_re": 1.0, "max_im": 1.0});
+        assert!(seed_request(json!({"min_zoom": 0, "max_zoom": 1, "bbox": bbox})).is_ok());
+        assert!(seed_request(json!({"min_zoom": 0, "max_zoom": 1, "bbox": null})).is_ok());
     }
 
     #[test]

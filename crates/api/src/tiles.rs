@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId};
 use serde::Deserialize;
 
+use fractile_runtime::openapi::ErrorBody;
+
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tile_cache::{FillError, Source, TileKey};
@@ -193,7 +195,56 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("total"))
 }
 
-/// The tile handler.
+/// The tile handler. axum 0.8 cannot route a parameter with a suffix (`{y}.png`), so the
+/// route captures `{y}` whole and [`parse_key`] strips `.png`; the document shows the URL
+/// clients use, `/tiles/{z}/{x}/{y}.png` (see [`crate::openapi`]).
+#[utoipa::path(get, path = "/tiles/{z}/{x}/{y}", tag = "tiles", operation_id = "get_tile",
+    summary = "A map tile",
+    description = "A 256×256 PNG of the Mandelbrot set. Tile URLs are canonical: plain digits \
+        without sign or leading zeros, no percent-encoding, `.png` only. Rendering is \
+        deterministic, so tiles are cacheable for `FRACTILE_CACHE_MAX_AGE` and carry a strong \
+        ETag.",
+    params(
+        ("z" = u8, Path, maximum = 32, example = 2,
+            description = "Zoom level, from 0 to the deployment's maximum (`FRACTILE_MAX_ZOOM`, \
+                default 24); deeper levels are 404."),
+        ("x" = u32, Path, example = 1,
+            description = "Column, from 0 to 2^z − 1; past the edge is 404."),
+        ("y" = u32, Path, example = 1,
+            description = "Row, from 0 to 2^z − 1; past the edge is 404. The URL segment is \
+                `{y}.png`."),
+        ("style" = Option<crate::openapi::StyleName>, Query, example = "ocean",
+            description = "Palette (default `classic`)."),
+        ("If-None-Match" = Option<String>, Header,
+            description = "ETags of a copy the client holds; a match answers 304."),
+    ),
+    responses(
+        (status = 200, description = "The tile.", body = crate::openapi::Png,
+            content_type = "image/png",
+            headers(
+                ("Cache-Control" = String, description = "`public, max-age=…, immutable`"),
+                ("ETag" = String, description = "Strong validator: renderer version, style and coordinates."),
+                ("X-Cache" = String, description = "`L1` (this replica's memory), `L2` (Redis) or `MISS` (rendered for this request)."),
+                ("Server-Timing" = String, description = "Where the time went (cache lookups, queue wait, render)."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` matched.",
+            headers(
+                ("Cache-Control" = String, description = "As on 200."),
+                ("ETag" = String, description = "As on 200."),
+            )),
+        (status = 400, description = "`invalid_coordinate` (sign, leading zero, not digits), \
+            `unknown_style`, `non_canonical_url` (percent-encoding), `invalid_path`, \
+            `invalid_query`.", body = ErrorBody),
+        (status = 404, description = "`tile_not_found` (deeper than the maximum zoom, past the \
+            edge) or `not_found` (not `.png`).", body = ErrorBody),
+        (status = 500, description = "`internal`: a render failed, or a fault injected through \
+            the admin port's `/faults`.", body = ErrorBody),
+        (status = 503, description = "Refused to protect the service; retry after \
+            `Retry-After`: `overloaded` (too many requests in flight, or too many misses being \
+            filled), `render_queue_full`, `render_timeout`, `render_unavailable`, `timeout`.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ))]
 pub async fn get_tile(
     State(state): State<AppState>,
     path: Result<Path<(String, String, String)>, PathRejection>,

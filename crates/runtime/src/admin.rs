@@ -10,17 +10,22 @@
 //! listed in every answer, so nobody mistakes a demo's slowness for an incident.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::Readiness;
 use crate::faults::{self, Faults};
+use crate::openapi::ErrorBody;
 
 /// What a binary's readiness check found.
 #[derive(Debug, Default)]
@@ -41,53 +46,139 @@ pub trait AdminProbe: Send + Sync + 'static {
     fn encode_metrics(&self) -> impl Future<Output = Result<String, prometheus::Error>> + Send;
 }
 
-struct Admin<P> {
-    probe: P,
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`AdminProbe`] behind a pointer, so the handlers are plain functions the OpenAPI
+/// annotations and `routes!` can name.
+trait DynProbe: Send + Sync {
+    fn check(&self) -> BoxFuture<'_, ReadyCheck>;
+    fn encode_metrics(&self) -> BoxFuture<'_, Result<String, prometheus::Error>>;
+}
+
+impl<P: AdminProbe> DynProbe for P {
+    fn check(&self) -> BoxFuture<'_, ReadyCheck> {
+        Box::pin(AdminProbe::check(self))
+    }
+
+    fn encode_metrics(&self) -> BoxFuture<'_, Result<String, prometheus::Error>> {
+        Box::pin(AdminProbe::encode_metrics(self))
+    }
+}
+
+struct Admin {
+    probe: Box<dyn DynProbe>,
     readiness: Readiness,
     faults: Faults,
+}
+
+/// The probe and metrics routes, registered from their OpenAPI annotations.
+fn routes() -> OpenApiRouter<Arc<Admin>> {
+    OpenApiRouter::new()
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
 /// `/livez`, `/readyz`, `/metrics` and `/faults` (refused unless fault injection is on),
 /// every answer `no-store`.
 pub fn router<P: AdminProbe>(probe: P, readiness: Readiness, faults: Faults) -> Router {
     let admin = Arc::new(Admin {
-        probe,
+        probe: Box::new(probe),
         readiness,
         faults: faults.clone(),
     });
-    Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz::<P>))
-        .route("/metrics", get(metrics::<P>))
+    let (probes, _) = routes().split_for_parts();
+    probes
         .with_state(admin)
         .merge(faults::router(faults))
         .layer(axum::middleware::map_response(crate::no_store))
 }
 
-/// The process is up. Checks no dependency: a restart would not fix one.
-async fn livez() -> impl IntoResponse {
-    axum::Json(json!({ "status": "alive" }))
+/// The admin router's operations, for the OpenAPI document (tag [`crate::openapi::ADMIN_TAG`]).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = routes().into_openapi();
+    doc.merge(faults::routes().into_openapi());
+    doc
 }
 
-async fn readyz<P: AdminProbe>(State(admin): State<Arc<Admin<P>>>) -> Response {
+/// The answer of `/livez`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `alive`.
+    #[schema(example = "alive")]
+    pub status: &'static str,
+}
+
+/// The answer of `/readyz`: the verdict, the faults in force, and the dependencies' states
+/// (`redis`, `queue`, ... as further string members; which ones depends on the binary).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessReport {
+    /// `ready`, `draining`, or why the process is not ready.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Names of the injected faults in force (`/faults`).
+    pub faults: Vec<&'static str>,
+    /// The dependencies' states (`"redis": "up"`, ...).
+    #[serde(flatten)]
+    #[schema(value_type = std::collections::HashMap<String, String>)]
+    pub details: Map<String, Value>,
+}
+
+/// The process is up. Checks no dependency: a restart would not fix one.
+#[utoipa::path(get, path = "/livez", tag = "admin", operation_id = "livez",
+    summary = "Liveness probe",
+    responses((status = 200, description = "The process is up.", body = Liveness,
+        headers(("Cache-Control" = String, description = "`no-store`")))))]
+async fn livez() -> impl IntoResponse {
+    axum::Json(Liveness { status: "alive" })
+}
+
+/// Whether the process should receive work; the dependencies' states either way.
+#[utoipa::path(get, path = "/readyz", tag = "admin", operation_id = "readyz",
+    summary = "Readiness probe",
+    responses(
+        (status = 200, description = "Ready.", body = ReadinessReport,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 503, description = "Not ready: draining (shutdown has begun) or the check failed; \
+            `status` says which.", body = ReadinessReport,
+            headers(("Cache-Control" = String, description = "`no-store`")))))]
+async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     let ReadyCheck { failing, details } = admin.probe.check().await;
     let (code, status) = match (admin.readiness.is_draining(), failing) {
         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         (false, Some(reason)) => (StatusCode::SERVICE_UNAVAILABLE, reason),
         (false, None) => (StatusCode::OK, "ready"),
     };
-    let mut body = details;
-    body.insert("status".into(), json!(status));
-    body.insert("faults".into(), json!(admin.faults.active()));
-    (code, axum::Json(Value::Object(body))).into_response()
+    let report = ReadinessReport {
+        status,
+        faults: admin.faults.active(),
+        details,
+    };
+    (code, axum::Json(report)).into_response()
 }
 
-async fn metrics<P: AdminProbe>(State(admin): State<Arc<Admin<P>>>) -> Response {
+/// The Prometheus text exposition of the process's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "admin", operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4.", body = String,
+            content_type = "text/plain; version=0.0.4",
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 500, description = "The metrics could not be encoded.", body = ErrorBody,
+            headers(("Cache-Control" = String, description = "`no-store`")))))]
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     match admin.probe.encode_metrics().await {
         Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
         Err(error) => {
             tracing::error!(%error, "encoding metrics failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(ErrorBody::new(
+                    "internal",
+                    "the metrics could not be encoded",
+                )),
+            )
+                .into_response()
         }
     }
 }
@@ -99,6 +190,8 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
+
+    use serde_json::json;
 
     use super::*;
 
@@ -137,6 +230,32 @@ mod tests {
             .expect("body");
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, cache, body)
+    }
+
+    struct Broken;
+
+    impl AdminProbe for Broken {
+        async fn check(&self) -> ReadyCheck {
+            ReadyCheck::default()
+        }
+
+        async fn encode_metrics(&self) -> Result<String, prometheus::Error> {
+            Err(prometheus::Error::Msg("broken".into()))
+        }
+    }
+
+    /// Every error the admin port answers has the JSON error body the document promises.
+    #[tokio::test]
+    async fn a_failed_scrape_is_a_500_with_the_json_error_body() {
+        let registry = prometheus::Registry::new();
+        let faults = Faults::new(false, &[], &registry).expect("registers");
+        let app = router(Broken, Readiness::default(), faults);
+        let (code, cache, body) = get(&app, "/metrics").await;
+        assert_eq!(
+            (code, cache.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "no-store")
+        );
+        assert_eq!(body["error"]["code"], "internal", "{body}");
     }
 
     #[tokio::test]

@@ -19,12 +19,15 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::openapi::ErrorBody;
 
 /// Default lifetime of injected faults.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(300);
@@ -69,23 +72,28 @@ impl Fault {
 }
 
 /// The body of `PUT /faults`: the faults wanted; what is left out is off.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"tile_latency_ms": 200, "duration_s": 60}))]
 pub struct FaultRequest {
-    /// Milliseconds added to every tile response.
+    /// Milliseconds added to every tile response (at most 60000).
     #[serde(default)]
+    #[schema(maximum = 60000)]
     pub tile_latency_ms: u64,
     /// Fraction of tile responses answered 500 `fault_injected`, from 0 to 1.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     pub tile_error_ratio: f64,
-    /// Factor on every render's CPU time, from 1 to [`MAX_SLOWDOWN`].
+    /// Factor on every render's CPU time, from 1 to 100.
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 100)]
     pub render_slowdown: f64,
     /// Stop taking jobs from the queue.
     #[serde(default)]
     pub pause_consumption: bool,
-    /// Seconds until the faults lift by themselves.
+    /// Seconds until the faults lift by themselves, from 1 to 3600 (default 300).
     #[serde(default = "default_duration_s")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub duration_s: u64,
 }
 
@@ -374,32 +382,52 @@ impl Faults {
     }
 
     /// What `GET /faults` shows.
-    fn view(&self) -> serde_json::Value {
+    fn view(&self) -> FaultsView {
         match self.current() {
-            Some((request, lifts_at)) if !request.active().is_empty() => json!({
-                "enabled": self.enabled(),
-                "active": request.active().into_iter().map(Fault::name).collect::<Vec<_>>(),
-                "settings": request,
-                "lifts_in_s": lifts_at.saturating_duration_since(Instant::now()).as_secs(),
-            }),
-            _ => json!({ "enabled": self.enabled(), "active": [] }),
+            Some((request, lifts_at)) if !request.active().is_empty() => FaultsView {
+                enabled: self.enabled(),
+                active: request.active().into_iter().map(Fault::name).collect(),
+                lifts_in_s: Some(lifts_at.saturating_duration_since(Instant::now()).as_secs()),
+                settings: Some(request),
+            },
+            _ => FaultsView {
+                enabled: self.enabled(),
+                active: Vec::new(),
+                settings: None,
+                lifts_in_s: None,
+            },
         }
     }
 }
 
+/// What `/faults` answers: whether injection is enabled and the faults in force.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FaultsView {
+    /// Whether the process started with `FRACTILE_FAULT_INJECTION=true`.
+    pub enabled: bool,
+    /// Names of the faults in force.
+    pub active: Vec<&'static str>,
+    /// The request in force, while a fault is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<FaultRequest>,
+    /// Seconds until the faults lift by themselves, while a fault is in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifts_in_s: Option<u64>,
+}
+
 /// `GET`, `PUT` and `DELETE /faults`, for the admin router.
 pub fn router(faults: Faults) -> Router {
-    Router::new()
-        .route("/faults", get(show).put(put).delete(delete))
-        .with_state(faults)
+    let (router, _) = routes().split_for_parts();
+    router.with_state(faults)
+}
+
+/// The `/faults` routes, registered from their OpenAPI annotations.
+pub(crate) fn routes() -> OpenApiRouter<Faults> {
+    OpenApiRouter::new().routes(routes!(show, put, delete))
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response()
+    (status, axum::Json(ErrorBody::new(code, message))).into_response()
 }
 
 fn disabled() -> Response {
@@ -410,26 +438,41 @@ fn disabled() -> Response {
     )
 }
 
+/// The faults in force.
+#[utoipa::path(get, path = "/faults", tag = "admin", operation_id = "get_faults",
+    summary = "Injected faults in force",
+    responses((status = 200, description = "The faults in force.", body = FaultsView,
+        headers(("Cache-Control" = String, description = "`no-store`")))))]
 async fn show(State(faults): State<Faults>) -> Response {
     axum::Json(faults.view()).into_response()
 }
 
+/// Replaces the injected faults with these, until `duration_s` passes.
+#[utoipa::path(put, path = "/faults", tag = "admin", operation_id = "put_faults",
+    summary = "Inject faults",
+    request_body = FaultRequest,
+    responses(
+        (status = 200, description = "In force.", body = FaultsView,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "`invalid_body`, `invalid_fault` (out of range) or \
+            `unsupported_fault` (not a fault this process has).", body = ErrorBody,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 403, description = "`faults_disabled`: the process started without \
+            `FRACTILE_FAULT_INJECTION=true`.", body = ErrorBody,
+            headers(("Cache-Control" = String, description = "`no-store`")))))]
 async fn put(
     State(faults): State<Faults>,
-    body: Result<axum::Json<FaultRequest>, JsonRejection>,
+    body: Result<axum::Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
     if !faults.enabled() {
         return disabled();
     }
-    let request = match body {
-        Ok(axum::Json(request)) => request,
-        Err(rejection) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                &rejection.body_text(),
-            );
-        }
+    let body = body
+        .map(|axum::Json(value)| value)
+        .map_err(|r| r.body_text());
+    let request = match body.and_then(fault_request) {
+        Ok(request) => request,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_body", &message),
     };
     match faults.apply(request) {
         Ok(()) => axum::Json(faults.view()).into_response(),
@@ -442,6 +485,24 @@ async fn put(
     }
 }
 
+/// The body as a [`FaultRequest`]. Only a JSON object is one: serde's derive also accepts a
+/// sequence of the fields in order, so `[200, 0.5]` would otherwise inject 200 ms of latency
+/// and fail half the tiles, and `[]` would lift every fault.
+fn fault_request(body: serde_json::Value) -> Result<FaultRequest, String> {
+    if !body.is_object() {
+        return Err("the body must be a JSON object, e.g. {\"tile_latency_ms\": 200}".into());
+    }
+    serde_json::from_value(body).map_err(|e| format!("invalid fault request: {e}"))
+}
+
+/// Lifts every injected fault at once.
+#[utoipa::path(delete, path = "/faults", tag = "admin", operation_id = "delete_faults",
+    summary = "Lift injected faults",
+    responses(
+        (status = 200, description = "Lifted.", body = FaultsView,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 403, description = "`faults_disabled`.", body = ErrorBody,
+            headers(("Cache-Control" = String, description = "`no-store`")))))]
 async fn delete(State(faults): State<Faults>) -> Response {
     if !faults.enabled() {
         return disabled();
@@ -453,6 +514,8 @@ async fn delete(State(faults): State<Faults>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     const API: &[Fault] = &[Fault::TileLatency, Fault::TileErrors, Fault::RenderSlowdown];
@@ -477,6 +540,33 @@ mod tests {
             .flat_map(|f| f.get_metric())
             .find(|m| m.get_label().iter().any(|l| l.value() == fault))
             .map_or(-1, |m| m.get_gauge().get_value() as i64)
+    }
+
+    /// Found by schemathesis: serde's derive reads a struct from a JSON array too.
+    #[tokio::test]
+    async fn a_put_body_must_be_an_object() {
+        use axum::body::Body;
+        use tower::ServiceExt;
+
+        let (faults, _registry) = faults(true);
+        let app = router(faults.clone());
+        for (body, expected) in [
+            ("[]", StatusCode::BAD_REQUEST),
+            ("[200, 0.5]", StatusCode::BAD_REQUEST),
+            ("7", StatusCode::BAD_REQUEST),
+            (r#"{"tile_latency_ms": 200}"#, StatusCode::OK),
+        ] {
+            let request = axum::http::Request::put("/faults")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .expect("valid");
+            let response = app.clone().oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), expected, "{body}");
+            if expected == StatusCode::BAD_REQUEST {
+                assert!(faults.tile_latency().is_none(), "{body} injected nothing");
+            }
+        }
+        assert_eq!(faults.tile_latency(), Some(Duration::from_millis(200)));
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 //! - [`fd_limit`]: the open-file limit raised at start-up, and connection caps fitted under it;
 //! - [`healthcheck`]: the `healthcheck` subcommand both binaries answer;
 //! - [`metrics`]: a Prometheus registry with the process collector, and its exposition;
+//! - [`openapi`]: the JSON error body and the admin tag both OpenAPI documents share;
 //! - [`pool`]: the bounded render thread pool, with interactive and bulk lanes;
 //! - [`ratelimited_log`]: one line per interval for warnings that repeat, with a count of the rest;
 //! - [`secret_url`]: connection URLs whose passwords never reach `Debug` or logs;
@@ -22,6 +23,7 @@ pub mod faults;
 pub mod fd_limit;
 pub mod healthcheck;
 pub mod metrics;
+pub mod openapi;
 pub mod pool;
 pub mod ratelimited_log;
 pub mod secret_url;

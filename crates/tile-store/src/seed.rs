@@ -84,7 +84,7 @@ impl SeedState {
 }
 
 /// The rectangle of the complex plane a seed covers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeedBBox {
     /// Left edge.

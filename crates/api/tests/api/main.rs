@@ -9,5 +9,6 @@ mod exits;
 mod faults;
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod refusals;
 mod seed_access;

@@ -1,0 +1,221 @@
+//! The OpenAPI 3.1 document of the HTTP api, served at `GET /openapi.json` on the traffic
+//! port and committed as `crates/api/openapi.json`.
+//!
+//! It is generated from the code: each handler carries a `#[utoipa::path]` annotation (its
+//! parameters, request body, and every status and header it can answer), the routers
+//! register the handlers from those annotations (`utoipa_axum::routes!`), and the bodies'
+//! schemas are derived from the Rust types that serialize them. What the annotations cannot
+//! say is added here, in one place:
+//!
+//! - the tile route's path: axum 0.8 cannot route `{y}.png`, so the route is
+//!   `/tiles/{z}/{x}/{y}` and the handler strips `.png`; the document shows the URL clients
+//!   use, `/tiles/{z}/{x}/{y}.png`;
+//! - what the middleware stack adds to every traffic response: `X-Request-Id` on each,
+//!   `Cache-Control: no-store` on each 5xx, and the refusals of requests over the head
+//!   limits (414, 431) or that made a handler panic (500);
+//! - the bearer scheme of the seed routes.
+//!
+//! The admin port's operations (tag `admin`) are in the same document: both binaries serve
+//! them on their admin port, never on the traffic port.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use axum::body::Bytes;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use fractile_runtime::openapi::{ADMIN_TAG, ErrorBody};
+use utoipa::openapi::header::Header;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as Document, RefOr, ResponseBuilder};
+use utoipa::{OpenApi, PartialSchema, ToSchema};
+
+/// The tile route as axum matches it (`{y}` is `N.png`).
+pub const TILE_ROUTE: &str = "/tiles/{z}/{x}/{y}";
+/// The tile route as clients see it, in the document.
+pub const TILE_PATH: &str = "/tiles/{z}/{x}/{y}.png";
+
+/// The command that rewrites the committed copy of the document.
+pub const REGENERATE: &str =
+    "FRACTILE_WRITE_OPENAPI=1 cargo test -p fractile-api --test api openapi::committed_copy";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "fractile",
+        description = "Mandelbrot map tiles over HTTP. Operations tagged `admin` are served on \
+            the admin port (`FRACTILE_ADMIN_LISTEN`, by the api and by each worker), every \
+            other operation on the traffic port (`FRACTILE_LISTEN`). Every error answers \
+            `{\"error\": {\"code\", \"message\"}}`.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
+    ),
+    tags(
+        (name = "tiles", description = "Map tiles, behind admission control."),
+        (name = "seeds", description = "Bulk pre-rendering; needs `FRACTILE_SEED_TOKEN`, Redis and RabbitMQ."),
+        (name = "viewer", description = "The map page and this document; never shed."),
+        (name = "admin", description = "Probes, metrics and fault injection, on the admin port."),
+    ),
+    components(schemas(ErrorBody, StyleName, Png)),
+)]
+struct ApiDoc;
+
+/// A style's name, as the `style` parameter and seeds take it.
+pub struct StyleName;
+
+impl PartialSchema for StyleName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(
+                fractile_render::palette::STYLES.iter().map(|s| s.name()),
+            ))
+            .description(Some("A palette."))
+            .into()
+    }
+}
+
+impl ToSchema for StyleName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Style")
+    }
+}
+
+/// A tile's bytes.
+pub struct Png;
+
+impl PartialSchema for Png {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("image/png")
+            .description(Some("A 256×256 PNG."))
+            .into()
+    }
+}
+
+impl ToSchema for Png {}
+
+/// The document, generated from the routers' annotations.
+pub fn document() -> Document {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc.merge(crate::app::routes().into_openapi());
+    if let Some(item) = doc.paths.paths.remove(TILE_ROUTE) {
+        doc.paths.paths.insert(TILE_PATH.to_owned(), item);
+    }
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            if !op.tags.iter().flatten().any(|t| t == ADMIN_TAG) {
+                add_stack_responses(op);
+            }
+        }
+    }
+    doc.merge(fractile_runtime::admin::openapi());
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "seed_token",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("`Authorization: Bearer <FRACTILE_SEED_TOKEN>`"))
+                .build(),
+        ),
+    );
+    doc
+}
+
+/// What the traffic stack (`app::stack`) adds to an operation's responses.
+fn add_stack_responses(op: &mut Operation) {
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::content::ContentBuilder::new()
+                    .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                        "Error",
+                    ))))
+                    .build(),
+            )
+            .build()
+    };
+    let responses = &mut op.responses.responses;
+    for (status, description) in [
+        (
+            "414",
+            "`uri_too_long`: the request target is over `FRACTILE_MAX_URI_BYTES`.",
+        ),
+        (
+            "431",
+            "`head_too_large`: the request head is over `FRACTILE_MAX_HEAD_BYTES` or \
+             `FRACTILE_MAX_HEADERS`.",
+        ),
+        (
+            "500",
+            "`internal`: an unexpected failure (logged, never described).",
+        ),
+    ] {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::T(error(description)));
+    }
+    let string = || Header::new(ObjectBuilder::new().schema_type(Type::String));
+    for (status, response) in responses.iter_mut() {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        let mut request_id = string();
+        request_id.description =
+            Some("The request's id: the one sent in `X-Request-Id`, else a new UUID.".into());
+        response
+            .headers
+            .insert("X-Request-Id".into(), RefOr::T(request_id));
+        if status.starts_with('5') {
+            let mut no_store = string();
+            no_store.description = Some("`no-store`".into());
+            response
+                .headers
+                .entry("Cache-Control".into())
+                .or_insert(RefOr::T(no_store));
+        }
+    }
+}
+
+/// The document as served, serialized once (at start-up: [`crate::app::app`] forces it).
+pub fn document_json() -> &'static Bytes {
+    static JSON: LazyLock<Bytes> = LazyLock::new(|| {
+        let mut json = serde_json::to_vec_pretty(&document())
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}").into_bytes());
+        json.push(b'\n');
+        Bytes::from(json)
+    });
+    &JSON
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "viewer", operation_id = "openapi",
+    summary = "This document",
+    responses((status = 200, description = "The OpenAPI 3.1 document of the api.",
+        content_type = "application/json", body = Object,
+        headers(("Cache-Control" = String, description = "`no-cache`")))))]
+pub async fn openapi_json() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        document_json().clone(),
+    )
+        .into_response()
+}
