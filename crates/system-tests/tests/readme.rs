@@ -40,6 +40,8 @@ const OTHER_VARIABLES: &[(&str, &str)] = &[
     ("FRACTILE_LOAD_SCENARIO", "deploy/kind/load.sh"),
     // deploy/kind/up.sh: the overlay it applies.
     ("FRACTILE_OVERLAY", "deploy/kind/up.sh"),
+    // Rewrites the committed OpenAPI document (HTTP API).
+    ("FRACTILE_WRITE_OPENAPI", "crates/api/tests/api/openapi.rs"),
 ];
 
 /// Exported metrics the README names by example only ("the process collector's
