@@ -12,7 +12,9 @@ async fn main() -> ExitCode {
     }
     let config = Config::load();
     config.log.init();
-    let result = async { Server::bind(config).await?.run(shutdown_signal()).await }.await;
+    // Before the listeners exist: a SIGTERM from then on drains instead of killing.
+    let shutdown = shutdown_signal();
+    let result = async { Server::bind(config).await?.run(shutdown).await }.await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -16,7 +16,9 @@ async fn main() -> ExitCode {
     }
     let config = Config::parse();
     config.log.init();
-    let result = async { Worker::new(config)?.run(shutdown_signal()).await }.await;
+    // Before the admin listener exists: a SIGTERM from then on drains instead of killing.
+    let shutdown = shutdown_signal();
+    let result = async { Worker::new(config)?.run(shutdown).await }.await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -35,6 +35,22 @@ fn bad_settings_exit_with_a_usage_error_and_no_panic() {
 }
 
 #[test]
+fn a_sigterm_the_moment_it_listens_drains_instead_of_killing() {
+    // The signal handlers must exist before the `listening` line: an orchestrator may stop a
+    // process the moment it is up. Several rounds, as the window is narrow.
+    for round in 0..5 {
+        let process = Process::spawn(api());
+        listening(&process);
+        process.terminate();
+        let status = process.wait_exit(Duration::from_secs(20));
+        assert!(
+            status.success(),
+            "round {round}: {status:?} (killed by the signal?)"
+        );
+    }
+}
+
+#[test]
 fn empty_urls_mean_unset_and_the_api_starts() {
     // As a Docker `.env` file writes the settings it leaves unset.
     let mut command = api();
