@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench browser-test lint validate k8s-validate e2e experiments stack-up stack-down ci
+.PHONY: run test bench fuzz browser-test lint validate k8s-validate e2e experiments stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -9,6 +9,9 @@ test:           ## every Rust test
 
 bench:          ## kernel and encoder benchmarks (figures in README.md)
 	cargo bench -p fractile-render --bench render
+
+fuzz:           ## each cargo-fuzz target for FUZZ_SECONDS (default 300) on a copy of its corpus
+	fuzz/run.sh
 
 browser-test:   ## headless Chromium opens the viewer; screenshots in crates/api/tests/browser/output
 	crates/api/tests/browser/run.sh

@@ -26,7 +26,45 @@ pub struct CacheLabel(pub &'static str);
 /// The query string of a tile request.
 #[derive(Debug, Deserialize)]
 pub struct TileQuery {
-    style: Option<String>,
+    /// `?style=`: a style name; absent means the default style.
+    pub style: Option<String>,
+}
+
+/// The canonical URL of a tile: `/tiles/{z}/{x}/{y}.png?style={name}`, plain digits, the
+/// style always named (as the viewer asks for it). [`request_key`] parses it back to `key`.
+pub fn canonical_url(key: &TileKey) -> String {
+    let t = key.tile;
+    format!(
+        "/tiles/{}/{}/{}.png?style={}",
+        t.z(),
+        t.x(),
+        t.y(),
+        key.style.name()
+    )
+}
+
+/// Everything the tile route decides about a request once the router has matched
+/// `/tiles/{z}/{x}/{y}`, given the whole URI and the three path segments the router
+/// extracted: percent-encoding anywhere is refused ([`canonical_uri`]), then the query is
+/// read as the `Query` extractor reads it, then [`parse_key`]. Pure: the handler calls it, and
+/// so does the fuzz target `tile_path` (fuzz/), so both make the same decision.
+pub fn request_key(
+    uri: &Uri,
+    z: &str,
+    x: &str,
+    y: &str,
+    max_zoom: MaxZoom,
+) -> Result<TileKey, ApiError> {
+    canonical_uri(uri)?;
+    let Query(query) = Query::<TileQuery>::try_from_uri(uri).map_err(invalid_query)?;
+    parse_key(z, x, y, query.style.as_deref(), max_zoom)
+}
+
+fn invalid_query(e: QueryRejection) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_query",
+        message: e.body_text(),
+    }
 }
 
 /// Parses the path segments and the style into a valid key.
@@ -94,7 +132,7 @@ fn coordinate(name: &str, s: &str) -> Result<u64, ApiError> {
 /// canonical URL: a second cache key in every browser and CDN for the same bytes, and a way
 /// to make each request a CDN miss. A canonical tile URL never needs an escape (digits, `/`,
 /// `.png`, a style name), so any `%` is refused rather than redirected.
-fn canonical_uri(uri: &Uri) -> Result<(), ApiError> {
+pub fn canonical_uri(uri: &Uri) -> Result<(), ApiError> {
     if uri.path().contains('%') {
         return Err(ApiError::BadRequest {
             code: "non_canonical_url",
@@ -197,7 +235,6 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
 pub async fn get_tile(
     State(state): State<AppState>,
     path: Result<Path<(String, String, String)>, PathRejection>,
-    query: Result<Query<TileQuery>, QueryRejection>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -206,11 +243,7 @@ pub async fn get_tile(
         code: "invalid_path",
         message: e.body_text(),
     })?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest {
-        code: "invalid_query",
-        message: e.body_text(),
-    })?;
-    let key = parse_key(&z, &x, &y, query.style.as_deref(), state.max_zoom)?;
+    let key = request_key(&uri, &z, &x, &y, state.max_zoom)?;
 
     let etag = etag(&key);
     let cache_control = state.cache_control.clone();

@@ -245,9 +245,10 @@ impl TileRange {
         }))
     }
 
-    /// Tiles in the range.
+    /// Tiles in the range, saturating at `u64::MAX`: a whole level at zoom 32 has 2^64
+    /// tiles, one more than a `u64` holds (such a range is only ever refused as too large).
     pub fn count(&self) -> u64 {
-        (u64::from(self.x1 - self.x0) + 1) * (u64::from(self.y1 - self.y0) + 1)
+        (u64::from(self.x1 - self.x0) + 1).saturating_mul(u64::from(self.y1 - self.y0) + 1)
     }
 
     /// The tiles, row by row. Lazy: a range of millions of tiles costs no memory.
@@ -260,6 +261,16 @@ impl TileRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_count_of_a_whole_level_at_the_deepest_zoom_saturates() {
+        // 2^32 columns times 2^32 rows is 2^64: it overflowed (a panic in debug builds, 0 in
+        // release ones) before the count saturated.
+        let deepest = TileRange::whole(32, MaxZoom::LIMIT).expect("zoom 32 is within the limit");
+        assert_eq!(deepest.count(), u64::MAX);
+        let below = TileRange::whole(31, MaxZoom::LIMIT).expect("zoom 31 is within the limit");
+        assert_eq!(below.count(), 1 << 62);
+    }
 
     #[test]
     fn zoom_zero_covers_the_whole_set() {
