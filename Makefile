@@ -18,6 +18,7 @@ browser-test:   ## headless Chromium opens the viewer; screenshots in crates/api
 
 lint:
 	cargo fmt --all --check
+	cargo fmt --manifest-path fuzz/Cargo.toml --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 validate:       ## static checks of deploy/: compose, hadolint, nginx -t, promtool, dashboard

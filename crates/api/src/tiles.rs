@@ -362,6 +362,31 @@ mod tests {
     }
 
     #[test]
+    fn canonical_urls_parse_back_and_escapes_are_refused() {
+        let key = parse_key("5", "3", "4.png", Some("ocean"), max()).expect("valid");
+        let url = canonical_url(&key);
+        assert_eq!(url, "/tiles/5/3/4.png?style=ocean");
+        let uri: Uri = url.parse().expect("a URI");
+        assert_eq!(request_key(&uri, "5", "3", "4.png", max()).ok(), Some(key));
+        let escaped: Uri = "/tiles/5/3/4.png?style=oc%65an".parse().expect("a URI");
+        let code = |r: Result<TileKey, ApiError>| match r {
+            Err(ApiError::BadRequest { code, .. }) => code,
+            other => panic!("expected a 400, got {other:?}"),
+        };
+        assert_eq!(
+            code(request_key(&escaped, "5", "3", "4.png", max())),
+            "non_canonical_url"
+        );
+        let twice: Uri = "/tiles/5/3/4.png?style=fire&style=ocean"
+            .parse()
+            .expect("a URI");
+        assert_eq!(
+            code(request_key(&twice, "5", "3", "4.png", max())),
+            "invalid_query"
+        );
+    }
+
+    #[test]
     fn unknown_styles_are_bad_requests() {
         assert_eq!(
             status_of("1", "0", "0.png", Some("neon")),
