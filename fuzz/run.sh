@@ -4,7 +4,8 @@
 # temporary directory, so the repository is left as it was. Any crash, panic (a broken
 # property), timeout or out-of-memory fails the run; libFuzzer writes the input to
 # fuzz/artifacts/<target>/ (ignored by git) and cargo fuzz prints how to reproduce it.
-# CI runs it short (.ci/run); `make fuzz` runs it long. Usage: fuzz/run.sh [target...]
+# CI runs it short (.ci/run); `make fuzz` runs it long.
+# Usage: fuzz/run.sh [--build-only] [target...]
 #
 # Stable toolchain: cargo fuzz passes `-Zsanitizer=address` by default, which only a nightly
 # compiler takes. With `--sanitizer none` every flag it passes is a stable `-C` flag (the
@@ -31,11 +32,14 @@ if ! cargo metadata --locked --manifest-path fuzz/Cargo.toml --format-version 1 
   exit 1
 fi
 
+build_only=false
+if [ "${1:-}" = --build-only ]; then build_only=true; shift; fi
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz); fi
 
 started=$(date +%s)
 cargo fuzz build "${flags[@]}"
 echo "fuzz build: $(($(date +%s) - started)) s"
+if $build_only; then exit 0; fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
