@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench browser-test schemathesis lint validate k8s-validate e2e experiments stack-up stack-down ci
+.PHONY: run test bench fuzz browser-test schemathesis lint validate k8s-validate e2e experiments stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -10,6 +10,9 @@ test:           ## every Rust test, the ones that need Redis and RabbitMQ includ
 bench:          ## kernel and encoder benchmarks (figures in README.md)
 	cargo bench -p fractile-render --bench render
 
+fuzz:           ## each cargo-fuzz target for FUZZ_SECONDS (default 300) on a copy of its corpus
+	fuzz/run.sh
+
 browser-test:   ## headless Chromium opens the viewer; screenshots in crates/api/tests/browser/output
 	crates/api/tests/browser/run.sh
 
@@ -18,6 +21,7 @@ schemathesis:   ## schemathesis against the OpenAPI document: api + worker on Re
 
 lint:
 	cargo fmt --all --check
+	cargo fmt --manifest-path fuzz/Cargo.toml --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 validate:       ## static checks of deploy/: compose, hadolint, nginx -t, promtool, dashboard

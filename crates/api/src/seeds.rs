@@ -190,13 +190,21 @@ pub struct SeedStatus {
 }
 
 /// The tile ranges of a request, validated.
-struct Plan {
-    ranges: Vec<TileRange>,
-    style: Style,
-    total: u64,
+#[derive(Debug)]
+pub struct Plan {
+    /// One range per zoom level that has tiles in the request, shallowest first.
+    pub ranges: Vec<TileRange>,
+    /// The style every tile is rendered in.
+    pub style: Style,
+    /// Tiles in all the ranges together: at least 1, at most the limit.
+    pub total: u64,
 }
 
-fn plan(request: &SeedRequest, max_zoom: MaxZoom, limit: u64) -> Result<Plan, ApiError> {
+/// Validates a seed request into a [`Plan`]: zooms in order and within `max_zoom`, a known
+/// style, a finite non-empty bbox, and between 1 and `limit` tiles (over it: 422
+/// `seed_too_large`; anything else wrong: 400 `invalid_seed`). Pure: no store or queue is
+/// asked, so the fuzz target `seed_request` (fuzz/) calls it directly.
+pub fn plan(request: &SeedRequest, max_zoom: MaxZoom, limit: u64) -> Result<Plan, ApiError> {
     let bad = |message: String| ApiError::BadRequest {
         code: "invalid_seed",
         message,
@@ -413,7 +421,8 @@ pub async fn create(
 
 /// The body as a [`SeedRequest`]. Only a JSON object is one: serde's derive also accepts
 /// a sequence of the fields in order, so `[0,2]` would otherwise be a seed of zooms 0 to 2.
-fn seed_request(body: serde_json::Value) -> Result<SeedRequest, ApiError> {
+/// Anything else is 400 `invalid_body`.
+pub fn seed_request(body: serde_json::Value) -> Result<SeedRequest, ApiError> {
     let bad = |message: String| ApiError::BadRequest {
         code: "invalid_body",
         message,
@@ -1001,6 +1010,18 @@ mod tests {
         let bbox = json!({"min_re": -2.0, "min_im": -1.0, "max_re": 1.0, "max_im": 1.0});
         assert!(seed_request(json!({"min_zoom": 0, "max_zoom": 1, "bbox": bbox})).is_ok());
         assert!(seed_request(json!({"min_zoom": 0, "max_zoom": 1, "bbox": null})).is_ok());
+    }
+
+    #[test]
+    fn a_seed_of_the_deepest_whole_level_is_too_large() {
+        // Zoom 32 has 2^64 tiles: counting them overflowed, so with FRACTILE_MAX_ZOOM=32 the
+        // seed panicked (debug) or counted 0 tiles and was refused as empty (release).
+        match plan(&request(32, 32, None), MaxZoom::LIMIT, 100_000) {
+            Err(ApiError::Unprocessable { code, .. }) => assert_eq!(code, "seed_too_large"),
+            other => panic!("expected 422, got {:?}", other.map(|p| p.total)),
+        }
+        let everything = plan(&request(0, 32, None), MaxZoom::LIMIT, u64::MAX).expect("valid");
+        assert_eq!(everything.total, u64::MAX);
     }
 
     #[test]

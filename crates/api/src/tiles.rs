@@ -25,10 +25,51 @@ use crate::tile_cache::{FillError, Source, TileKey};
 #[derive(Debug, Clone, Copy)]
 pub struct CacheLabel(pub &'static str);
 
-/// The query string of a tile request.
+/// The query string of a tile request. Nothing but `style`: a parameter the api does not
+/// know (`?Style=fire`, a cache-buster) is a 400, not ignored, so a typo is not served as
+/// another tile and each tile keeps one URL in every cache.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TileQuery {
-    style: Option<String>,
+    /// `?style=`: a style name; absent means the default style.
+    pub style: Option<String>,
+}
+
+/// The canonical URL of a tile: `/tiles/{z}/{x}/{y}.png?style={name}`, plain digits, the
+/// style always named (as the viewer asks for it). [`request_key`] parses it back to `key`.
+pub fn canonical_url(key: &TileKey) -> String {
+    let t = key.tile;
+    format!(
+        "/tiles/{}/{}/{}.png?style={}",
+        t.z(),
+        t.x(),
+        t.y(),
+        key.style.name()
+    )
+}
+
+/// Everything the tile route decides about a request once the router has matched
+/// `/tiles/{z}/{x}/{y}`, given the whole URI and the three path segments the router
+/// extracted: percent-encoding anywhere is refused ([`canonical_uri`]), then the query is
+/// read as the `Query` extractor reads it, then [`parse_key`]. Pure: the handler calls it, and
+/// so does the fuzz target `tile_path` (fuzz/), so both make the same decision.
+pub fn request_key(
+    uri: &Uri,
+    z: &str,
+    x: &str,
+    y: &str,
+    max_zoom: MaxZoom,
+) -> Result<TileKey, ApiError> {
+    canonical_uri(uri)?;
+    let Query(query) = Query::<TileQuery>::try_from_uri(uri).map_err(invalid_query)?;
+    parse_key(z, x, y, query.style.as_deref(), max_zoom)
+}
+
+fn invalid_query(e: QueryRejection) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_query",
+        message: e.body_text(),
+    }
 }
 
 /// Parses the path segments and the style into a valid key.
@@ -96,7 +137,7 @@ fn coordinate(name: &str, s: &str) -> Result<u64, ApiError> {
 /// canonical URL: a second cache key in every browser and CDN for the same bytes, and a way
 /// to make each request a CDN miss. A canonical tile URL never needs an escape (digits, `/`,
 /// `.png`, a style name), so any `%` is refused rather than redirected.
-fn canonical_uri(uri: &Uri) -> Result<(), ApiError> {
+pub fn canonical_uri(uri: &Uri) -> Result<(), ApiError> {
     if uri.path().contains('%') {
         return Err(ApiError::BadRequest {
             code: "non_canonical_url",
@@ -234,7 +275,7 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
             )),
         (status = 400, description = "`invalid_coordinate` (sign, leading zero, not digits), \
             `unknown_style`, `non_canonical_url` (percent-encoding), `invalid_path`, \
-            `invalid_query`.", body = ErrorBody),
+            `invalid_query` (a parameter other than one `style`).", body = ErrorBody),
         (status = 404, description = "`tile_not_found` (deeper than the maximum zoom, past the \
             edge) or `not_found` (not `.png`).", body = ErrorBody),
         (status = 500, description = "`internal`: a render failed, or a fault injected through \
@@ -248,7 +289,6 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
 pub async fn get_tile(
     State(state): State<AppState>,
     path: Result<Path<(String, String, String)>, PathRejection>,
-    query: Result<Query<TileQuery>, QueryRejection>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -257,11 +297,7 @@ pub async fn get_tile(
         code: "invalid_path",
         message: e.body_text(),
     })?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest {
-        code: "invalid_query",
-        message: e.body_text(),
-    })?;
-    let key = parse_key(&z, &x, &y, query.style.as_deref(), state.max_zoom)?;
+    let key = request_key(&uri, &z, &x, &y, state.max_zoom)?;
 
     let etag = etag(&key);
     let cache_control = state.cache_control.clone();
@@ -377,6 +413,39 @@ mod tests {
         );
         assert_eq!(status_of("1", "0", "0.jpg", None), Some("not_found"));
         assert_eq!(status_of("1", "0", "0", None), Some("not_found"));
+    }
+
+    #[test]
+    fn canonical_urls_parse_back_and_escapes_are_refused() {
+        let key = parse_key("5", "3", "4.png", Some("ocean"), max()).expect("valid");
+        let url = canonical_url(&key);
+        assert_eq!(url, "/tiles/5/3/4.png?style=ocean");
+        let uri: Uri = url.parse().expect("a URI");
+        assert_eq!(request_key(&uri, "5", "3", "4.png", max()).ok(), Some(key));
+        let escaped: Uri = "/tiles/5/3/4.png?style=oc%65an".parse().expect("a URI");
+        let code = |r: Result<TileKey, ApiError>| match r {
+            Err(ApiError::BadRequest { code, .. }) => code,
+            other => panic!("expected a 400, got {other:?}"),
+        };
+        assert_eq!(
+            code(request_key(&escaped, "5", "3", "4.png", max())),
+            "non_canonical_url"
+        );
+        let twice: Uri = "/tiles/5/3/4.png?style=fire&style=ocean"
+            .parse()
+            .expect("a URI");
+        assert_eq!(
+            code(request_key(&twice, "5", "3", "4.png", max())),
+            "invalid_query"
+        );
+        for query in ["Style=fire", "style=fire&v=2", "foo"] {
+            let other: Uri = format!("/tiles/5/3/4.png?{query}").parse().expect("a URI");
+            assert_eq!(
+                code(request_key(&other, "5", "3", "4.png", max())),
+                "invalid_query",
+                "?{query}"
+            );
+        }
     }
 
     #[test]

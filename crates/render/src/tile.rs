@@ -226,9 +226,21 @@ impl TileRange {
         }
         let size = WORLD_SIZE / (1u64 << z) as f64;
         let last = f64::from(whole.x1);
-        // Column of a real part, row of an imaginary part, clamped to the world.
-        let column = |re: f64| ((re - ORIGIN_RE) / size).floor().clamp(0.0, last) as u32;
-        let row = |im: f64| ((ORIGIN_IM - im) / size).floor().clamp(0.0, last) as u32;
+        // Tile edges, exact as in `TileId::viewport`.
+        let edge_re = |k: u32| ORIGIN_RE + f64::from(k) * size;
+        let edge_im = |k: u32| ORIGIN_IM - f64::from(k) * size;
+        // The column whose left edge is the last at or left of a real part, the row whose top
+        // edge is the last at or above an imaginary part, clamped to the world. The division
+        // estimates it; it can round across an edge (`-0.77 .. -7e-70` gave column 11 of zoom
+        // 4, which starts at 0), so the exact edges settle it.
+        let column = |re: f64| {
+            let estimate = ((re - ORIGIN_RE) / size).floor().clamp(0.0, last) as u32;
+            settle(estimate, whole.x1, |k| edge_re(k) <= re)
+        };
+        let row = |im: f64| {
+            let estimate = ((ORIGIN_IM - im) / size).floor().clamp(0.0, last) as u32;
+            settle(estimate, whole.x1, |k| edge_im(k) >= im)
+        };
         let world_misses = max_re <= ORIGIN_RE
             || min_re >= ORIGIN_RE + WORLD_SIZE
             || min_im >= ORIGIN_IM
@@ -245,9 +257,10 @@ impl TileRange {
         }))
     }
 
-    /// Tiles in the range.
+    /// Tiles in the range, saturating at `u64::MAX`: a whole level at zoom 32 has 2^64
+    /// tiles, one more than a `u64` holds (such a range is only ever refused as too large).
     pub fn count(&self) -> u64 {
-        (u64::from(self.x1 - self.x0) + 1) * (u64::from(self.y1 - self.y0) + 1)
+        (u64::from(self.x1 - self.x0) + 1).saturating_mul(u64::from(self.y1 - self.y0) + 1)
     }
 
     /// The tiles, row by row. Lazy: a range of millions of tiles costs no memory.
@@ -257,9 +270,52 @@ impl TileRange {
     }
 }
 
+/// The largest `k` in `0..=last` for which `within(k)` holds (`within` holds up to some `k`
+/// and not past it), or 0, found from an estimate at most one off.
+fn settle(mut k: u32, last: u32, within: impl Fn(u32) -> bool) -> u32 {
+    while k > 0 && !within(k) {
+        k -= 1;
+    }
+    while k < last && within(k + 1) {
+        k += 1;
+    }
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bbox_ending_just_before_a_tile_edge_does_not_cover_the_next_tile() {
+        // Found by fuzzing seed plans: (-7e-70 + 2.75) / 0.25 rounds to exactly 11, so the
+        // range took column 11 of zoom 4, whose left edge is 0, right of the bbox.
+        let range = TileRange::covering(4, MaxZoom::LIMIT, -0.77, 0.09, -7e-70, 1.0)
+            .expect("zoom 4 is within the limit")
+            .expect("the bbox meets the world");
+        for tile in range.tiles() {
+            assert!(
+                tile.viewport().min_re() <= -7e-70,
+                "{tile:?} is right of the bbox"
+            );
+        }
+        assert_eq!(range.tiles().map(TileId::x).max(), Some(10));
+        // An edge exactly on a tile boundary still takes the tile it touches.
+        let touching = TileRange::covering(4, MaxZoom::LIMIT, -0.77, 0.09, 0.0, 1.0)
+            .expect("zoom 4 is within the limit")
+            .expect("the bbox meets the world");
+        assert_eq!(touching.tiles().map(TileId::x).max(), Some(11));
+    }
+
+    #[test]
+    fn the_count_of_a_whole_level_at_the_deepest_zoom_saturates() {
+        // 2^32 columns times 2^32 rows is 2^64: it overflowed (a panic in debug builds, 0 in
+        // release ones) before the count saturated.
+        let deepest = TileRange::whole(32, MaxZoom::LIMIT).expect("zoom 32 is within the limit");
+        assert_eq!(deepest.count(), u64::MAX);
+        let below = TileRange::whole(31, MaxZoom::LIMIT).expect("zoom 31 is within the limit");
+        assert_eq!(below.count(), 1 << 62);
+    }
 
     #[test]
     fn zoom_zero_covers_the_whole_set() {
