@@ -48,9 +48,15 @@ for target in "${targets[@]}"; do
   [ -d "fuzz/corpus/$target" ] || { echo "no corpus fuzz/corpus/$target" >&2; exit 1; }
   mkdir -p "$work/$target"
   echo "=== fuzzing $target for ${seconds} s"
-  # The first directory receives new inputs; the committed corpus is only read.
-  if ! cargo fuzz run "${flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
-    -max_total_time="$seconds" -timeout=10 -print_final_stats=1; then
+  # The first directory receives new inputs; the committed corpus is only read. libFuzzer's
+  # progress lines go to a log: its final statistics are shown, and on a failure its end
+  # (the input, the panic, how to reproduce).
+  if cargo fuzz run "${flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
+    -max_total_time="$seconds" -timeout=10 -print_final_stats=1 > "$work/$target.log" 2>&1; then
+    grep -E '^(Done|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb|new_units_added))' \
+      "$work/$target.log" || true
+  else
+    tail -n 60 "$work/$target.log"
     failed+=("$target")
   fi
 done
