@@ -185,7 +185,7 @@ fn publish_outcome(error: &QueueError) -> &'static str {
         QueueError::Unroutable => "returned",
         QueueError::Timeout(_) => "timeout",
         QueueError::Blocked => "blocked",
-        QueueError::NotConnected => "unavailable",
+        QueueError::NotConnected | QueueError::Unreachable(_) => "unavailable",
         QueueError::Amqp(_) | QueueError::Runtime(_) => "error",
     }
 }

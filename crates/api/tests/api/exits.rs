@@ -128,7 +128,7 @@ fn without_a_broker_the_api_serves_reports_it_and_exits_cleanly() {
         // Redis is not needed for this either: unreachable, it is a miss.
         .env(
             "FRACTILE_REDIS_URL",
-            format!("redis://127.0.0.1:{}", closed_port()),
+            format!("redis://:{password}@127.0.0.1:{}", closed_port()),
         );
     let process = Process::spawn(command);
     // It listens at once instead of waiting for the broker.
@@ -168,9 +168,17 @@ fn without_a_broker_the_api_serves_reports_it_and_exits_cleanly() {
     assert_eq!(ready.0, 200, "still ready: misses are served locally");
     assert_eq!(ready.1["queue"], "down");
     assert!(metrics.contains("\nqueue_connected 0"), "{metrics}");
-    // Each attempt is logged, the password never.
+    // Each attempt is logged with the redacted URL and when the next one comes, the password
+    // never; the same for Redis (the tile-ready subscription's reconnects).
     process.wait_for_line(Duration::from_secs(10), |l| {
-        l.contains("connecting to RabbitMQ") && l.contains("fractile:***@")
+        l.contains("connecting to RabbitMQ")
+            && l.contains("fractile:***@127.0.0.1")
+            && l.contains("retry_in")
+    });
+    process.wait_for_line(Duration::from_secs(10), |l| {
+        l.contains("tile-ready subscription")
+            && l.contains("***@127.0.0.1")
+            && l.contains("retry_in")
     });
     assert!(
         !process.output().iter().any(|l| l.contains(password)),

@@ -90,8 +90,13 @@ fn an_unreachable_broker_is_retried_not_ready_until_sigterm_ends_it_cleanly() {
         )
         .env("FRACTILE_ADMIN_LISTEN", &admin);
     let process = Process::spawn(command);
-    process.wait_for_line(Duration::from_secs(20), |l| {
-        l.contains("connecting to RabbitMQ") && l.contains("fractile:***@")
+    // Each failed attempt says so at once, with the redacted URL and the next retry time
+    // (not after lapin's silent TCP retries).
+    process.wait_for_line(Duration::from_secs(10), |l| {
+        l.contains("connecting to RabbitMQ failed")
+            && l.contains("fractile:***@127.0.0.1")
+            && l.contains("retry_in")
+            && l.contains("unreachable")
     });
     let (status, body) = http_get(&admin, "/readyz");
     assert_eq!(status, 503, "{body}");
