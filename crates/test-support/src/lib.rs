@@ -45,21 +45,28 @@ pub fn services() -> Services {
         ("Redis", "FRACTILE_TEST_REDIS_URL", &redis),
         ("RabbitMQ", "FRACTILE_TEST_AMQP_URL", &amqp),
     ] {
-        let addr = host_port(url);
-        let reachable = std::net::ToSocketAddrs::to_socket_addrs(&addr)
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .is_some_and(|a| {
-                std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok()
-            });
-        assert!(
-            reachable,
+        if let Some(why) = unreachable(name, variable, url) {
+            panic!("{why}");
+        }
+    }
+    Services { redis, amqp }
+}
+
+/// Why the service `name` at `url` (from `variable`) cannot be used, or `None` when
+/// something accepts a TCP connection there.
+fn unreachable(name: &str, variable: &str, url: &str) -> Option<String> {
+    let addr = host_port(url);
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok());
+    (!reachable).then(|| {
+        format!(
             "{name} is not reachable at {addr} (set by {variable}, or the default): this test \
              needs Redis and RabbitMQ running (README.md, Development). A plain `cargo test` \
              leaves it out."
-        );
-    }
-    Services { redis, amqp }
+        )
+    })
 }
 
 /// Fails the test unless the test binary runs ignored tests (`--ignored` or
@@ -538,6 +545,22 @@ mod tests {
             "no ignored test found under {}",
             root.display()
         );
+    }
+
+    #[test]
+    fn a_missing_service_is_named_with_where_and_what_to_do() {
+        let url = format!("redis://:pw@127.0.0.1:{}", closed_port());
+        let why = unreachable("Redis", "FRACTILE_TEST_REDIS_URL", &url).expect("unreachable");
+        assert!(
+            why.starts_with("Redis is not reachable at 127.0.0.1:")
+                && why.contains("(set by FRACTILE_TEST_REDIS_URL, or the default)")
+                && why.contains("A plain `cargo test` leaves it out")
+                && !why.contains("pw"),
+            "{why}"
+        );
+        let open = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("redis://{}", open.local_addr().expect("addr"));
+        assert_eq!(unreachable("Redis", "FRACTILE_TEST_REDIS_URL", &url), None);
     }
 
     #[test]
