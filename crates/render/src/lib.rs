@@ -9,8 +9,8 @@
 //! Layout:
 //! - [`tile`]: slippy-map coordinates, their validation, and the viewport each one covers;
 //! - [`kernel`]: the escape-time iteration, several pixels at a time;
-//! - [`palette`]: the fixed set of colour styles;
-//! - [`encode`]: RGB pixels to PNG.
+//! - [`palette`]: the fixed set of colour styles, each a palette of 256 colours;
+//! - [`encode`]: palette indices to an 8-bit paletted PNG.
 
 pub mod encode;
 pub mod kernel;
@@ -18,14 +18,15 @@ pub mod palette;
 pub mod tile;
 
 pub use encode::{EncodeError, Encoding};
-pub use palette::{Style, UnknownStyle};
+pub use palette::{PALETTE_SIZE, Palette, STYLES, Style, UnknownStyle};
 pub use tile::{MaxZoom, TILE_SIZE, TileError, TileId, TileRange, Viewport};
 
 /// Identifies the renderer's output. Bump it whenever a change alters any tile's bytes
 /// (kernel, iteration budget, palette, encoder settings): caches key on it, and the ETag
 /// carries it, so clients and shared caches never mix tiles from two renderers.
 /// The golden-hash test in `tests/golden.rs` fails when the bytes change, as a reminder.
-pub const RENDER_VERSION: &str = "r1";
+/// `r2`: 8-bit paletted PNG (r1 was 24-bit RGB).
+pub const RENDER_VERSION: &str = "r2";
 
 /// What a render is keyed on everywhere (caches, queue messages, seeds): a tile and the
 /// style it is drawn in.
@@ -56,14 +57,33 @@ pub enum RenderError {
     Encode(#[from] EncodeError),
 }
 
-/// An RGB image of one tile, row-major, 3 bytes per pixel.
+/// One tile's image: a palette index per pixel, row-major, and the style whose palette
+/// the indices name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pixels(Vec<u8>);
+pub struct Pixels {
+    indices: Vec<u8>,
+    style: Style,
+}
 
 impl Pixels {
-    /// The raw RGB bytes, `TILE_SIZE * TILE_SIZE * 3` of them.
-    pub fn as_rgb(&self) -> &[u8] {
-        &self.0
+    /// The palette indices, `TILE_SIZE * TILE_SIZE` of them.
+    pub fn indices(&self) -> &[u8] {
+        &self.indices
+    }
+
+    /// The style whose palette the indices name.
+    pub fn style(&self) -> Style {
+        self.style
+    }
+
+    /// The image as RGB, 3 bytes per pixel (for tests and comparisons; tiles are encoded
+    /// from the indices).
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let palette = self.style.palette();
+        self.indices
+            .iter()
+            .flat_map(|&i| palette[usize::from(i)])
+            .collect()
     }
 }
 
@@ -80,25 +100,25 @@ pub fn render_pixels(
     let max_iterations = kernel::max_iterations(tile.z());
     let step = viewport.pixel_size();
     let size = TILE_SIZE as usize;
-    let mut rgb = vec![0u8; size * size * 3];
-    for (row, out) in rgb.chunks_exact_mut(size * 3).enumerate() {
+    let mut indices = vec![0u8; size * size];
+    for (row, out) in indices.chunks_exact_mut(size).enumerate() {
         if cancelled() {
             return Err(RenderError::Cancelled);
         }
         // Pixel centres: row 0 is the top (largest imaginary part), as on a slippy map.
         let ci = viewport.max_im() - (row as f64 + 0.5) * step;
         let min_re = viewport.min_re();
-        for (lane_block, out) in out.chunks_exact_mut(kernel::LANES * 3).enumerate() {
+        for (lane_block, out) in out.chunks_exact_mut(kernel::LANES).enumerate() {
             let first = lane_block * kernel::LANES;
             let cr: [f64; kernel::LANES] =
                 std::array::from_fn(|l| min_re + ((first + l) as f64 + 0.5) * step);
             let escapes = kernel::escape_lanes(cr, ci, max_iterations);
-            for (l, px) in out.chunks_exact_mut(3).enumerate() {
-                px.copy_from_slice(&style.colour(escapes.smooth(l, max_iterations)));
+            for (l, px) in out.iter_mut().enumerate() {
+                *px = Style::index(escapes.smooth(l, max_iterations));
             }
         }
     }
-    Ok(Pixels(rgb))
+    Ok(Pixels { indices, style })
 }
 
 /// Renders and encodes one tile with the default [`Encoding`]: the whole job a cache miss does.

@@ -1,7 +1,11 @@
-//! The fixed set of colour styles, mapping a smooth escape count to an RGB colour.
+//! The fixed set of colour styles. Each is a palette of 256 colours (index 0 for points
+//! inside the set, 1..=255 a cyclic gradient sampled finely enough that no banding shows),
+//! and the colouring maps a smooth escape count to an index: tiles are 8-bit paletted PNGs,
+//! as map tile servers serve them.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 /// A colour scheme. The set is fixed so every (tile, style) pair can be cached and seeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -47,6 +51,20 @@ const GRAYSCALE: &[[u8; 3]] = &[[10, 10, 10], [128, 128, 128], [245, 245, 245], 
 /// Colour of points inside the set.
 const INTERIOR: [u8; 3] = [0, 0, 0];
 
+/// Entries in a style's palette: the interior colour and [`GRADIENT_STEPS`] gradient colours.
+pub const PALETTE_SIZE: usize = 256;
+/// The palette index of points inside the set.
+pub const INTERIOR_INDEX: u8 = 0;
+/// Gradient entries (indices 1..=255): one gradient cycle in 255 steps, so neighbouring
+/// entries differ by at most a few levels per channel (`palette_steps_are_small` holds it).
+const GRADIENT_STEPS: usize = PALETTE_SIZE - 1;
+
+/// A style's colours, indexed by what [`Style::index`] returns.
+pub type Palette = [[u8; 3]; PALETTE_SIZE];
+
+static PALETTES: LazyLock<[Palette; STYLES.len()]> =
+    LazyLock::new(|| STYLES.map(|style| style.build_palette()));
+
 impl Style {
     /// The name used in URLs (`?style=`), cache keys and metrics.
     pub fn name(self) -> &'static str {
@@ -58,7 +76,8 @@ impl Style {
         }
     }
 
-    fn stops(self) -> &'static [[u8; 3]] {
+    /// The gradient's stops, cycled as the escape count grows; the palette samples them.
+    pub fn stops(self) -> &'static [[u8; 3]] {
         match self {
             Style::Classic => CLASSIC,
             Style::Fire => FIRE,
@@ -67,24 +86,43 @@ impl Style {
         }
     }
 
-    /// The colour for a smooth escape count (`None`: the point is in the set).
+    /// The style's 256 colours (the PNG's `PLTE`).
+    pub fn palette(self) -> &'static Palette {
+        &PALETTES[self as usize]
+    }
+
+    /// The palette index for a smooth escape count (`None`: the point is in the set).
     ///
     /// The gradient position grows with the square root of the count, so colours cycle
     /// quickly far from the set and slowly near it, where counts run into the thousands.
     /// `sqrt` is correctly rounded by IEEE-754, so this stays deterministic.
-    pub fn colour(self, smooth: Option<f64>) -> [u8; 3] {
+    pub fn index(smooth: Option<f64>) -> u8 {
         let Some(smooth) = smooth else {
-            return INTERIOR;
+            return INTERIOR_INDEX;
         };
+        let position = (smooth.max(0.0).sqrt() * 0.25).fract();
+        // In [0, 254]: `fract` is below 1, and `as` saturates anyway.
+        let step = ((position * GRADIENT_STEPS as f64) as usize).min(GRADIENT_STEPS - 1);
+        // At most 255 by the line above.
+        (step + 1) as u8
+    }
+
+    /// Entry 0 is the interior; entry `i` is the gradient at the middle of step `i - 1`.
+    fn build_palette(self) -> Palette {
         let stops = self.stops();
-        let position = (smooth.max(0.0).sqrt() * 0.25).fract() * stops.len() as f64;
-        let index = position as usize % stops.len();
-        let t = position.fract();
-        let (from, to) = (stops[index], stops[(index + 1) % stops.len()]);
-        std::array::from_fn(|c| {
-            let (a, b) = (f64::from(from[c]), f64::from(to[c]));
-            // In [0, 255] by construction; `as` saturates anyway.
-            (a + (b - a) * t + 0.5) as u8
+        std::array::from_fn(|i| {
+            if i == usize::from(INTERIOR_INDEX) {
+                return INTERIOR;
+            }
+            let position = ((i - 1) as f64 + 0.5) / GRADIENT_STEPS as f64 * stops.len() as f64;
+            let index = position as usize % stops.len();
+            let t = position.fract();
+            let (from, to) = (stops[index], stops[(index + 1) % stops.len()]);
+            std::array::from_fn(|c| {
+                let (a, b) = (f64::from(from[c]), f64::from(to[c]));
+                // In [0, 255] by construction; `as` saturates anyway.
+                (a + (b - a) * t + 0.5) as u8
+            })
         })
     }
 }
@@ -127,12 +165,46 @@ mod tests {
     #[test]
     fn interior_points_are_black_and_escaped_points_are_not_all_black() {
         for style in STYLES {
-            assert_eq!(style.colour(None), INTERIOR);
-            let lit = (0..100).map(|n| style.colour(Some(f64::from(n) * 0.7)));
+            let palette = style.palette();
+            assert_eq!(palette[usize::from(Style::index(None))], INTERIOR);
+            let lit =
+                (0..100).map(|n| palette[usize::from(Style::index(Some(f64::from(n) * 0.7)))]);
             assert!(
                 lit.into_iter()
                     .any(|c| c.iter().map(|&v| u32::from(v)).sum::<u32>() > 200)
             );
+        }
+    }
+
+    #[test]
+    fn escaped_points_never_take_the_interior_index() {
+        for n in 0..100_000 {
+            let smooth = f64::from(n) * 0.173;
+            assert_ne!(Style::index(Some(smooth)), INTERIOR_INDEX, "{smooth}");
+        }
+        assert_ne!(Style::index(Some(-1.0)), INTERIOR_INDEX);
+        assert_ne!(Style::index(Some(f64::MAX)), INTERIOR_INDEX);
+    }
+
+    /// No banding: neighbouring gradient entries, the wrap from the last back to the first
+    /// included (the gradient is cyclic), differ by at most 6 levels in any channel.
+    #[test]
+    fn palette_steps_are_small() {
+        const MAX_STEP: u8 = 6;
+        for style in STYLES {
+            let gradient = &style.palette()[1..];
+            let wrap = [gradient[gradient.len() - 1], gradient[0]];
+            for (i, pair) in gradient.windows(2).chain([&wrap[..]]).enumerate() {
+                for (c, (a, b)) in pair[0].iter().zip(pair[1]).enumerate() {
+                    let step = a.abs_diff(b);
+                    assert!(
+                        step <= MAX_STEP,
+                        "{style}: entries {} and {} differ by {step} in channel {c}",
+                        i + 1,
+                        i + 2
+                    );
+                }
+            }
         }
     }
 }

@@ -16,10 +16,16 @@ fn tile(z: u8, x: u32, y: u32) -> TileId {
     TileId::new(z, x, y, MaxZoom::LIMIT).expect("test tiles exist")
 }
 
+/// The PNG's header colour type, and its image expanded to RGB (palette looked up).
 fn decode(png_bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
-    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
-        .read_info()
-        .expect("valid png");
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().expect("valid png");
+    assert_eq!(
+        (reader.info().color_type, reader.info().bit_depth),
+        (png::ColorType::Indexed, png::BitDepth::Eight),
+        "tiles are 8-bit paletted"
+    );
     let mut buf = vec![0; reader.output_buffer_size().expect("sized")];
     let info = reader.next_frame(&mut buf).expect("one frame");
     (info, buf)
@@ -30,7 +36,7 @@ fn decode(png_bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
 #[test]
 fn golden_tiles_keep_their_bytes_for_this_render_version() {
     assert_eq!(
-        RENDER_VERSION, "r1",
+        RENDER_VERSION, "r2",
         "update the golden hashes together with the version"
     );
     let cases = [
@@ -47,11 +53,12 @@ fn golden_tiles_keep_their_bytes_for_this_render_version() {
     assert_eq!(actual, expected, "actual hashes: {actual:#x?}");
 }
 
+/// r2 (8-bit paletted, `High` + `Sub`), set once for the palette change; r1's were RGB.
 const GOLDEN: [u64; 4] = [
-    0x7535_8f4e_21fc_8e20,
-    0xd4d9_c69e_9137_4e09,
-    0xa886_e61e_51e1_33ff,
-    0x5916_e4b1_29a1_d12f,
+    0x9d32_b3a6_f540_57fe,
+    0x4e5a_4174_d162_d922,
+    0xdeca_7a5f_248d_71a0,
+    0xe44a_ca8e_31f3_7d95,
 ];
 
 #[test]
@@ -122,8 +129,10 @@ proptest! {
     fn every_valid_tile_renders_a_decodable_256_square_png(t in any_tile(), s in 0usize..4) {
         let style = fractile_render::palette::STYLES[s];
         let bytes = render_tile(t, style, &|| false).expect("renders");
-        let (info, pixels) = decode(&bytes);
+        let (info, rgb) = decode(&bytes);
         prop_assert_eq!((info.width, info.height), (TILE_SIZE, TILE_SIZE));
-        prop_assert_eq!(pixels.len(), (TILE_SIZE * TILE_SIZE * 3) as usize);
+        // The PNG shows exactly the colours rendered: every index names its palette entry.
+        let rendered = fractile_render::render_pixels(t, style, &|| false).expect("renders");
+        prop_assert!(rgb == rendered.to_rgb());
     }
 }

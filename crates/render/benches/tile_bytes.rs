@@ -1,0 +1,249 @@
+//! Mean bytes per tile over a fixed tile set, this renderer's paletted PNG against r1's
+//! 24-bit RGB PNG (its colouring and encoder settings are reproduced below as the baseline),
+//! and the encode time against the render time of the seahorse tile.
+//!
+//! The set: every tile of zooms 0-4 (341) and 200 tiles at zooms 5-14 on the set's
+//! boundary, each in every style. The deep tiles are chosen by a fixed walk: a target zoom
+//! from a seeded splitmix64 (written out here, so the set never changes with a crate's
+//! generator), then from the root down, a child whose 16×16 probe has points both inside and
+//! outside the set, picked in a seeded order.
+//!
+//! `cargo bench -p fractile-render --bench tile_bytes` prints the table the README quotes.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use fractile_render::{
+    Encoding, MaxZoom, Pixels, STYLES, Style, TILE_SIZE, TileId, TileRange, kernel, render_pixels,
+    render_tile,
+};
+
+/// splitmix64: a fixed, tiny generator, so the sample is the same on every machine forever.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Whether a 16×16 grid of the tile's points has points both inside and outside the set.
+fn on_boundary(tile: TileId) -> bool {
+    const GRID: usize = 16;
+    let vp = tile.viewport();
+    let max = kernel::max_iterations(tile.z());
+    let step = vp.pixel_size() * (f64::from(TILE_SIZE) / GRID as f64);
+    let (mut inside, mut outside) = (false, false);
+    for row in 0..GRID {
+        let ci = vp.max_im() - (row as f64 + 0.5) * step;
+        for block in 0..GRID / kernel::LANES {
+            let cr = std::array::from_fn(|l| {
+                vp.min_re() + ((block * kernel::LANES + l) as f64 + 0.5) * step
+            });
+            let e = kernel::escape_lanes(cr, ci, max);
+            for l in 0..kernel::LANES {
+                match e.smooth(l, max) {
+                    None => inside = true,
+                    Some(_) => outside = true,
+                }
+            }
+        }
+    }
+    inside && outside
+}
+
+/// The fixed tile set (each tile is drawn in every style).
+fn tile_set() -> Vec<TileId> {
+    let limit = MaxZoom::LIMIT;
+    let mut tiles: Vec<TileId> = (0..=4)
+        .flat_map(|z| TileRange::whole(z, limit).expect("valid").tiles())
+        .collect();
+    let mut rng = SplitMix(20_261_129);
+    let root = TileId::new(0, 0, 0, limit).expect("the root");
+    let mut deep = 0;
+    while deep < 200 {
+        let target = 5 + rng.below(10) as u8;
+        let mut tile = root;
+        while tile.z() < target {
+            let children = tile.children(limit).expect("above the limit");
+            let start = rng.below(4) as usize;
+            let Some(next) = (0..4)
+                .map(|i| children[(start + i) % 4])
+                .find(|&c| on_boundary(c))
+            else {
+                break;
+            };
+            tile = next;
+        }
+        if tile.z() == target {
+            tiles.push(tile);
+            deep += 1;
+        }
+    }
+    tiles
+}
+
+/// r1's colouring: the same gradient stops, interpolated continuously instead of sampled in
+/// 255 steps (r1's `Style::colour`, as it was).
+fn r1_colour(style: Style, smooth: Option<f64>) -> [u8; 3] {
+    let Some(smooth) = smooth else {
+        return [0, 0, 0];
+    };
+    let stops = style.stops();
+    let position = (smooth.max(0.0).sqrt() * 0.25).fract() * stops.len() as f64;
+    let index = position as usize % stops.len();
+    let t = position.fract();
+    let (from, to) = (stops[index], stops[(index + 1) % stops.len()]);
+    std::array::from_fn(|c| {
+        let (a, b) = (f64::from(from[c]), f64::from(to[c]));
+        (a + (b - a) * t + 0.5) as u8
+    })
+}
+
+/// r1's bytes for `tile`: 24-bit RGB, fdeflate's `Fast` level, the `Up` filter.
+fn r1_bytes(tile: TileId, style: Style) -> usize {
+    let vp = tile.viewport();
+    let max = kernel::max_iterations(tile.z());
+    let step = vp.pixel_size();
+    let size = TILE_SIZE as usize;
+    let mut rgb = Vec::with_capacity(size * size * 3);
+    for row in 0..size {
+        let ci = vp.max_im() - (row as f64 + 0.5) * step;
+        for block in 0..size / kernel::LANES {
+            let cr = std::array::from_fn(|l| {
+                vp.min_re() + ((block * kernel::LANES + l) as f64 + 0.5) * step
+            });
+            let e = kernel::escape_lanes(cr, ci, max);
+            for l in 0..kernel::LANES {
+                rgb.extend_from_slice(&r1_colour(style, e.smooth(l, max)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, TILE_SIZE, TILE_SIZE);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Fast);
+    encoder.set_filter(png::Filter::Up);
+    let written = encoder
+        .write_header()
+        .and_then(|mut w| w.write_image_data(&rgb).and_then(|()| w.finish()));
+    written.expect("RGB encodes");
+    out.len()
+}
+
+/// Median of `runs` timings of `f`, in milliseconds.
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
+}
+
+/// The encoder settings compared; the first is [`Encoding::default`].
+fn candidates() -> Vec<(&'static str, Encoding)> {
+    use png::{Compression, Filter};
+    let with = |compression, filter| Encoding {
+        compression,
+        filter,
+    };
+    vec![
+        ("high, sub (default)", Encoding::default()),
+        ("high, no filter", with(Compression::High, Filter::NoFilter)),
+        ("high, adaptive", with(Compression::High, Filter::Adaptive)),
+        (
+            "balanced, no filter",
+            with(Compression::Balanced, Filter::NoFilter),
+        ),
+        ("balanced, sub", with(Compression::Balanced, Filter::Sub)),
+        ("fast, no filter", with(Compression::Fast, Filter::NoFilter)),
+    ]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this once, on a smaller set.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let mut tiles = tile_set();
+    if quick {
+        tiles.truncate(20);
+    }
+    let candidates = candidates();
+    let mut r1 = vec![0usize; STYLES.len()];
+    let mut now = vec![vec![0usize; STYLES.len()]; candidates.len()];
+    for (s, style) in STYLES.into_iter().enumerate() {
+        for &tile in &tiles {
+            r1[s] += r1_bytes(tile, style);
+            let pixels = render_pixels(tile, style, &|| false).expect("renders");
+            for (c, (_, encoding)) in candidates.iter().enumerate() {
+                now[c][s] += encoding.encode(&pixels).expect("encodes").len();
+            }
+        }
+    }
+    // The default is what render_tile serves.
+    let served: usize = STYLES
+        .into_iter()
+        .flat_map(|style| tiles.iter().map(move |&t| (t, style)))
+        .map(|(t, style)| render_tile(t, style, &|| false).expect("renders").len())
+        .sum();
+    assert_eq!(
+        served,
+        now[0].iter().sum::<usize>(),
+        "the default is what tiles get"
+    );
+
+    let seahorse = TileId::new(8, 128, 121, MaxZoom::LIMIT).expect("exists");
+    let runs = if quick { 3 } else { 31 };
+    let mut pixels: Option<Pixels> = None;
+    let render = median_ms(runs, || {
+        let rendered = render_pixels(black_box(seahorse), Style::Classic, &|| false);
+        pixels = Some(rendered.expect("renders"));
+    });
+    let pixels = pixels.expect("rendered");
+
+    let per_tile = |bytes: usize| bytes as f64 / (tiles.len() * STYLES.len()) as f64;
+    let r1_all: usize = r1.iter().sum();
+    println!(
+        "tiles: {} per style, {} in all; r1 (24-bit RGB, fast, up): {:.0} bytes a tile",
+        tiles.len(),
+        tiles.len() * STYLES.len(),
+        per_tile(r1_all)
+    );
+    println!(
+        "| encoding | mean bytes | × r1 | {} | seahorse encode ms (% of its render) |",
+        STYLES.map(|s| format!("× r1, {s}")).join(" | ")
+    );
+    println!(
+        "| --- | ---: | ---: |{} ---: |",
+        " ---: |".repeat(STYLES.len())
+    );
+    for (c, (name, encoding)) in candidates.iter().enumerate() {
+        let all: usize = now[c].iter().sum();
+        let styles: Vec<String> = (0..STYLES.len())
+            .map(|s| format!("{:.3}", now[c][s] as f64 / r1[s] as f64))
+            .collect();
+        let encode = median_ms(runs, || {
+            black_box(encoding.encode(black_box(&pixels)).expect("encodes"));
+        });
+        println!(
+            "| {name} | {:.0} | {:.3} | {} | {encode:.2} ({:.0} %) |",
+            per_tile(all),
+            all as f64 / r1_all as f64,
+            styles.join(" | "),
+            encode / render * 100.0
+        );
+    }
+    println!("seahorse 8/128/121 render: {render:.2} ms");
+}
