@@ -16,7 +16,7 @@ curl -fsS -o /dev/null "$url"                      # render once: every request 
 bytes=$(curl -fsS "$url" | wc -c)
 ticks=$(getconf CLK_TCK)
 before=$(cpu_ticks "$api")
-out=$(wrk -t1 -c"$connections" -d"${seconds}s" --latency "$url")
+out=$(checked_wrk -t1 -c"$connections" -d"${seconds}s" --latency "$url")
 after=$(cpu_ticks "$api")
 echo "$out"
 requests=$(echo "$out" | awk '/requests in/ {print $1}')

@@ -183,7 +183,7 @@ NGINX
     local url pid before after result
     if [ "$who" = api ]; then url=http://127.0.0.1:18650/tiles/3/2/3.png; pid=$api; else url=http://127.0.0.1:18651/tiles/3/2/3.png; pid=$nginx; fi
     before=$(tree_cpu_ticks "$pid")
-    result=$(wrk -t1 -c32 -d15s --latency "$url")
+    result=$(checked_wrk -t1 -c32 -d15s --latency "$url")
     after=$(tree_cpu_ticks "$pid")
     echo "$result" > "$out/wrk-$who.txt"
     local rps p50 p99 cpu
