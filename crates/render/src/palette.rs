@@ -177,6 +177,16 @@ mod tests {
     }
 
     #[test]
+    fn each_style_has_its_own_palette() {
+        // `palette` indexes the palettes built in `STYLES` order by the enum's discriminant.
+        for (i, style) in STYLES.into_iter().enumerate() {
+            assert_eq!(style as usize, i);
+            assert_eq!(style.palette(), &style.build_palette());
+        }
+        assert_ne!(Style::Classic.palette(), Style::Fire.palette());
+    }
+
+    #[test]
     fn escaped_points_never_take_the_interior_index() {
         for n in 0..100_000 {
             let smooth = f64::from(n) * 0.173;
