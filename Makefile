@@ -7,8 +7,8 @@ run:            ## serve the map at http://localhost:8080 (admin on :9000)
 test:           ## every Rust test, the ones that need Redis and RabbitMQ included (ignored by a plain cargo test)
 	cargo test --locked --workspace -- --include-ignored
 
-bench:          ## kernel and encoder benchmarks (figures in README.md)
-	cargo bench -p fractile-render --bench render
+bench:          ## kernel, encoder and tile-bytes benchmarks (figures in README.md)
+	cargo bench -p fractile-render
 
 fuzz:           ## each cargo-fuzz target for FUZZ_SECONDS (default 300) on a copy of its corpus
 	fuzz/run.sh
