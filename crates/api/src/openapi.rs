@@ -11,8 +11,8 @@
 //!   `/tiles/{z}/{x}/{y}` and the handler strips `.png`; the document shows the URL clients
 //!   use, `/tiles/{z}/{x}/{y}.png`;
 //! - what the middleware stack adds to every traffic response: `X-Request-Id` on each,
-//!   `Cache-Control: no-store` on each 5xx, and the refusals of requests over the head
-//!   limits (414, 431) or that made a handler panic (500);
+//!   `Cache-Control: no-store` on each 5xx, and the refusals of requests over the body or
+//!   head limits (413, 414, 431) or that made a handler panic (500);
 //! - the bearer scheme of the seed routes.
 //!
 //! The admin port's operations (tag `admin`) are in the same document: both binaries serve
@@ -149,6 +149,11 @@ fn add_stack_responses(op: &mut Operation) {
     };
     let responses = &mut op.responses.responses;
     for (status, description) in [
+        (
+            "413",
+            "`body_too_large`: the request body is over 16 KiB (any route; a tile request \
+             needs none).",
+        ),
         (
             "414",
             "`uri_too_long`: the request target is over `FRACTILE_MAX_URI_BYTES`.",

@@ -187,3 +187,31 @@ async fn documented_operations_and_routes_are_the_same() {
         }
     }
 }
+
+/// The stack's refusals are documented on every traffic operation they can reach: a body over
+/// the limit is refused on any route, before the handler, with a status the operation lists.
+#[tokio::test]
+async fn every_traffic_operation_documents_the_body_limit_it_enforces() {
+    let doc = generated();
+    let (_state, traffic) = app_with(&config());
+    for (tag, method, path) in operations() {
+        if tag == "admin" {
+            continue;
+        }
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(concrete(&path))
+            .header(header::CONTENT_TYPE, "application/json")
+            // As a client sends it: the limit refuses on the declared length.
+            .header(header::CONTENT_LENGTH, 20 * 1024)
+            .body(Body::from(vec![b' '; 20 * 1024]))
+            .expect("valid");
+        let status = send(&traffic, request).await.status();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{method} {path}");
+        let responses = &doc["paths"][&path][method.as_str().to_lowercase()]["responses"];
+        assert!(
+            responses.get("413").is_some(),
+            "{method} {path} answers 413 but does not document it"
+        );
+    }
+}
