@@ -35,28 +35,33 @@ impl SplitMix {
     }
 }
 
-/// Whether a 16×16 grid of the tile's points has points both inside and outside the set.
-fn on_boundary(tile: TileId) -> bool {
-    const GRID: usize = 16;
+/// Calls `each` with the smooth escape count (`None`: inside the set) of the centre of every
+/// cell of a `grid`×`grid` division of `tile`, row by row; `grid` = `TILE_SIZE` is its pixels.
+fn for_each_escape(tile: TileId, grid: usize, mut each: impl FnMut(Option<f64>)) {
     let vp = tile.viewport();
     let max = kernel::max_iterations(tile.z());
-    let step = vp.pixel_size() * (f64::from(TILE_SIZE) / GRID as f64);
-    let (mut inside, mut outside) = (false, false);
-    for row in 0..GRID {
+    let step = vp.pixel_size() * (f64::from(TILE_SIZE) / grid as f64);
+    for row in 0..grid {
         let ci = vp.max_im() - (row as f64 + 0.5) * step;
-        for block in 0..GRID / kernel::LANES {
+        for block in 0..grid / kernel::LANES {
             let cr = std::array::from_fn(|l| {
                 vp.min_re() + ((block * kernel::LANES + l) as f64 + 0.5) * step
             });
             let e = kernel::escape_lanes(cr, ci, max);
             for l in 0..kernel::LANES {
-                match e.smooth(l, max) {
-                    None => inside = true,
-                    Some(_) => outside = true,
-                }
+                each(e.smooth(l, max));
             }
         }
     }
+}
+
+/// Whether a 16×16 grid of the tile's points has points both inside and outside the set.
+fn on_boundary(tile: TileId) -> bool {
+    let (mut inside, mut outside) = (false, false);
+    for_each_escape(tile, 16, |smooth| match smooth {
+        None => inside = true,
+        Some(_) => outside = true,
+    });
     inside && outside
 }
 
@@ -91,42 +96,15 @@ fn tile_set() -> Vec<TileId> {
     tiles
 }
 
-/// r1's colouring: the same gradient stops, interpolated continuously instead of sampled in
-/// 255 steps (r1's `Style::colour`, as it was).
-fn r1_colour(style: Style, smooth: Option<f64>) -> [u8; 3] {
-    let Some(smooth) = smooth else {
-        return [0, 0, 0];
-    };
-    let stops = style.stops();
-    let position = (smooth.max(0.0).sqrt() * 0.25).fract() * stops.len() as f64;
-    let index = position as usize % stops.len();
-    let t = position.fract();
-    let (from, to) = (stops[index], stops[(index + 1) % stops.len()]);
-    std::array::from_fn(|c| {
-        let (a, b) = (f64::from(from[c]), f64::from(to[c]));
-        (a + (b - a) * t + 0.5) as u8
-    })
-}
-
-/// r1's bytes for `tile`: 24-bit RGB, fdeflate's `Fast` level, the `Up` filter.
+/// r1's bytes for `tile`: its colouring (the same gradient, interpolated continuously
+/// instead of sampled in 255 steps) as 24-bit RGB, fdeflate's `Fast` level, the `Up` filter.
 fn r1_bytes(tile: TileId, style: Style) -> usize {
-    let vp = tile.viewport();
-    let max = kernel::max_iterations(tile.z());
-    let step = vp.pixel_size();
     let size = TILE_SIZE as usize;
     let mut rgb = Vec::with_capacity(size * size * 3);
-    for row in 0..size {
-        let ci = vp.max_im() - (row as f64 + 0.5) * step;
-        for block in 0..size / kernel::LANES {
-            let cr = std::array::from_fn(|l| {
-                vp.min_re() + ((block * kernel::LANES + l) as f64 + 0.5) * step
-            });
-            let e = kernel::escape_lanes(cr, ci, max);
-            for l in 0..kernel::LANES {
-                rgb.extend_from_slice(&r1_colour(style, e.smooth(l, max)));
-            }
-        }
-    }
+    for_each_escape(tile, size, |smooth| {
+        let colour = smooth.map_or([0, 0, 0], |s| style.gradient(Style::cycle_position(s)));
+        rgb.extend_from_slice(&colour);
+    });
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, TILE_SIZE, TILE_SIZE);
     encoder.set_color(png::ColorType::Rgb);

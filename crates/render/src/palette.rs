@@ -76,8 +76,8 @@ impl Style {
         }
     }
 
-    /// The gradient's stops, cycled as the escape count grows; the palette samples them.
-    pub fn stops(self) -> &'static [[u8; 3]] {
+    /// The gradient's stops, cycled as the escape count grows.
+    fn stops(self) -> &'static [[u8; 3]] {
         match self {
             Style::Classic => CLASSIC,
             Style::Fire => FIRE,
@@ -91,38 +91,49 @@ impl Style {
         &PALETTES[self as usize]
     }
 
-    /// The palette index for a smooth escape count (`None`: the point is in the set).
-    ///
-    /// The gradient position grows with the square root of the count, so colours cycle
-    /// quickly far from the set and slowly near it, where counts run into the thousands.
-    /// `sqrt` is correctly rounded by IEEE-754, so this stays deterministic.
+    /// The palette index for a smooth escape count (`None`: the point is in the set): the
+    /// gradient step its [`Style::cycle_position`] falls in.
     pub fn index(smooth: Option<f64>) -> u8 {
         let Some(smooth) = smooth else {
             return INTERIOR_INDEX;
         };
-        let position = (smooth.max(0.0).sqrt() * 0.25).fract();
+        let position = Style::cycle_position(smooth);
         // In [0, 254]: `fract` is below 1, and `as` saturates anyway.
         let step = ((position * GRADIENT_STEPS as f64) as usize).min(GRADIENT_STEPS - 1);
         // At most 255 by the line above.
         (step + 1) as u8
     }
 
+    /// Where in the gradient's cycle, in [0, 1), a smooth escape count falls. The position
+    /// grows with the square root of the count, so colours cycle quickly far from the set and
+    /// slowly near it, where counts run into the thousands. `sqrt` is correctly rounded by
+    /// IEEE-754, so this stays deterministic.
+    pub fn cycle_position(smooth: f64) -> f64 {
+        (smooth.max(0.0).sqrt() * 0.25).fract()
+    }
+
+    /// The gradient's colour at `position` in [0, 1) of its cycle, interpolated between the
+    /// two stops around it. The palette samples it at the middle of each of its 255 steps.
+    pub fn gradient(self, position: f64) -> [u8; 3] {
+        let stops = self.stops();
+        let position = position * stops.len() as f64;
+        let index = position as usize % stops.len();
+        let t = position.fract();
+        let (from, to) = (stops[index], stops[(index + 1) % stops.len()]);
+        std::array::from_fn(|c| {
+            let (a, b) = (f64::from(from[c]), f64::from(to[c]));
+            // In [0, 255] by construction; `as` saturates anyway.
+            (a + (b - a) * t + 0.5) as u8
+        })
+    }
+
     /// Entry 0 is the interior; entry `i` is the gradient at the middle of step `i - 1`.
     fn build_palette(self) -> Palette {
-        let stops = self.stops();
         std::array::from_fn(|i| {
             if i == usize::from(INTERIOR_INDEX) {
                 return INTERIOR;
             }
-            let position = ((i - 1) as f64 + 0.5) / GRADIENT_STEPS as f64 * stops.len() as f64;
-            let index = position as usize % stops.len();
-            let t = position.fract();
-            let (from, to) = (stops[index], stops[(index + 1) % stops.len()]);
-            std::array::from_fn(|c| {
-                let (a, b) = (f64::from(from[c]), f64::from(to[c]));
-                // In [0, 255] by construction; `as` saturates anyway.
-                (a + (b - a) * t + 0.5) as u8
-            })
+            self.gradient(((i - 1) as f64 + 0.5) / GRADIENT_STEPS as f64)
         })
     }
 }
