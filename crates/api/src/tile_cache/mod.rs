@@ -236,6 +236,14 @@ impl TileCache {
                 elapsed: start.elapsed(),
             });
         }
+        // Boxed: the miss path's future (L2, claim, publish, render) is kilobytes, and inline
+        // it would make every request's future that size, hits included, moved into a box by
+        // the router on each request (the largest cost of an L1 hit before it was split off).
+        Box::pin(self.miss(key, start)).await
+    }
+
+    /// An L1 miss: one fill per key in this process, shared by every request waiting on it.
+    async fn miss(&self, key: TileKey, start: Instant) -> Result<Served, Arc<FillError>> {
         self.count("l1", "miss");
         // Only the request whose init future runs fills `source`; the others waited on it.
         let mut source = None;
