@@ -12,15 +12,12 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use fractile_runtime::serve::ConnectionLimits;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// `" HTTP/1.1\r\n"` after the request target, and the space after the method.
 const REQUEST_LINE_OVERHEAD: usize = 1 + 1 + 8 + 2;
@@ -106,19 +103,11 @@ impl HeadLimits {
     }
 }
 
-/// Middleware: answers 414 or 431 (JSON) for a head over the limits, before anything else
-/// looks at the request.
-pub async fn limit_head(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match state.head_limits.check(&request) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::response::IntoResponse;
 
     const LIMITS: HeadLimits = HeadLimits {
         max_head_bytes: 1024,

@@ -5,6 +5,11 @@
 //! the crate's default registry would otherwise have it. Label values are bounded: route
 //! templates (never raw paths), status classes, cache layers and results.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::http::StatusCode;
 use fractile_runtime::metrics::{ConnectionMetrics, RENDER_BUCKETS, RenderMetrics};
 use fractile_runtime::pool::PoolMetrics;
 use prometheus::{
@@ -16,6 +21,86 @@ use prometheus::{
 const HTTP_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// The traffic routes' templates (`MatchedPath`), and the label of a request that matched none:
+/// their series are resolved once each ([`Metrics::http`]). A route missing here is still
+/// counted, only through a label lookup per request.
+const ROUTES: &[&str] = &[
+    "/tiles/{z}/{x}/{y}",
+    "/",
+    "/openapi.json",
+    "/v1/seeds",
+    "/v1/seeds/{id}",
+    UNMATCHED,
+];
+
+/// Route label for requests that matched no route, so probes of random paths cannot blow up
+/// the metrics' cardinality.
+pub const UNMATCHED: &str = "unmatched";
+
+/// A status code's class, the `status` label.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The cache outcome of a response, left in its extensions by the tile handler for the
+/// `cache` label of `http_request_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheLabel {
+    /// Not a tile served from a cache (every other route, and errors): `none`.
+    Unset,
+    /// `l1`.
+    L1,
+    /// `l2`.
+    L2,
+    /// `rendered`: rendered in this process for this request.
+    Rendered,
+    /// `worker`: rendered by a worker for this request.
+    Worker,
+    /// `coalesced`: waited for another request's fill.
+    Coalesced,
+    /// `not_modified`: a 304.
+    NotModified,
+}
+
+impl CacheLabel {
+    const ALL: [CacheLabel; 7] = [
+        CacheLabel::Unset,
+        CacheLabel::L1,
+        CacheLabel::L2,
+        CacheLabel::Rendered,
+        CacheLabel::Worker,
+        CacheLabel::Coalesced,
+        CacheLabel::NotModified,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheLabel::Unset => "none",
+            CacheLabel::L1 => "l1",
+            CacheLabel::L2 => "l2",
+            CacheLabel::Rendered => "rendered",
+            CacheLabel::Worker => "worker",
+            CacheLabel::Coalesced => "coalesced",
+            CacheLabel::NotModified => "not_modified",
+        }
+    }
+}
+
+/// One request's series: `http_requests_total{route, status}` and
+/// `http_request_duration_seconds{route, status, cache}`.
+#[derive(Clone)]
+pub struct HttpSeries {
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+impl HttpSeries {
+    /// Counts a request that took `elapsed`.
+    pub fn observe(&self, elapsed: Duration) {
+        self.requests.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
 
 /// The api's metrics. Names other tools rely on are fixed by DESIGN.md.
 pub struct Metrics {
@@ -78,6 +163,12 @@ pub struct Metrics {
     /// `http_connections_open{listener}`, `http_connections_rejected_total{listener}`,
     /// `http_connections_closed_total{listener, reason}`: the accept loops' connections.
     pub connections: ConnectionMetrics,
+    /// [`HttpSeries`] of the known routes, by route, status class and cache label, each
+    /// resolved on first use: a label lookup hashes every value under a lock, and the
+    /// stack did three on every request.
+    http_series: Box<[OnceLock<HttpSeries>]>,
+    /// `cache_requests_total{layer="l1"}` by result: `hit`, `miss`.
+    l1_lookups: [IntCounter; 2],
 }
 
 impl Metrics {
@@ -194,7 +285,14 @@ impl Metrics {
             over_limit.with_label_values(&[limit]);
         }
 
+        let http_series = (0..ROUTES.len() * STATUS_CLASSES.len() * CacheLabel::ALL.len())
+            .map(|_| OnceLock::new())
+            .collect();
+        let l1_lookups =
+            ["hit", "miss"].map(|result| cache_requests.with_label_values(&["l1", result]));
         let metrics = Metrics {
+            http_series,
+            l1_lookups,
             over_limit,
             connections,
             misses_shed,
@@ -248,6 +346,33 @@ impl Metrics {
         r.register(Box::new(self.misses_shed.clone()))?;
         r.register(Box::new(self.over_limit.clone()))?;
         Ok(())
+    }
+
+    /// The series of a request to `route` (a template, or [`UNMATCHED`]) answered `status`.
+    pub fn http(&self, route: &str, status: StatusCode, cache: CacheLabel) -> Cow<'_, HttpSeries> {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        let resolve = || {
+            let (status, cache) = (STATUS_CLASSES[class], cache.as_str());
+            HttpSeries {
+                requests: self.requests.with_label_values(&[route, status]),
+                duration: self.duration.with_label_values(&[route, status, cache]),
+            }
+        };
+        let Some(r) = ROUTES.iter().position(|known| *known == route) else {
+            return Cow::Owned(resolve());
+        };
+        let c = CacheLabel::ALL
+            .iter()
+            .position(|l| *l == cache)
+            .unwrap_or(0);
+        let cell =
+            &self.http_series[(r * STATUS_CLASSES.len() + class) * CacheLabel::ALL.len() + c];
+        Cow::Borrowed(cell.get_or_init(resolve))
+    }
+
+    /// Counts an L1 lookup: a hit or a miss.
+    pub fn l1_lookup(&self, hit: bool) {
+        self.l1_lookups[usize::from(!hit)].inc();
     }
 
     /// The handles the render pool keeps up to date.

@@ -18,12 +18,9 @@ use serde::Deserialize;
 use fractile_runtime::openapi::ErrorBody;
 
 use crate::error::ApiError;
+use crate::metrics::CacheLabel;
 use crate::state::AppState;
 use crate::tile_cache::{FillError, Source, TileKey};
-
-/// The cache outcome of a response, left in its extensions for the metrics layer.
-#[derive(Debug, Clone, Copy)]
-pub struct CacheLabel(pub &'static str);
 
 /// The query string of a tile request. Nothing but `style`: a parameter the api does not
 /// know (`?Style=fire`, a cache-buster) is a 400, not ignored, so a typo is not served as
@@ -306,7 +303,7 @@ pub async fn get_tile(
         let h = response.headers_mut();
         h.insert(header::ETAG, etag);
         h.insert(header::CACHE_CONTROL, cache_control);
-        response.extensions_mut().insert(CacheLabel("not_modified"));
+        response.extensions_mut().insert(CacheLabel::NotModified);
         return Ok(response);
     }
 
@@ -330,11 +327,11 @@ pub async fn get_tile(
     })?;
 
     let (x_cache, label) = match served.source {
-        Source::L1 => ("L1", "l1"),
-        Source::L2 { .. } => ("L2", "l2"),
-        Source::Rendered { .. } => ("MISS", "rendered"),
-        Source::Worker { .. } => ("MISS", "worker"),
-        Source::Coalesced => ("MISS", "coalesced"),
+        Source::L1 => ("L1", CacheLabel::L1),
+        Source::L2 { .. } => ("L2", CacheLabel::L2),
+        Source::Rendered { .. } => ("MISS", CacheLabel::Rendered),
+        Source::Worker { .. } => ("MISS", CacheLabel::Worker),
+        Source::Coalesced => ("MISS", CacheLabel::Coalesced),
     };
     let mut response = served.png.into_response();
     let h = response.headers_mut();
@@ -346,7 +343,7 @@ pub async fn get_tile(
         "server-timing",
         server_timing(&served.source, served.elapsed),
     );
-    response.extensions_mut().insert(CacheLabel(label));
+    response.extensions_mut().insert(label);
     Ok(response)
 }
 

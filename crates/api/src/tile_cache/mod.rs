@@ -229,7 +229,7 @@ impl TileCache {
     pub async fn get(&self, key: TileKey) -> Result<Served, Arc<FillError>> {
         let start = Instant::now();
         if let Some(png) = self.l1.get(&key).await {
-            self.count("l1", "hit");
+            self.metrics.l1_lookup(true);
             return Ok(Served {
                 png,
                 source: Source::L1,
@@ -244,7 +244,7 @@ impl TileCache {
 
     /// An L1 miss: one fill per key in this process, shared by every request waiting on it.
     async fn miss(&self, key: TileKey, start: Instant) -> Result<Served, Arc<FillError>> {
-        self.count("l1", "miss");
+        self.metrics.l1_lookup(false);
         // Only the request whose init future runs fills `source`; the others waited on it.
         let mut source = None;
         let png = self
