@@ -22,6 +22,7 @@ seconds=${2:-10}
 out=${HOT_PATH_OUT:-$root/loadtests/reports/hot-path}
 tile=/tiles/3/3/3.png
 work=$(mktemp -d /tmp/fractile-hot-path.XXXXXX)
+chmod 755 "$work"                         # nginx's worker (not root) reads the static file
 [ "$(nproc)" -ge 2 ] || { echo "needs two cores: servers on core 0, wrk on core 1" >&2; exit 1; }
 
 build_release
@@ -59,11 +60,13 @@ declare -A url_of cpu_of
 i=0
 for entry in "${apis[@]}"; do
   label=${entry%%=*}
-  serve_pinned "$label" env FRACTILE_LISTEN=127.0.0.1:$((18710 + i)) \
-    FRACTILE_ADMIN_LISTEN=127.0.0.1:$((19710 + i)) RUST_LOG=warn "${entry#*=}"
+  # Logging as the compose stack and the manifests set it: JSON, level info, so the span is on.
+  serve_pinned "$label" env FRACTILE_LOG_FORMAT=json RUST_LOG=info \
+    FRACTILE_LISTEN=127.0.0.1:$((18710 + i)) FRACTILE_ADMIN_LISTEN=127.0.0.1:$((19710 + i)) \
+    "${entry#*=}"
   wait_ready $((19710 + i))
   url_of[$label]=http://127.0.0.1:$((18710 + i))$tile
-  cpu_of[$label]=${pid_of[$label]}
+  cpu_of[$label]=$label
   i=$((i + 1))
 done
 mkdir -p "$work/static/tiles/3/3"
