@@ -127,7 +127,7 @@ impl<'a, 'w> JsonObject<'a, 'w> {
         self.result = self
             .writer
             .write_str(separator)
-            .and_then(|()| write_json_string(self.writer, format_args!("{}", field.name())))
+            .and_then(|()| write_json_str(self.writer, field.name()))
             .and_then(|()| self.writer.write_char(':'))
             .and_then(|()| value(self.writer));
     }
@@ -139,11 +139,11 @@ impl<'a, 'w> JsonObject<'a, 'w> {
 
 impl Visit for JsonObject<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field, |w| write_json_string(w, format_args!("{value}")));
+        self.member(field, |w| write_json_str(w, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn stdfmt::Debug) {
-        self.member(field, |w| write_json_string(w, format_args!("{value:?}")));
+        self.member(field, |w| write_json_args(w, format_args!("{value:?}")));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -171,36 +171,49 @@ impl Visit for JsonObject<'_, '_> {
 }
 
 /// Writes `text` as a JSON string: quoted, with `"`, `\\` and control characters escaped.
-fn write_json_string(writer: &mut Writer<'_>, text: stdfmt::Arguments<'_>) -> stdfmt::Result {
+fn write_json_str(writer: &mut Writer<'_>, text: &str) -> stdfmt::Result {
+    writer.write_char('"')?;
+    write_escaped(writer, text)?;
+    writer.write_char('"')
+}
+
+/// Writes formatted `text` as a JSON string, escaping it as it is formatted.
+fn write_json_args(writer: &mut Writer<'_>, text: stdfmt::Arguments<'_>) -> stdfmt::Result {
+    /// Escapes what passes through it.
     struct Escaping<'a, 'w>(&'a mut Writer<'w>);
     impl stdfmt::Write for Escaping<'_, '_> {
         fn write_str(&mut self, s: &str) -> stdfmt::Result {
-            let mut plain = 0;
-            for (i, c) in s.char_indices() {
-                let escaped = match c {
-                    '"' => "\\\"",
-                    '\\' => "\\\\",
-                    '\n' => "\\n",
-                    '\r' => "\\r",
-                    '\t' => "\\t",
-                    c if c < ' ' => {
-                        self.0.write_str(&s[plain..i])?;
-                        write!(self.0, "\\u{:04x}", u32::from(c))?;
-                        plain = i + 1;
-                        continue;
-                    }
-                    _ => continue,
-                };
-                self.0.write_str(&s[plain..i])?;
-                self.0.write_str(escaped)?;
-                plain = i + 1;
-            }
-            self.0.write_str(&s[plain..])
+            write_escaped(self.0, s)
         }
     }
     writer.write_char('"')?;
     stdfmt::write(&mut Escaping(writer), text)?;
     writer.write_char('"')
+}
+
+/// Writes `s` with JSON's escapes. Every byte that needs one is ASCII, so a byte scan finds
+/// them without decoding UTF-8, and the runs between them are written whole.
+fn write_escaped(writer: &mut Writer<'_>, s: &str) -> stdfmt::Result {
+    let mut plain = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
+            _ => continue,
+        };
+        writer.write_str(&s[plain..i])?;
+        if escaped.is_empty() {
+            write!(writer, "\\u{byte:04x}")?;
+        } else {
+            writer.write_str(escaped)?;
+        }
+        plain = i + 1;
+    }
+    writer.write_str(&s[plain..])
 }
 
 #[cfg(test)]
