@@ -13,9 +13,10 @@
 # on what else the machine did.
 #
 # Usage: loadtests/hot-path.sh [rounds] [seconds]        (default 5 rounds of 10 s per target)
-#   HOT_PATH_APIS="label=/path/to/fractile-api ..." adds api builds to compare with the current
-#   one in the same run (each change's effect); HOT_PATH_OUT=dir writes the report elsewhere.
+#   HOT_PATH_APIS="label=/path/to/fractile-api ..." adds api builds to measure directly beside
+#   this tree's (each change's effect); HOT_PATH_OUT=dir writes the report elsewhere.
 # Needs wrk, nginx (Debian) and taskset; two cores or more. About rounds × 5 × seconds.
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "$0")/common.sh"
 rounds=${1:-5}
 seconds=${2:-10}
@@ -54,7 +55,7 @@ wait_http() {
 }
 
 # Ports: each api build 18710+i (admin 19710+i), bare 18701, nginx static 18702, nginx in
-# front of the bare server 18703, in front of each api build 18720+i.
+# front of the bare server 18703, in front of this tree's api 18720.
 targets=()
 declare -A url_of cpu_of
 i=0
@@ -77,7 +78,7 @@ url_of[bare]=http://127.0.0.1:18701$tile
 cpu_of[bare]=bare
 
 # One nginx, one worker: the static file server, and deploy/nginx/nginx.conf's proxy location
-# for each backend (its access log off, as for the static server: logging is not the path
+# in front of the bare server and of this tree's api (its access log off, as for the static server: logging is not the path
 # being measured, and it would cost both sides the same).
 {
   echo "worker_processes 1;"
@@ -99,11 +100,7 @@ cpu_of[bare]=bare
     echo "    }"
   }
   proxy up_bare 18703 127.0.0.1:18701
-  i=0
-  for entry in "${apis[@]}"; do
-    proxy "up_${entry%%=*}" $((18720 + i)) 127.0.0.1:$((18710 + i))
-    i=$((i + 1))
-  done
+  proxy up_api 18720 127.0.0.1:18710
   echo "}"
 } > "$work/nginx.conf"
 nginx -t -q -p "$work" -c "$work/nginx.conf" -g "pid $work/nginx.pid;"
@@ -112,18 +109,11 @@ url_of[nginx]=http://127.0.0.1:18702$tile
 cpu_of[nginx]=nginx
 url_of[nginx+bare]=http://127.0.0.1:18703$tile
 cpu_of[nginx+bare]="nginx bare"
-i=0
-for entry in "${apis[@]}"; do
-  label=${entry%%=*}
-  url_of[nginx+$label]=http://127.0.0.1:$((18720 + i))$tile
-  cpu_of[nginx+$label]="nginx $label"
-  i=$((i + 1))
-done
+url_of[nginx+api]=http://127.0.0.1:18720$tile
+cpu_of[nginx+api]="nginx api"
 targets=()
 for entry in "${apis[@]}"; do targets+=("${entry%%=*}"); done
-targets+=(bare nginx)
-for entry in "${apis[@]}"; do targets+=("nginx+${entry%%=*}"); done
-targets+=(nginx+bare)
+targets+=(bare nginx nginx+api nginx+bare)
 for t in "${targets[@]}"; do
   wait_http "${url_of[$t]}"
   [ "$(curl -fsS "${url_of[$t]}" | cmp - "$work/static$tile" && echo same)" = same ] \
@@ -192,9 +182,12 @@ for t in targets:
     p50 = statistics.median_low([r["p50"] for r in sub])
     p99 = statistics.median_low([r["p99"] for r in sub])
     lines.append(f"| {t} | {median(t, 'requests_per_s'):.0f} | {p50} | {p99} | {eff[t]:.0f} |")
-lines += ["", "| api build | × bare hyper | × nginx static | behind nginx: × nginx + bare hyper |", "| --- | --- | --- | --- |"]
+lines += ["", "| api build | × bare hyper | × nginx static |", "| --- | --- | --- |"]
 for a in apis:
-    lines.append(f"| {a} | {eff[a] / eff['bare']:.2f} | {eff[a] / eff['nginx']:.2f} | {eff['nginx+' + a] / eff['nginx+bare']:.2f} |")
+    lines.append(f"| {a} | {eff[a] / eff['bare']:.2f} | {eff[a] / eff['nginx']:.2f} |")
+lines += ["", f"Behind nginx (deploy/nginx/nginx.conf's proxy location, one worker): the api at "
+          f"{eff['nginx+api'] / eff['nginx+bare']:.2f} × the bare server, per CPU-second of nginx "
+          "and the backend together."]
 lines += ["", "Every round's figures: [rounds.tsv](rounds.tsv). Command: `loadtests/hot-path.sh "
           f"{rounds} {seconds}`."]
 open(f"{out}/README.md", "w").write("\n".join(lines) + "\n")

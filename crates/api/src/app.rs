@@ -4,7 +4,8 @@
 //! Read top to bottom, the stack is the path a request takes:
 //! request id → trace span → metrics, head limits, JSON error bodies and no-store on 5xx (one
 //! middleware) → panic guard → body limit → (tile routes only:)
-//! error mapping → load shed → global concurrency limit → timeout → injected faults → handler;
+//! error mapping → load shed → global concurrency limit → timeout → handler (whose first step
+//! is the injected faults);
 //! (seed routes only:) bearer token → handler.
 
 use std::time::{Duration, Instant};
@@ -27,8 +28,6 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-use fractile_runtime::faults::Faults;
 
 use crate::error::ApiError;
 use crate::metrics::{CacheLabel, InFlightGuard, Metrics, UNMATCHED};
@@ -57,12 +56,7 @@ pub fn app(state: AppState) -> Router {
         // (ConcurrencyLimitLayer) may enforce nothing inside a Router (axum#2582).
         .layer(GlobalConcurrencyLimitLayer::new(state.max_in_flight))
         // Backstop for anything a request might wait on; renders have their own deadline.
-        .timeout(state.request_timeout)
-        // Injected faults sit inside admission, where a slow dependency would.
-        .layer(middleware::from_fn_with_state(
-            state.faults.clone(),
-            inject_faults,
-        ));
+        .timeout(state.request_timeout);
     // Forces the document now, so a request never waits for it.
     let _ = crate::openapi::document_json();
     // One `route_layer`: each one boxes the route again, and every request clones each box.
@@ -257,20 +251,6 @@ async fn track_http(State(state): State<AppState>, request: Request, next: Next)
         )
         .observe(start.elapsed());
     response
-}
-
-/// Injected latency and failures (`/faults` on the admin port, off unless configured). Inside
-/// admission: the added latency holds an in-flight slot and meets the request timeout, as a
-/// slow dependency would.
-async fn inject_faults(State(faults): State<Faults>, request: Request, next: Next) -> Response {
-    if let Some(latency) = faults.tile_latency() {
-        tokio::time::sleep(latency).await;
-    }
-    if faults.fail_tile() {
-        return ApiError::Internal("injected fault (fault_injection_active)".into())
-            .into_response();
-    }
-    next.run(request).await
 }
 
 /// Gives a request's body `body_read_timeout` to arrive whole, from the moment its head is

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId};
 use serde::Deserialize;
 
+use fractile_runtime::faults::Faults;
 use fractile_runtime::openapi::ErrorBody;
 
 use crate::error::ApiError;
@@ -247,6 +248,22 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
     header_value(out, "total")
 }
 
+/// Injected latency and failures (`/faults` on the admin port, off unless configured), the
+/// handler's first step: inside admission, so the added latency holds an in-flight slot and
+/// meets the request timeout, as a slow dependency would. (A middleware of its own cost every
+/// request a boxed clone of the handler and a boxed future.)
+async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
+    if let Some(latency) = faults.tile_latency() {
+        tokio::time::sleep(latency).await;
+    }
+    if faults.fail_tile() {
+        return Err(ApiError::Internal(
+            "injected fault (fault_injection_active)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The tile handler. axum 0.8 cannot route a parameter with a suffix (`{y}.png`), so the
 /// route captures `{y}` whole and [`parse_key`] strips `.png`; the document shows the URL
 /// clients use, `/tiles/{z}/{x}/{y}.png` (see [`crate::openapi`]).
@@ -303,6 +320,7 @@ pub async fn get_tile(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    inject_faults(&state.faults).await?;
     canonical_uri(&uri)?;
     let Path((z, x, y)) = path.map_err(|e| ApiError::BadRequest {
         code: "invalid_path",
