@@ -16,6 +16,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
+use axum::handler::Handler;
 use axum::{BoxError, Router};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -59,8 +60,15 @@ pub fn app(state: AppState) -> Router {
         .timeout(state.request_timeout);
     // Forces the document now, so a request never waits for it.
     let _ = crate::openapi::document_json();
-    // One `route_layer`: each one boxes the route again, and every request clones each box.
-    let tiles = Router::from(tile_routes()).route_layer(admission);
+    // The admission layers wrap the handler itself: a `route_layer` would box the route once
+    // more, and every request clones every box of its route. The path and the document entry
+    // are the annotation's, as for every route.
+    let (schemas, paths, _unlayered) = routes!(get_tile);
+    let tiles = Router::from(OpenApiRouter::new().routes((
+        schemas,
+        paths,
+        axum::routing::get(get_tile.layer(admission)),
+    )));
     // Operator routes: the bearer token before anything else (body, Redis) is looked at.
     let seeds = Router::from(seed_routes())
         .route_layer(middleware::from_fn_with_state(
