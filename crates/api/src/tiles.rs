@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId};
@@ -248,6 +248,18 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
     header_value(out, "total")
 }
 
+/// The segments `z`, `x` and `y.png` of a tile path, read from the URI rather than through
+/// the `Path` extractor, which copies each into a `String` of its own on every request. The
+/// router matched `/tiles/{z}/{x}/{y}`, and [`canonical_uri`] refuses percent-encoding, so
+/// the raw segments are what the extractor would have decoded.
+fn path_segments(path: &str) -> Option<(&str, &str, &str)> {
+    let mut segments = path.strip_prefix("/tiles/")?.split('/');
+    match (segments.next(), segments.next(), segments.next(), segments.next()) {
+        (Some(z), Some(x), Some(y), None) => Some((z, x, y)),
+        _ => None,
+    }
+}
+
 /// Injected latency and failures (`/faults` on the admin port, off unless configured), the
 /// handler's first step: inside admission, so the added latency holds an in-flight slot and
 /// meets the request timeout, as a slow dependency would. (A middleware of its own cost every
@@ -316,17 +328,16 @@ async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
     ))]
 pub async fn get_tile(
     State(state): State<AppState>,
-    path: Result<Path<(String, String, String)>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     inject_faults(&state.faults).await?;
     canonical_uri(&uri)?;
-    let Path((z, x, y)) = path.map_err(|e| ApiError::BadRequest {
+    let (z, x, y) = path_segments(uri.path()).ok_or_else(|| ApiError::BadRequest {
         code: "invalid_path",
-        message: e.body_text(),
+        message: "tile paths are /tiles/{z}/{x}/{y}.png".into(),
     })?;
-    let key = request_key(&uri, &z, &x, &y, state.max_zoom)?;
+    let key = request_key(&uri, z, x, y, state.max_zoom)?;
 
     let etag = etag(&key);
     let cache_control = state.cache_control.clone();
@@ -393,6 +404,14 @@ mod tests {
             Err(ApiError::BadRequest { code, .. } | ApiError::NotFound { code, .. }) => Some(code),
             Err(other) => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn path_segments_are_the_three_after_tiles() {
+        assert_eq!(path_segments("/tiles/3/2/1.png"), Some(("3", "2", "1.png")));
+        assert_eq!(path_segments("/tiles/3/2"), None);
+        assert_eq!(path_segments("/tiles/3/2/1/0.png"), None);
+        assert_eq!(path_segments("/other/3/2/1.png"), None);
     }
 
     #[test]
