@@ -6,7 +6,8 @@
 # Needs Redis (6379) and RabbitMQ (5672, guest/guest) running, and wrk, nginx, prometheus
 # (Debian) for the load-balancer experiment.
 # Usage: loadtests/run-experiments.sh [experiment ...]   (default: all)
-#   experiments: caching admission placement balancer priority hot-vs-static
+#   experiments: caching admission placement balancer priority
+# (the hot path against a bare hyper server and nginx: loadtests/hot-path.sh)
 source "$(dirname "$0")/common.sh"
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p fractile-loadtest
 build_release
@@ -15,17 +16,10 @@ load="$bin/fractile-load"
 redis=redis://127.0.0.1:6379
 amqp='amqp://guest:guest@127.0.0.1:5672/%2f'
 experiments=("$@")
-[ ${#experiments[@]} -gt 0 ] || experiments=(caching admission placement balancer priority hot-vs-static)
+[ ${#experiments[@]} -gt 0 ] || experiments=(caching admission placement balancer priority)
 
 # peak_rss_mib PID: the process's peak resident memory.
 peak_rss_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
-
-# tree_cpu_ticks PID: CPU ticks of a process and its children (nginx's workers).
-tree_cpu_ticks() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1"); do total=$((total + $(cpu_ticks "$p"))); done
-  echo "$total"
-}
 
 # distributed PREFIX: environment for an api or worker using Redis and RabbitMQ under PREFIX.
 distributed() { echo "FRACTILE_REDIS_URL=$redis FRACTILE_AMQP_URL=$amqp FRACTILE_KEY_PREFIX=$1 FRACTILE_QUEUE_PREFIX=$1"; }
@@ -146,63 +140,9 @@ priority() {
     "$out/priority" "$out/no-priority"
 }
 
-hot_vs_static() {
-  # The api's hot path against nginx serving the same tile as a file, same machine, same run.
-  local out="$reports/hot-vs-static" dir=/tmp/exp-static
-  rm -rf "$out" "$dir"
-  mkdir -p "$out" "$dir/tiles/3/2"
-  start fractile-api 19650 /tmp/exp-hot-api.log FRACTILE_LISTEN=127.0.0.1:18650
-  curl -fsS -o "$dir/tiles/3/2/3.png" http://127.0.0.1:18650/tiles/3/2/3.png
-  cat > "$dir/nginx.conf" <<NGINX
-worker_processes 1;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    keepalive_requests 100000;
-    server { listen 127.0.0.1:18651; root $dir; location /tiles/ { default_type image/png; } }
-}
-NGINX
-  nginx -p "$dir" -c "$dir/nginx.conf" -g "daemon off; pid $dir/nginx.pid;" > "$dir/nginx.log" 2>&1 &
-  pids+=($!)
-  sleep 0.5
-  local api=${pids[0]} nginx=${pids[1]} ticks
-  ticks=$(getconf CLK_TCK)
-  {
-    echo "# Hot tile: the api's L1 against nginx serving the same file"
-    echo
-    echo "The same 79 KB tile, requested by wrk (1 thread, 32 connections, 15 s) from the api (L1 hit,"
-    echo "the whole middleware stack) and from nginx (1 worker, sendfile, no logging), one after the"
-    echo "other in the same run. Server CPU is utime + stime from /proc. Machine: $(nproc) cores."
-    echo
-    echo "| server | requests/s | p50 | p99 | server CPU-seconds | requests per server CPU-second |"
-    echo "| --- | --- | --- | --- | --- | --- |"
-  } > "$out/README.md"
-  for who in api nginx; do
-    local url pid before after result
-    if [ "$who" = api ]; then url=http://127.0.0.1:18650/tiles/3/2/3.png; pid=$api; else url=http://127.0.0.1:18651/tiles/3/2/3.png; pid=$nginx; fi
-    before=$(tree_cpu_ticks "$pid")
-    result=$(checked_wrk -t1 -c32 -d15s --latency "$url")
-    after=$(tree_cpu_ticks "$pid")
-    echo "$result" > "$out/wrk-$who.txt"
-    local rps p50 p99 cpu
-    rps=$(echo "$result" | awk '/Requests\/sec/ { print $2 }')
-    p50=$(echo "$result" | awk '$1 == "50%" { print $2 }')
-    p99=$(echo "$result" | awk '$1 == "99%" { print $2 }')
-    cpu=$(echo "($after - $before) / $ticks" | bc -l)
-    printf '| %s | %.0f | %s | %s | %.1f | %.0f |\n' "$who" "$rps" "$p50" "$p99" "$cpu" \
-      "$(echo "$rps * 15 / $cpu" | bc -l)" >> "$out/README.md"
-  done
-  echo -e "\nCommand: \`loadtests/run-experiments.sh hot-vs-static\`; raw wrk output in wrk-api.txt and wrk-nginx.txt." >> "$out/README.md"
-  stop_all
-  cat "$out/README.md"
-}
-
 for experiment in "${experiments[@]}"; do
   echo "=== $experiment ($(date +%T))"
   case $experiment in
-    hot-vs-static) hot_vs_static ;;
     caching | admission | placement | balancer | priority) "$experiment" ;;
     *) echo "unknown experiment $experiment" >&2; exit 2 ;;
   esac
