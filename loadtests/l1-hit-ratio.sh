@@ -28,20 +28,25 @@ metric() {
 }
 
 rows=()
-for renderer in r1 r2; do
+# The third run is the ceiling: the default 128 MiB, where every tile of the run fits, so
+# only first requests miss.
+for run in r1 r2 r2-128MiB; do
+  renderer=${run%%-*}
+  bytes_allowed=$l1_bytes
+  [ "$run" = r2-128MiB ] && bytes_allowed=$((128 * 1024 * 1024))
   if [ "$renderer" = r1 ]; then api=$R1_API; else api=$bin/fractile-api; fi
   env FRACTILE_ADMIN_LISTEN=127.0.0.1:19630 FRACTILE_LISTEN=127.0.0.1:18630 RUST_LOG=warn \
-    FRACTILE_RENDER_THREADS=2 FRACTILE_L1_BYTES="$l1_bytes" "$api" > "/tmp/l1-hit-ratio-$renderer.log" 2>&1 &
+    FRACTILE_RENDER_THREADS=2 FRACTILE_L1_BYTES="$bytes_allowed" "$api" > "/tmp/l1-hit-ratio-$run.log" 2>&1 &
   pids+=($!)
   wait_ready 19630
   "$bin/fractile-load" run --target http://127.0.0.1:18630 --scenario browse --rate 150 --seconds 30 \
-    --name "$renderer" --out "$out/$renderer" > /dev/null
+    --name "$run" --out "$out/$run" > /dev/null
   hits=$(metric 'cache_requests_total{layer="l1",result="hit"}')
   misses=$(metric 'cache_requests_total{layer="l1",result="miss"}')
   bytes=$(metric 'cache_bytes{layer="l1"}')
   entries=$(metric 'cache_entries{layer="l1"}')
   mean=$(curl -fsS -o /dev/null -w '%{size_download}' http://127.0.0.1:18630/tiles/3/3/3.png)
-  rows+=("$(awk -v r="$renderer" -v h="$hits" -v m="$misses" -v b="$bytes" -v e="$entries" -v t="$mean" \
+  rows+=("$(awk -v r="$run" -v h="$hits" -v m="$misses" -v b="$bytes" -v e="$entries" -v t="$mean" \
     'BEGIN { printf "| %s | %d | %d | %.1f %% | %d | %.1f MiB | %d |", r, h, m, 100 * h / (h + m), e, b / 1048576, t }')")
   stop_all
 done
@@ -49,17 +54,19 @@ done
 {
   echo "# L1 hit ratio: r1 tiles against r2 tiles in the same bytes"
   echo
-  echo "One api per renderer (embedded mode, 2 render threads, no Redis), cold, FRACTILE_L1_BYTES=$l1_bytes;"
+  echo "One api per run (embedded mode, 2 render threads, no Redis), cold, FRACTILE_L1_BYTES=$l1_bytes"
+  echo "unless the run says otherwise;"
   echo "the caching experiment's browse traffic (150 tiles/s for 30 s, the same request sequence in"
   echo "both runs). Lookups counted by the api (cache_requests_total{layer=\"l1\"}); the L1's entries"
   echo "and bytes (tile bytes plus a fixed per-entry overhead) at the end of the run. Machine: $(nproc) cores."
   echo
-  echo "| renderer | L1 hits | L1 misses | hit ratio | entries held | bytes held | tile 3/3/3 bytes |"
+  echo "| run | L1 hits | L1 misses | hit ratio | entries held | bytes held | tile 3/3/3 bytes |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
   echo
-  echo "Every miss in the browse sequence that is not a tile's first request is one the L1 could have"
-  echo "served with room enough. Per-run load reports: [r1](r1/report.md), [r2](r2/report.md)."
+  echo "r2-128MiB is the ceiling (the default FRACTILE_L1_BYTES: every tile of the run fits, only a"
+  echo "tile's first request misses). Per-run load reports: [r1](r1/report.md), [r2](r2/report.md),"
+  echo "[r2-128MiB](r2-128MiB/report.md)."
   echo "Command: \`R1_API=... loadtests/l1-hit-ratio.sh $l1_bytes\`."
 } > "$out/README.md"
 cat "$out/README.md"
