@@ -8,6 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fractile_render::bench_support::fixed_tile_set;
 use fractile_render::{Encoding, MaxZoom, Style, TILE_SIZE, TileId, kernel, render_pixels};
 
 /// Representative tiles: mostly interior, boundary-heavy, and deep near the boundary.
@@ -52,6 +53,26 @@ fn kernel_bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// The fixed tile set of `tile_bytes` (541 tiles, zooms 0-14), rendered once per iteration
+/// in one style (the style does not change the render time).
+fn fixed_set_bench(c: &mut Criterion) {
+    let tiles = fixed_tile_set();
+    let mut group = c.benchmark_group("fixed-set");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(
+        tiles.iter().map(|&t| useful_iterations(t)).sum(),
+    ));
+    group.bench_function("render", |b| {
+        b.iter(|| {
+            for &tile in &tiles {
+                black_box(render_pixels(black_box(tile), Style::Classic, &|| false))
+                    .expect("never cancelled");
+            }
+        })
+    });
+    group.finish();
+}
+
 fn encode_bench(c: &mut Criterion) {
     let (_, tile) = tiles()[1];
     let pixels = render_pixels(tile, Style::Classic, &|| false).expect("never cancelled");
@@ -84,5 +105,5 @@ fn encode_bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kernel_bench, encode_bench);
+criterion_group!(benches, kernel_bench, fixed_set_bench, encode_bench);
 criterion_main!(benches);

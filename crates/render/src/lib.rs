@@ -12,6 +12,8 @@
 //! - [`palette`]: the fixed set of colour styles, each a palette of 256 colours;
 //! - [`encode`]: palette indices to an 8-bit paletted PNG.
 
+#[doc(hidden)]
+pub mod bench_support;
 pub mod encode;
 pub mod kernel;
 pub mod palette;
