@@ -1,33 +1,19 @@
-//! The escape-time kernel: iterate `z ← z² + c` for many pixels at once.
+//! The escape-time kernel: iterate `z ← z² + c` for [`LANES`] pixels at once.
 //!
-//! Pixels stream through a fixed number of lanes (plain arrays updated in lock-step, which
-//! the compiler turns into SIMD); a lane whose pixel escapes or runs out of budget takes the
-//! next pixel, so one slow pixel never holds idle lanes back. Iterations run in rounds of
-//! [`ROUND`]: each round first runs without any per-iteration test and is kept if no lane
-//! crossed the bailout; otherwise it is redone one iteration at a time, so every pixel sees
-//! exactly the floating-point operations of a naive loop and gets exactly its escape count
-//! and final `z` (see [`iterate`]). Points in the main cardioid or the period-2 bulb never
-//! escape: a closed-form test settles them without iterating, which is where a naive
-//! renderer spends most of its time at low zoom.
-//!
-//! The lane loops are compiled once per [`KernelPath`]: for the target's baseline (SSE2 on
-//! x86-64, what the release binary targets) and, chosen at run time, for AVX2 and AVX-512.
-//! Only IEEE-754 `+ - × ÷` and `sqrt` are used, never a fused multiply-add (no path enables
-//! the `fma` feature, and Rust never contracts `a * b + c` on its own), so every path and
-//! platform computes the same bits.
+//! The lanes are plain arrays updated in lock-step with branch-free selects, which the
+//! compiler turns into SIMD (two f64 lanes with SSE2, four with AVX2). Lanes that escape stop
+//! changing but stay in the loop; the group leaves the loop once every lane has escaped,
+//! checked only every [`CHECK_EVERY`] iterations so the test does not dominate. Points in the
+//! main cardioid or the period-2 bulb never escape: they are found with a closed-form test and
+//! never iterated, which is where a naive renderer spends most of its time at low zoom.
 
-/// Lanes of the baseline path, and of [`escape_lanes`].
+use crate::Style;
+
+/// Pixels iterated together on the baseline path.
 pub const LANES: usize = 8;
 
-/// Lanes of the AVX2 path (four vectors of four f64: enough independent work to hide the
-/// latency of each iteration's dependent multiply and adds).
-const AVX2_LANES: usize = 16;
-
-/// Lanes of the AVX-512 path (two vectors of eight f64).
-const AVX512_LANES: usize = 16;
-
-/// Iterations per round: how often the lanes are checked for escape.
-const ROUND: u32 = 8;
+/// Iterations between "has every lane escaped?" checks.
+const CHECK_EVERY: u32 = 8;
 
 /// Squared escape radius. A large radius (256 rather than 2) makes the smooth colouring
 /// continuous across iteration bands.
@@ -48,94 +34,140 @@ fn in_cardioid_or_bulb(re: f64, im: f64) -> bool {
     cardioid || bulb
 }
 
-/// A point to iterate, `cr + ci·i`; `id` comes back with its [`Escape`].
+/// The outcome for each lane: iterations before escape and `|z|²` at escape.
 #[derive(Debug, Clone, Copy)]
-pub struct Point {
-    /// The caller's name for the point (a pixel's index, say).
-    pub id: usize,
-    /// Real part of `c`.
-    pub cr: f64,
-    /// Imaginary part of `c`.
-    pub ci: f64,
+pub struct Escapes<const N: usize = LANES> {
+    iterations: [u32; N],
+    norm_sq: [f64; N],
 }
 
-/// One point's outcome: iterations before escape and `|z|²` at escape.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Escape {
-    iterations: u32,
-    norm_sq: f64,
-}
-
-impl Escape {
-    /// Iterations the point took to escape; the budget or more means it never did.
-    pub fn iterations(&self) -> u32 {
-        self.iterations
+impl<const N: usize> Escapes<N> {
+    /// Iterations lane `l` took to escape; `max_iterations` or more means it never did.
+    pub fn iterations(&self, l: usize) -> u32 {
+        self.iterations[l]
     }
 
-    /// The smooth (continuous) escape count, or `None` for points in the set.
+    /// The smooth (continuous) escape count of lane `l`, or `None` for points in the set.
     ///
     /// `n + 1 - log2(log2 |z|)`: removes the banding of the integer count. Computed with
     /// [`log2`] below rather than `f64::log2`, whose libm implementation may differ
     /// between platforms in the last bit, which would break byte-for-byte determinism.
-    pub fn smooth(&self, max_iterations: u32) -> Option<f64> {
-        let n = self.iterations;
+    pub fn smooth(&self, l: usize, max_iterations: u32) -> Option<f64> {
+        let n = self.iterations[l];
         if n >= max_iterations {
             return None;
         }
-        let log2_abs_z = 0.5 * log2(self.norm_sq);
+        let log2_abs_z = 0.5 * log2(self.norm_sq[l]);
         Some(f64::from(n) + 1.0 - log2(log2_abs_z))
     }
 }
 
-/// The outcome for each of [`LANES`] points.
-#[derive(Debug, Clone, Copy)]
-pub struct Escapes([Escape; LANES]);
-
-impl Escapes {
-    /// Iterations lane `l` took to escape; `max_iterations` or more means it never did.
-    pub fn iterations(&self, l: usize) -> u32 {
-        self.0[l].iterations()
-    }
-
-    /// The smooth escape count of lane `l`, or `None` for points in the set
-    /// ([`Escape::smooth`]).
-    pub fn smooth(&self, l: usize, max_iterations: u32) -> Option<f64> {
-        self.0[l].smooth(max_iterations)
-    }
-}
-
-/// Iterates the [`LANES`] points `cr[l] + ci·i` for up to `max_iterations`, on the
-/// baseline path.
+/// Iterates the [`LANES`] points `cr[l] + ci·i` for up to `max_iterations` (rounded up to a
+/// multiple of [`CHECK_EVERY`]) on the baseline path.
 pub fn escape_lanes(cr: [f64; LANES], ci: f64, max_iterations: u32) -> Escapes {
-    let never = Escape {
-        iterations: max_iterations,
-        norm_sq: 0.0,
-    };
-    let mut escapes = [never; LANES];
-    let mut points = cr
-        .into_iter()
-        .enumerate()
-        .map(|(id, cr)| Point { id, cr, ci });
-    KernelPath::Baseline.iterate(max_iterations, &mut || points.next(), &mut |id, e| {
-        escapes[id] = e
-    });
-    Escapes(escapes)
+    escape(&cr, ci, max_iterations)
 }
+
+/// Where a lane the cardioid/bulb test settled keeps its `z`: past the bailout, so every
+/// step treats it as escaped and leaves it alone (its count is set to the budget instead).
+const SETTLED: f64 = 1e10;
+
+/// The kernel proper, for `N` lanes; `#[inline(always)]` so that each dispatch path's
+/// `#[target_feature]` function compiles its own copy with that path's vector width.
+///
+/// Each round of [`CHECK_EVERY`] iterations is first run without any per-iteration test
+/// (escaped lanes run off to infinity or NaN in a scratch copy). If no lane that was still
+/// iterating crossed the bailout by the end, the round is kept: a lane past the bailout only
+/// moves further out (`|z| > 256` and `|c| < 4` give `|z² + c| > |z|`), so none crossed it
+/// on the way either. Otherwise the round is redone one iteration at a time, freezing each
+/// lane at its first `z` past the bailout. Either way every lane sees exactly the same
+/// floating-point operations as a naive loop, so the results are identical.
+#[inline(always)]
+fn escape<const N: usize>(cr: &[f64; N], ci: f64, max_iterations: u32) -> Escapes<N> {
+    let mut zr = [0.0f64; N];
+    let mut zi = [0.0f64; N];
+    let mut iterations = [0u64; N];
+    let mut any_active = false;
+    for l in 0..N {
+        if in_cardioid_or_bulb(cr[l], ci) {
+            zr[l] = SETTLED;
+            iterations[l] = u64::from(max_iterations);
+        } else {
+            any_active = true;
+        }
+    }
+    let mut done = 0;
+    while done < max_iterations && any_active {
+        let (mut x, mut y) = (zr, zi);
+        for _ in 0..CHECK_EVERY {
+            for l in 0..N {
+                let (a, b) = (x[l], y[l]);
+                x[l] = a * a - b * b + cr[l];
+                y[l] = 2.0 * a * b + ci;
+            }
+        }
+        // Whether some lane that was iterating is now past the bailout (or NaN).
+        let mut crossed = false;
+        for l in 0..N {
+            let was = zr[l] * zr[l] + zi[l] * zi[l] <= BAILOUT_SQ;
+            let is = x[l] * x[l] + y[l] * y[l] <= BAILOUT_SQ;
+            crossed |= was & !is;
+        }
+        if !crossed {
+            for l in 0..N {
+                let was = zr[l] * zr[l] + zi[l] * zi[l] <= BAILOUT_SQ;
+                zr[l] = if was { x[l] } else { zr[l] };
+                zi[l] = if was { y[l] } else { zi[l] };
+                iterations[l] += if was { u64::from(CHECK_EVERY) } else { 0 };
+            }
+        } else {
+            for _ in 0..CHECK_EVERY {
+                for l in 0..N {
+                    let (a, b) = (zr[l], zi[l]);
+                    let (a2, b2) = (a * a, b * b);
+                    // A lane past the bailout stays past it, so `still` never turns true
+                    // again: the lane's z freezes at its first value past the radius.
+                    let still = a2 + b2 <= BAILOUT_SQ;
+                    let (na, nb) = (a2 - b2 + cr[l], 2.0 * a * b + ci);
+                    zr[l] = if still { na } else { a };
+                    zi[l] = if still { nb } else { b };
+                    iterations[l] += u64::from(still);
+                }
+            }
+            any_active = false;
+            for l in 0..N {
+                any_active |= zr[l] * zr[l] + zi[l] * zi[l] <= BAILOUT_SQ;
+            }
+        }
+        done += CHECK_EVERY;
+    }
+    Escapes {
+        // At most the budget rounded up to a round of iterations, which fits a u32.
+        iterations: iterations.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        norm_sq: std::array::from_fn(|l| zr[l] * zr[l] + zi[l] * zi[l]),
+    }
+}
+
+/// Lanes per group on the AVX2 path.
+const AVX2_LANES: usize = 16;
+
+/// Lanes per group on the AVX-512 path.
+const AVX512_LANES: usize = 16;
 
 /// Which instruction set the kernel runs with. Every path computes exactly the same
 /// IEEE-754 operations on every pixel (wider vectors only run more pixels at once, and no
-/// path fuses a multiply and an add), so all give byte-for-byte the same tiles;
-/// `tests/kernel_paths.rs` checks it on the fixed tile set.
+/// path fuses a multiply and an add), so all give byte-for-byte the same tiles; the cross-path
+/// test in `tests/golden.rs` checks it on the fixed tile set.
 ///
 /// The release binary targets baseline x86-64 (SSE2); the wider paths are compiled as
 /// `#[target_feature]` functions and chosen at run time by [`KernelPath::best`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelPath {
-    /// The target's baseline vectors (SSE2 on x86-64: two f64 a vector), [`LANES`] lanes.
+    /// The target's baseline vectors (SSE2 on x86-64: two f64 lanes), [`LANES`] pixels a group.
     Baseline,
-    /// AVX2 (four f64 a vector), 16 lanes. x86-64 only.
+    /// AVX2 (four f64 lanes), 16 pixels a group. x86-64 only.
     Avx2,
-    /// AVX-512F (eight f64 a vector), 16 lanes. x86-64 only.
+    /// AVX-512F (eight f64 lanes), 16 pixels a group (two vectors). x86-64 only.
     Avx512,
 }
 
@@ -184,31 +216,25 @@ impl KernelPath {
         }
     }
 
-    /// Iterates every point `points` yields (until it yields `None`) for up to
-    /// `max_iterations`, handing each outcome to `results` with the point's id, in no
-    /// particular order. A path this machine cannot run falls back to the baseline.
+    /// Writes the palette index of each pixel of `row` to `out` (one per pixel, `out.len()`
+    /// a multiple of 16). A path the machine cannot run falls back to the baseline.
     ///
-    /// The crate's only `unsafe`: calling a `#[target_feature]` function is sound only on a
-    /// CPU with that feature, which is detected right before each call.
+    /// The only `unsafe` in the crate: calling a `#[target_feature]` function is sound only
+    /// on a CPU with that feature, which is detected right before each call.
     #[allow(unsafe_code)]
-    pub fn iterate(
-        self,
-        max_iterations: u32,
-        points: &mut dyn FnMut() -> Option<Point>,
-        results: &mut dyn FnMut(usize, Escape),
-    ) {
+    pub(crate) fn row_indices(self, row: &Row, out: &mut [u8]) {
         match self {
             #[cfg(target_arch = "x86_64")]
             KernelPath::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
                 // SAFETY: the CPU supports AVX-512F, checked on the line above.
-                unsafe { iterate_avx512(max_iterations, points, results) }
+                unsafe { row_indices_avx512(row, out) }
             }
             #[cfg(target_arch = "x86_64")]
             KernelPath::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
                 // SAFETY: the CPU supports AVX2, checked on the line above.
-                unsafe { iterate_avx2(max_iterations, points, results) }
+                unsafe { row_indices_avx2(row, out) }
             }
-            _ => iterate::<LANES>(max_iterations, points, results),
+            _ => row_indices::<LANES>(row, out),
         }
     }
 }
@@ -219,149 +245,44 @@ impl std::fmt::Display for KernelPath {
     }
 }
 
+/// One row of a tile: pixel `k`'s point is `min_re + (k + 0.5)·step + ci·i`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Row {
+    /// Left edge of the row.
+    pub min_re: f64,
+    /// Distance between neighbouring pixel centres.
+    pub step: f64,
+    /// The row's imaginary part.
+    pub ci: f64,
+    /// The tile's iteration budget.
+    pub max_iterations: u32,
+}
+
+/// The whole row in groups of `N` pixels; inlined into each path's function so that the
+/// kernel is compiled with that path's instructions.
+#[inline(always)]
+fn row_indices<const N: usize>(row: &Row, out: &mut [u8]) {
+    for (group, out) in out.chunks_exact_mut(N).enumerate() {
+        let first = group * N;
+        let cr: [f64; N] =
+            std::array::from_fn(|l| row.min_re + ((first + l) as f64 + 0.5) * row.step);
+        let escapes = escape(&cr, row.ci, row.max_iterations);
+        for (l, px) in out.iter_mut().enumerate() {
+            *px = Style::index(escapes.smooth(l, row.max_iterations));
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn iterate_avx2(
-    max_iterations: u32,
-    points: &mut dyn FnMut() -> Option<Point>,
-    results: &mut dyn FnMut(usize, Escape),
-) {
-    iterate::<AVX2_LANES>(max_iterations, points, results);
+fn row_indices_avx2(row: &Row, out: &mut [u8]) {
+    row_indices::<AVX2_LANES>(row, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn iterate_avx512(
-    max_iterations: u32,
-    points: &mut dyn FnMut() -> Option<Point>,
-    results: &mut dyn FnMut(usize, Escape),
-) {
-    iterate::<AVX512_LANES>(max_iterations, points, results);
-}
-
-/// The next point that needs iterating; points the cardioid/bulb test settles go straight
-/// to `results`.
-#[inline(always)]
-fn next_outside(
-    max_iterations: u32,
-    points: &mut dyn FnMut() -> Option<Point>,
-    results: &mut dyn FnMut(usize, Escape),
-) -> Option<Point> {
-    loop {
-        let p = points()?;
-        if !in_cardioid_or_bulb(p.cr, p.ci) {
-            return Some(p);
-        }
-        let never = Escape {
-            iterations: max_iterations,
-            norm_sq: 0.0,
-        };
-        results(p.id, never);
-    }
-}
-
-/// An idle lane's count: it iterates `z = 0, c = 0` (which stays 0) and never reaches any
-/// budget, so it is never taken for finished.
-const IDLE: f64 = -1e300;
-
-/// The kernel proper, for `N` lanes; `#[inline(always)]` so that each path's
-/// `#[target_feature]` function compiles its own copy with that path's vector width.
-///
-/// Exactness: a round runs [`ROUND`] iterations on every lane with no test (a lane past the
-/// bailout runs off to infinity or NaN). A lane that ends the round inside the bailout never
-/// left it on the way: past the bailout `|z| > 256`, and with `|c| < 4` (every tile lies
-/// within 4 of 0) `|z² + c| > |z|`, so a lane past it stays past it. A lane that ends the
-/// round outside (or NaN) escaped during it: [`replay`] redoes its round one iteration at a
-/// time from the round's start to find the exact count and `z`. Every busy lane starts each
-/// round inside the bailout, since a lane hands in its result and takes the next point as
-/// soon as its pixel escapes or uses its budget.
-#[inline(always)]
-fn iterate<const N: usize>(
-    max_iterations: u32,
-    points: &mut dyn FnMut() -> Option<Point>,
-    results: &mut dyn FnMut(usize, Escape),
-) {
-    const { assert!(N <= 64, "the finished lanes are a u64's bits") };
-    let max = f64::from(max_iterations);
-    let round = f64::from(ROUND);
-    let mut zr = [0.0f64; N];
-    let mut zi = [0.0f64; N];
-    let mut cr = [0.0f64; N];
-    let mut ci = [0.0f64; N];
-    // Iterations so far, as f64 (exact far beyond any budget) to stay in f64 vectors.
-    let mut n = [IDLE; N];
-    let mut id = [0usize; N];
-    let mut busy = 0;
-    for l in 0..N {
-        if let Some(p) = next_outside(max_iterations, points, results) {
-            (cr[l], ci[l], n[l], id[l]) = (p.cr, p.ci, 0.0, p.id);
-            busy += 1;
-        }
-    }
-    while busy > 0 {
-        let (mut x, mut y) = (zr, zi);
-        for _ in 0..ROUND {
-            for l in 0..N {
-                let (a, b) = (x[l], y[l]);
-                x[l] = a * a - b * b + cr[l];
-                y[l] = 2.0 * a * b + ci[l];
-            }
-        }
-        // The lanes that escaped (a NaN counts: hence `!(<=)`) or used their budget.
-        let mut finished = 0u64;
-        for l in 0..N {
-            let escaped = !(x[l] * x[l] + y[l] * y[l] <= BAILOUT_SQ);
-            finished |= u64::from(escaped | (n[l] + round >= max)) << l;
-        }
-        let (start_r, start_i) = (zr, zi);
-        (zr, zi) = (x, y);
-        for count in &mut n {
-            *count += round;
-        }
-        while finished != 0 {
-            let l = finished.trailing_zeros() as usize;
-            finished &= finished - 1;
-            let mut norm_sq = zr[l] * zr[l] + zi[l] * zi[l];
-            if !(norm_sq <= BAILOUT_SQ) {
-                let steps;
-                (steps, norm_sq) = replay(start_r[l], start_i[l], cr[l], ci[l]);
-                n[l] += f64::from(steps) - round;
-            }
-            // A count in [0, budget + ROUND]: the cast is exact.
-            let iterations = n[l] as u32;
-            results(
-                id[l],
-                Escape {
-                    iterations,
-                    norm_sq,
-                },
-            );
-            (zr[l], zi[l]) = (0.0, 0.0);
-            if let Some(p) = next_outside(max_iterations, points, results) {
-                (cr[l], ci[l], n[l], id[l]) = (p.cr, p.ci, 0.0, p.id);
-            } else {
-                (cr[l], ci[l], n[l]) = (0.0, 0.0, IDLE);
-                busy -= 1;
-            }
-        }
-    }
-}
-
-/// Redoes one round of a lane that escaped during it, from the round's start `a + b·i`
-/// (inside the bailout), one checked iteration at a time: the iterations it took before
-/// its `z` passed the bailout, and that `z`'s `|z|²`.
-#[inline(always)]
-fn replay(mut a: f64, mut b: f64, cr: f64, ci: f64) -> (u32, f64) {
-    let mut steps = 0;
-    while steps < ROUND {
-        let (a2, b2) = (a * a, b * b);
-        if a2 + b2 > BAILOUT_SQ {
-            break;
-        }
-        (a, b) = (a2 - b2 + cr, 2.0 * a * b + ci);
-        steps += 1;
-    }
-    (steps, a * a + b * b)
+fn row_indices_avx512(row: &Row, out: &mut [u8]) {
+    row_indices::<AVX512_LANES>(row, out);
 }
 
 /// `log2(x)` for finite `x > 0`, from the exponent bits and a polynomial for the mantissa

@@ -111,37 +111,21 @@ pub fn render_pixels_with(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Pixels, RenderError> {
     let viewport = tile.viewport();
-    let (min_re, max_im) = (viewport.min_re(), viewport.max_im());
     let step = viewport.pixel_size();
-    let max_iterations = kernel::max_iterations(tile.z());
     let size = TILE_SIZE as usize;
     let mut indices = vec![0u8; size * size];
-    // The kernel pulls pixels row by row; the cancellation check runs as each row starts.
-    let mut next = 0;
-    let mut stopped = false;
-    let mut points = || {
-        if next == size * size || stopped {
-            return None;
+    for (row, out) in indices.chunks_exact_mut(size).enumerate() {
+        if cancelled() {
+            return Err(RenderError::Cancelled);
         }
-        let (row, column) = (next / size, next % size);
-        if column == 0 && cancelled() {
-            stopped = true;
-            return None;
-        }
-        let point = kernel::Point {
-            id: next,
+        let row = kernel::Row {
+            min_re: viewport.min_re(),
+            step,
             // Pixel centres: row 0 is the top (largest imaginary part), as on a slippy map.
-            cr: min_re + (column as f64 + 0.5) * step,
-            ci: max_im - (row as f64 + 0.5) * step,
+            ci: viewport.max_im() - (row as f64 + 0.5) * step,
+            max_iterations: kernel::max_iterations(tile.z()),
         };
-        next += 1;
-        Some(point)
-    };
-    path.iterate(max_iterations, &mut points, &mut |id, escape| {
-        indices[id] = Style::index(escape.smooth(max_iterations));
-    });
-    if stopped {
-        return Err(RenderError::Cancelled);
+        path.row_indices(&row, out);
     }
     Ok(Pixels { indices, style })
 }
