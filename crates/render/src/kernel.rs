@@ -1,11 +1,21 @@
-//! The escape-time kernel: iterate `z ← z² + c` for [`LANES`] pixels at once.
+//! The escape-time kernel: iterate `z ← z² + c` for a group of pixels at once.
 //!
-//! The lanes are plain arrays updated in lock-step with branch-free selects, which the
-//! compiler turns into SIMD (two f64 lanes with SSE2, four with AVX2). Lanes that escape stop
-//! changing but stay in the loop; the group leaves the loop once every lane has escaped,
-//! checked only every [`CHECK_EVERY`] iterations so the test does not dominate. Points in the
-//! main cardioid or the period-2 bulb never escape: they are found with a closed-form test and
-//! never iterated, which is where a naive renderer spends most of its time at low zoom.
+//! The lanes are plain arrays updated in lock-step, which the compiler turns into SIMD.
+//! Iterations run in rounds of `CHECK_EVERY` (8): a round first runs with no per-iteration
+//! test and is kept if no lane crossed the bailout; only a round in which some lane escaped
+//! is redone one iteration at a time with branch-free selects that freeze each lane at its
+//! first `z` past the bailout (`escape` explains why this is exact). The group leaves the
+//! loop once every lane has escaped or the budget is spent. Points in the main cardioid or
+//! the period-2 bulb never escape: they are found with a closed-form test and never
+//! iterated, which is where a naive renderer spends most of its time at low zoom.
+//!
+//! The same loop is compiled once per [`KernelPath`]: for the target's baseline (SSE2 on
+//! x86-64, which the release binary targets; 8 lanes in 2-wide vectors) and, as
+//! `#[target_feature]` functions chosen at run time, for AVX2 (16 lanes in 4-wide vectors)
+//! and AVX-512F (16 lanes in 8-wide vectors). Enough lanes per vector width keep several
+//! independent multiply/add chains in flight. Only IEEE-754 `+ - × ÷` and `sqrt` are used,
+//! never a fused multiply-add (no path enables the `fma` feature, and Rust never contracts
+//! `a * b + c` on its own), so every path and platform computes the same bits.
 
 use crate::Style;
 
@@ -50,7 +60,7 @@ impl<const N: usize> Escapes<N> {
     /// The smooth (continuous) escape count of lane `l`, or `None` for points in the set.
     ///
     /// `n + 1 - log2(log2 |z|)`: removes the banding of the integer count. Computed with
-    /// [`log2`] below rather than `f64::log2`, whose libm implementation may differ
+    /// `log2` below rather than `f64::log2`, whose libm implementation may differ
     /// between platforms in the last bit, which would break byte-for-byte determinism.
     pub fn smooth(&self, l: usize, max_iterations: u32) -> Option<f64> {
         let n = self.iterations[l];
@@ -63,7 +73,7 @@ impl<const N: usize> Escapes<N> {
 }
 
 /// Iterates the [`LANES`] points `cr[l] + ci·i` for up to `max_iterations` (rounded up to a
-/// multiple of [`CHECK_EVERY`]) on the baseline path.
+/// multiple of `CHECK_EVERY` (8)) on the baseline path.
 pub fn escape_lanes(cr: [f64; LANES], ci: f64, max_iterations: u32) -> Escapes {
     escape(&cr, ci, max_iterations)
 }
@@ -75,7 +85,7 @@ const SETTLED: f64 = 1e10;
 /// The kernel proper, for `N` lanes; `#[inline(always)]` so that each dispatch path's
 /// `#[target_feature]` function compiles its own copy with that path's vector width.
 ///
-/// Each round of [`CHECK_EVERY`] iterations is first run without any per-iteration test
+/// Each round of `CHECK_EVERY` (8) iterations is first run without any per-iteration test
 /// (escaped lanes run off to infinity or NaN in a scratch copy). If no lane that was still
 /// iterating crossed the bailout by the end, the round is kept: a lane past the bailout only
 /// moves further out (`|z| > 256` and `|c| < 4` give `|z² + c| > |z|`), so none crossed it
@@ -157,7 +167,7 @@ const AVX512_LANES: usize = 16;
 /// Which instruction set the kernel runs with. Every path computes exactly the same
 /// IEEE-754 operations on every pixel (wider vectors only run more pixels at once, and no
 /// path fuses a multiply and an add), so all give byte-for-byte the same tiles; the cross-path
-/// test in `tests/golden.rs` checks it on the fixed tile set.
+/// test in `tests/kernel_paths.rs` checks it on the fixed tile set.
 ///
 /// The release binary targets baseline x86-64 (SSE2); the wider paths are compiled as
 /// `#[target_feature]` functions and chosen at run time by [`KernelPath::best`].

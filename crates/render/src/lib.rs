@@ -4,11 +4,15 @@
 //! the worker both call [`render_tile`]. Output is byte-for-byte deterministic for a given
 //! [`RENDER_VERSION`]: the kernel uses only IEEE-754 arithmetic (no libm calls, no fused
 //! multiply-add), so the same tile renders to the same bytes on every machine, which is what
-//! lets caches and strong ETags key on the tile id alone.
+//! lets caches and strong ETags key on the tile id alone. That holds across the kernel's
+//! instruction-set paths too ([`KernelPath`]: baseline SSE2, AVX2, AVX-512, picked at run
+//! time by CPU feature detection): they differ only in how many pixels share a vector, and
+//! `tests/kernel_paths.rs` renders the fixed tile set through each and compares.
 //!
 //! Layout:
 //! - [`tile`]: slippy-map coordinates, their validation, and the viewport each one covers;
-//! - [`kernel`]: the escape-time iteration, several pixels at a time;
+//! - [`kernel`]: the escape-time iteration, several pixels at a time, and its run-time
+//!   choice of SIMD path (the crate's only `unsafe`);
 //! - [`palette`]: the fixed set of colour styles, each a palette of 256 colours;
 //! - [`encode`]: palette indices to an 8-bit paletted PNG.
 
