@@ -123,13 +123,18 @@ fn escape<const N: usize>(cr: &[f64; N], ci: f64, max_iterations: u32) -> Escape
             let is = x[l] * x[l] + y[l] * y[l] <= BAILOUT_SQ;
             crossed |= was & !is;
         }
+        // The selects below write fresh arrays: written back in place (`zr[l] = if was {
+        // x[l] } else { zr[l] }`), LLVM turns them into masked stores, which are slow on
+        // AMD's AVX2 (`vmaskmovpd`).
+        let (mut next_r, mut next_i, mut next_n) = ([0.0f64; N], [0.0f64; N], [0u64; N]);
         if !crossed {
             for l in 0..N {
                 let was = zr[l] * zr[l] + zi[l] * zi[l] <= BAILOUT_SQ;
-                zr[l] = if was { x[l] } else { zr[l] };
-                zi[l] = if was { y[l] } else { zi[l] };
-                iterations[l] += if was { u64::from(CHECK_EVERY) } else { 0 };
+                next_r[l] = if was { x[l] } else { zr[l] };
+                next_i[l] = if was { y[l] } else { zi[l] };
+                next_n[l] = iterations[l] + if was { u64::from(CHECK_EVERY) } else { 0 };
             }
+            (zr, zi, iterations) = (next_r, next_i, next_n);
         } else {
             for _ in 0..CHECK_EVERY {
                 for l in 0..N {
@@ -139,10 +144,11 @@ fn escape<const N: usize>(cr: &[f64; N], ci: f64, max_iterations: u32) -> Escape
                     // again: the lane's z freezes at its first value past the radius.
                     let still = a2 + b2 <= BAILOUT_SQ;
                     let (na, nb) = (a2 - b2 + cr[l], 2.0 * a * b + ci);
-                    zr[l] = if still { na } else { a };
-                    zi[l] = if still { nb } else { b };
-                    iterations[l] += u64::from(still);
+                    next_r[l] = if still { na } else { a };
+                    next_i[l] = if still { nb } else { b };
+                    next_n[l] = iterations[l] + u64::from(still);
                 }
+                (zr, zi, iterations) = (next_r, next_i, next_n);
             }
             any_active = false;
             for l in 0..N {
