@@ -11,9 +11,11 @@
 //!
 //! The same loop is compiled once per [`KernelPath`]: for the target's baseline (SSE2 on
 //! x86-64, which the release binary targets; 8 lanes in 2-wide vectors) and, as
-//! `#[target_feature]` functions chosen at run time, for AVX2 (16 lanes in 4-wide vectors)
-//! and AVX-512F (16 lanes in 8-wide vectors). Enough lanes per vector width keep several
-//! independent multiply/add chains in flight. Only IEEE-754 `+ - × ÷` and `sqrt` are used,
+//! `#[target_feature]` functions chosen at run time, for AVX2 (8 lanes in 4-wide vectors)
+//! and AVX-512F (16 lanes in 8-wide vectors). The lane counts are measured
+//! (`loadtests/reports/kernel/`): more vectors per group keep more independent multiply/add
+//! chains in flight, until the group's slowest pixel holds the others back or, with AVX2's
+//! 16 registers, the arrays spill. Only IEEE-754 `+ - × ÷` and `sqrt` are used,
 //! never a fused multiply-add (no path enables the `fma` feature, and Rust never contracts
 //! `a * b + c` on its own), so every path and platform computes the same bits.
 
@@ -164,10 +166,10 @@ fn escape<const N: usize>(cr: &[f64; N], ci: f64, max_iterations: u32) -> Escape
     }
 }
 
-/// Lanes per group on the AVX2 path.
-const AVX2_LANES: usize = 16;
+/// Lanes per group on the AVX2 path (two vectors: 16 lanes spill AVX2's 16 registers).
+const AVX2_LANES: usize = 8;
 
-/// Lanes per group on the AVX-512 path.
+/// Lanes per group on the AVX-512 path (two vectors; one or four are slower).
 const AVX512_LANES: usize = 16;
 
 /// Which instruction set the kernel runs with. Every path computes exactly the same
@@ -181,7 +183,7 @@ const AVX512_LANES: usize = 16;
 pub enum KernelPath {
     /// The target's baseline vectors (SSE2 on x86-64: two f64 lanes), [`LANES`] pixels a group.
     Baseline,
-    /// AVX2 (four f64 lanes), 16 pixels a group. x86-64 only.
+    /// AVX2 (four f64 lanes), 8 pixels a group (two vectors). x86-64 only.
     Avx2,
     /// AVX-512F (eight f64 lanes), 16 pixels a group (two vectors). x86-64 only.
     Avx512,
