@@ -1,6 +1,7 @@
 //! Benchmarks of the two costs of a cache miss: the escape-time kernel and the PNG encoder.
 //!
-//! `cargo bench -p fractile-render` prints, per tile, "pixel-iterations" per second (useful
+//! `cargo bench -p fractile-render` prints, per tile and per kernel path the CPU can run
+//! (`baseline`, `avx2`, `avx512`), "pixel-iterations" per second (useful
 //! iterations: pixels the cardioid/bulb shortcut settled are not counted, so the figure does
 //! not flatter the shortcut) and, per encoder setting, raw megabytes (one palette index per
 //! pixel) encoded per second and the compressed size.
@@ -8,7 +9,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fractile_render::{Encoding, MaxZoom, Style, TILE_SIZE, TileId, kernel, render_pixels};
+use fractile_render::bench_support::fixed_tile_set;
+use fractile_render::{
+    Encoding, KernelPath, MaxZoom, Style, TILE_SIZE, TileId, kernel, render_pixels,
+    render_pixels_with,
+};
 
 /// Representative tiles: mostly interior, boundary-heavy, and deep near the boundary.
 fn tiles() -> [(&'static str, TileId); 3] {
@@ -45,8 +50,37 @@ fn kernel_bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("kernel");
     for (name, tile) in tiles() {
         group.throughput(Throughput::Elements(useful_iterations(tile)));
-        group.bench_function(name, |b| {
-            b.iter(|| render_pixels(black_box(tile), Style::Classic, &|| false))
+        for path in KernelPath::available() {
+            group.bench_function(format!("{name}/{path}"), |b| {
+                b.iter(|| render_pixels_with(path, black_box(tile), Style::Classic, &|| false))
+            });
+        }
+    }
+    group.finish();
+}
+
+/// The fixed tile set of `tile_bytes` (541 tiles, zooms 0-14), rendered once per iteration
+/// in one style (the style does not change the render time).
+fn fixed_set_bench(c: &mut Criterion) {
+    let tiles = fixed_tile_set();
+    let mut group = c.benchmark_group("fixed-set");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(
+        tiles.iter().map(|&t| useful_iterations(t)).sum(),
+    ));
+    for path in KernelPath::available() {
+        group.bench_function(path.name(), |b| {
+            b.iter(|| {
+                for &tile in &tiles {
+                    black_box(render_pixels_with(
+                        path,
+                        black_box(tile),
+                        Style::Classic,
+                        &|| false,
+                    ))
+                    .expect("never cancelled");
+                }
+            })
         });
     }
     group.finish();
@@ -84,5 +118,5 @@ fn encode_bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kernel_bench, encode_bench);
+criterion_group!(benches, kernel_bench, fixed_set_bench, encode_bench);
 criterion_main!(benches);

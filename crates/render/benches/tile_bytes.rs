@@ -2,99 +2,18 @@
 //! 24-bit RGB PNG (its colouring and encoder settings are reproduced below as the baseline),
 //! and the encode time against the render time of the seahorse tile.
 //!
-//! The set: every tile of zooms 0-4 (341) and 200 tiles at zooms 5-14 on the set's
-//! boundary, each in every style. The deep tiles are chosen by a fixed walk: a target zoom
-//! from a seeded splitmix64 (written out here, so the set never changes with a crate's
-//! generator), then from the root down, a child whose 16×16 probe has points both inside and
-//! outside the set, picked in a seeded order.
+//! The set (`fractile_render::bench_support::fixed_tile_set`): every tile of zooms 0-4 (341)
+//! and a seeded sample of 200 tiles at zooms 5-14 on the set's boundary, each in every style.
 //!
 //! `cargo bench -p fractile-render --bench tile_bytes` prints the table the README quotes.
 
 use std::hint::black_box;
 use std::time::Instant;
 
+use fractile_render::bench_support::{fixed_tile_set, for_each_escape};
 use fractile_render::{
-    Encoding, MaxZoom, Pixels, STYLES, Style, TILE_SIZE, TileId, TileRange, kernel, render_pixels,
-    render_tile,
+    Encoding, MaxZoom, Pixels, STYLES, Style, TILE_SIZE, TileId, render_pixels, render_tile,
 };
-
-/// splitmix64: a fixed, tiny generator, so the sample is the same on every machine forever.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Calls `each` with the smooth escape count (`None`: inside the set) of the centre of every
-/// cell of a `grid`×`grid` division of `tile`, row by row; `grid` = `TILE_SIZE` is its pixels.
-fn for_each_escape(tile: TileId, grid: usize, mut each: impl FnMut(Option<f64>)) {
-    let vp = tile.viewport();
-    let max = kernel::max_iterations(tile.z());
-    let step = vp.pixel_size() * (f64::from(TILE_SIZE) / grid as f64);
-    for row in 0..grid {
-        let ci = vp.max_im() - (row as f64 + 0.5) * step;
-        for block in 0..grid / kernel::LANES {
-            let cr = std::array::from_fn(|l| {
-                vp.min_re() + ((block * kernel::LANES + l) as f64 + 0.5) * step
-            });
-            let e = kernel::escape_lanes(cr, ci, max);
-            for l in 0..kernel::LANES {
-                each(e.smooth(l, max));
-            }
-        }
-    }
-}
-
-/// Whether a 16×16 grid of the tile's points has points both inside and outside the set.
-fn on_boundary(tile: TileId) -> bool {
-    let (mut inside, mut outside) = (false, false);
-    for_each_escape(tile, 16, |smooth| match smooth {
-        None => inside = true,
-        Some(_) => outside = true,
-    });
-    inside && outside
-}
-
-/// The fixed tile set (each tile is drawn in every style).
-fn tile_set() -> Vec<TileId> {
-    let limit = MaxZoom::LIMIT;
-    let mut tiles: Vec<TileId> = (0..=4)
-        .flat_map(|z| TileRange::whole(z, limit).expect("valid").tiles())
-        .collect();
-    let mut rng = SplitMix(20_261_129);
-    let root = TileId::new(0, 0, 0, limit).expect("the root");
-    let mut deep = 0;
-    while deep < 200 {
-        let target = 5 + rng.below(10) as u8;
-        let mut tile = root;
-        while tile.z() < target {
-            let children = tile.children(limit).expect("above the limit");
-            let start = rng.below(4) as usize;
-            let Some(next) = (0..4)
-                .map(|i| children[(start + i) % 4])
-                .find(|&c| on_boundary(c))
-            else {
-                break;
-            };
-            tile = next;
-        }
-        if tile.z() == target {
-            tiles.push(tile);
-            deep += 1;
-        }
-    }
-    tiles
-}
 
 /// r1's bytes for `tile`: its colouring (the same gradient, interpolated continuously
 /// instead of sampled in 255 steps) as 24-bit RGB, fdeflate's `Fast` level, the `Up` filter.
@@ -154,7 +73,7 @@ fn candidates() -> Vec<(&'static str, Encoding)> {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this once, on a smaller set.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let mut tiles = tile_set();
+    let mut tiles = fixed_tile_set();
     if quick {
         tiles.truncate(20);
     }

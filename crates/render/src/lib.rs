@@ -4,20 +4,27 @@
 //! the worker both call [`render_tile`]. Output is byte-for-byte deterministic for a given
 //! [`RENDER_VERSION`]: the kernel uses only IEEE-754 arithmetic (no libm calls, no fused
 //! multiply-add), so the same tile renders to the same bytes on every machine, which is what
-//! lets caches and strong ETags key on the tile id alone.
+//! lets caches and strong ETags key on the tile id alone. That holds across the kernel's
+//! instruction-set paths too ([`KernelPath`]: baseline SSE2, AVX2, AVX-512, picked at run
+//! time by CPU feature detection): they differ only in how many pixels share a vector, and
+//! `tests/kernel_paths.rs` renders the fixed tile set through each and compares.
 //!
 //! Layout:
 //! - [`tile`]: slippy-map coordinates, their validation, and the viewport each one covers;
-//! - [`kernel`]: the escape-time iteration, several pixels at a time;
+//! - [`kernel`]: the escape-time iteration, several pixels at a time, and its run-time
+//!   choice of SIMD path (the crate's only `unsafe`);
 //! - [`palette`]: the fixed set of colour styles, each a palette of 256 colours;
 //! - [`encode`]: palette indices to an 8-bit paletted PNG.
 
+#[doc(hidden)]
+pub mod bench_support;
 pub mod encode;
 pub mod kernel;
 pub mod palette;
 pub mod tile;
 
 pub use encode::{EncodeError, Encoding};
+pub use kernel::KernelPath;
 pub use palette::{PALETTE_SIZE, Palette, STYLES, Style, UnknownStyle};
 pub use tile::{MaxZoom, TILE_SIZE, TileError, TileId, TileRange, Viewport};
 
@@ -90,14 +97,24 @@ impl Pixels {
 /// Renders the tile's pixels, calling `cancelled` once per row and giving up with
 /// [`RenderError::Cancelled`] as soon as it returns true. The check is how a caller whose
 /// deadline passed (or whose client went away) reclaims the CPU: a blocking render cannot
-/// otherwise be interrupted.
+/// otherwise be interrupted. Runs the fastest kernel path the CPU has ([`KernelPath::best`]).
 pub fn render_pixels(
     tile: TileId,
     style: Style,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Pixels, RenderError> {
+    render_pixels_with(KernelPath::best(), tile, style, cancelled)
+}
+
+/// [`render_pixels`] on a chosen kernel path (for tests and benchmarks: every path gives the
+/// same pixels). A path this machine cannot run falls back to [`KernelPath::Baseline`].
+pub fn render_pixels_with(
+    path: KernelPath,
+    tile: TileId,
+    style: Style,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Pixels, RenderError> {
     let viewport = tile.viewport();
-    let max_iterations = kernel::max_iterations(tile.z());
     let step = viewport.pixel_size();
     let size = TILE_SIZE as usize;
     let mut indices = vec![0u8; size * size];
@@ -105,18 +122,14 @@ pub fn render_pixels(
         if cancelled() {
             return Err(RenderError::Cancelled);
         }
-        // Pixel centres: row 0 is the top (largest imaginary part), as on a slippy map.
-        let ci = viewport.max_im() - (row as f64 + 0.5) * step;
-        let min_re = viewport.min_re();
-        for (lane_block, out) in out.chunks_exact_mut(kernel::LANES).enumerate() {
-            let first = lane_block * kernel::LANES;
-            let cr: [f64; kernel::LANES] =
-                std::array::from_fn(|l| min_re + ((first + l) as f64 + 0.5) * step);
-            let escapes = kernel::escape_lanes(cr, ci, max_iterations);
-            for (l, px) in out.iter_mut().enumerate() {
-                *px = Style::index(escapes.smooth(l, max_iterations));
-            }
-        }
+        let row = kernel::Row {
+            min_re: viewport.min_re(),
+            step,
+            // Pixel centres: row 0 is the top (largest imaginary part), as on a slippy map.
+            ci: viewport.max_im() - (row as f64 + 0.5) * step,
+            max_iterations: kernel::max_iterations(tile.z()),
+        };
+        path.row_indices(&row, out);
     }
     Ok(Pixels { indices, style })
 }
