@@ -159,7 +159,7 @@ done
 mkdir -p "$out"
 cp "$work/rounds.tsv" "$out/rounds.tsv"
 python3 - "$out" "$bytes" "$rounds" "$seconds" "$(lscpu | sed -n 's/^Model name: *//p')" "${targets[@]}" <<'PY'
-import csv, statistics, sys
+import csv, os, statistics, sys
 out, size, rounds, seconds, cpu, *targets = sys.argv[1:]
 rows = list(csv.DictReader(open(f"{out}/rounds.tsv"), delimiter="\t"))
 def median(t, field):
@@ -188,8 +188,12 @@ for a in apis:
 lines += ["", f"Behind nginx (deploy/nginx/nginx.conf's proxy location, one worker): the api at "
           f"{eff['nginx+api'] / eff['nginx+bare']:.2f} × the bare server, per CPU-second of nginx "
           "and the backend together."]
-lines += ["", "Every round's figures: [rounds.tsv](rounds.tsv). Command: `loadtests/hot-path.sh "
-          f"{rounds} {seconds}`."]
+extra = " ".join(f"{a}=…" for a in apis if a != "api")
+prefix = f'HOT_PATH_APIS="{extra}" ' if extra else ""
+lines += ["", "Every round's figures: [rounds.tsv](rounds.tsv). Command: "
+          f"`{prefix}loadtests/hot-path.sh {rounds} {seconds}`."]
+if os.path.exists(f"{out}/profile.md"):
+    lines += ["", "Where the api's time goes, and what each change did: [profile.md](profile.md)."]
 open(f"{out}/README.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The browse experiment's L1 hit ratio with r1 tiles (24-bit RGB) and this tree's (r2, 8-bit
+# The browse experiment's L1 hit ratio with r1 tiles (24-bit RGB) and this tree's (r3, 8-bit
 # paletted) at the same FRACTILE_L1_BYTES: smaller tiles, more of them in the same bytes.
 #
 # Each renderer runs as one api in embedded mode (2 render threads, no Redis), cold, and takes
@@ -30,10 +30,10 @@ metric() {
 rows=()
 # The third run is the ceiling: the default 128 MiB, where every tile of the run fits, so
 # only first requests miss.
-for run in r1 r2 r2-128MiB; do
+for run in r1 r3 r3-128MiB; do
   renderer=${run%%-*}
   bytes_allowed=$l1_bytes
-  [ "$run" = r2-128MiB ] && bytes_allowed=$((128 * 1024 * 1024))
+  [ "$run" = r3-128MiB ] && bytes_allowed=$((128 * 1024 * 1024))
   if [ "$renderer" = r1 ]; then api=$R1_API; else api=$bin/fractile-api; fi
   env FRACTILE_ADMIN_LISTEN=127.0.0.1:19630 FRACTILE_LISTEN=127.0.0.1:18630 RUST_LOG=warn \
     FRACTILE_RENDER_THREADS=2 FRACTILE_L1_BYTES="$bytes_allowed" "$api" > "/tmp/l1-hit-ratio-$run.log" 2>&1 &
@@ -52,7 +52,7 @@ for run in r1 r2 r2-128MiB; do
 done
 
 {
-  echo "# L1 hit ratio: r1 tiles against r2 tiles in the same bytes"
+  echo "# L1 hit ratio: r1 tiles against r3 tiles in the same bytes"
   echo
   echo "One api per run (embedded mode, 2 render threads, no Redis), cold, FRACTILE_L1_BYTES=$l1_bytes"
   echo "unless the run says otherwise;"
@@ -64,9 +64,9 @@ done
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
   echo
-  echo "r2-128MiB is the ceiling (the default FRACTILE_L1_BYTES: every tile of the run fits, only a"
-  echo "tile's first request misses). Per-run load reports: [r1](r1/report.md), [r2](r2/report.md),"
-  echo "[r2-128MiB](r2-128MiB/report.md)."
+  echo "r3-128MiB is the ceiling (the default FRACTILE_L1_BYTES: every tile of the run fits, only a"
+  echo "tile's first request misses). Per-run load reports: [r1](r1/report.md), [r3](r3/report.md),"
+  echo "[r3-128MiB](r3-128MiB/report.md)."
   echo "Command: \`R1_API=... loadtests/l1-hit-ratio.sh $l1_bytes\`."
 } > "$out/README.md"
 cat "$out/README.md"

@@ -254,7 +254,12 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
 /// the raw segments are what the extractor would have decoded.
 fn path_segments(path: &str) -> Option<(&str, &str, &str)> {
     let mut segments = path.strip_prefix("/tiles/")?.split('/');
-    match (segments.next(), segments.next(), segments.next(), segments.next()) {
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
         (Some(z), Some(x), Some(y), None) => Some((z, x, y)),
         _ => None,
     }

@@ -58,14 +58,14 @@ fn candidates() -> Vec<(&'static str, Encoding)> {
         filter,
     };
     vec![
-        ("high, sub (default)", Encoding::default()),
+        ("balanced, sub (default)", Encoding::default()),
+        ("high, sub (r2)", with(Compression::High, Filter::Sub)),
         ("high, no filter", with(Compression::High, Filter::NoFilter)),
         ("high, adaptive", with(Compression::High, Filter::Adaptive)),
         (
             "balanced, no filter",
             with(Compression::Balanced, Filter::NoFilter),
         ),
-        ("balanced, sub", with(Compression::Balanced, Filter::Sub)),
         ("fast, no filter", with(Compression::Fast, Filter::NoFilter)),
     ]
 }

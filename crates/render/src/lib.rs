@@ -32,8 +32,9 @@ pub use tile::{MaxZoom, TILE_SIZE, TileError, TileId, TileRange, Viewport};
 /// (kernel, iteration budget, palette, encoder settings): caches key on it, and the ETag
 /// carries it, so clients and shared caches never mix tiles from two renderers.
 /// The golden-hash test in `tests/golden.rs` fails when the bytes change, as a reminder.
-/// `r2`: 8-bit paletted PNG (r1 was 24-bit RGB).
-pub const RENDER_VERSION: &str = "r2";
+/// `r3`: 8-bit paletted PNG, DEFLATE `Balanced` (r2: the same pixels at `High`, whose encode
+/// grew to a third of a render once the kernel got faster; r1 was 24-bit RGB).
+pub const RENDER_VERSION: &str = "r3";
 
 /// What a render is keyed on everywhere (caches, queue messages, seeds): a tile and the
 /// style it is drawn in.

@@ -12,7 +12,7 @@ async fn a_tile_is_a_256_png_with_caching_headers() {
     let h = response.headers().clone();
     assert_eq!(h[header::CONTENT_TYPE], "image/png");
     assert_eq!(h[header::CACHE_CONTROL], "public, max-age=86400, immutable");
-    assert_eq!(h[header::ETAG], "\"r2-fire-3-2-3\"");
+    assert_eq!(h[header::ETAG], "\"r3-fire-3-2-3\"");
     assert_eq!(h["x-cache"], "MISS");
     let timing = h["server-timing"].to_str().expect("ascii");
     assert!(timing.contains("render;dur="), "{timing}");
@@ -37,12 +37,12 @@ async fn a_tile_is_a_256_png_with_caching_headers() {
 async fn a_matching_if_none_match_gets_304_without_a_body() {
     let (state, app) = app_with(&config());
     let request = axum::http::Request::get("/tiles/1/0/1.png")
-        .header(header::IF_NONE_MATCH, "\"r2-classic-1-0-1\"")
+        .header(header::IF_NONE_MATCH, "\"r3-classic-1-0-1\"")
         .body(axum::body::Body::empty())
         .expect("valid");
     let response = send(&app, request).await;
     assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
-    assert_eq!(response.headers()[header::ETAG], "\"r2-classic-1-0-1\"");
+    assert_eq!(response.headers()[header::ETAG], "\"r3-classic-1-0-1\"");
     assert!(body_bytes(response).await.is_empty());
     assert_eq!(
         state.metrics.renders_with("ok"),
