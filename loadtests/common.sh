@@ -44,11 +44,13 @@ wait_ready() {
   return 1
 }
 
-# start BINARY ADMIN_PORT LOG [VAR=value ...]: runs a fractile binary with extra environment.
+# start BINARY ADMIN_PORT LOG [VAR=value ...]: runs a fractile binary with extra environment,
+# on core $pin_core alone when that is set (from launch, so its runtime sizes itself to it).
 start() {
-  local binary=$1 admin=$2 log=$3
+  local binary=$1 admin=$2 log=$3 pin=()
   shift 3
-  env FRACTILE_ADMIN_LISTEN="127.0.0.1:$admin" RUST_LOG=warn "$@" "$bin/$binary" > "$log" 2>&1 &
+  [ -z "${pin_core:-}" ] || pin=(taskset -c "$pin_core")
+  "${pin[@]}" env FRACTILE_ADMIN_LISTEN="127.0.0.1:$admin" RUST_LOG=warn "$@" "$bin/$binary" > "$log" 2>&1 &
   pids+=($!)
   wait_ready "$admin"
 }

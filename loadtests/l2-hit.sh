@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# An L2 hit against an L1 hit on the same tiles: the 4,096 tiles of zoom 6 stored in Redis,
+# requested round and round by wrk (1 thread, 32 connections, loadtests/zoom-round-robin.lua)
+# from one api pinned to core 0, wrk on core 1. Two apis share the Redis prefix: one with
+# FRACTILE_L1_BYTES=0 (every request an L2 hit) and one with its L1 on and warmed (every
+# request an L1 hit). They are measured in interleaved rounds; the report gives each one's
+# median requests per api CPU-second and latency, and Redis's CPU beside them.
+#
+# Usage: loadtests/l2-hit.sh [rounds] [seconds]       (default 3 rounds of 10 s per api)
+#   L2_HIT_OUT=dir writes the report elsewhere (default loadtests/reports/l2-hit).
+# Needs wrk, taskset, Redis on 127.0.0.1:6379; two cores or more.
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "$0")/common.sh"
+rounds=${1:-3}
+seconds=${2:-10}
+out=${L2_HIT_OUT:-$root/loadtests/reports/l2-hit}
+prefix="loadtest-l2hit."
+lua="$root/loadtests/zoom-round-robin.lua"
+work=$(mktemp -d /tmp/fractile-l2-hit.XXXXXX)
+[ "$(nproc)" -ge 2 ] || { echo "needs two cores: the api on core 0, wrk on core 1" >&2; exit 1; }
+build_release
+forget_prefix "$prefix"
+redis_env=(FRACTILE_REDIS_URL=redis://127.0.0.1:6379 "FRACTILE_KEY_PREFIX=$prefix")
+
+# Every zoom-6 tile once, four at a time, as a curl config.
+for i in $(seq 0 4095); do
+  printf 'url = "http://127.0.0.1:PORT/tiles/6/%d/%d.png"\noutput = "/dev/null"\n' $((i % 64)) $((i / 64))
+done > "$work/zoom6.template"
+each_tile() {
+  sed "s/PORT/$1/" "$work/zoom6.template" > "$work/zoom6-$1.curl"
+  curl -fsS --no-progress-meter -Z --parallel-max 4 -K "$work/zoom6-$1.curl" 2>&1 | tail -n 5
+}
+
+# Fill: an api renders each tile once and stores it in Redis (in the background of each
+# response), then the keys are counted until all are there.
+start fractile-api 19690 "$work/fill.log" "${redis_env[@]}" FRACTILE_LISTEN=127.0.0.1:18690 FRACTILE_RENDER_THREADS=2
+each_tile 18690
+for _ in $(seq 1 100); do
+  stored=$(redis-cli --scan --pattern "${prefix}tile:*" | wc -l)
+  [ "$stored" -ge 4096 ] && break
+  sleep 0.3
+done
+[ "$stored" -ge 4096 ] || { echo "only $stored of 4096 tiles reached Redis" >&2; exit 1; }
+mapfile -t keys < <(redis-cli --scan --pattern "${prefix}tile:*")
+bytes=$(for k in "${keys[@]}"; do redis-cli strlen "$k"; done | awk '{ s += $1 } END { printf "%.0f", s / NR }')
+stop_all
+
+# The two apis, each alone on core 0 from launch.
+pin_core=0 start fractile-api 19691 "$work/l2.log" "${redis_env[@]}" FRACTILE_L1_BYTES=0 FRACTILE_LISTEN=127.0.0.1:18691
+l2_pid=${pids[-1]}
+pin_core=0 start fractile-api 19692 "$work/l1.log" "${redis_env[@]}" FRACTILE_LISTEN=127.0.0.1:18692
+l1_pid=${pids[-1]}
+each_tile 18692                                             # L1 warm: from now on every request is an L1 hit
+for check in "18691 L2" "18692 L1"; do
+  read -r port layer <<< "$check"
+  got=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$port/tiles/6/5/7.png" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache" { print $2 }')
+  [ "$got" = "$layer" ] || { echo "port $port answered X-Cache: $got, not $layer" >&2; exit 1; }
+done
+redis_pid=$(pgrep -x redis-server | head -n 1 || true)
+
+hz=$(getconf CLK_TCK)
+printf 'round\ttarget\trequests_per_s\tp50\tp99\tapi_cpu_s\trequests_per_api_cpu_s\tredis_cpu_s\n' > "$work/rounds.tsv"
+for round in $(seq 1 "$rounds"); do
+  for target in l2 l1; do
+    if [ "$target" = l2 ]; then pid=$l2_pid port=18691; else pid=$l1_pid port=18692; fi
+    api_before=$(cpu_ticks "$pid")
+    redis_before=$([ -n "$redis_pid" ] && cpu_ticks "$redis_pid" || echo 0)
+    result=$(taskset -c 1 wrk -t1 -c32 -d"${seconds}s" --latency -s "$lua" "http://127.0.0.1:$port" -- 6)
+    api_after=$(cpu_ticks "$pid")
+    redis_after=$([ -n "$redis_pid" ] && cpu_ticks "$redis_pid" || echo 0)
+    if grep -qE 'Non-2xx or 3xx responses|Socket errors' <<< "$result"; then
+      echo "$result" >&2
+      echo "round $round, $target: wrk measured errors; figures not valid" >&2
+      exit 1
+    fi
+    awk -v r="$round" -v t="$target" -v s="$seconds" -v hz="$hz" -v a="$((api_after - api_before))" \
+      -v rc="$((redis_after - redis_before))" '
+      /requests in/ { n = $1 } $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 }
+      END { printf "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.0f\t%.2f\n", r, t, n / s, p50, p99, a / hz, n / (a / hz), rc / hz }' \
+      <<< "$result" >> "$work/rounds.tsv"
+    tail -n 1 "$work/rounds.tsv"
+  done
+done
+
+mkdir -p "$out"
+cp "$work/rounds.tsv" "$out/rounds.tsv"
+python3 - "$out" "$bytes" "$rounds" "$seconds" "$(lscpu | sed -n 's/^Model name: *//p')" <<'PY'
+import csv, statistics, sys
+out, size, rounds, seconds, cpu = sys.argv[1:]
+rows = list(csv.DictReader(open(f"{out}/rounds.tsv"), delimiter="\t"))
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+def med(t, f, conv=float):
+    return statistics.median(conv(r[f]) for r in rows if r["target"] == t)
+eff = {t: med(t, "requests_per_api_cpu_s") for t in ("l2", "l1")}
+p50 = {t: med(t, "p50", ms) for t in ("l2", "l1")}
+lines = [
+    "# L2 hits against L1 hits on the same tiles",
+    "",
+    f"The 4,096 tiles of zoom 6 (mean {size} bytes in Redis) requested round and round by wrk "
+    "(1 thread, 32 connections) from one api pinned to core 0, wrk on core 1; `l2`: "
+    "FRACTILE_L1_BYTES=0, every request a Redis hit; `l1`: L1 warmed, every request an L1 hit. "
+    f"{rounds} interleaved rounds of {seconds} s; medians. CPU: {cpu}.",
+    "",
+    "| api | requests/s | p50 | p99 | requests per api CPU-second | Redis CPU-seconds per round |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+]
+for t in ("l2", "l1"):
+    lines.append(f"| {t} | {med(t, 'requests_per_s'):.0f} | {p50[t]:.2f} ms | {med(t, 'p99', ms):.2f} ms | "
+                 f"{eff[t]:.0f} | {med(t, 'redis_cpu_s'):.2f} |")
+lines += ["", f"An L2 hit at {eff['l2'] / eff['l1']:.2f} × the L1 hit's requests per api CPU-second; "
+          f"p50 {p50['l2'] - p50['l1']:+.2f} ms.", "",
+          f"Every round: [rounds.tsv](rounds.tsv). Command: `loadtests/l2-hit.sh {rounds} {seconds}`."]
+open(f"{out}/README.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+stop_all
+forget_prefix "$prefix"
+rm -rf "$work"
