@@ -7,7 +7,8 @@
 # median requests per api CPU-second and latency, and Redis's CPU beside them.
 #
 # Usage: loadtests/l2-hit.sh [rounds] [seconds]       (default 3 rounds of 10 s per api)
-#   L2_HIT_OUT=dir writes the report elsewhere (default loadtests/reports/l2-hit).
+#   L2_HIT_OUT=dir writes the report elsewhere (default loadtests/reports/l2-hit);
+#   L2_HIT_API=path measures another fractile-api build (a before, say) than this tree's.
 # Needs wrk, taskset, Redis on 127.0.0.1:6379; two cores or more.
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "$0")/common.sh"
@@ -19,6 +20,7 @@ lua="$root/loadtests/zoom-round-robin.lua"
 work=$(mktemp -d /tmp/fractile-l2-hit.XXXXXX)
 [ "$(nproc)" -ge 2 ] || { echo "needs two cores: the api on core 0, wrk on core 1" >&2; exit 1; }
 build_release
+api_bin=${L2_HIT_API:-$bin/fractile-api}
 forget_prefix "$prefix"
 redis_env=(FRACTILE_REDIS_URL=redis://127.0.0.1:6379 "FRACTILE_KEY_PREFIX=$prefix")
 
@@ -45,7 +47,12 @@ mapfile -t keys < <(redis-cli --scan --pattern "${prefix}tile:*")
 bytes=$(for k in "${keys[@]}"; do redis-cli strlen "$k"; done | awk '{ s += $1 } END { printf "%.0f", s / NR }')
 stop_all
 
-# The two apis, each alone on core 0 from launch.
+# The two apis (this tree's build, or L2_HIT_API's), each alone on core 0 from launch.
+if [ "$api_bin" != "$bin/fractile-api" ]; then
+  mkdir -p "$work/bin"
+  cp "$api_bin" "$work/bin/fractile-api"
+  bin=$work/bin
+fi
 pin_core=0 start fractile-api 19691 "$work/l2.log" "${redis_env[@]}" FRACTILE_L1_BYTES=0 FRACTILE_LISTEN=127.0.0.1:18691
 l2_pid=${pids[-1]}
 pin_core=0 start fractile-api 19692 "$work/l1.log" "${redis_env[@]}" FRACTILE_LISTEN=127.0.0.1:18692

@@ -12,13 +12,15 @@
 //! sick Redis costs a caller:
 //!
 //! - the **budget**: one deadline around a whole operation, taking a pooled connection
-//!   included. deadpool re-checks each idle connection it hands out (`UNWATCH` + `PING`,
-//!   up to its recycle timeout) and moves on to the next when one does not answer, so
-//!   against a paused Redis a single `get()` used to walk the whole pool: 16 × 0.5 s;
+//!   included. The pool re-checks a connection idle for over a second (`UNWATCH` + `PING`,
+//!   up to its recycle timeout; `pool.rs`) and moves on to the next when one does not
+//!   answer, so against a paused Redis a single `get()` used to walk the whole pool:
+//!   16 × 0.5 s;
 //! - the **breaker** ([`breaker`]): after a few consecutive outages calls fail at once, and
 //!   one background probe finds out when Redis is back.
 
 mod breaker;
+mod pool;
 mod ready;
 pub mod seed;
 
@@ -30,11 +32,13 @@ use bytes::Bytes;
 use deadpool_redis::redis::{
     self, AsyncCommands, AsyncConnectionConfig, ErrorKind, ServerErrorKind,
 };
-use deadpool_redis::{Manager, Pool, PoolError, Runtime, Timeouts};
+use deadpool_redis::{Manager, PoolError, Runtime, Timeouts};
 use fractile_render::{RENDER_VERSION, TileKey};
 use serde::{Deserialize, Serialize};
 
 use crate::breaker::Breaker;
+pub use crate::pool::RECHECK_IDLE_AFTER;
+use crate::pool::{Connection, Pool};
 pub use breaker::{DEFAULT_BREAKER_THRESHOLD, DEFAULT_PROBE_INTERVAL};
 pub use ready::{ReadyListener, ReadyWait};
 pub use seed::{
@@ -327,7 +331,7 @@ impl TileStore {
             .set_response_timeout(Some(settings.response_timeout));
         let manager = Manager::new_with_config(settings.url.as_str(), connection)?;
         let budget = settings.budget;
-        let pool = Pool::builder(manager)
+        let pool = Pool::builder(pool::Manager::new(manager))
             .max_size(settings.pool_size)
             // The budget bounds the whole operation anyway; capping these keeps the pool's
             // own errors (a wait timeout is load, not an outage) ahead of the budget's.
@@ -387,7 +391,7 @@ impl TileStore {
     /// Runs `f` on a pooled connection, through the breaker, within the budget.
     async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         self.with_conn_within(self.budget, f).await
@@ -396,7 +400,7 @@ impl TileStore {
     /// [`Self::with_conn`] with another budget.
     async fn with_conn_within<T, F, Fut>(&self, budget: Duration, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         self.breaker.allow()?;
@@ -564,11 +568,11 @@ impl TileStore {
 /// Takes a connection from `pool` and runs `f` on it, all within `budget`.
 async fn within<T, F, Fut>(budget: Duration, pool: &Pool, f: F) -> Result<T, StoreError>
 where
-    F: FnOnce(deadpool_redis::Connection) -> Fut,
+    F: FnOnce(Connection) -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
     let operation = async {
-        let conn = pool.get().await?;
+        let conn = Connection::new(pool.get().await?);
         f(conn).await
     };
     tokio::time::timeout(budget, operation)

@@ -432,3 +432,77 @@ async fn losing_redis_degrades_to_l1_and_local_renders_then_recovers() {
     .await;
     cluster.cleanup().await;
 }
+
+/// Calls of `command` the private Redis has served so far (`INFO commandstats`).
+async fn served(redis: &PrivateRedis, command: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An L2 hit is one round trip: a pooled connection used moments ago is handed out again
+/// without the recycle check's `PING` (deadpool-redis's own manager sends one on every
+/// checkout).
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_connection_used_moments_ago_is_handed_out_without_a_ping() {
+    let redis = PrivateRedis::start().await;
+    let mut settings = StoreSettings::new(redis.url(), "recycle:");
+    settings.pool_size = 1;
+    let store = TileStore::new(&settings).expect("store");
+    for _ in 0..50 {
+        store.get(&key(3, 1, 1)).await.expect("a lookup");
+    }
+    let (gets, pings) = (served(&redis, "get").await, served(&redis, "ping").await);
+    assert_eq!(gets, 50);
+    assert_eq!(pings, 0, "{pings} PINGs for 50 lookups on one connection");
+}
+
+/// Skipping that check must not keep a broken connection in use: when the server drops
+/// every client, the call on the dropped connection fails, and the next one gets a new
+/// connection instead of the same broken one (it was used moments ago, so no `PING` would
+/// have caught it).
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_connection_that_failed_in_use_is_replaced() {
+    let redis = PrivateRedis::start().await;
+    let mut settings = StoreSettings::new(redis.url(), "replace:");
+    settings.pool_size = 1;
+    let store = TileStore::new(&settings).expect("store");
+    store.get(&key(3, 1, 1)).await.expect("a lookup");
+
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1, "the store's one connection");
+
+    let on_the_dropped_connection = store.get(&key(3, 1, 1)).await;
+    assert!(
+        on_the_dropped_connection.is_err(),
+        "{on_the_dropped_connection:?}"
+    );
+    store
+        .get(&key(3, 1, 1))
+        .await
+        .expect("the next lookup runs on a new connection");
+}

@@ -1,0 +1,116 @@
+//! The connection pool: deadpool over redis's multiplexed connections, with a recycle check
+//! that costs a round trip only when it can tell something.
+//!
+//! deadpool-redis's own manager re-checks every connection it hands out with a pipelined
+//! `UNWATCH` + `PING`, so each `GET` of an L2 hit paid two round trips. This manager wraps it
+//! and keeps its check where it informs:
+//!
+//! - a connection checked out within the last [`RECHECK_IDLE_AFTER`] is handed out again as
+//!   it is: it was working a moment ago, and if Redis went away since, the command fails
+//!   within the store's budget exactly as the `PING` would have;
+//! - a connection idle longer than that gets deadpool-redis's check, as before (the store
+//!   never uses `WATCH`, so the `UNWATCH` is harmless);
+//! - a connection on which a command failed for the connection's sake (I/O, a timeout, the
+//!   connection dropped) is not handed out again: recycling it fails, and deadpool opens a
+//!   new one. Without that, a connection broken while in use would keep failing every call
+//!   that drew it, since it never went idle long enough to be checked.
+
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+/// A connection used within this long is handed out again without a `PING`.
+pub const RECHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The pool of [`Connection`]s.
+pub(crate) type Pool = managed::Pool<Manager>;
+
+/// Creates connections with deadpool-redis's manager; recycles them as the module says.
+pub(crate) struct Manager {
+    inner: deadpool_redis::Manager,
+}
+
+impl Manager {
+    pub(crate) fn new(inner: deadpool_redis::Manager) -> Self {
+        Manager { inner }
+    }
+}
+
+/// A pooled connection and whether a command on it failed for the connection's sake.
+pub(crate) struct Tracked {
+    conn: MultiplexedConnection,
+    failed: bool,
+}
+
+impl managed::Manager for Manager {
+    type Type = Tracked;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Tracked, RedisError> {
+        let conn = managed::Manager::create(&self.inner).await?;
+        Ok(Tracked {
+            conn,
+            failed: false,
+        })
+    }
+
+    async fn recycle(&self, tracked: &mut Tracked, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if tracked.failed {
+            return Err(RecycleError::message("a command on this connection failed"));
+        }
+        if metrics.last_used() < RECHECK_IDLE_AFTER {
+            return Ok(());
+        }
+        managed::Manager::recycle(&self.inner, &mut tracked.conn, metrics).await
+    }
+}
+
+/// A connection taken from the pool, returned to it when dropped. Commands run on it as on
+/// redis's own connections.
+pub(crate) struct Connection(managed::Object<Manager>);
+
+impl Connection {
+    pub(crate) fn new(object: managed::Object<Manager>) -> Self {
+        Connection(object)
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let Tracked { conn, failed } = &mut *self.0;
+        Box::pin(async move {
+            let result = conn.req_packed_command(cmd).await;
+            *failed |= result.as_ref().is_err_and(breaks_connection);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let Tracked { conn, failed } = &mut *self.0;
+        Box::pin(async move {
+            let result = conn.req_packed_commands(cmd, offset, count).await;
+            *failed |= result.as_ref().is_err_and(breaks_connection);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.conn.get_db()
+    }
+}
+
+/// Whether `error` leaves the connection in doubt (as opposed to Redis answering with an
+/// error, after which the connection is as good as before).
+fn breaks_connection(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_unrecoverable_error()
+}
