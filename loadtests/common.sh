@@ -14,12 +14,13 @@ build_release() {
   bin="$target_dir/release"
 }
 
-# checked_wrk WRK_ARGS...: runs wrk and prints its output; a run in which any response was
-# not 2xx/3xx or any socket failed measured errors, not the path it meant to, so the script
-# stops there, saying so.
+# checked_wrk WRK_ARGS...: runs wrk (on core $wrk_core alone when that is set) and prints
+# its output; a run in which any response was not 2xx/3xx or any socket failed measured
+# errors, not the path it meant to, so the script stops there, saying so.
 checked_wrk() {
-  local out
-  out=$(wrk "$@")
+  local out pin=()
+  [ -z "${wrk_core:-}" ] || pin=(taskset -c "$wrk_core")
+  out=$("${pin[@]}" wrk "$@")
   echo "$out"
   if grep -qE 'Non-2xx or 3xx responses|Socket errors' <<< "$out"; then
     echo "this wrk run measured errors (see the lines above): its figures are not valid" >&2
