@@ -20,7 +20,8 @@ build_release() {
 checked_wrk() {
   local out pin=()
   [ -z "${wrk_core:-}" ] || pin=(taskset -c "$wrk_core")
-  out=$("${pin[@]}" wrk "$@")
+  # Checked here, not left to errexit: a command substitution does not inherit it.
+  out=$("${pin[@]}" wrk "$@") || { echo "wrk failed: $out" >&2; return 1; }
   echo "$out"
   if grep -qE 'Non-2xx or 3xx responses|Socket errors' <<< "$out"; then
     echo "this wrk run measured errors (see the lines above): its figures are not valid" >&2
