@@ -29,6 +29,19 @@ checked_wrk() {
   fi
 }
 
+# wrk_row ROUND TARGET SECONDS CPU_TICKS [OTHER_TICKS] < wrk --latency output: one
+# tab-separated row: round, target, requests/s, p50, p99, CPU-seconds, requests per
+# CPU-second, and OTHER_TICKS as CPU-seconds when given (another process's, beside it).
+wrk_row() {
+  awk -v r="$1" -v t="$2" -v s="$3" -v c="$4" -v o="${5:-}" -v hz="$(getconf CLK_TCK)" '
+    /requests in/ { n = $1 } $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 }
+    END {
+      printf "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.0f", r, t, n / s, p50, p99, c / hz, n / (c / hz)
+      if (o != "") printf "\t%.2f", o / hz
+      printf "\n"
+    }'
+}
+
 stop_all() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done

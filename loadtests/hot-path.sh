@@ -131,7 +131,6 @@ ticks() {
   echo "$total"
 }
 
-hz=$(getconf CLK_TCK)
 echo "tile $tile: $bytes bytes; targets: ${targets[*]}; $rounds rounds of ${seconds} s each"
 for t in "${targets[@]}"; do checked_wrk -t1 -c64 -d2s "${url_of[$t]}" > /dev/null; done   # warm-up
 printf 'round\ttarget\trequests_per_s\tp50\tp99\tcpu_s\trequests_per_cpu_s\n' > "$work/rounds.tsv"
@@ -142,11 +141,7 @@ for round in $(seq 1 "$rounds"); do
     result=$(wrk_core=1 checked_wrk -t1 -c64 -d"${seconds}s" --latency "${url_of[$t]}")
     # shellcheck disable=SC2086
     after=$(ticks ${cpu_of[$t]})
-    requests=$(awk '/requests in/ { print $1 }' <<< "$result")
-    awk -v r="$round" -v t="$t" -v n="$requests" -v s="$seconds" -v c="$(( after - before ))" -v hz="$hz" '
-      $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 }
-      END { cpu = c / hz; printf "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.0f\n", r, t, n / s, p50, p99, cpu, n / cpu }' \
-      <<< "$result" >> "$work/rounds.tsv"
+    wrk_row "$round" "$t" "$seconds" $((after - before)) <<< "$result" >> "$work/rounds.tsv"
     tail -n 1 "$work/rounds.tsv"
   done
 done

@@ -65,7 +65,6 @@ for check in "18691 L2" "18692 L1"; do
 done
 redis_pid=$(pgrep -x redis-server | head -n 1 || true)
 
-hz=$(getconf CLK_TCK)
 printf 'round\ttarget\trequests_per_s\tp50\tp99\tapi_cpu_s\trequests_per_api_cpu_s\tredis_cpu_s\n' > "$work/rounds.tsv"
 for round in $(seq 1 "$rounds"); do
   for target in l2 l1; do
@@ -75,10 +74,7 @@ for round in $(seq 1 "$rounds"); do
     result=$(wrk_core=1 checked_wrk -t1 -c32 -d"${seconds}s" --latency -s "$lua" "http://127.0.0.1:$port" -- 6)
     api_after=$(cpu_ticks "$pid")
     redis_after=$([ -n "$redis_pid" ] && cpu_ticks "$redis_pid" || echo 0)
-    awk -v r="$round" -v t="$target" -v s="$seconds" -v hz="$hz" -v a="$((api_after - api_before))" \
-      -v rc="$((redis_after - redis_before))" '
-      /requests in/ { n = $1 } $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 }
-      END { printf "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.0f\t%.2f\n", r, t, n / s, p50, p99, a / hz, n / (a / hz), rc / hz }' \
+    wrk_row "$round" "$target" "$seconds" $((api_after - api_before)) $((redis_after - redis_before)) \
       <<< "$result" >> "$work/rounds.tsv"
     tail -n 1 "$work/rounds.tsv"
   done

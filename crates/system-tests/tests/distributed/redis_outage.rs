@@ -433,13 +433,25 @@ async fn losing_redis_degrades_to_l1_and_local_renders_then_recovers() {
     cluster.cleanup().await;
 }
 
-/// Calls of `command` the private Redis has served so far (`INFO commandstats`).
-async fn served(redis: &PrivateRedis, command: &str) -> u64 {
-    let client = redis::Client::open(redis.url()).expect("url");
-    let mut conn = client
+/// A connection of the test's own to the private Redis, beside the store's.
+async fn admin(redis: &PrivateRedis) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("url")
         .get_multiplexed_async_connection()
         .await
-        .expect("connects");
+        .expect("connects")
+}
+
+/// A store on the private Redis whose pool holds one connection, so every call uses it.
+fn one_connection_store(redis: &PrivateRedis, prefix: &str) -> TileStore {
+    let mut settings = StoreSettings::new(redis.url(), prefix);
+    settings.pool_size = 1;
+    TileStore::new(&settings).expect("store")
+}
+
+/// Calls of `command` the private Redis has served so far (`INFO commandstats`).
+async fn served(redis: &PrivateRedis, command: &str) -> u64 {
+    let mut conn = admin(redis).await;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut conn)
@@ -460,9 +472,7 @@ async fn served(redis: &PrivateRedis, command: &str) -> u64 {
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_connection_used_moments_ago_is_handed_out_without_a_ping() {
     let redis = PrivateRedis::start().await;
-    let mut settings = StoreSettings::new(redis.url(), "recycle:");
-    settings.pool_size = 1;
-    let store = TileStore::new(&settings).expect("store");
+    let store = one_connection_store(&redis, "recycle:");
     for _ in 0..50 {
         store.get(&key(3, 1, 1)).await.expect("a lookup");
     }
@@ -479,19 +489,12 @@ async fn a_connection_used_moments_ago_is_handed_out_without_a_ping() {
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_connection_that_failed_in_use_is_replaced() {
     let redis = PrivateRedis::start().await;
-    let mut settings = StoreSettings::new(redis.url(), "replace:");
-    settings.pool_size = 1;
-    let store = TileStore::new(&settings).expect("store");
+    let store = one_connection_store(&redis, "replace:");
     store.get(&key(3, 1, 1)).await.expect("a lookup");
 
-    let client = redis::Client::open(redis.url()).expect("url");
-    let mut admin = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
     let killed: u64 = redis::cmd("CLIENT")
         .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
-        .query_async(&mut admin)
+        .query_async(&mut admin(&redis).await)
         .await
         .expect("CLIENT KILL");
     assert_eq!(killed, 1, "the store's one connection");
