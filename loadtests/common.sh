@@ -75,9 +75,11 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # forget_prefix PREFIX: deletes the Redis keys and queues under a script's fixed prefix, so
 # every run starts cold (the dead-letter exchange is left for the next run to reuse).
+# render.interactive is the interactive queue of builds before its .v2 (a before-and-after
+# run starts one).
 forget_prefix() {
   redis-cli --scan --pattern "$1*" | xargs -r redis-cli del > /dev/null
-  for q in render.interactive render.bulk render.dead; do
+  for q in render.interactive render.interactive.v2 render.bulk render.dead; do
     rabbitmqctl --quiet delete_queue "$1$q" > /dev/null 2>&1 || true
   done
 }

@@ -26,7 +26,7 @@ INTERVAL=5
 WATCH_SECONDS=${WATCH_SECONDS:-0}
 Q_IN_FLIGHT='avg(http_requests_in_flight{job="fractile-api"})'
 Q_P99='histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{job="fractile-api"}[1m])))'
-Q_QUEUE='sum(rabbitmq_detailed_queue_messages{queue=~"fractile\\.render\\.(interactive|bulk)"})'
+Q_QUEUE='sum(rabbitmq_detailed_queue_messages{queue=~"fractile\\.render\\.(interactive\\.v2|bulk)"})'
 
 case "${1:-}" in
   "") ;;

@@ -68,7 +68,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 # The queues exist once a worker consumes; the sampler reads them from the first second.
-for q in fractile.render.interactive fractile.render.bulk; do
+for q in fractile.render.interactive.v2 fractile.render.bulk; do
   curl -fsS -o /dev/null -u "$RABBITMQ_USER:$RABBITMQ_PASSWORD" \
     "http://127.0.0.1:$management_port/api/queues/fractile-local/$q"
 done

@@ -289,13 +289,13 @@ def main():
     parser.add_argument("--vhost", default="fractile-local")
     parser.add_argument(
         "--queue", action="append",
-        help="queue to count (default: fractile.render.interactive and fractile.render.bulk)",
+        help="queue to count (default: fractile.render.interactive.v2 and fractile.render.bulk)",
     )
     parser.add_argument("--step", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--root", default=".", help="the repository (for the commit)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the generator's command")
     args = parser.parse_args()
-    args.queue = args.queue or ["fractile.render.interactive", "fractile.render.bulk"]
+    args.queue = args.queue or ["fractile.render.interactive.v2", "fractile.render.bulk"]
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("the generator's command goes after --")

@@ -21,7 +21,7 @@ use fractile_runtime::openapi::ErrorBody;
 use crate::error::ApiError;
 use crate::metrics::CacheLabel;
 use crate::state::AppState;
-use crate::tile_cache::{FillError, Source, TileKey};
+use crate::tile_cache::{FillError, Source, TileKey, WorkerWait};
 
 /// The query string of a tile request. Nothing but `style`: a parameter the api does not
 /// know (`?Style=fire`, a cache-buster) is a 400, not ignored, so a typo is not served as
@@ -216,28 +216,8 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
             Millis(*queued),
             Millis(*rendered)
         ),
-        Source::Worker {
-            waited,
-            worker,
-            render_ms,
-        } => {
-            let _ = write!(
-                out,
-                "wait;desc=\"waited for a worker\";dur={}",
-                Millis(*waited)
-            );
-            if let Some(ms) = render_ms {
-                let _ = write!(out, ", render;dur={ms:.3}");
-            }
-            if let Some(worker) = worker {
-                // Worker ids are host names; keep the header value plain ASCII regardless.
-                let name: String = worker
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
-                    .take(64)
-                    .collect();
-                let _ = write!(out, ", worker;desc=\"{name}\"");
-            }
+        Source::Worker(wait) => {
+            worker_timing(&mut out, wait);
             write!(out, ", total;dur={total}")
         }
         Source::Coalesced => write!(
@@ -246,6 +226,50 @@ fn server_timing(source: &Source, elapsed: Duration) -> HeaderValue {
         ),
     };
     header_value(out, "total")
+}
+
+/// The stages of a queued miss: the Redis miss, the claim, the publish, the broker and
+/// announcement (`transit`), the worker (its name, and its time from delivery to tile,
+/// of which `render`), the read of the stored tile (`fetch`) and the whole wait.
+fn worker_timing(out: &mut String, wait: &WorkerWait) {
+    let _ = write!(
+        out,
+        "l2;desc=\"Redis miss\";dur={}, claim;dur={}",
+        Millis(wait.lookup),
+        Millis(wait.claim)
+    );
+    if let Some(publish) = wait.publish {
+        let _ = write!(out, ", publish;dur={}", Millis(publish));
+    }
+    if let Some(transit) = wait.transit() {
+        let _ = write!(
+            out,
+            ", transit;desc=\"broker and announcement\";dur={}",
+            Millis(transit)
+        );
+    }
+    if let Some(note) = &wait.note {
+        // Worker ids are host names; keep the header value plain ASCII regardless.
+        let name: String = note
+            .worker
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+            .take(64)
+            .collect();
+        let _ = write!(out, ", worker;desc=\"{name}\"");
+        if let Some(ms) = note.handled_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
+            let _ = write!(out, ";dur={ms:.3}");
+        }
+        if note.render_ms.is_finite() && note.render_ms >= 0.0 {
+            let _ = write!(out, ", render;dur={:.3}", note.render_ms);
+        }
+    }
+    let _ = write!(
+        out,
+        ", fetch;dur={}, wait;desc=\"waited for a worker\";dur={}",
+        Millis(wait.fetch),
+        Millis(wait.waited)
+    );
 }
 
 /// The segments `z`, `x` and `y.png` of a tile path, read from the URI rather than through
@@ -398,6 +422,7 @@ pub async fn get_tile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fractile_tile_store::ReadyNote;
 
     fn max() -> MaxZoom {
         MaxZoom::new(18).expect("valid")
@@ -424,6 +449,57 @@ mod tests {
         for (micros, shown) in [(0, "0.000"), (12, "0.012"), (1_234_567, "1234.567")] {
             assert_eq!(Millis(Duration::from_micros(micros)).to_string(), shown);
         }
+    }
+
+    fn queued_miss(note: Option<ReadyNote>) -> WorkerWait {
+        let ms = Duration::from_millis;
+        WorkerWait {
+            lookup: ms(1),
+            claim: ms(2),
+            publish: Some(ms(3)),
+            announced: Some(ms(20)),
+            fetch: ms(1),
+            waited: ms(21),
+            note,
+        }
+    }
+
+    #[test]
+    fn a_queued_miss_shows_each_stage_and_the_broker_by_difference() {
+        let note = ReadyNote {
+            key: "classic/1/0/0".into(),
+            worker: "worker-1\"; evil".into(),
+            render_ms: 6.5,
+            handled_ms: Some(10.0),
+        };
+        let mut out = String::new();
+        worker_timing(&mut out, &queued_miss(Some(note)));
+        // transit: 20 ms to the announcement, less claim 2, publish 3 and the worker's 10.
+        assert_eq!(
+            out,
+            "l2;desc=\"Redis miss\";dur=1.000, claim;dur=2.000, publish;dur=3.000, \
+             transit;desc=\"broker and announcement\";dur=5.000, \
+             worker;desc=\"worker-1evil\";dur=10.000, render;dur=6.500, fetch;dur=1.000, \
+             wait;desc=\"waited for a worker\";dur=21.000"
+        );
+        assert!(HeaderValue::from_str(&out).is_ok());
+    }
+
+    #[test]
+    fn without_the_workers_account_the_broker_is_not_guessed() {
+        let old_worker = ReadyNote {
+            key: "classic/1/0/0".into(),
+            worker: "w".into(),
+            render_ms: f64::NAN,
+            handled_ms: None,
+        };
+        let mut out = String::new();
+        worker_timing(&mut out, &queued_miss(Some(old_worker)));
+        assert!(!out.contains("transit"), "{out}");
+        assert!(!out.contains("render"), "{out}");
+        let mut unheard = queued_miss(None);
+        unheard.announced = None;
+        assert_eq!(unheard.transit(), None);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!   here acks by itself, and a delivery dropped unsettled (a task that panicked, or was
 //!   abandoned) is handed back to the broker for another attempt;
 //! - [`Settle::Retry`] (the job failed) requeues until the delivery's attempt count reaches
-//!   [`MAX_ATTEMPTS`], then dead-letters: the cap is the protocol's, not each caller's;
-//!   [`Settle::Requeue`] (a dependency failed) requeues up to the broker's own limit;
+//!   its queue's cap ([`crate::MAX_ATTEMPTS`] for bulk jobs,
+//!   [`crate::INTERACTIVE_MAX_ATTEMPTS`] for interactive ones), then dead-letters: the cap is
+//!   the protocol's, not each caller's; [`Settle::Requeue`] (a dependency failed) requeues up
+//!   to the broker's own limit (bulk) or the job's deadline (interactive);
 //! - a message that is not a valid job is dead-lettered however it is settled: a redelivery
 //!   cannot fix it, and acking it would lose it without a trace.
 //!
@@ -29,8 +31,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Connection, ConnectionStatus};
 
-use crate::{InvalidJob, MAX_ATTEMPTS, Priority, QueueError, RenderJob, Topology};
-use crate::{connect, delivery_attempts};
+use crate::{InvalidJob, Priority, QueueError, RenderJob, Topology};
+use crate::{connect, delivery_attempts, max_attempts};
 
 /// Time allowed for settling one delivery with the broker.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,10 +56,11 @@ pub enum Settle {
     /// Done (or nothing to do): remove it from the queue.
     Ack,
     /// This attempt failed because of the job (its render failed): try again later, or
-    /// dead-letter it if this was the last attempt ([`MAX_ATTEMPTS`]).
+    /// dead-letter it if this was the last attempt ([`Delivery::last_attempt`]).
     Retry,
     /// Not the job's fault (a dependency is down): try again later, whatever the attempt
-    /// count. Only the broker's own limit ([`crate::BROKER_DELIVERY_LIMIT`]) bounds it.
+    /// count. Only the broker's own limit ([`crate::BROKER_DELIVERY_LIMIT`], bulk) or the
+    /// job's deadline (interactive: a worker drops an expired job) bounds it.
     Requeue,
     /// Give up now: to the dead-letter queue.
     DeadLetter,
@@ -236,7 +239,7 @@ impl Delivery {
     fn new(delivery: lapin::message::Delivery, priority: Priority) -> Self {
         let job = RenderJob::decode(&delivery.data).and_then(|job| job.key().map(|key| (job, key)));
         Delivery {
-            attempts: delivery_attempts(&delivery.properties),
+            attempts: delivery_attempts(&delivery.properties, delivery.redelivered),
             acker: Some(delivery.acker),
             priority,
             job,
@@ -249,14 +252,16 @@ impl Delivery {
         self.job.as_ref().map(|(job, key)| (job, *key))
     }
 
-    /// Deliveries of this message so far, this one included.
+    /// Deliveries of this message so far, this one included (on the interactive queue, which
+    /// counts none, 1 for a first delivery and 2 for any other: [`delivery_attempts`]).
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
 
-    /// Whether [`Settle::Retry`] would dead-letter this delivery rather than requeue it.
+    /// Whether [`Settle::Retry`] would dead-letter this delivery rather than requeue it
+    /// (its queue's [`max_attempts`]).
     pub fn last_attempt(&self) -> bool {
-        self.attempts >= MAX_ATTEMPTS
+        self.attempts >= max_attempts(self.priority)
     }
 
     /// The queue it came from.

@@ -51,8 +51,14 @@ pub use consume::{
 pub use job::{InvalidJob, Priority, RenderJob, unix_ms};
 pub use link::{MAX_RECONNECT_DELAY, PublisherLink, backoff_delays};
 pub use topology::{
-    BROKER_DELIVERY_LIMIT, BULK_MAX_LENGTH, MAX_ATTEMPTS, Topology, delivery_attempts,
+    BROKER_DELIVERY_LIMIT, BULK_MAX_LENGTH, INTERACTIVE_MAX_ATTEMPTS, MAX_ATTEMPTS, Topology,
+    delivery_attempts, max_attempts, persistent,
 };
+
+/// AMQP's delivery mode for a job on `queue`'s queue: 2 (persistent) or 1 (transient).
+fn delivery_mode(queue: Priority) -> u8 {
+    if persistent(queue) { 2 } else { 1 }
+}
 
 /// At most one re-declaration of the topology per this interval, however many publishes
 /// come back unroutable meanwhile.
@@ -287,9 +293,8 @@ impl Publisher {
         queue: Priority,
     ) -> Result<PendingConfirm, QueueError> {
         self.ready_to_publish()?;
-        let queue = self.topology.queue_for(queue);
         let properties = BasicProperties::default()
-            .with_delivery_mode(2)
+            .with_delivery_mode(delivery_mode(queue))
             .with_content_type("application/json".into())
             .with_message_id(job.message_id().into())
             .with_headers(FieldTable::default());
@@ -297,7 +302,7 @@ impl Publisher {
             .channel
             .basic_publish(
                 "".into(),
-                queue.into(),
+                self.topology.queue_for(queue).into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
@@ -309,7 +314,7 @@ impl Publisher {
         Ok(self.pending(confirm))
     }
 
-    /// Publishes raw bytes to the interactive queue (tests send poison with it).
+    /// Publishes raw bytes to `priority`'s queue (tests send poison with it).
     pub async fn publish_raw(
         &self,
         priority: Priority,
@@ -326,7 +331,7 @@ impl Publisher {
                     ..Default::default()
                 },
                 payload,
-                BasicProperties::default().with_delivery_mode(2),
+                BasicProperties::default().with_delivery_mode(delivery_mode(priority)),
             )
             .await?;
         Ok(self.pending(confirm))

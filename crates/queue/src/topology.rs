@@ -1,21 +1,44 @@
 //! Queue names and declarations.
 //!
 //! ```text
-//! {prefix}render.interactive  quorum, durable ─┐ reject / delivery limit
-//! {prefix}render.bulk         quorum, durable ─┴──► {prefix}render.dlx (direct) ──► {prefix}render.dead
+//! {prefix}render.interactive.v2  classic, durable, transient jobs ─┐ reject
+//! {prefix}render.bulk            quorum, durable, persistent jobs ─┴──► {prefix}render.dlx (direct) ──► {prefix}render.dead
 //! ```
 //!
-//! The bulk queue is bounded ([`BULK_MAX_LENGTH`] ready jobs, `x-overflow: reject-publish`):
-//! past it the broker refuses a publish with a nack instead of growing without bound, and
-//! the seed expansion that published it backs off and tries again. Dropping the oldest job
-//! (`drop-head`, the default) would lose a seed's tile silently; the interactive queue
-//! needs no bound, its publishers wait for their jobs and are few.
+//! The two lanes keep what each one's jobs are worth:
+//!
+//! - **bulk** (a seed's tiles): nobody waits for them, and a lost job is a tile a seed never
+//!   finishes. A quorum queue, persistent messages: a confirm means the job is on disk (on a
+//!   majority, in a cluster), and it outlives a broker restart. Bounded ([`BULK_MAX_LENGTH`]
+//!   ready jobs, `x-overflow: reject-publish`): past it the broker refuses a publish with a
+//!   nack instead of growing without bound, and the seed expansion that published it backs
+//!   off and tries again. Dropping the oldest job (`drop-head`, the default) would lose a
+//!   seed's tile silently.
+//! - **interactive** (a request waits, until its render deadline, a few seconds): a classic
+//!   queue and transient messages. The broker confirms and delivers such a job without
+//!   touching the disk; a quorum queue first writes it to its log and syncs it, which on the
+//!   load-test machine cost 1.7 ms of the 3.4 ms a queued miss added to a render at the median
+//!   (`loadtests/reports/miss-latency/`). What that gives up: a job waiting in this queue
+//!   when the broker stops is lost, where a quorum queue would hand it over after the
+//!   restart. Either way its requester has given up by then (the deadline is seconds, a
+//!   broker restart longer) and its client asks again, so the job is worth nothing after the
+//!   restart. Classic queues do not count deliveries: a redelivered job only says it is not
+//!   on its first, so interactive jobs get [`INTERACTIVE_MAX_ATTEMPTS`], and the broker's
+//!   delivery limit does not apply (a job that kills its worker every time is dropped by the
+//!   next worker once its deadline has passed). No bound either: its publishers wait for
+//!   their jobs, and are few.
+//!
+//! The `.v2` in the interactive queue's name: the first one was a quorum queue, and a queue
+//! cannot change type (the broker refuses the declaration), so the new one has a new name
+//! and an upgrade needs no step; ARCHITECTURE.md, "Upgrading the interactive queue", says
+//! what to do with the old one.
 //!
 //! Interactive and bulk work are separate queues rather than one priority queue: quorum
 //! queues have no priorities before RabbitMQ 4.0, and separate queues let a worker hold a
-//! small bulk prefetch while interactive jobs keep flowing. Dead-lettering and the delivery
-//! limit are declared explicitly, so RabbitMQ 3.x (no default limit) and 4.x (default limit
-//! 20, and messages *dropped* past it when no dead-letter exchange is set) behave alike.
+//! small bulk prefetch while interactive jobs keep flowing. Dead-lettering and the bulk
+//! queue's delivery limit are declared explicitly, so RabbitMQ 3.x (no default limit) and 4.x
+//! (default limit 20, and messages *dropped* past it when no dead-letter exchange is set)
+//! behave alike.
 
 use lapin::Channel;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -23,8 +46,12 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 
 use crate::Priority;
 
-/// Attempts a worker makes at a job whose render fails before dead-lettering it itself.
+/// Attempts a worker makes at a bulk job whose render fails before dead-lettering it itself.
 pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Attempts at an interactive job whose render fails: its queue (classic) tells only whether
+/// a delivery is the first, so the count stops at two.
+pub const INTERACTIVE_MAX_ATTEMPTS: u32 = 2;
 
 /// The broker's own cap on deliveries of one message (it dead-letters past it). Higher than
 /// [`MAX_ATTEMPTS`]: it only matters for a job that kills its worker every time (an OOM, a
@@ -62,7 +89,7 @@ impl Topology {
     /// Names under `prefix` (`fractile.` in deployments).
     pub fn new(prefix: &str) -> Self {
         Topology {
-            interactive: format!("{prefix}render.interactive"),
+            interactive: format!("{prefix}render.interactive.v2"),
             bulk: format!("{prefix}render.bulk"),
             dead_letter_exchange: format!("{prefix}render.dlx"),
             dead: format!("{prefix}render.dead"),
@@ -118,7 +145,8 @@ impl Topology {
             )
             .await?;
         for queue in [&self.interactive, &self.bulk] {
-            let mut args = quorum();
+            let bulk = *queue == self.bulk;
+            let mut args = if bulk { quorum() } else { classic() };
             args.insert(
                 ShortString::from("x-dead-letter-exchange"),
                 AMQPValue::LongString(self.dead_letter_exchange.as_str().into()),
@@ -127,11 +155,11 @@ impl Topology {
                 ShortString::from("x-dead-letter-routing-key"),
                 AMQPValue::LongString(DEAD_ROUTING_KEY.into()),
             );
-            args.insert(
-                ShortString::from("x-delivery-limit"),
-                AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT),
-            );
-            if *queue == self.bulk {
+            if bulk {
+                args.insert(
+                    ShortString::from("x-delivery-limit"),
+                    AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT),
+                );
                 args.insert(
                     ShortString::from("x-max-length"),
                     AMQPValue::LongLongInt(i64::from(self.bulk_max_length)),
@@ -206,17 +234,44 @@ fn is_precondition_failed(error: &lapin::Error) -> bool {
 }
 
 fn quorum() -> FieldTable {
+    queue_type("quorum")
+}
+
+fn classic() -> FieldTable {
+    queue_type("classic")
+}
+
+fn queue_type(name: &str) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         ShortString::from("x-queue-type"),
-        AMQPValue::LongString("quorum".into()),
+        AMQPValue::LongString(name.into()),
     );
     args
 }
 
-/// How many times this message has been delivered, this delivery included: quorum queues
-/// count earlier deliveries in the `x-delivery-count` header.
-pub fn delivery_attempts(properties: &lapin::BasicProperties) -> u32 {
+/// Whether jobs published to `queue` are persistent (delivery mode 2) or transient (1); see
+/// the module's description of the two lanes.
+pub fn persistent(queue: Priority) -> bool {
+    match queue {
+        Priority::Interactive => false,
+        Priority::Bulk => true,
+    }
+}
+
+/// The most attempts a job on `queue`'s queue gets at a failing render.
+pub fn max_attempts(queue: Priority) -> u32 {
+    match queue {
+        Priority::Interactive => INTERACTIVE_MAX_ATTEMPTS,
+        Priority::Bulk => MAX_ATTEMPTS,
+    }
+}
+
+/// How many times this message has been delivered, this delivery included, as far as the
+/// broker says: quorum queues count earlier deliveries in the `x-delivery-count` header;
+/// classic queues only flag a delivery that is not the first (`redelivered`), which counts
+/// here as the second.
+pub fn delivery_attempts(properties: &lapin::BasicProperties, redelivered: bool) -> u32 {
     let earlier = properties
         .headers()
         .as_ref()
@@ -230,5 +285,5 @@ pub fn delivery_attempts(properties: &lapin::BasicProperties) -> u32 {
             _ => None,
         })
         .unwrap_or(0);
-    earlier.saturating_add(1)
+    earlier.max(u32::from(redelivered)).saturating_add(1)
 }

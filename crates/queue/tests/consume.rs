@@ -7,11 +7,12 @@
 use std::time::{Duration, SystemTime};
 
 use fractile_queue::{
-    Broker, Consumer, Delivery, MAX_ATTEMPTS, Priority, Publisher, RenderJob, Settle, Settled,
-    Topology,
+    Broker, Consumer, Delivery, INTERACTIVE_MAX_ATTEMPTS, MAX_ATTEMPTS, Priority, Publisher,
+    RenderJob, Settle, Settled, Topology,
 };
 use fractile_render::{MaxZoom, Style, TileId, TileKey};
-use fractile_test_support::{Cleanup, eventually, services, unique_prefix};
+use fractile_test_support::{Cleanup, eventually, rabbitmqctl, services, unique_prefix};
+use lapin::options::BasicGetOptions;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -175,47 +176,123 @@ async fn a_delivery_dropped_unsettled_is_requeued_at_once() {
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn retry_requeues_until_the_cap_then_dead_letters() {
     let env = Env::new().await;
-    env.send(&interactive(&key(2, 1, 1))).await;
-    let mut consumer = env.consumer(&env.broker, Priority::Interactive).await;
-    for attempt in 1..=MAX_ATTEMPTS {
-        let delivery = next(&mut consumer).await;
-        assert_eq!(delivery.attempts(), attempt);
-        let last = attempt == MAX_ATTEMPTS;
-        assert_eq!(delivery.last_attempt(), last);
-        let expected = if last {
-            Settled::DeadLettered
-        } else {
-            Settled::Requeued
-        };
+    let lanes = [
+        (
+            Priority::Bulk,
+            RenderJob::bulk(&key(2, 1, 0), "seed"),
+            MAX_ATTEMPTS,
+        ),
+        (
+            Priority::Interactive,
+            interactive(&key(2, 1, 1)),
+            INTERACTIVE_MAX_ATTEMPTS,
+        ),
+    ];
+    for (dead, (priority, job, cap)) in (1..).zip(lanes) {
+        env.send(&job).await;
+        let mut consumer = env.consumer(&env.broker, priority).await;
+        for attempt in 1..=cap {
+            let delivery = next(&mut consumer).await;
+            assert_eq!(delivery.attempts(), attempt, "{priority:?}");
+            let last = attempt == cap;
+            assert_eq!(delivery.last_attempt(), last, "{priority:?}");
+            let expected = if last {
+                Settled::DeadLettered
+            } else {
+                Settled::Requeued
+            };
+            assert_eq!(
+                delivery.settle(Settle::Retry).await.expect("settled"),
+                expected
+            );
+        }
+        eventually("the job is dead-lettered", TIMEOUT, || async {
+            env.ready(&env.topology.dead).await == dead
+        })
+        .await;
+        assert_eq!(env.ready(env.topology.queue_for(priority)).await, 0);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn interactive_jobs_are_transient_and_bulk_jobs_durable() {
+    let env = Env::new().await;
+    env.send(&interactive(&key(1, 0, 0))).await;
+    env.send(&RenderJob::bulk(&key(1, 0, 1), "seed")).await;
+    let listed = rabbitmqctl(&[
+        "list_queues",
+        "--quiet",
+        "--no-table-headers",
+        "name",
+        "type",
+        "durable",
+    ]);
+    for (queue, kind) in [
+        (&env.topology.interactive, "classic"),
+        (&env.topology.bulk, "quorum"),
+    ] {
+        let line = listed
+            .lines()
+            .find(|l| l.split('\t').next() == Some(queue.as_str()))
+            .unwrap_or_else(|| panic!("{queue} not in {listed}"));
         assert_eq!(
-            delivery.settle(Settle::Retry).await.expect("settled"),
-            expected
+            line,
+            format!("{queue}\t{kind}\ttrue"),
+            "a durable {kind} queue"
         );
     }
-    eventually("the job is dead-lettered", TIMEOUT, || async {
-        env.ready(&env.topology.dead).await == 1
-    })
-    .await;
-    assert_eq!(env.ready(&env.topology.interactive).await, 0);
+    // What the broker holds: a transient interactive job, a persistent bulk one.
+    let raw = fractile_queue::connect(&env.amqp, "test-raw", TIMEOUT)
+        .await
+        .expect("connect");
+    let channel = raw.create_channel().await.expect("channel");
+    for (queue, mode) in [(&env.topology.interactive, 1), (&env.topology.bulk, 2)] {
+        let message = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+            .expect("the job");
+        assert_eq!(
+            *message.delivery.properties.delivery_mode(),
+            Some(mode),
+            "{queue}"
+        );
+    }
+    let _ = raw.close(200, "done".into()).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn requeue_ignores_the_cap_for_failures_that_are_not_the_jobs() {
     let env = Env::new().await;
-    env.send(&interactive(&key(2, 0, 1))).await;
-    let mut consumer = env.consumer(&env.broker, Priority::Interactive).await;
-    for attempt in 1..=MAX_ATTEMPTS + 1 {
+    let lanes = [
+        (Priority::Bulk, RenderJob::bulk(&key(2, 0, 0), "seed")),
+        (Priority::Interactive, interactive(&key(2, 0, 1))),
+    ];
+    for (priority, job) in lanes {
+        env.send(&job).await;
+        let mut consumer = env.consumer(&env.broker, priority).await;
+        for attempt in 1..=MAX_ATTEMPTS + 1 {
+            let delivery = next(&mut consumer).await;
+            // The interactive (classic) queue tells only a first delivery from the others.
+            let counted = match priority {
+                Priority::Bulk => attempt,
+                Priority::Interactive => attempt.min(2),
+            };
+            assert_eq!(delivery.attempts(), counted, "{priority:?}");
+            assert_eq!(
+                delivery.settle(Settle::Requeue).await.expect("settled"),
+                Settled::Requeued
+            );
+        }
         let delivery = next(&mut consumer).await;
-        assert_eq!(delivery.attempts(), attempt);
-        assert_eq!(
-            delivery.settle(Settle::Requeue).await.expect("settled"),
-            Settled::Requeued
+        assert!(
+            delivery.last_attempt(),
+            "{priority:?}: past its cap, still here"
         );
+        delivery.settle(Settle::Ack).await.expect("settled");
     }
-    let delivery = next(&mut consumer).await;
-    assert_eq!(delivery.attempts(), MAX_ATTEMPTS + 2);
-    delivery.settle(Settle::Ack).await.expect("settled");
     assert_eq!(env.ready(&env.topology.dead).await, 0);
 }
 

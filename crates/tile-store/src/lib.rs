@@ -261,6 +261,12 @@ pub struct ReadyNote {
     pub worker: String,
     /// Render time in milliseconds (0 when the tile was already stored, not rendered now).
     pub render_ms: f64,
+    /// Milliseconds from the job's delivery to the worker until its tile was ready to
+    /// store: the worker's checks, its wait for a render thread and the render. A waiting
+    /// request subtracts it from its own wait to see what the broker and the announcement
+    /// took, without comparing two machines' clocks. Absent from older workers' notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_ms: Option<f64>,
 }
 
 /// Key and channel names.

@@ -82,6 +82,7 @@ impl JobContext {
         // Paused by fault injection: hold the delivery unacked. Prefetch then stops the
         // broker from sending more, so the queue grows as it would behind a stuck worker.
         self.faults.unpaused().await;
+        let delivered = Instant::now();
         let queue = match delivery.priority() {
             Priority::Interactive => "interactive",
             Priority::Bulk => "bulk",
@@ -95,7 +96,7 @@ impl JobContext {
                     .queue_wait
                     .with_label_values(&[queue])
                     .observe(job.queued_for(SystemTime::now()).as_secs_f64());
-                self.process(job, key, &delivery).await
+                self.process(job, key, &delivery, delivered).await
             }
             Err(error) => {
                 tracing::warn!(%error, queue, "dead-lettering an invalid job");
@@ -113,7 +114,13 @@ impl JobContext {
         }
     }
 
-    async fn process(&self, job: &RenderJob, key: TileKey, delivery: &Delivery) -> Settle {
+    async fn process(
+        &self,
+        job: &RenderJob,
+        key: TileKey,
+        delivery: &Delivery,
+        delivered: Instant,
+    ) -> Settle {
         if job.expired(SystemTime::now()) {
             self.metrics.deadline_drops.inc();
             return Settle::Ack;
@@ -128,14 +135,18 @@ impl JobContext {
             // Another worker (or a redelivery) got here first. Waiters still want to hear.
             self.metrics.skipped.with_label_values(&["stored"]).inc();
             if job.priority == Priority::Interactive {
-                let _ = self.store.announce(&self.note(&key, 0.0)).await;
+                let note = self.note(&key, Duration::ZERO, delivered);
+                let _ = self.store.announce(&note).await;
             }
             self.seed_progress(job, key, SeedOutcome::Done).await;
             return Settle::Ack;
         }
 
         match self.render(job, key).await {
-            Rendered::Png(png, took) => self.store(job, key, &png, took).await,
+            Rendered::Png(png, took) => {
+                let note = self.note(&key, took, delivered);
+                self.store(job, key, &png, &note).await
+            }
             // Its requester has given up: nobody can use the tile now.
             Rendered::TooLate if job.deadline_unix_ms.is_some() => {
                 self.metrics.deadline_drops.inc();
@@ -197,8 +208,7 @@ impl JobContext {
         }
     }
 
-    async fn store(&self, job: &RenderJob, key: TileKey, png: &[u8], took: Duration) -> Settle {
-        let note = self.note(&key, took.as_secs_f64() * 1000.0);
+    async fn store(&self, job: &RenderJob, key: TileKey, png: &[u8], note: &ReadyNote) -> Settle {
         // An interactive tile is worth storing only until its requester gives up.
         let give_up = Instant::now()
             + match job.deadline_unix_ms {
@@ -212,7 +222,7 @@ impl JobContext {
             // Only a tile a request may be waiting for is announced: a seed's tiles would
             // wake every api replica's listener for nobody.
             let stored = match job.priority {
-                Priority::Interactive => self.store.put_and_announce(&key, png, &note).await,
+                Priority::Interactive => self.store.put_and_announce(&key, png, note).await,
                 Priority::Bulk => self.store.put(&key, png).await,
             };
             match stored {
@@ -254,11 +264,14 @@ impl JobContext {
         }
     }
 
-    fn note(&self, key: &TileKey, render_ms: f64) -> ReadyNote {
+    /// The announcement of `key`, rendered in `took` (zero: found stored) from a delivery
+    /// received at `delivered`.
+    fn note(&self, key: &TileKey, took: Duration, delivered: Instant) -> ReadyNote {
         ReadyNote {
             key: key.to_string(),
             worker: self.id.clone(),
-            render_ms,
+            render_ms: took.as_secs_f64() * 1000.0,
+            handled_ms: Some(delivered.elapsed().as_secs_f64() * 1000.0),
         }
     }
 }

@@ -72,6 +72,7 @@ impl TileCache {
             key: key.to_string(),
             worker: "api".into(),
             render_ms,
+            handled_ms: None,
         };
         tokio::spawn(async move {
             if let Err(error) = store.put_and_announce(&key, &png, &note).await {

@@ -31,7 +31,7 @@ use fractile_queue::PublisherLink;
 pub use fractile_render::TileKey;
 use fractile_runtime::pool::{QueueFull, RenderPool};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
-use fractile_tile_store::{ReadyListener, StoreError, TileStore};
+use fractile_tile_store::{ReadyListener, ReadyNote, StoreError, TileStore};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
@@ -67,17 +67,44 @@ pub enum Source {
         /// Time rendering and encoding.
         rendered: Duration,
     },
-    /// A worker rendered it; this request waited for the result.
-    Worker {
-        /// Time from publishing the job (or joining another replica's) to having the tile.
-        waited: Duration,
-        /// The worker that rendered it, when its announcement arrived.
-        worker: Option<String>,
-        /// Its render time in ms, when known.
-        render_ms: Option<f64>,
-    },
+    /// A worker rendered it; this request waited for the result (boxed: hits should not
+    /// carry the size of a queued miss's account).
+    Worker(Box<WorkerWait>),
     /// Another request in this process was already fetching it; this one waited.
     Coalesced,
+}
+
+/// Where a queued miss's time went, as this request saw it (the response's Server-Timing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerWait {
+    /// The Redis lookup that missed.
+    pub lookup: Duration,
+    /// Taking the render claim (or finding another replica's).
+    pub claim: Duration,
+    /// Handing the job to the broker, when this request queued it (not when it joined
+    /// another replica's claim). The broker's confirm is not waited for.
+    pub publish: Option<Duration>,
+    /// From taking the claim to hearing the worker's announcement, when it was heard.
+    pub announced: Option<Duration>,
+    /// The Redis read that found the tile.
+    pub fetch: Duration,
+    /// From taking the claim to having the tile.
+    pub waited: Duration,
+    /// The worker's announcement, when heard.
+    pub note: Option<ReadyNote>,
+}
+
+impl WorkerWait {
+    /// What the broker and the announcement took: the wait up to the announcement less the
+    /// claim, the publish and the worker's own time (delivery to tile ready), when all are
+    /// known. Clock-free: each part is timed on one machine.
+    pub fn transit(&self) -> Option<Duration> {
+        let handled = self.note.as_ref()?.handled_ms?;
+        let announced = self.announced?;
+        let own = self.claim + self.publish.unwrap_or_default();
+        let handled = Duration::try_from_secs_f64(handled / 1000.0).ok()?;
+        Some(announced.saturating_sub(own).saturating_sub(handled))
+    }
 }
 
 /// A tile's bytes and where they came from.
@@ -300,7 +327,11 @@ impl TileCache {
         }
         match &backends.publisher {
             Some(link) => match link.publisher() {
-                Some(publisher) => self.render_by_worker(key, backends, &publisher).await,
+                Some(publisher) => {
+                    let lookup = lookup.elapsed();
+                    self.render_by_worker(key, backends, &publisher, lookup)
+                        .await
+                }
                 // Not connected (yet): no claim, so other replicas are not kept waiting.
                 None => {
                     self.metrics

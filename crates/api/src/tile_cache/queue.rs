@@ -3,7 +3,7 @@
 //! when that path is broken the miss follows `FRACTILE_QUEUE_FALLBACK`.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use fractile_queue::{PendingConfirm, Priority, Publisher, QueueError, RenderJob};
@@ -11,7 +11,9 @@ use fractile_runtime::ratelimited_log::RateLimitedLog;
 use fractile_tile_store::ReadyNote;
 use tokio::sync::oneshot;
 
-use super::{Backends, FillError, LOG_EVERY, RESULT_POLL_EVERY, Source, TileCache, TileKey};
+use super::{
+    Backends, FillError, LOG_EVERY, RESULT_POLL_EVERY, Source, TileCache, TileKey, WorkerWait,
+};
 use crate::config::QueueFallback;
 
 impl TileCache {
@@ -22,12 +24,15 @@ impl TileCache {
         key: TileKey,
         backends: &Backends,
         publisher: &Publisher,
+        lookup: Duration,
     ) -> Result<(Bytes, Source), FillError> {
         let started = Instant::now();
         let deadline = started + self.render_timeout;
         // Register before publishing, or the announcement could arrive first.
         let mut announcement = backends.ready.register(&key);
-        let claimed = match backends.store.claim_render(&key, self.render_timeout).await {
+        let claimed = backends.store.claim_render(&key, self.render_timeout).await;
+        let claim = started.elapsed();
+        let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(error) => {
                 // Without Redis no worker can hand the tile back.
@@ -39,6 +44,7 @@ impl TileCache {
         // take a while under load, and a worker may deliver the tile first. A task of its
         // own records every confirm's latency and outcome, and reports a refusal here.
         let mut refused = None;
+        let mut publish = None;
         if claimed {
             let job = RenderJob::interactive(&key, SystemTime::now() + self.render_timeout);
             let queue = if backends.queue_priority {
@@ -47,12 +53,14 @@ impl TileCache {
                 Priority::Bulk
             };
             // A publish the broker holds (a resource alarm) must not hold the miss.
+            let publishing = Instant::now();
             let published =
                 tokio::time::timeout(self.publish_timeout, publisher.publish_to(&job, queue))
                     .await
                     .unwrap_or(Err(QueueError::Timeout("publish")));
+            publish = Some(publishing.elapsed());
             match published {
-                Ok(pending) => refused = Some(self.watch_confirm(pending, started)),
+                Ok(pending) => refused = Some(self.watch_confirm(pending, publishing)),
                 Err(error) => {
                     // Every miss fails the same way while the broker is down: one line per
                     // interval, the rest counted (and in render_jobs_published_total).
@@ -73,12 +81,12 @@ impl TileCache {
 
         let mut poll = tokio::time::interval(RESULT_POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut heard: Option<ReadyNote> = None;
+        let mut heard: Option<(ReadyNote, Duration)> = None;
         // Whether the subscription went down while waiting (then only polling finds the tile).
         let mut deaf = false;
         let outcome = loop {
             tokio::select! {
-                note = announcement.announced(), if heard.is_none() => heard = Some(note),
+                note = announcement.announced(), if heard.is_none() => heard = Some((note, started.elapsed())),
                 () = backends.ready.disconnected(), if !deaf => deaf = true,
                 _ = poll.tick() => {}
                 verdict = async { refused.as_mut().expect("guarded by is_some").await }, if refused.is_some() => {
@@ -95,8 +103,9 @@ impl TileCache {
                 }
             }
             // Announced, deaf, or time to poll: look in Redis.
+            let fetch = Instant::now();
             match backends.store.get(&key).await {
-                Ok(Some(png)) => break Some(png),
+                Ok(Some(png)) => break Some((png, fetch.elapsed())),
                 Ok(None) => {}
                 Err(error) => {
                     self.store_error("result", &error);
@@ -111,7 +120,7 @@ impl TileCache {
                 }
             }
         };
-        let Some(png) = outcome else {
+        let Some((png, fetch)) = outcome else {
             return self.queue_fallback(key).await;
         };
         let waited = started.elapsed();
@@ -119,11 +128,16 @@ impl TileCache {
             .result_wait
             .with_label_values(&["ok"])
             .observe(waited.as_secs_f64());
-        let source = Source::Worker {
+        let (note, announced) = heard.unzip();
+        let source = Source::Worker(Box::new(WorkerWait {
+            lookup,
+            claim,
+            publish,
+            announced,
+            fetch,
             waited,
-            worker: heard.as_ref().map(|n| n.worker.clone()),
-            render_ms: heard.as_ref().map(|n| n.render_ms),
-        };
+            note,
+        }));
         Ok((png, source))
     }
 

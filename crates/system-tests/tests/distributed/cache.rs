@@ -114,11 +114,32 @@ async fn a_miss_is_rendered_by_a_worker() {
     let response = send(&app, get("/tiles/5/7/9.png?style=ocean")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "x-cache"), "MISS");
+    // Every stage of the queued miss, the worker's own account included.
     let timing = header(&response, "server-timing");
-    assert!(
-        timing.starts_with("wait;") && timing.contains("worker;desc="),
+    let stages: Vec<&str> = timing
+        .split(", ")
+        .filter_map(|part| part.split(';').next())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "l2", "claim", "publish", "transit", "worker", "render", "fetch", "wait", "total"
+        ],
         "{timing}"
     );
+    let dur = |stage: &str| -> f64 {
+        timing
+            .split(", ")
+            .find(|part| part.starts_with(&format!("{stage};")))
+            .and_then(|part| part.rsplit_once("dur="))
+            .and_then(|(_, ms)| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no {stage} time in {timing}"))
+    };
+    assert!(
+        dur("render") > 0.0 && dur("render") <= dur("worker"),
+        "{timing}"
+    );
+    assert!(dur("worker") < dur("wait"), "{timing}");
     assert_eq!(
         state.metrics.renders_with("ok"),
         0,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fractile_queue::{MAX_ATTEMPTS, Priority, RenderJob};
+use fractile_queue::{INTERACTIVE_MAX_ATTEMPTS, Priority, RenderJob};
 use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_worker::{Renderer, Worker};
 use tokio_util::sync::CancellationToken;
@@ -129,8 +129,8 @@ async fn poison_ends_in_the_dead_letter_queue_and_nothing_else_stalls() {
     assert_eq!(metrics.dead_lettered.get(), 2);
     assert_eq!(
         metrics.retries.get(),
-        u64::from(MAX_ATTEMPTS - 1),
-        "the panicking render was retried to the cap"
+        u64::from(INTERACTIVE_MAX_ATTEMPTS - 1),
+        "the panicking render was retried to the interactive lane's cap"
     );
     running.shutdown().await;
     env.cleanup().await;
