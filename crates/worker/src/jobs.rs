@@ -5,7 +5,8 @@
 //! before the ack leaves the job with the broker, which redelivers it; redelivery is
 //! harmless because the render is deterministic and the store a plain `SET`. Jobs are
 //! dropped without rendering when nobody can use the result: an interactive job past its
-//! deadline, a job of a cancelled seed, a tile already stored.
+//! deadline, a job of a cancelled seed, a tile already stored (looked up for seed jobs and
+//! redeliveries; see `process`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -131,7 +132,14 @@ impl JobContext {
             self.metrics.skipped.with_label_values(&["cancelled"]).inc();
             return Settle::Ack;
         }
-        if let Ok([true]) = self.store.exists(&[key]).await.as_deref() {
+        // A seed job, or a redelivered one, first looks whether its tile is stored already
+        // (another worker, or this job's earlier delivery, got there). A first delivery of
+        // an interactive job does not: the api that queued it looked in Redis a moment before
+        // and holds the render claim, so the tile is almost never there, and the look would
+        // be a round trip on a waiting request's path. The rare exception (a seed stored the
+        // tile meanwhile) renders twice and writes the same bytes.
+        let look_first = job.priority == Priority::Bulk || delivery.attempts() > 1;
+        if look_first && let Ok([true]) = self.store.exists(&[key]).await.as_deref() {
             // Another worker (or a redelivery) got here first. Waiters still want to hear.
             self.metrics.skipped.with_label_values(&["stored"]).inc();
             if job.priority == Priority::Interactive {

@@ -58,6 +58,59 @@ async fn an_interactive_job_is_rendered_stored_announced_then_acked() {
     env.cleanup().await;
 }
 
+/// The api looked in Redis a moment before it queued the job, so a first delivery renders
+/// without looking again (a round trip on the waiting request's path); a seed job looks.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_first_interactive_delivery_renders_without_looking_for_a_stored_tile() {
+    let env = Env::new().await;
+    let (interactive, seeded) = (key(3, 2, 2), key(3, 2, 3));
+    // Placeholders where the tiles would be: the seed job must find its own, the
+    // interactive job must not look.
+    for tile in [interactive, seeded] {
+        env.store.put(&tile, b"placeholder").await.expect("redis");
+    }
+    let worker = Worker::new(env.worker_config()).expect("worker");
+    let metrics = worker.metrics();
+    let running = run_worker(worker);
+    env.send(&RenderJob::interactive(
+        &interactive,
+        SystemTime::now() + Duration::from_secs(10),
+    ))
+    .await;
+    env.send(&RenderJob::bulk(&seeded, "seed")).await;
+    eventually("both jobs are done", Duration::from_secs(10), || async {
+        metrics.render.count("ok") + metrics.skipped.with_label_values(&["stored"]).get() == 2
+    })
+    .await;
+    assert_eq!(
+        metrics.render.count("ok"),
+        1,
+        "only the interactive job rendered"
+    );
+    assert_eq!(metrics.skipped.with_label_values(&["stored"]).get(), 1);
+    let stored = env
+        .store
+        .get(&interactive)
+        .await
+        .expect("redis")
+        .expect("stored");
+    assert_ne!(
+        stored.as_ref(),
+        b"placeholder",
+        "rendered and stored over it"
+    );
+    let kept = env
+        .store
+        .get(&seeded)
+        .await
+        .expect("redis")
+        .expect("stored");
+    assert_eq!(kept.as_ref(), b"placeholder", "the seed job looked first");
+    running.shutdown().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn interactive_jobs_past_their_deadline_are_dropped_unrendered() {
