@@ -48,8 +48,12 @@ impl managed::Manager for Manager {
     type Type = Tracked;
     type Error = RedisError;
 
+    // `create` and the full recycle check are boxed: opening a redis connection is a future
+    // of several kilobytes, and deadpool's checkout future holds both inline, so unboxed
+    // every checkout (every store call) would carry and copy them, though a warm pool
+    // hardly ever opens a connection.
     async fn create(&self) -> Result<Tracked, RedisError> {
-        let conn = managed::Manager::create(&self.inner).await?;
+        let conn = Box::pin(managed::Manager::create(&self.inner)).await?;
         Ok(Tracked {
             conn,
             failed: false,
@@ -63,7 +67,12 @@ impl managed::Manager for Manager {
         if metrics.last_used() < RECHECK_IDLE_AFTER {
             return Ok(());
         }
-        managed::Manager::recycle(&self.inner, &mut tracked.conn, metrics).await
+        Box::pin(managed::Manager::recycle(
+            &self.inner,
+            &mut tracked.conn,
+            metrics,
+        ))
+        .await
     }
 }
 

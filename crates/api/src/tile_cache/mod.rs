@@ -327,10 +327,13 @@ impl TileCache {
         }
         match &backends.publisher {
             Some(link) => match link.publisher() {
+                // Boxed: the queued miss's future (the claim, the publish, the wait) is over a
+                // kilobyte, and inline it would be part of every L1 miss's future, L2 hits
+                // included, which is copied whenever the miss path moves it (into its box,
+                // into moka's init).
                 Some(publisher) => {
                     let lookup = lookup.elapsed();
-                    self.render_by_worker(key, backends, &publisher, lookup)
-                        .await
+                    Box::pin(self.render_by_worker(key, backends, &publisher, lookup)).await
                 }
                 // Not connected (yet): no claim, so other replicas are not kept waiting.
                 None => {
