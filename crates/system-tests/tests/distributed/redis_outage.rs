@@ -28,7 +28,8 @@ fn key(z: u8, x: u32, y: u32) -> TileKey {
     }
 }
 
-/// Opens `n` pooled connections: `n` lookups at once, each holding its own.
+/// Opens `n` pooled connections: `n` lookups at once on an empty pool, each opening its own
+/// (once the pool has a connection, handles share it: `pool.rs`).
 async fn fill_pool(store: &TileStore, n: u32) {
     let lookups: Vec<_> = (0..n)
         .map(|i| {
@@ -147,6 +148,9 @@ async fn a_paused_redis_costs_a_miss_at_most_the_budget_and_readyz_reports_the_b
         .expect("redis configured")
         .store
         .clone();
+    // Handles share a connection once one is open, so the pool grows only while it has
+    // none: 32 lookups at once, before anything else uses it.
+    fill_pool(&store, 32).await;
     let readyz = || async {
         let response = send(&admin, get("/readyz")).await;
         (response.status(), body_json(response).await)
@@ -160,7 +164,6 @@ async fn a_paused_redis_costs_a_miss_at_most_the_budget_and_readyz_reports_the_b
     // A tile stored before the pause, to be read from L2 once Redis is back.
     let before = send(&app, get("/tiles/5/3/3.png")).await;
     assert_eq!(header(&before, "x-cache"), "MISS");
-    fill_pool(&store, 32).await;
 
     redis.pause();
     let (miss, took) = timed(Duration::from_secs(5), send(&app, get("/tiles/5/4/4.png"))).await;
@@ -479,6 +482,66 @@ async fn a_connection_used_moments_ago_is_handed_out_without_a_ping() {
     let (gets, pings) = (served(&redis, "get").await, served(&redis, "ping").await);
     assert_eq!(gets, 50);
     assert_eq!(pings, 0, "{pings} PINGs for 50 lookups on one connection");
+}
+
+/// Concurrent calls share a pooled connection, their commands pipelined on it, rather than
+/// each taking one for its round trip: 64 lookups at once on a warm pool of 16 leave it at
+/// the one connection they found.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn concurrent_lookups_share_one_connection() {
+    let redis = PrivateRedis::start().await;
+    let mut settings = StoreSettings::new(redis.url(), "share:");
+    settings.pool_size = 16;
+    let store = TileStore::new(&settings).expect("store");
+    store.get(&key(3, 1, 1)).await.expect("a lookup");
+    let lookups: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.get(&key(12, i, 7)).await })
+        })
+        .collect();
+    for lookup in lookups {
+        lookup.await.expect("task").expect("lookup");
+    }
+    assert_eq!(served(&redis, "get").await, 65);
+    assert_eq!(
+        store.pool_status().size,
+        1,
+        "one connection served them all"
+    );
+}
+
+/// A burst on an empty pool opens several connections; afterwards calls go back to one (the
+/// pool hands out the connection returned last), so they keep sharing it rather than
+/// spreading over every connection the burst opened.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn after_a_burst_calls_return_to_one_connection() {
+    let redis = PrivateRedis::start().await;
+    let mut settings = StoreSettings::new(redis.url(), "lifo:");
+    settings.pool_size = 8;
+    let store = TileStore::new(&settings).expect("store");
+    fill_pool(&store, 8).await;
+    // Past Redis's one-second resolution of `idle`: every connection idle since the burst.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..50 {
+        store.get(&key(3, 1, 1)).await.expect("a lookup");
+    }
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin(&redis).await)
+        .await
+        .expect("CLIENT LIST");
+    let used = clients
+        .lines()
+        .filter(|line| line.contains(" cmd=get ") || line.contains(" cmd=ping "))
+        .filter(|line| line.contains(" idle=0 "))
+        .count();
+    assert_eq!(
+        used, 1,
+        "connections that served the 50 lookups:\n{clients}"
+    );
 }
 
 /// Skipping that check must not keep a broken connection in use: when the server drops
