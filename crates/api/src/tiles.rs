@@ -500,6 +500,17 @@ mod tests {
         let mut unheard = queued_miss(None);
         unheard.announced = None;
         assert_eq!(unheard.transit(), None);
+        // Joined another replica's claim: its job had waited an unknown time already.
+        let heard = ReadyNote {
+            key: "classic/1/0/0".into(),
+            worker: "w".into(),
+            render_ms: 1.0,
+            handled_ms: Some(2.0),
+        };
+        let mut joined = queued_miss(Some(heard));
+        assert!(joined.transit().is_some());
+        joined.publish = None;
+        assert_eq!(joined.transit(), None);
     }
 
     #[test]

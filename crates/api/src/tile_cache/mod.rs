@@ -96,12 +96,14 @@ pub struct WorkerWait {
 
 impl WorkerWait {
     /// What the broker and the announcement took: the wait up to the announcement less the
-    /// claim, the publish and the worker's own time (delivery to tile ready), when all are
-    /// known. Clock-free: each part is timed on one machine.
+    /// claim, the publish and the worker's own time (delivery to tile ready), when this
+    /// request published the job (one that joined another replica's claim cannot tell how
+    /// long the job had waited before it) and all are known. Clock-free: each part is timed
+    /// on one machine.
     pub fn transit(&self) -> Option<Duration> {
         let handled = self.note.as_ref()?.handled_ms?;
         let announced = self.announced?;
-        let own = self.claim + self.publish.unwrap_or_default();
+        let own = self.claim + self.publish?;
         let handled = Duration::try_from_secs_f64(handled / 1000.0).ok()?;
         Some(announced.saturating_sub(own).saturating_sub(handled))
     }
