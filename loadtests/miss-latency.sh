@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Miss latency, rendered in the api (embedded mode) against rendered by a worker through
 # RabbitMQ and Redis (api + worker), on the same machine and the same tiles: every request a
-# different zoom-10 tile near the set (loadtests/miss-timing.lua), wrk with a few
+# different zoom-10 tile near the set (loadtests/unique-tiles.lua), wrk with a few
 # connections. The two paths are measured in interleaved rounds, each round on tiles no
 # earlier round asked for, and the queued path's time is split into its stages from each
 # response's Server-Timing (the Redis miss, the claim, the publish, the broker and the
@@ -19,7 +19,7 @@ seconds=${2:-10}
 connections=${3:-2}
 out=${MISS_LATENCY_OUT:-$root/loadtests/reports/miss-latency}
 before=${MISS_LATENCY_BEFORE:-}
-lua="$root/loadtests/miss-timing.lua"
+lua="$root/loadtests/unique-tiles.lua"
 work=$(mktemp -d /tmp/fractile-miss.XXXXXX)
 build_release
 amqp="amqp://guest:guest@127.0.0.1:5672/%2f"
@@ -78,7 +78,7 @@ lines = [
     "# Miss latency: rendered in the api against rendered by a worker",
     "",
     f"wrk, 1 thread, {conns} connections, every request a different zoom-10 tile near the set "
-    "(`loadtests/miss-timing.lua`); `in-process`: the api in embedded mode, 2 render threads; "
+    "(`loadtests/unique-tiles.lua`); `in-process`: the api in embedded mode, 2 render threads; "
     "`queued`: api + one worker with 2 render threads + Redis and RabbitMQ, all on this machine's "
     f"cores. {rounds} interleaved rounds of {seconds} s, each on tiles no earlier round asked for; "
     f"medians of the rounds. CPU: {cpu}.",

@@ -447,8 +447,13 @@ async fn admin(redis: &PrivateRedis) -> redis::aio::MultiplexedConnection {
 
 /// A store on the private Redis whose pool holds one connection, so every call uses it.
 fn one_connection_store(redis: &PrivateRedis, prefix: &str) -> TileStore {
+    pooled_store(redis, prefix, 1)
+}
+
+/// A store on `redis` under `prefix` with a pool of at most `size` connections.
+fn pooled_store(redis: &PrivateRedis, prefix: &str, size: usize) -> TileStore {
     let mut settings = StoreSettings::new(redis.url(), prefix);
-    settings.pool_size = 1;
+    settings.pool_size = size;
     TileStore::new(&settings).expect("store")
 }
 
@@ -491,9 +496,7 @@ async fn a_connection_used_moments_ago_is_handed_out_without_a_ping() {
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn concurrent_lookups_share_one_connection() {
     let redis = PrivateRedis::start().await;
-    let mut settings = StoreSettings::new(redis.url(), "share:");
-    settings.pool_size = 16;
-    let store = TileStore::new(&settings).expect("store");
+    let store = pooled_store(&redis, "share:", 16);
     store.get(&key(3, 1, 1)).await.expect("a lookup");
     let lookups: Vec<_> = (0..64)
         .map(|i| {
@@ -519,9 +522,7 @@ async fn concurrent_lookups_share_one_connection() {
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn after_a_burst_calls_return_to_one_connection() {
     let redis = PrivateRedis::start().await;
-    let mut settings = StoreSettings::new(redis.url(), "lifo:");
-    settings.pool_size = 8;
-    let store = TileStore::new(&settings).expect("store");
+    let store = pooled_store(&redis, "lifo:", 8);
     fill_pool(&store, 8).await;
     // Past Redis's one-second resolution of `idle`: every connection idle since the burst.
     tokio::time::sleep(Duration::from_millis(1100)).await;
