@@ -95,9 +95,9 @@ impl managed::Manager for Manager {
 ///
 /// The connection is multiplexed: a handle is a clone of it, and the pool slot it came from
 /// is free again as soon as the handle is made, so concurrent callers share a connection,
-/// their commands pipelined on one socket (several in one write, several replies in one
-/// read), instead of each holding a connection of its own for a round trip. The pool still
-/// opens, checks and replaces the connections.
+/// their commands pipelined on one socket by redis's multiplexer, instead of each holding a
+/// connection of its own for a round trip. The pool still opens, checks and replaces the
+/// connections.
 pub(crate) struct Connection {
     conn: MultiplexedConnection,
     failed: Arc<AtomicBool>,
@@ -117,9 +117,7 @@ impl ConnectionLike for Connection {
         let Connection { conn, failed } = self;
         Box::pin(async move {
             let result = conn.req_packed_command(cmd).await;
-            if result.as_ref().is_err_and(breaks_connection) {
-                failed.store(true, Ordering::Relaxed);
-            }
+            mark_failed(failed, &result);
             result
         })
     }
@@ -133,15 +131,21 @@ impl ConnectionLike for Connection {
         let Connection { conn, failed } = self;
         Box::pin(async move {
             let result = conn.req_packed_commands(cmd, offset, count).await;
-            if result.as_ref().is_err_and(breaks_connection) {
-                failed.store(true, Ordering::Relaxed);
-            }
+            mark_failed(failed, &result);
             result
         })
     }
 
     fn get_db(&self) -> i64 {
         self.conn.get_db()
+    }
+}
+
+/// Flags the pooled connection for replacement when `result` failed for the connection's
+/// sake.
+fn mark_failed<T>(failed: &AtomicBool, result: &Result<T, RedisError>) {
+    if result.as_ref().is_err_and(breaks_connection) {
+        failed.store(true, Ordering::Relaxed);
     }
 }
 
