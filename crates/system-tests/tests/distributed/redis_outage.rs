@@ -28,9 +28,8 @@ fn key(z: u8, x: u32, y: u32) -> TileKey {
     }
 }
 
-/// Opens `n` pooled connections: `n` lookups at once on an empty pool, each opening its own
-/// (once the pool has a connection, handles share it: `pool.rs`).
-async fn fill_pool(store: &TileStore, n: u32) {
+/// `n` lookups at once, each of its own tile, every one succeeding.
+async fn lookups_at_once(store: &TileStore, n: u32) {
     let lookups: Vec<_> = (0..n)
         .map(|i| {
             let store = store.clone();
@@ -40,6 +39,12 @@ async fn fill_pool(store: &TileStore, n: u32) {
     for lookup in lookups {
         lookup.await.expect("task").expect("lookup");
     }
+}
+
+/// Opens `n` pooled connections: `n` lookups at once on an empty pool, each opening its own
+/// (once the pool has a connection, handles share it: `pool.rs`).
+async fn fill_pool(store: &TileStore, n: u32) {
+    lookups_at_once(store, n).await;
     assert_eq!(
         store.pool_status().size,
         n as usize,
@@ -498,15 +503,7 @@ async fn concurrent_lookups_share_one_connection() {
     let redis = PrivateRedis::start().await;
     let store = pooled_store(&redis, "share:", 16);
     store.get(&key(3, 1, 1)).await.expect("a lookup");
-    let lookups: Vec<_> = (0..64)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move { store.get(&key(12, i, 7)).await })
-        })
-        .collect();
-    for lookup in lookups {
-        lookup.await.expect("task").expect("lookup");
-    }
+    lookups_at_once(&store, 64).await;
     assert_eq!(served(&redis, "get").await, 65);
     assert_eq!(
         store.pool_status().size,
