@@ -49,15 +49,18 @@ stop_all() {
 }
 trap stop_all EXIT
 
-# wait_ready ADMIN_PORT: until /readyz answers 200 (at most 20 s).
-wait_ready() {
+# wait_http URL: until it answers 2xx (at most 20 s).
+wait_http() {
   for _ in $(seq 1 200); do
-    curl -fsS "http://127.0.0.1:$1/readyz" > /dev/null 2>&1 && return 0
+    curl -fsS -o /dev/null "$1" 2> /dev/null && return 0
     sleep 0.1
   done
-  echo "process with admin port $1 did not become ready" >&2
+  echo "$1 did not answer" >&2
   return 1
 }
+
+# wait_ready ADMIN_PORT: until the process's /readyz answers 200 (at most 20 s).
+wait_ready() { wait_http "http://127.0.0.1:$1/readyz"; }
 
 # start BINARY ADMIN_PORT LOG [VAR=value ...]: runs a fractile binary with extra environment,
 # on core $pin_core alone when that is set (from launch, so its runtime sizes itself to it).

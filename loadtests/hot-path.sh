@@ -44,16 +44,6 @@ serve_pinned() {
   pid_of[$name]=$!
 }
 
-# wait_http URL: until it answers 200 (at most 20 s).
-wait_http() {
-  for _ in $(seq 1 200); do
-    curl -fsS -o /dev/null "$1" 2> /dev/null && return 0
-    sleep 0.1
-  done
-  echo "$1 did not answer" >&2
-  return 1
-}
-
 # Ports: each api build 18710+i (admin 19710+i), bare 18701, nginx static 18702, nginx in
 # front of the bare server 18703, in front of this tree's api 18720.
 targets=()
