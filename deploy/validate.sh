@@ -45,7 +45,7 @@ trap 'rm -rf "$tmp"' EXIT
 cp deploy/nginx/nginx.conf "$tmp/nginx.conf"
 # Docker's DNS (127.0.0.11) and the `resolve` parameter (nginx >= 1.27.3) are not available
 # to a local nginx -t; check everything else of the compose upstream file.
-sed -e '/^resolver /d' -e 's/server api:8080 resolve;/server 127.0.0.1:8080;/' \
+sed -e '/^resolver /d' -e 's/server api:8080 resolve/server 127.0.0.1:8080/' \
   deploy/nginx/upstream.compose.conf > "$tmp/upstream.conf"
 for routes in closed open; do
   cp "deploy/nginx/v1.$routes.conf" "$tmp/v1.conf"

@@ -690,7 +690,7 @@ def delete_queues(prefix: str) -> None:
     machine's broker (CI's broker is thrown away with the job)."""
     if shutil.which("rabbitmqctl") is None:
         return
-    for queue in ("render.interactive.v2", "render.bulk", "render.dead"):
+    for queue in ("render.interactive.v2", "render.bulk", "render.dead.v2", "render.dead"):
         subprocess.run(["rabbitmqctl", "delete_queue", prefix + queue],
                        capture_output=True, timeout=30, check=False)
 

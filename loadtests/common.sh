@@ -82,7 +82,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # run starts one).
 forget_prefix() {
   redis-cli --scan --pattern "$1*" | xargs -r redis-cli del > /dev/null
-  for q in render.interactive render.interactive.v2 render.bulk render.dead; do
+  for q in render.interactive render.interactive.v2 render.bulk render.dead render.dead.v2; do
     rabbitmqctl --quiet delete_queue "$1$q" > /dev/null 2>&1 || true
   done
 }

@@ -51,7 +51,8 @@ caching() {
 admission() {
   # Three times what one api can render, as new tiles; only admission control differs.
   local out="$reports/admission" variant env
-  rm -rf "$out"
+  # Its own runs only: flood/ (loadtests/flood.sh) lives beside them.
+  rm -rf "$out/limit-on" "$out/limit-off"
   for variant in limit-on limit-off; do
     case $variant in
       limit-on) env="" ;;
@@ -65,7 +66,7 @@ admission() {
     stop_all
   done
   "$load" compare --out "$out" --title "Admission control at 3× overload" \
-    --note "One api, 2 render threads, embedded mode; new tiles (all misses) at 900/s for 20 s, about three times what it renders (~300/s). limit-on: the defaults (256 requests in flight, 128 misses pending, 64 renders queued, then 503 + Retry-After at once). limit-off: all three bounds lifted; the 5 s render deadline still applies. Goodput counts 2xx only." \
+    --note "One api, 2 render threads, embedded mode; new tiles (all misses) at 900/s for 20 s, about three times what it renders (~300/s). limit-on: the defaults (256 requests in flight, 128 misses pending, 64 renders queued, then 503 + Retry-After at once). limit-off: all three bounds lifted; the 5 s render deadline still applies. Goodput counts 2xx only. The floods, straight at one api and through nginx, are in [flood/](flood/README.md) (loadtests/flood.sh)." \
     "$out/limit-on" "$out/limit-off"
 }
 

@@ -5,9 +5,12 @@
 //! runs side by side for an experiment. `loadtests/run-experiments.sh` runs the checklist
 //! experiments with it. Everything is bounded in time and requests. `fractile-load model`
 //! replays recorded metrics through a model of the Kubernetes autoscalers (`autoscale/`).
+//! `fractile-load flood` is the hostile client: many connections asking for new tiles back
+//! to back, counting what each answer was (`flood.rs`).
 
 mod autoscale;
 mod driver;
+mod flood;
 mod report;
 mod scenario;
 
@@ -48,6 +51,9 @@ enum Command {
     Compare(CompareArgs),
     /// Models the KEDA/HPA autoscalers in the manifests on recorded metrics, and reports.
     Model(autoscale::ModelArgs),
+    /// Floods a target from many connections, each asking for new tiles back to back, with
+    /// a hot-tile probe beside them; counts what every answer was.
+    Flood(flood::FloodArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,6 +146,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::Compare(args) => compare(args),
         Command::Model(args) => autoscale::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Flood(args) => flood::run(args).await,
     };
     match result {
         Ok(code) => code,

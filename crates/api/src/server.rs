@@ -37,11 +37,9 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let (traffic_limits, admin_limits) = connection_limits(&config)?;
         let state = AppState::connect(&config).await?;
-        let traffic = TcpListener::bind(config.listen)
-            .await
+        let traffic = serve::bind(config.listen)
             .with_context(|| format!("binding traffic listener {}", config.listen))?;
-        let admin = TcpListener::bind(config.admin_listen)
-            .await
+        let admin = serve::bind(config.admin_listen)
             .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
         Ok(Server {
             traffic,
@@ -93,6 +91,7 @@ impl Server {
             max_zoom = state.max_zoom.get(),
             max_connections = traffic_limits.max_connections.get(),
             admin_max_connections = admin_limits.max_connections.get(),
+            listen_backlog = serve::listen_backlog(),
             "listening"
         );
         let closing_traffic = CancellationToken::new();

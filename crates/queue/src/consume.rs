@@ -121,7 +121,7 @@ impl Broker {
         let tag = consumer_tag(worker_id, priority);
         let setup = async {
             let channel = self.connection.create_channel().await?;
-            topology.declare(&channel).await?;
+            topology.declare(&self.connection, &channel).await?;
             // Per-consumer prefetch (global = false: RabbitMQ 4.3 refuses global QoS).
             channel
                 .basic_qos(prefetch, BasicQosOptions::default())

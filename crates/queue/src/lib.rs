@@ -51,8 +51,8 @@ pub use consume::{
 pub use job::{InvalidJob, Priority, RenderJob, unix_ms};
 pub use link::{MAX_RECONNECT_DELAY, PublisherLink, backoff_delays};
 pub use topology::{
-    BROKER_DELIVERY_LIMIT, BULK_MAX_LENGTH, INTERACTIVE_MAX_ATTEMPTS, MAX_ATTEMPTS, Topology,
-    delivery_attempts, max_attempts, persistent,
+    BROKER_DELIVERY_LIMIT, BULK_MAX_LENGTH, DEAD_MAX_BYTES, DEAD_MAX_LENGTH,
+    INTERACTIVE_MAX_ATTEMPTS, MAX_ATTEMPTS, Topology, delivery_attempts, max_attempts, persistent,
 };
 
 /// AMQP's delivery mode for a job on `queue`'s queue: 2 (persistent) or 1 (transient).
@@ -180,6 +180,7 @@ pub use fractile_runtime::redact_url;
 /// [`REDECLARE_EVERY`] (every publish fails the same way until it is done).
 #[derive(Clone)]
 struct Redeclare {
+    connection: Arc<Connection>,
     channel: Channel,
     topology: Topology,
     last: Arc<Mutex<Option<Instant>>>,
@@ -196,8 +197,8 @@ impl Redeclare {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(REDECLARE_EVERY, this.topology.declare(&this.channel)).await
-            {
+            let declared = this.topology.declare(&this.connection, &this.channel);
+            match tokio::time::timeout(REDECLARE_EVERY, declared).await {
                 Ok(Ok(())) => tracing::warn!(
                     queue = %this.topology.interactive,
                     "a job came back unroutable (were the queues deleted?); declared the topology again"
@@ -253,10 +254,10 @@ impl Publisher {
         topology: Topology,
         timeout: Duration,
     ) -> Result<Self, QueueError> {
-        let connection = connect(url, name, timeout).await?;
+        let connection = Arc::new(connect(url, name, timeout).await?);
         let setup = async {
             let channel = connection.create_channel().await?;
-            topology.declare(&channel).await?;
+            topology.declare(&connection, &channel).await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
@@ -267,13 +268,14 @@ impl Publisher {
             .map_err(|_| QueueError::Timeout("publisher setup"))??;
         Ok(Publisher {
             redeclare: Redeclare {
+                connection: Arc::clone(&connection),
                 channel: channel.clone(),
                 topology: topology.clone(),
                 last: Arc::default(),
             },
             channel,
             topology,
-            connection: Arc::new(connection),
+            connection,
         })
     }
 

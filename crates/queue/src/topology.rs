@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! {prefix}render.interactive.v2  classic, durable, transient jobs ─┐ reject
-//! {prefix}render.bulk            quorum, durable, persistent jobs ─┴──► {prefix}render.dlx (direct) ──► {prefix}render.dead
+//! {prefix}render.bulk            quorum, durable, persistent jobs ─┴──► {prefix}render.dlx (direct) ──► {prefix}render.dead.v2
 //! ```
 //!
 //! The two lanes keep what each one's jobs are worth:
@@ -33,6 +33,17 @@
 //! and an upgrade needs no step; ARCHITECTURE.md, "Upgrading the interactive queue", says
 //! what to do with the old one.
 //!
+//! The dead-letter queue is where jobs end that failed every attempt, and any message that
+//! is not a job: nobody consumes it (an operator reads it, an alert counts it), so it is
+//! bounded, [`DEAD_MAX_LENGTH`] messages and [`DEAD_MAX_BYTES`], the oldest dropped first
+//! (`drop-head`): what an operator looks at is what is failing now, and a flood of poison
+//! cannot fill the broker's disk. The first dead-letter queue, `render.dead`, was declared
+//! without a bound, and a queue's arguments cannot change; so the bounded one has a new name,
+//! `.v2`, takes the old one's binding on the dead-letter exchange, and the old one (with
+//! whatever it holds) receives nothing more: [`Topology::declare`] moves the binding, so an
+//! upgrade needs no step. ARCHITECTURE.md, "Upgrading the dead-letter queue", says how to
+//! read and then delete the old one.
+//!
 //! Interactive and bulk work are separate queues rather than one priority queue: quorum
 //! queues have no priorities before RabbitMQ 4.0, and separate queues let a worker hold a
 //! small bulk prefetch while interactive jobs keep flowing. Dead-lettering and the bulk
@@ -40,9 +51,9 @@
 //! (default limit 20, and messages *dropped* past it when no dead-letter exchange is set)
 //! behave alike.
 
-use lapin::Channel;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection};
 
 use crate::Priority;
 
@@ -67,6 +78,17 @@ pub const BROKER_DELIVERY_LIMIT: i64 = 10;
 /// policy (`max-length`: the lower of policy and argument applies).
 pub const BULK_MAX_LENGTH: u32 = 250_000;
 
+/// Most messages the dead-letter queue keeps; past it the oldest are dropped. Far above
+/// what a healthy deployment puts there (the `JobsDeadLettered` alert fires at the first),
+/// so it only bites on a flood of poison.
+pub const DEAD_MAX_LENGTH: u32 = 10_000;
+
+/// Most bytes of message bodies the dead-letter queue keeps; past it the oldest are dropped.
+/// A job is about 200 bytes, but whatever reaches a render queue that is not a job ends
+/// here whole, up to the broker's largest message (16 MiB by default since RabbitMQ 4.0,
+/// 128 MiB before).
+pub const DEAD_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Routing key of dead-lettered jobs.
 const DEAD_ROUTING_KEY: &str = "dead";
 
@@ -81,8 +103,13 @@ pub struct Topology {
     pub dead_letter_exchange: String,
     /// The dead-letter queue.
     pub dead: String,
+    /// The unbounded dead-letter queue of earlier versions: unbound from the exchange when
+    /// the topology is declared, left in place for an operator to read and delete.
+    pub replaced_dead: String,
     /// Most jobs ready in the bulk queue; publishes past it are refused (nacked).
     pub bulk_max_length: u32,
+    /// Most messages kept in the dead-letter queue, the oldest dropped past it.
+    pub dead_max_length: u32,
 }
 
 impl Topology {
@@ -92,9 +119,17 @@ impl Topology {
             interactive: format!("{prefix}render.interactive.v2"),
             bulk: format!("{prefix}render.bulk"),
             dead_letter_exchange: format!("{prefix}render.dlx"),
-            dead: format!("{prefix}render.dead"),
+            dead: format!("{prefix}render.dead.v2"),
+            replaced_dead: format!("{prefix}render.dead"),
             bulk_max_length: BULK_MAX_LENGTH,
+            dead_max_length: DEAD_MAX_LENGTH,
         }
+    }
+
+    /// These names with another bound on the dead-letter queue (tests fill a small one).
+    pub fn with_dead_max_length(mut self, messages: u32) -> Self {
+        self.dead_max_length = messages;
+        self
     }
 
     /// These names with another bound on the bulk queue (tests fill a small one).
@@ -111,12 +146,40 @@ impl Topology {
         }
     }
 
-    /// Declares everything; idempotent (both binaries call it at start and lapin replays it
-    /// after a reconnect). Arguments must stay identical between versions: the broker refuses
-    /// a redeclaration with different ones (`PRECONDITION_FAILED`), which is logged with what
-    /// to do (a bulk queue declared by a version before its bound must be deleted once; see
-    /// ARCHITECTURE.md, "Upgrading the bulk queue").
-    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// Declares everything on `channel`, and moves the dead-letter binding off the replaced
+    /// dead-letter queue (on a channel of its own from `connection`); idempotent (both
+    /// binaries call it at start and when a job comes back unroutable, and lapin replays the
+    /// declarations made on a channel it recovers). Arguments must stay identical between
+    /// versions: the broker refuses a redeclaration with different ones
+    /// (`PRECONDITION_FAILED`), which is logged with what to do (a bulk queue declared by a
+    /// version before its bound must be deleted once; see ARCHITECTURE.md, "Upgrading the
+    /// bulk queue").
+    pub async fn declare(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+    ) -> Result<(), lapin::Error> {
+        self.declare_on(channel).await?;
+        // Most of the time there is no such queue (a new deployment, or one whose operator
+        // deleted the old queue) or no such binding (moved already). RabbitMQ 3.10 answers
+        // both with unbind-ok; a broker that answered with a channel error would close only
+        // this throwaway channel, so `channel` lives on either way.
+        let retiring = connection.create_channel().await?;
+        let unbound = retiring
+            .queue_unbind(
+                self.replaced_dead.as_str().into(),
+                self.dead_letter_exchange.as_str().into(),
+                DEAD_ROUTING_KEY.into(),
+                FieldTable::default(),
+            )
+            .await;
+        if unbound.is_ok() {
+            let _ = retiring.close(200, "unbound".into()).await;
+        }
+        Ok(())
+    }
+
+    async fn declare_on(&self, channel: &Channel) -> Result<(), lapin::Error> {
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -132,8 +195,22 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
+        let mut dead = quorum();
+        for (name, value) in [
+            (
+                "x-max-length",
+                AMQPValue::LongLongInt(i64::from(self.dead_max_length)),
+            ),
+            (
+                "x-max-length-bytes",
+                AMQPValue::LongLongInt(i64::try_from(DEAD_MAX_BYTES).unwrap_or(i64::MAX)),
+            ),
+            ("x-overflow", AMQPValue::LongString("drop-head".into())),
+        ] {
+            dead.insert(ShortString::from(name), value);
+        }
         channel
-            .queue_declare(self.dead.as_str().into(), durable, quorum())
+            .queue_declare(self.dead.as_str().into(), durable, dead)
             .await?;
         channel
             .queue_bind(
@@ -206,9 +283,15 @@ impl Topology {
         Ok(q.message_count())
     }
 
-    /// Deletes the queues and the exchange (tests clean up with it).
+    /// Deletes the queues, the replaced dead-letter queue included, and the exchange (tests
+    /// clean up with it). Deleting a queue that does not exist succeeds.
     pub async fn delete(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        for queue in [&self.interactive, &self.bulk, &self.dead] {
+        for queue in [
+            &self.interactive,
+            &self.bulk,
+            &self.dead,
+            &self.replaced_dead,
+        ] {
             channel
                 .queue_delete(queue.as_str().into(), Default::default())
                 .await?;

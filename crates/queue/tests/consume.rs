@@ -12,7 +12,10 @@ use fractile_queue::{
 };
 use fractile_render::{MaxZoom, Style, TileId, TileKey};
 use fractile_test_support::{Cleanup, eventually, rabbitmqctl, services, unique_prefix};
-use lapin::options::BasicGetOptions;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -27,10 +30,14 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
-        let services = services();
         let prefix = unique_prefix();
-        let cleanup = Cleanup::new(&services, &prefix);
-        let topology = Topology::new(&prefix);
+        Env::with(Topology::new(&prefix), &prefix).await
+    }
+
+    /// An environment whose queues are `topology`'s, under `prefix` (deleted at the end).
+    async fn with(topology: Topology, prefix: &str) -> Env {
+        let services = services();
+        let cleanup = Cleanup::new(&services, prefix);
         let publisher = Publisher::connect(&services.amqp, "test", topology.clone(), TIMEOUT)
             .await
             .expect("publisher");
@@ -358,4 +365,159 @@ async fn depths_are_read_after_a_missing_queue_closed_the_channel() {
     );
     // The broker closed the probe's channel with that error; the next read opens another.
     assert_eq!(probe.ready(&env.topology.bulk).await.expect("depth"), 3);
+}
+
+/// Dead-letters each of `bodies` (none is a job: poison is dead-lettered however it is
+/// settled).
+async fn dead_letter(env: &Env, bodies: &[&[u8]]) {
+    let mut consumer = env.consumer(&env.broker, Priority::Interactive).await;
+    for body in bodies {
+        env.publisher
+            .publish_raw(Priority::Interactive, body)
+            .await
+            .expect("sent")
+            .confirmed()
+            .await
+            .expect("confirmed");
+        let delivery = next(&mut consumer).await;
+        assert_eq!(
+            delivery.settle(Settle::Ack).await.expect("settled"),
+            Settled::DeadLettered
+        );
+    }
+}
+
+/// Bodies of the messages in `queue`, oldest first, taken out of it.
+async fn drain(env: &Env, queue: &str) -> Vec<Vec<u8>> {
+    let raw = fractile_queue::connect(&env.amqp, "test-raw", TIMEOUT)
+        .await
+        .expect("connect");
+    let channel = raw.create_channel().await.expect("channel");
+    let mut bodies = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        bodies.push(message.delivery.data.clone());
+    }
+    let _ = raw.close(200, "done".into()).await;
+    bodies
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn the_dead_letter_queue_is_bounded_and_keeps_the_newest() {
+    let prefix = unique_prefix();
+    let env = Env::with(Topology::new(&prefix).with_dead_max_length(3), &prefix).await;
+    dead_letter(
+        &env,
+        &[
+            b"poison-0",
+            b"poison-1",
+            b"poison-2",
+            b"poison-3",
+            b"poison-4",
+        ],
+    )
+    .await;
+    eventually("the queue holds its bound", TIMEOUT, || async {
+        env.ready(&env.topology.dead).await == 3
+    })
+    .await;
+    // Nobody consumes the dead letters: past the bound the oldest make room.
+    assert_eq!(
+        drain(&env, &env.topology.dead).await,
+        [
+            b"poison-2".to_vec(),
+            b"poison-3".to_vec(),
+            b"poison-4".to_vec()
+        ]
+    );
+}
+
+/// A broker set up by a version before the bound has an unbounded `render.dead`, bound to the
+/// dead-letter exchange, maybe holding dead letters. A queue's arguments cannot change (the
+/// broker refuses the declaration), so the bounded queue has a new name and takes the binding
+/// over; the old queue keeps what it holds, for an operator to read, and receives nothing new.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn an_unbounded_dead_letter_queue_of_an_earlier_version_is_replaced_without_a_step() {
+    let prefix = unique_prefix();
+    let topology = Topology::new(&prefix);
+    // What the earlier version declared, and one dead letter in it.
+    let raw = fractile_queue::connect(&services().amqp, "test-earlier", TIMEOUT)
+        .await
+        .expect("connect");
+    let channel = raw.create_channel().await.expect("channel");
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            topology.dead_letter_exchange.as_str().into(),
+            lapin::ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange");
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let queue = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(topology.replaced_dead.as_str().into(), queue, quorum)
+        .await
+        .expect("the earlier dead-letter queue");
+    channel
+        .queue_bind(
+            topology.replaced_dead.as_str().into(),
+            topology.dead_letter_exchange.as_str().into(),
+            "dead".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bound");
+    channel
+        .basic_publish(
+            topology.dead_letter_exchange.as_str().into(),
+            "dead".into(),
+            BasicPublishOptions::default(),
+            b"an earlier dead letter",
+            Default::default(),
+        )
+        .await
+        .expect("published");
+    let _ = raw.close(200, "done".into()).await;
+
+    // This version starts: it declares its topology, twice (two processes), and work goes on.
+    let env = Env::with(topology, &prefix).await;
+    let again = Publisher::connect(&env.amqp, "test-second", env.topology.clone(), TIMEOUT)
+        .await
+        .expect("declaring again is no error");
+    drop(again);
+    dead_letter(&env, &[b"a new dead letter"]).await;
+    eventually(
+        "the new dead letter is in the new queue",
+        TIMEOUT,
+        || async { env.ready(&env.topology.dead).await == 1 },
+    )
+    .await;
+    assert_eq!(
+        drain(&env, &env.topology.replaced_dead).await,
+        [b"an earlier dead letter".to_vec()],
+        "the old queue keeps what it held and gets nothing new"
+    );
+    assert_eq!(
+        drain(&env, &env.topology.dead).await,
+        [b"a new dead letter".to_vec()]
+    );
 }

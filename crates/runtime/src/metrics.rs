@@ -14,7 +14,10 @@ use prometheus::{
 pub fn registry() -> Result<Registry, prometheus::Error> {
     let registry = Registry::new();
     #[cfg(target_os = "linux")]
-    registry.register(Box::new(process::ProcessMetrics::for_self()))?;
+    {
+        registry.register(Box::new(process::ProcessMetrics::for_self()))?;
+        registry.register(Box::new(process::ListenOverflows::new()?))?;
+    }
     Ok(registry)
 }
 
@@ -28,6 +31,7 @@ mod process {
     use prometheus::core::{Collector, Desc};
     use prometheus::process_collector::ProcessCollector;
     use prometheus::proto::{Counter, MetricFamily};
+    use prometheus::{IntCounter, Opts};
 
     /// The name of the family this collector corrects.
     const CPU_SECONDS: &str = "process_cpu_seconds_total";
@@ -74,9 +78,79 @@ mod process {
         }
     }
 
+    /// `tcp_listen_overflows_total`: connections the kernel dropped because a listen queue
+    /// was full, read from `/proc/self/net/netstat` (`TcpExt: ListenOverflows`) at each
+    /// scrape. The count is the network namespace's: a container's or a pod's own, every
+    /// process's on a shared host. It is how the listen backlog (`net.core.somaxconn`, see
+    /// `serve::bind`) says it bit: a client whose SYN was dropped retries a second later,
+    /// and a load balancer in front may meanwhile have given up on the server.
+    pub struct ListenOverflows {
+        opts: Opts,
+        /// Describes the family; the values come from the kernel at each collection.
+        described: IntCounter,
+    }
+
+    impl ListenOverflows {
+        /// The collector; reads nothing until collected.
+        pub fn new() -> Result<Self, prometheus::Error> {
+            let opts = Opts::new(
+                "tcp_listen_overflows_total",
+                "Connections dropped because a listen queue was full, in this network \
+                 namespace (the kernel's TcpExt ListenOverflows).",
+            );
+            Ok(ListenOverflows {
+                described: IntCounter::with_opts(opts.clone())?,
+                opts,
+            })
+        }
+    }
+
+    /// `ListenOverflows` from the two `TcpExt:` lines of `/proc/net/netstat` (names, values).
+    pub fn listen_overflows(netstat: &str) -> Option<u64> {
+        let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+        let (names, values) = (tcp_ext.next()?, tcp_ext.next()?);
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows")?;
+        values.split_whitespace().nth(at)?.parse().ok()
+    }
+
+    impl Collector for ListenOverflows {
+        fn desc(&self) -> Vec<&Desc> {
+            self.described.desc()
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            // A counter of its own per collection: concurrent scrapes cannot mix their reads.
+            let read = std::fs::read_to_string("/proc/self/net/netstat").ok();
+            match (
+                read.as_deref().and_then(listen_overflows),
+                IntCounter::with_opts(self.opts.clone()),
+            ) {
+                (Some(total), Ok(counter)) => {
+                    counter.inc_by(total);
+                    counter.collect()
+                }
+                _ => Vec::new(),
+            }
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn listen_overflows_are_read_from_the_tcp_ext_lines() {
+            let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                           TcpExt: 3 2170 2171\n\
+                           IpExt: InNoRoutes\nIpExt: 0\n";
+            assert_eq!(listen_overflows(netstat), Some(2170));
+            assert_eq!(listen_overflows("IpExt: InNoRoutes\nIpExt: 0\n"), None);
+            // This machine's own file has the counter.
+            let own = std::fs::read_to_string("/proc/self/net/netstat").expect("procfs");
+            assert!(listen_overflows(&own).is_some(), "{own}");
+        }
 
         #[test]
         fn cpu_seconds_are_exported_to_the_tick_not_in_whole_seconds() {

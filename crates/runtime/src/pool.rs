@@ -3,11 +3,25 @@
 //! The api renders misses on it in embedded mode; the worker renders queue jobs on it.
 //! Rendering on a tokio worker thread would stall every other request that thread serves
 //! (I/O, timers, probes), and `spawn_blocking` queues without bound behind up to 512
-//! threads. This pool has a fixed number of threads and a bounded queue in front of them:
-//! when the queue is full, [`RenderPool::try_spawn`] fails at once so the caller can answer
-//! 503 instead of waiting. Work whose caller has gone away (deadline passed, request
-//! dropped) is skipped, and running work can poll [`Cancel`] to stop early, because a
-//! blocking call cannot otherwise be interrupted.
+//! threads. This pool has a fixed number of threads and a bounded queue in front of them.
+//! Work whose caller has gone away (deadline passed, request dropped) is skipped, and running
+//! work can poll [`Cancel`] to stop early, because a blocking call cannot otherwise be
+//! interrupted.
+//!
+//! The bound is a semaphore, **room**: a job takes a permit to enter the pool and gives it
+//! back only when it leaves, run to its end or skipped, so work whose caller gave up still
+//! counts until a thread has dropped it. There are `threads + queue_capacity` permits, and
+//! the lanes' channels hold that many jobs each, so a job holding a permit always finds a
+//! place in its lane. Callers choose what to do when there is no room:
+//!
+//! - [`RenderPool::run`] (the api's renders: a request waits) is refused at once, so the
+//!   caller answers 503 instead of queueing without bound;
+//! - [`RenderPool::run_when_room`] (the worker's jobs: a delivery it holds) waits for a
+//!   permit. A worker holds no more deliveries than its prefetch, and its pool has room for
+//!   all of them besides its threads, so the wait lasts only while jobs of deliveries already
+//!   settled (their requesters gone) are still leaving: back-pressure, never a failure. A
+//!   queue that is merely full must not be mistaken for a failed render, which would count
+//!   towards the job's attempts and dead-letter a healthy job.
 //!
 //! Two lanes share the threads: a thread always takes [`Lane::Interactive`] work first, so
 //! bulk work (seeding) never delays an interactive render by more than the renders already
@@ -21,7 +35,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use prometheus::{Histogram, IntCounter, IntGauge};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::faults::Slowdown;
 
@@ -60,7 +74,7 @@ pub struct QueueFull;
 /// Why work given to [`RenderPool::run`] produced no result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
-    /// Its lane's queue was full: refused at once.
+    /// The pool had no room: refused at once.
     #[error(transparent)]
     Full(#[from] QueueFull),
     /// The deadline passed: skipped while queued, or still running at the deadline.
@@ -69,6 +83,27 @@ pub enum RunError {
     /// The work panicked (counted in [`PoolMetrics::panicked`]).
     #[error("the work panicked")]
     Panicked,
+}
+
+/// Why work given to [`RenderPool::run_when_room`] produced no result: it is never refused,
+/// so only its deadline or a panic end it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unfinished {
+    /// The deadline passed: while waiting for room, while queued, or while running.
+    #[error("did not finish within its deadline")]
+    Deadline,
+    /// The work panicked (counted in [`PoolMetrics::panicked`]).
+    #[error("the work panicked")]
+    Panicked,
+}
+
+impl From<Unfinished> for RunError {
+    fn from(unfinished: Unfinished) -> Self {
+        match unfinished {
+            Unfinished::Deadline => RunError::Deadline,
+            Unfinished::Panicked => RunError::Panicked,
+        }
+    }
 }
 
 /// What running work asks to learn whether it should stop: true once its deadline has
@@ -91,21 +126,25 @@ impl Cancel<'_> {
 pub struct RenderPool {
     interactive: Sender<Job>,
     bulk: Sender<Job>,
+    /// One permit per job in the pool, queued or running (see the module docs).
+    room: Arc<Semaphore>,
     metrics: Arc<PoolMetrics>,
     /// Injected render slowdown (fault injection); none unless set.
     slowdown: Slowdown,
 }
 
 impl RenderPool {
-    /// Starts `threads` threads behind two queues of `queue_capacity` waiting jobs each
-    /// (0: a job is accepted only when a thread is idle).
+    /// Starts `threads` threads with room for `queue_capacity` jobs waiting for one, both
+    /// lanes together (0: a job is accepted only when a thread is free).
     pub fn new(
         threads: NonZeroUsize,
         queue_capacity: usize,
         metrics: PoolMetrics,
     ) -> std::io::Result<Self> {
-        let (interactive, interactive_jobs) = crossbeam_channel::bounded::<Job>(queue_capacity);
-        let (bulk, bulk_jobs) = crossbeam_channel::bounded::<Job>(queue_capacity);
+        let room = threads.get().saturating_add(queue_capacity);
+        // Each lane's channel can take every job the permits let in: never full.
+        let (interactive, interactive_jobs) = crossbeam_channel::bounded::<Job>(room);
+        let (bulk, bulk_jobs) = crossbeam_channel::bounded::<Job>(room);
         let metrics = Arc::new(metrics);
         for i in 0..threads.get() {
             let (interactive_jobs, bulk_jobs) = (interactive_jobs.clone(), bulk_jobs.clone());
@@ -127,6 +166,7 @@ impl RenderPool {
         Ok(RenderPool {
             interactive,
             bulk,
+            room: Arc::new(Semaphore::new(room.min(Semaphore::MAX_PERMITS))),
             metrics,
             slowdown: Slowdown::default(),
         })
@@ -144,31 +184,73 @@ impl RenderPool {
         self.interactive.len() + self.bulk.len()
     }
 
-    /// Runs `work` on a pool thread (see [`RenderPool::try_spawn`]) and waits for its result
-    /// until `deadline`: what both the api's local renders and the worker's jobs do.
+    /// Runs `work` on a pool thread and waits for its result until `deadline`: the api's
+    /// renders. Refused at once ([`RunError::Full`]) when the pool has no room.
     pub async fn run<T, F>(&self, lane: Lane, deadline: Instant, work: F) -> Result<T, RunError>
     where
         T: Send + 'static,
         F: FnOnce(&Cancel<'_>) -> T + Send + 'static,
     {
         let rx = self.try_spawn(lane, deadline, work)?;
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(result)) => Ok(result),
-            // Waiting ends at the deadline; the work sees its caller gone and stops.
-            Err(_) => Err(RunError::Deadline),
-            // The pool dropped the job: skipped past its deadline, or it panicked.
-            Ok(Err(_closed)) if Instant::now() >= deadline => Err(RunError::Deadline),
-            Ok(Err(_closed)) => Err(RunError::Panicked),
+        Ok(result_by(rx, deadline).await?)
+    }
+
+    /// Runs `work` on a pool thread and waits for its result until `deadline`, first waiting
+    /// for room if there is none: the worker's jobs, whose deliveries it holds anyway (see
+    /// the module docs). Never refused; the deadline covers the wait for room too.
+    pub async fn run_when_room<T, F>(
+        &self,
+        lane: Lane,
+        deadline: Instant,
+        work: F,
+    ) -> Result<T, Unfinished>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Cancel<'_>) -> T + Send + 'static,
+    {
+        let waited =
+            tokio::time::timeout_at(deadline.into(), Arc::clone(&self.room).acquire_owned()).await;
+        let permit = match waited {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; its deadline is the only way out.
+            Ok(Err(_)) | Err(_) => return Err(Unfinished::Deadline),
+        };
+        match self.queue(lane, deadline, permit, work) {
+            Ok(rx) => result_by(rx, deadline).await,
+            // Unreachable while the channels take every permit's job; treated as a job that
+            // did not run in time rather than as a failure of the work.
+            Err(QueueFull) => Err(Unfinished::Deadline),
         }
     }
 
-    /// Queues `work` to run on a pool thread before `deadline`. The result arrives on the
-    /// returned receiver; if the receiver is dropped or the deadline passes before a thread
-    /// picks the job up, the work never runs (the receiver then sees a closed channel).
+    /// Queues `work` to run on a pool thread before `deadline`, if the pool has room. The
+    /// result arrives on the returned receiver; if the receiver is dropped or the deadline
+    /// passes before a thread picks the job up, the work never runs (the receiver then sees a
+    /// closed channel).
     pub fn try_spawn<T, F>(
         &self,
         lane: Lane,
         deadline: Instant,
+        work: F,
+    ) -> Result<oneshot::Receiver<T>, QueueFull>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Cancel<'_>) -> T + Send + 'static,
+    {
+        let Ok(permit) = Arc::clone(&self.room).try_acquire_owned() else {
+            self.metrics.rejected.inc();
+            return Err(QueueFull);
+        };
+        self.queue(lane, deadline, permit, work)
+    }
+
+    /// Puts `work` in its lane with its permit, which goes back when the job leaves the
+    /// pool: after it ran, or when a thread skips it, or if the pool drops it.
+    fn queue<T, F>(
+        &self,
+        lane: Lane,
+        deadline: Instant,
+        permit: OwnedSemaphorePermit,
         work: F,
     ) -> Result<oneshot::Receiver<T>, QueueFull>
     where
@@ -180,6 +262,8 @@ impl RenderPool {
         let slowdown = self.slowdown.clone();
         let enqueued = Instant::now();
         let job: Job = Box::new(move || {
+            // Returned when this closure ends, however it ends (a panic included).
+            let _permit = permit;
             metrics.queue_depth.dec();
             metrics.queue_wait.observe(enqueued.elapsed().as_secs_f64());
             let abandoned = || tx.is_closed();
@@ -210,6 +294,18 @@ impl RenderPool {
                 Err(QueueFull)
             }
         }
+    }
+}
+
+/// Waits for a queued job's result until `deadline`.
+async fn result_by<T>(rx: oneshot::Receiver<T>, deadline: Instant) -> Result<T, Unfinished> {
+    match tokio::time::timeout_at(deadline.into(), rx).await {
+        Ok(Ok(result)) => Ok(result),
+        // Waiting ends at the deadline; the work sees its caller gone and stops.
+        Err(_) => Err(Unfinished::Deadline),
+        // The pool dropped the job: skipped past its deadline, or it panicked.
+        Ok(Err(_closed)) if Instant::now() >= deadline => Err(Unfinished::Deadline),
+        Ok(Err(_closed)) => Err(Unfinished::Panicked),
     }
 }
 
@@ -303,6 +399,63 @@ mod tests {
         release.send(()).expect("job waits");
         running.await.expect("ran");
         assert_eq!(queued.await.expect("ran"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_left_keeps_its_room_until_a_thread_drops_it() {
+        let pool = pool(1, 1);
+        let (release, running) = block_one_thread(&pool);
+        // Its caller gives up at the deadline while the job still waits for the thread.
+        let gave_up = pool
+            .run(
+                Lane::Interactive,
+                Instant::now() + Duration::from_millis(20),
+                |_| 1,
+            )
+            .await;
+        assert_eq!(gave_up, Err(RunError::Deadline));
+        // The abandoned job still holds its place: the api's renders are refused...
+        assert_eq!(
+            pool.try_spawn(Lane::Interactive, far_deadline(), |_| 2)
+                .err(),
+            Some(QueueFull)
+        );
+        // ...and the worker's wait for room instead of failing.
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run_when_room(Lane::Bulk, far_deadline(), |_| 3).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "it waits while there is no room");
+        release.send(()).expect("job waits");
+        running.await.expect("ran");
+        // The thread skips the abandoned job, which gives its room to the waiting one.
+        assert_eq!(waiting.await.expect("no panic"), Ok(3));
+        assert_eq!(pool.metrics.skipped.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_room_ends_at_the_deadline() {
+        let pool = pool(1, 0);
+        let (release, running) = block_one_thread(&pool);
+        let started = Instant::now();
+        let late = pool
+            .run_when_room(
+                Lane::Interactive,
+                Instant::now() + Duration::from_millis(30),
+                |_| 1,
+            )
+            .await;
+        assert_eq!(late, Err(Unfinished::Deadline));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        release.send(()).expect("job waits");
+        running.await.expect("ran");
+        // Room again: it runs.
+        assert_eq!(
+            pool.run_when_room(Lane::Interactive, far_deadline(), |_| 2)
+                .await,
+            Ok(2)
+        );
     }
 
     #[tokio::test]

@@ -17,9 +17,17 @@
 //!   writes a bodyless `431` itself and closes: there is no hook to give it a body, so an
 //!   application that wants JSON errors checks a lower limit of its own in a middleware and
 //!   sets these as the hard memory bound above it;
+//! - **half-closed clients** are answered: a client that shuts its writing side after its
+//!   request (`shutdown(SHUT_WR)`) gets its response before the connection closes;
 //! - **connections open at once**: a semaphore per listener. Beyond the cap a connection is
 //!   accepted and closed at once (not left in the kernel's backlog, where it would hold a
 //!   file descriptor and look like a hung server), and counted.
+//!
+//! Listeners come from [`bind`], with the kernel's largest listen backlog instead of the 128
+//! the standard library asks for: a burst of new connections (a load balancer opening
+//! upstream connections under a flood) waits in the kernel's queue for the accept loop
+//! rather than having its SYNs dropped, which a client sees as a connect timeout and a load
+//! balancer as a dead server.
 //!
 //! On shutdown it stops accepting, lets requests in flight finish and closes idle keep-alive
 //! connections. Shutdown can start earlier with a `closing` token ([`serve_closing`]): from
@@ -28,6 +36,7 @@
 //! instead of sending it down a connection this process is about to close under it.
 
 use std::error::Error as _;
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +48,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +65,39 @@ const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// hyper's smallest allowed read buffer (`max_buf_size` panics below it).
 const MIN_READ_BUFFER: usize = 8192;
+
+/// Listen backlog where the system's limit cannot be read (not Linux): the kernel caps a
+/// larger value at its own limit anyway. Linux's default since 5.4.
+const FALLBACK_BACKLOG: u32 = 4096;
+
+/// The largest listen backlog this process's network namespace allows
+/// (`net.core.somaxconn`; a container or pod has its own, 4096 by default on Linux 5.4 and
+/// later). `listen` silently caps anything larger at it.
+pub fn listen_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|limit| limit.trim().parse::<u32>().ok())
+        .filter(|&limit| limit > 0)
+        .unwrap_or(FALLBACK_BACKLOG)
+}
+
+/// Binds a listener on `addr` with the system's largest backlog ([`listen_backlog`]).
+///
+/// `TcpListener::bind` (tokio's and the standard library's) asks for 128. Under a burst of
+/// connections that queue overflows and the kernel drops SYNs; the client retries only after
+/// a second, past a load balancer's connect timeout, so an overloaded server (which would
+/// have answered 503 at once) is taken for a dead one. `SO_REUSEADDR` as `TcpListener::bind`
+/// sets it, so a restarted process binds again while old connections linger in `TIME_WAIT`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(listen_backlog())
+}
 
 /// What one listener allows each connection, and how many connections it keeps open.
 #[derive(Debug, Clone)]
@@ -96,6 +138,13 @@ impl ConnectionLimits {
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
+            // A client may shut its writing side once its request is sent (`nc -N`, some
+            // scripts and proxies); hyper's default takes that EOF for an abandoned request
+            // and closes without answering. With half-close the answer is written, then the
+            // connection closed. The price: a client that really went away is noticed only
+            // when the answer is written, so its request runs to its end (bounded by the
+            // request timeout; a render it started fills the cache for the next client).
+            .half_close(true)
             .header_read_timeout(self.header_read_timeout)
             .max_header_size(self.max_head_bytes)
             .max_buf_size(self.max_head_bytes.max(MIN_READ_BUFFER))

@@ -1,7 +1,7 @@
 //! The worker's settings: `FRACTILE_*` environment variables and flags of the same names.
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU16, NonZeroUsize};
 use std::time::Duration;
 
 use clap::Parser;
@@ -54,14 +54,14 @@ pub struct Config {
     pub render_threads: Option<NonZeroUsize>,
 
     /// Interactive jobs held unacknowledged at once (default: 2 per render thread, so a
-    /// thread finds the next job waiting).
+    /// thread finds the next job waiting). At least 1: AMQP reads 0 as no limit at all.
     #[arg(long, env = "FRACTILE_INTERACTIVE_PREFETCH")]
-    pub interactive_prefetch: Option<u16>,
+    pub interactive_prefetch: Option<NonZeroU16>,
 
     /// Seed jobs held unacknowledged at once (default: 1 per render thread: the rest stay in
-    /// the broker, where other workers can take them).
+    /// the broker, where other workers can take them). At least 1.
     #[arg(long, env = "FRACTILE_BULK_PREFETCH")]
-    pub bulk_prefetch: Option<u16>,
+    pub bulk_prefetch: Option<NonZeroU16>,
 
     /// This worker's name in metrics and `Server-Timing` (default: the host name).
     #[arg(long, env = "FRACTILE_WORKER_ID")]
@@ -98,14 +98,14 @@ impl Config {
     /// Prefetch of the interactive consumer.
     pub fn interactive_prefetch(&self) -> u16 {
         self.interactive_prefetch
-            .unwrap_or_else(|| per_thread(self.render_threads(), 2))
+            .map_or_else(|| per_thread(self.render_threads(), 2), NonZeroU16::get)
     }
 
     /// Prefetch of the bulk consumer.
     pub fn bulk_prefetch(&self) -> u16 {
         let per = if self.priority { 1 } else { 2 };
         self.bulk_prefetch
-            .unwrap_or_else(|| per_thread(self.render_threads(), per))
+            .map_or_else(|| per_thread(self.render_threads(), per), NonZeroU16::get)
     }
 
     /// The worker's id.
@@ -157,6 +157,24 @@ mod tests {
             assert!(!error.contains("s3cret"), "{error}");
         }
         assert!(refused("", "redis://y").contains("empty"));
+    }
+
+    #[test]
+    fn a_prefetch_of_zero_is_refused_because_amqp_reads_it_as_unlimited() {
+        for flag in ["--interactive-prefetch", "--bulk-prefetch"] {
+            let args = [
+                "fractile-worker",
+                "--amqp-url",
+                "amqp://x",
+                "--redis-url",
+                "redis://y",
+                flag,
+                "0",
+            ];
+            assert!(Config::try_parse_from(args).is_err(), "{flag} 0 accepted");
+        }
+        let c = parse("amqp://x", "redis://y", &["--interactive-prefetch", "5"]);
+        assert_eq!(c.interactive_prefetch(), 5);
     }
 
     #[test]

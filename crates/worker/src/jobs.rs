@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use fractile_queue::{Delivery, Priority, RenderJob, Settle, Settled};
 use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_runtime::faults::Faults;
-use fractile_runtime::pool::{Lane, RenderPool, RunError};
+use fractile_runtime::pool::{Lane, RenderPool, Unfinished};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
 use fractile_tile_store::{ReadyNote, SeedOutcome, SeedState, TileStore};
 
@@ -24,8 +24,13 @@ use crate::metrics::WorkerMetrics;
 pub type Renderer =
     Arc<dyn Fn(TileKey, &dyn Fn() -> bool) -> Result<Vec<u8>, RenderError> + Send + Sync>;
 
-/// Longest a seed tile may render before it is abandoned (and retried).
+/// Longest a seed tile may render before it is abandoned (and retried), counted from when a
+/// render thread starts on it: waiting behind interactive work is not rendering.
 const BULK_RENDER_BUDGET: Duration = Duration::from_secs(60);
+/// Longest a seed job waits for the pool (interactive work goes first) before it goes back
+/// to the broker, well inside RabbitMQ's consumer timeout (30 min), which would close the
+/// channel under a delivery held longer.
+const BULK_WAIT_LIMIT: Duration = Duration::from_secs(600);
 /// How long a rendered seed tile keeps trying to reach Redis before its job is requeued.
 /// Holding the delivery (rather than requeueing at once) keeps a short Redis outage from
 /// burning the job's deliveries against the broker's delivery limit; prefetch meanwhile
@@ -156,10 +161,13 @@ impl JobContext {
                 self.store(job, key, &png, &note).await
             }
             // Its requester has given up: nobody can use the tile now.
-            Rendered::TooLate if job.deadline_unix_ms.is_some() => {
+            Rendered::TooLate | Rendered::NotRun if job.deadline_unix_ms.is_some() => {
                 self.metrics.deadline_drops.inc();
                 Settle::Ack
             }
+            // A seed job that never got a render thread: back to the broker, for this worker
+            // or another, without counting as a failed attempt.
+            Rendered::NotRun => Settle::Requeue,
             // A seed tile over its render budget is a failure like any other: retried, then
             // dead-lettered, never silently dropped.
             Rendered::TooLate => {
@@ -189,30 +197,44 @@ impl JobContext {
         Settle::Retry
     }
 
+    /// Renders on the pool, waiting for room there if it has none: this worker holds the
+    /// delivery either way, so a pool still busy with jobs whose requesters left is
+    /// back-pressure, not a failed attempt (`RenderPool::run_when_room`).
     async fn render(&self, job: &RenderJob, key: TileKey) -> Rendered {
         let now = Instant::now();
-        let (lane, deadline) = match job.deadline_unix_ms {
+        // An interactive job is worth rendering until its requester's deadline, waiting
+        // included; a seed job may wait its turn, and then render for its budget.
+        let (lane, deadline, budget) = match job.deadline_unix_ms {
             Some(ms) => {
                 let left = ms.saturating_sub(fractile_queue::unix_ms(SystemTime::now()));
-                (Lane::Interactive, now + Duration::from_millis(left))
+                (Lane::Interactive, now + Duration::from_millis(left), None)
             }
-            None if self.priority => (Lane::Bulk, now + BULK_RENDER_BUDGET),
-            None => (Lane::Interactive, now + BULK_RENDER_BUDGET),
+            None if self.priority => (Lane::Bulk, now + BULK_WAIT_LIMIT, Some(BULK_RENDER_BUDGET)),
+            None => (
+                Lane::Interactive,
+                now + BULK_WAIT_LIMIT,
+                Some(BULK_RENDER_BUDGET),
+            ),
         };
         let renderer = Arc::clone(&self.renderer);
         let metrics = self.metrics.render_metrics();
         let ran = self
             .pool
-            .run(lane, deadline, move |cancel| {
-                metrics.record(|| renderer(key, &|| cancel.is_cancelled()))
+            .run_when_room(lane, deadline, move |cancel| {
+                let started = Instant::now();
+                let over_budget = || budget.is_some_and(|budget| started.elapsed() > budget);
+                metrics.record(|| renderer(key, &|| cancel.is_cancelled() || over_budget()))
             })
             .await;
         match ran {
             Ok((Ok(png), took)) => Rendered::Png(png, took),
-            Ok((Err(RenderError::Cancelled), _)) | Err(RunError::Deadline) => Rendered::TooLate,
+            Ok((Err(RenderError::Cancelled), _)) => Rendered::TooLate,
             Ok((Err(_), _)) => Rendered::Failed("render error"),
-            Err(RunError::Full(_)) => Rendered::Failed("render pool full"),
-            Err(RunError::Panicked) => Rendered::Failed("render panicked"),
+            // Never started, or not finished, by the deadline: the requester has gone (an
+            // interactive job), or the pool stayed busy with interactive work for the whole
+            // wait (a seed job). Neither is the render's fault.
+            Err(Unfinished::Deadline) => Rendered::NotRun,
+            Err(Unfinished::Panicked) => Rendered::Failed("render panicked"),
         }
     }
 
@@ -287,7 +309,10 @@ impl JobContext {
 /// The outcome of a render attempt.
 enum Rendered {
     Png(Vec<u8>, Duration),
+    /// Rendering stopped: the deadline passed, or a seed tile ran over its budget.
     TooLate,
+    /// The render never got its turn, or did not finish, by the deadline.
+    NotRun,
     Failed(&'static str),
 }
 

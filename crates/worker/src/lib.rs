@@ -29,7 +29,6 @@ use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
 use fractile_runtime::serve::ConnectionLimits;
 use fractile_tile_store::TileStore;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,8 +69,9 @@ impl Worker {
         store
             .register_metrics(metrics.registry())
             .context("registering the Redis breaker's metrics")?;
-        // Prefetch bounds the jobs held at once, so the pool's queues never fill; the
-        // capacity is a safety margin, not a limit the worker relies on.
+        // Room in the pool for every delivery the prefetch lets this worker hold, besides
+        // its threads: a job waits for room only while jobs of deliveries already settled
+        // (their requesters gone) are still leaving it (`RenderPool::run_when_room`).
         let capacity =
             usize::from(config.interactive_prefetch()) + usize::from(config.bulk_prefetch());
         let faults = Faults::new(config.fault_injection, WORKER_FAULTS, metrics.registry())
@@ -129,8 +129,7 @@ impl Worker {
             ADMIN_HEADER_TIMEOUT,
             config.write_timeout,
         );
-        let admin = TcpListener::bind(config.admin_listen)
-            .await
+        let admin = fractile_runtime::serve::bind(config.admin_listen)
             .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
         // The admin port answers from the start: not ready until consuming.
         let consuming = Consuming::default();

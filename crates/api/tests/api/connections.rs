@@ -187,6 +187,75 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_header_read_timeout() {
     running.task.await.expect("task").expect("clean exit");
 }
 
+/// The kernel's queue of connections not yet accepted, as `ss` reports it for a listening
+/// socket (its `Send-Q`).
+fn listen_backlog_of(addr: &str) -> u32 {
+    let port = addr.rsplit(':').next().expect("a port");
+    let out = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    line.split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket on {addr} in ss: {line:?}"))
+}
+
+/// Both listeners queue as many pending connections as the system allows, not the 128 of
+/// `TcpListener::bind`: under a burst of new connections (a load balancer opening upstream
+/// connections during a flood) a short queue drops SYNs, and the client's retry a second
+/// later comes after the load balancer has given up on a replica that was only busy.
+#[tokio::test]
+async fn both_listeners_queue_as_many_connections_as_the_system_allows() {
+    let system = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("Linux")
+        .trim()
+        .parse::<u32>()
+        .expect("a number");
+    assert!(
+        system > 128,
+        "this machine allows only {system}: the test proves nothing"
+    );
+    let running = spawn_server(config()).await;
+    for addr in [&running.base, &running.admin] {
+        let addr = addr.trim_start_matches("http://");
+        assert_eq!(listen_backlog_of(addr), system, "{addr}");
+    }
+    running.stop.send(()).expect("server waits");
+    running.task.await.expect("task").expect("clean exit");
+}
+
+/// A client that sends its request and then shuts its side down (`shutdown(SHUT_WR)`, as
+/// `nc -N` and some HTTP/1.0-era clients do) still gets its answer: the half-closed read side
+/// says no further request will come, not that nobody waits for this one.
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let running = spawn_server(config()).await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    // Tiles not rendered yet (the answer takes a render) and one cached (it does not).
+    let paths = [
+        "/tiles/9/130/180.png",
+        "/tiles/9/131/181.png",
+        "/tiles/1/0/0.png",
+    ];
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream.write_all(TILE_REQUEST).await.expect("write");
+    assert_eq!(read_response_head(&mut stream).await.0, 200, "warmed");
+    for path in paths {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        stream.shutdown().await.expect("half-close");
+        let (status, head, _) = read_response_head(&mut stream).await;
+        assert_eq!(status, 200, "{path}: {head}");
+        // Then the server closes its side too: no other request can come.
+        closed_within(&mut stream, Duration::from_secs(5)).await;
+    }
+    running.stop.send(()).expect("server waits");
+    running.task.await.expect("task").expect("clean exit");
+}
+
 /// A GET of `/` with `extra` header lines, ending the head.
 fn request_with(extra: &str) -> Vec<u8> {
     format!("GET / HTTP/1.1\r\nHost: test\r\n{extra}\r\n").into_bytes()

@@ -56,7 +56,7 @@ stop() {
   kill -TERM "$api" "$worker" 2> /dev/null || true
   wait "$api" "$worker" 2> /dev/null || true
   # The run's queues and keys go with it.
-  for q in render.interactive.v2 render.bulk render.dead; do
+  for q in render.interactive.v2 render.bulk render.dead.v2 render.dead; do
     rabbitmqctl --quiet delete_queue "schemathesis-$run_id.$q" > /dev/null 2>&1 || true
   done
   # rabbitmqctl has no delete_exchange; this is what it would call (best effort).

@@ -43,7 +43,10 @@ impl Cluster {
             .await
             .expect("connect");
         let channel = connection.create_channel().await.expect("channel");
-        topology.declare(&channel).await.expect("topology");
+        topology
+            .declare(&connection, &channel)
+            .await
+            .expect("topology");
         Cluster {
             redis,
             amqp,

@@ -188,3 +188,54 @@ async fn poison_ends_in_the_dead_letter_queue_and_nothing_else_stalls() {
     running.shutdown().await;
     env.cleanup().await;
 }
+
+/// A render that outlives its requester keeps its thread; the jobs queued behind it give up
+/// and are acked, and the broker sends more. Those newer jobs must wait for the pool, not
+/// fail: a failed attempt is a requeue, and a second one dead-letters a healthy job (seen
+/// under load, 54 jobs in 11 ms: "render pool full").
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn jobs_behind_abandoned_ones_wait_for_the_pool_and_are_never_dead_lettered() {
+    let env = Env::new().await;
+    // Slow renders that do not look at their deadline: the thread stays busy past it.
+    let renderer: Renderer = Arc::new(
+        |k: TileKey, cancelled: &dyn Fn() -> bool| -> Result<Vec<u8>, RenderError> {
+            std::thread::sleep(Duration::from_millis(400));
+            render_tile(k.tile, k.style, cancelled)
+        },
+    );
+    // One render thread: a prefetch of 2 interactive jobs and 1 seed job.
+    let config = <fractile_worker::Config as clap::Parser>::parse_from(env.worker_args(1));
+    let worker = Worker::new(config).expect("worker").with_renderer(renderer);
+    let metrics = worker.metrics();
+    let running = run_worker(worker);
+    env.wait_consuming(&env.topology.interactive).await;
+
+    // A job every 50 ms, each wanted for 250 ms: every job queued behind a render gives up
+    // before the thread is free, and each one given up lets the broker send the next.
+    let jobs = 16u32;
+    for i in 0..jobs {
+        let job = RenderJob::interactive(
+            &key(6, i, 7),
+            SystemTime::now() + Duration::from_millis(250),
+        );
+        env.send(&job).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually("every job is settled", Duration::from_secs(30), || async {
+        // Deliveries, redeliveries included: at least one per job.
+        metrics.consumed.with_label_values(&["interactive"]).get() >= u64::from(jobs)
+            && metrics.in_progress.get() == 0
+            && env.ready(&env.topology.interactive).await == 0
+    })
+    .await;
+    assert!(
+        metrics.deadline_drops.get() > 0,
+        "requesters gave up while jobs waited: the case under test happened"
+    );
+    assert_eq!(metrics.retries.get(), 0, "no job counted a failed attempt");
+    assert_eq!(metrics.dead_lettered.get(), 0, "no job was dead-lettered");
+    assert_eq!(env.ready(&env.topology.dead).await, 0);
+    running.shutdown().await;
+    env.cleanup().await;
+}
