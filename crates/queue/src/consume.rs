@@ -10,7 +10,10 @@
 //!   its queue's cap ([`crate::MAX_ATTEMPTS`] for bulk jobs,
 //!   [`crate::INTERACTIVE_MAX_ATTEMPTS`] for interactive ones), then dead-letters: the cap is
 //!   the protocol's, not each caller's; [`Settle::Requeue`] (a dependency failed) requeues up
-//!   to the broker's own limit (bulk) or the job's deadline (interactive);
+//!   to the broker's own limit (bulk) or the job's deadline (interactive). A retry is a
+//!   `basic.reject` and a requeue a `basic.nack`: RabbitMQ up to 4.2 counts both in a quorum
+//!   queue's `x-delivery-count`, 4.3 and later only the rejection, so on those a dependency's
+//!   failure no longer uses up a job's attempts;
 //! - a message that is not a valid job is dead-lettered however it is settled: a redelivery
 //!   cannot fix it, and acking it would lose it without a trace.
 //!
@@ -292,6 +295,14 @@ impl Delivery {
         let sent = async {
             match outcome {
                 Settled::Acked => acker.ack(BasicAckOptions::default()).await,
+                // The job failed: `basic.reject`, which RabbitMQ 4.3 and later count in the
+                // quorum queue's delivery count (and so in the attempts and the delivery
+                // limit), as every earlier version counts any requeue.
+                Settled::Requeued if settle == Settle::Retry => {
+                    acker.reject(BasicRejectOptions { requeue: true }).await
+                }
+                // Not the job's fault: `basic.nack`, which RabbitMQ 4.3 and later do not
+                // count (earlier versions count it like any requeue).
                 Settled::Requeued => {
                     acker
                         .nack(BasicNackOptions {
@@ -319,18 +330,16 @@ impl Delivery {
 impl Drop for Delivery {
     fn drop(&mut self) {
         // Unsettled: hand it back now rather than hold a prefetch slot until the channel
-        // closes. Counts as an attempt, so a job that keeps crashing its task still meets
-        // the retry cap and the broker's delivery limit.
+        // closes. A rejection, so it counts as an attempt on every RabbitMQ version (4.3
+        // and later count `basic.reject` but not `basic.nack`): a job that keeps crashing
+        // its task still meets the retry cap and the broker's delivery limit.
         let Some(acker) = self.acker.take() else {
             return;
         };
         tracing::warn!(priority = ?self.priority, attempts = self.attempts, "a delivery was dropped unsettled; requeueing it");
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let requeue = acker.nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                });
+                let requeue = acker.reject(BasicRejectOptions { requeue: true });
                 let _ = tokio::time::timeout(SETTLE_TIMEOUT, requeue).await;
             });
         }
