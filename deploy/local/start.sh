@@ -2,6 +2,7 @@
 # The compose topology as local processes on loopback, for machines without Docker:
 #
 #   nginx 127.0.0.1:8080 ─► api ×3 (18081-18083, admin 19081-19083) ─► redis 127.0.0.1:6391
+#                                      ├─► redis-state 127.0.0.1:6392 (seed records)
 #                                      └─► rabbitmq (vhost fractile-local) ─► worker ×2 (admin 19091-19092)
 #   prometheus 127.0.0.1:9090 scrapes them all, with the stack's alert rules.
 #
@@ -25,6 +26,7 @@ run=${FRACTILE_LOCAL_RUN:-/tmp/fractile-local}
 lb_port=${FRACTILE_LOCAL_PORT:-8080}
 prometheus_port=${FRACTILE_LOCAL_PROMETHEUS_PORT:-9090}
 redis_port=${FRACTILE_LOCAL_REDIS_PORT:-6391}
+state_redis_port=${FRACTILE_LOCAL_STATE_REDIS_PORT:-6392}
 apis=${FRACTILE_LOCAL_APIS:-3}   # api replicas (1-9); the load-balancer experiment uses 1
 workers=${FRACTILE_LOCAL_WORKERS:-2}   # workers (1-9)
 vhost=${FRACTILE_LOCAL_VHOST:-fractile-local}   # the RabbitMQ vhost, deleted by stop.sh
@@ -77,6 +79,18 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$run" --maxmemory 256m
   > "$run/redis.log" 2>&1 &
 record redis $!
 
+echo "redis-state on 127.0.0.1:$state_redis_port"
+# The compose stack's state store: seed records never evicted (a full store refuses writes),
+# kept in an append-only file in the run folder. It starts empty, as the vhost does (stop.sh
+# deletes it, and the seeds' jobs with it): no seed outlives the jobs that would finish it.
+rm -rf "$run/redis-state"
+mkdir -p "$run/redis-state"
+redis-server --bind 127.0.0.1 --port "$state_redis_port" --dir "$run/redis-state" --maxmemory 64mb \
+  --maxmemory-policy noeviction --appendonly yes --appendfsync everysec --save "" \
+  --user default off --user fractile on ">$REDIS_PASSWORD" "~*" "&*" "+@all" "-@dangerous" \
+  > "$run/redis-state.log" 2>&1 &
+record redis-state $!
+
 echo "rabbitmq vhost $vhost"
 if ! rabbitmqctl --quiet status > /dev/null 2>&1; then
   rabbitmq-server -detached
@@ -92,12 +106,15 @@ else
 fi
 rabbitmqctl --quiet set_permissions -p "$vhost" "$RABBITMQ_USER" ".*" ".*" ".*" > /dev/null
 
-for _ in $(seq 1 100); do
-  redis-cli -p "$redis_port" --user fractile --pass "$REDIS_PASSWORD" --no-auth-warning ping > /dev/null 2>&1 && break
-  sleep 0.1
+for port in "$redis_port" "$state_redis_port"; do
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" --user fractile --pass "$REDIS_PASSWORD" --no-auth-warning ping > /dev/null 2>&1 && break
+    sleep 0.1
+  done
 done
 
 common=(FRACTILE_REDIS_URL="redis://fractile:$REDIS_PASSWORD@127.0.0.1:$redis_port"
+        FRACTILE_STATE_REDIS_URL="redis://fractile:$REDIS_PASSWORD@127.0.0.1:$state_redis_port"
         FRACTILE_AMQP_URL="amqp://$RABBITMQ_USER:$RABBITMQ_PASSWORD@127.0.0.1:5672/$vhost"
         FRACTILE_LOG_FORMAT=json FRACTILE_RENDER_THREADS=1
         # A demo topology on loopback: /faults on the admin ports is open for experiments.

@@ -26,17 +26,20 @@ impl AdminProbe for ApiProbe {
     /// `redis` is a `PING` through the store's breaker and within its budget, so the probe
     /// itself notices a Redis that stopped answering even when no traffic does, and costs
     /// at most the budget; `redis_breaker` is `open` while calls fail fast;
-    /// `announcements` is the tile-ready subscription.
+    /// `announcements` is the tile-ready subscription; `state_redis` is the same `PING` to
+    /// the state store (seed records: without it seeds get 503, tiles nothing).
     async fn check(&self) -> ReadyCheck {
         let up = |ok: bool| if ok { "up" } else { "down" };
         let mut details = Map::new();
         match self.0.tiles.backends() {
             None => {
                 details.insert("redis".into(), json!("unused"));
+                details.insert("state_redis".into(), json!("unused"));
                 details.insert("queue".into(), json!("unused"));
             }
             Some(b) => {
-                let redis = up(b.store.ping().await.is_ok());
+                let (redis, state_redis) = tokio::join!(b.store.ping(), b.seeds.ping());
+                let (redis, state_redis) = (up(redis.is_ok()), up(state_redis.is_ok()));
                 let breaker = if b.store.breaker_open() {
                     "open"
                 } else {
@@ -45,6 +48,7 @@ impl AdminProbe for ApiProbe {
                 let queue = b.publisher.as_ref().map_or("unused", queue_state);
                 details.insert("redis".into(), json!(redis));
                 details.insert("redis_breaker".into(), json!(breaker));
+                details.insert("state_redis".into(), json!(state_redis));
                 details.insert("announcements".into(), json!(up(b.ready.is_connected())));
                 details.insert("queue".into(), json!(queue));
             }

@@ -198,6 +198,12 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(REDIS_SCHEMES))]
     pub redis_url: Option<SecretUrl>,
 
+    /// Redis for durable state, seed records and quotas, e.g. `redis://:password@redis-state:6379`:
+    /// run it with `maxmemory-policy noeviction` and persistence, apart from the cache.
+    /// Unset or empty: the cache's (`FRACTILE_REDIS_URL`), for development.
+    #[arg(long, env = "FRACTILE_STATE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(REDIS_SCHEMES))]
+    pub state_redis_url: Option<SecretUrl>,
+
     /// RabbitMQ to send misses and seeds to workers, e.g. `amqp://user:pass@rabbitmq:5672/%2f`.
     /// Needs `FRACTILE_REDIS_URL` (workers return tiles through Redis). Unset: render here.
     /// Connected in the background with backoff: the api serves without it meanwhile.
@@ -302,7 +308,15 @@ impl Config {
     {
         let mut config = Self::try_parse_from(args)?;
         config.redis_url = config.redis_url.filter(|url| !url.is_empty());
+        config.state_redis_url = config.state_redis_url.filter(|url| !url.is_empty());
         config.amqp_url = config.amqp_url.filter(|url| !url.is_empty());
+        if config.state_redis_url.is_some() && config.redis_url.is_none() {
+            return Err(Self::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "FRACTILE_STATE_REDIS_URL (--state-redis-url) needs FRACTILE_REDIS_URL \
+                 (--redis-url): seeds are a distributed-mode feature",
+            ));
+        }
         // clap's `requires` counts an empty Redis URL as given.
         if config.amqp_url.is_some() && config.redis_url.is_none() {
             return Err(Self::command().error(
@@ -312,6 +326,11 @@ impl Config {
             ));
         }
         Ok(config)
+    }
+
+    /// The Redis of seed records: `FRACTILE_STATE_REDIS_URL`, else the cache's.
+    pub fn state_redis_url(&self) -> Option<&SecretUrl> {
+        self.state_redis_url.as_ref().or(self.redis_url.as_ref())
     }
 
     /// The deepest zoom served, as the render library's validated type.

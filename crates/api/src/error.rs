@@ -80,10 +80,12 @@ pub enum ApiError {
     #[error("{message}")]
     Unavailable {
         /// Machine-readable reason: `overloaded`, `render_queue_full`, `render_timeout`,
-        /// `timeout`, `seed_store_unavailable`.
+        /// `timeout`, `seed_store_unavailable`, `seed_store_full`.
         code: &'static str,
         /// Human-readable explanation.
         message: &'static str,
+        /// Seconds the client is asked to wait.
+        retry_after: u32,
     },
     /// Refused below the handlers, with the status the refusing layer chose: a request over
     /// a size limit (413 body, 414 URI, 431 head), or a bare status from a layer that writes
@@ -103,9 +105,18 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A 503 with the given reason.
+    /// A 503 with the given reason, worth retrying after [`RETRY_AFTER_SECONDS`].
     pub fn unavailable(code: &'static str, message: &'static str) -> Self {
-        ApiError::Unavailable { code, message }
+        Self::unavailable_for(code, message, RETRY_AFTER_SECONDS)
+    }
+
+    /// A 503 with the given reason, worth retrying after `retry_after` seconds.
+    pub fn unavailable_for(code: &'static str, message: &'static str, retry_after: u32) -> Self {
+        ApiError::Unavailable {
+            code,
+            message,
+            retry_after,
+        }
     }
 }
 
@@ -162,8 +173,12 @@ impl IntoResponse for ApiError {
                 "method_not_allowed",
                 "method not allowed on this path",
             ),
-            ApiError::Unavailable { code, message } => {
-                retry_after = Some(RETRY_AFTER_SECONDS);
+            ApiError::Unavailable {
+                code,
+                message,
+                retry_after: seconds,
+            } => {
+                retry_after = Some(*seconds);
                 (StatusCode::SERVICE_UNAVAILABLE, *code, *message)
             }
             ApiError::Rejected {

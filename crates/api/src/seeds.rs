@@ -2,11 +2,12 @@
 //!
 //! `POST /v1/seeds` counts the tiles first (cheap: one multiplication per zoom level) and
 //! refuses a seed over `FRACTILE_SEED_MAX_TILES` before anything is queued. An accepted seed
-//! is recorded in Redis ([`fractile_tile_store::seed`] owns the record and every change to
-//! it), so any replica can report on it, and expanded into jobs by a background task, one
-//! bounded batch at a time: tiles already in Redis are skipped (counted as done), the rest
-//! published to the bulk queue with confirms. Workers record each finished tile in a set
-//! (so a redelivered job is not counted twice) and skip the jobs of a cancelled seed.
+//! is recorded in the state store, a Redis that neither evicts nor forgets
+//! (`FRACTILE_STATE_REDIS_URL`; [`fractile_tile_store::seed`] owns the record and every
+//! change to it), so any replica can report on it, and expanded into jobs by a background
+//! task, one bounded batch at a time: tiles already in the cache are skipped (counted as
+//! done), the rest published to the bulk queue with confirms. Workers record each finished
+//! tile (a redelivered job is not counted twice) and skip the jobs of a cancelled seed.
 //!
 //! Expansion is durable. The accepting replica holds a lease on it (`FRACTILE_SEED_LEASE`),
 //! renews it while it works and records a cursor with each batch; every replica looks for
@@ -21,8 +22,10 @@
 //! routes answer 403. Seeds of a deployment are limited together, whichever replica took
 //! them: `FRACTILE_SEED_MAX_ACTIVE` seeds at once and `FRACTILE_SEED_MAX_QUEUED_TILES`
 //! tiles not yet rendered, checked and recorded in one Redis script
-//! ([`TileStore::seed_admit`]); beyond them, 429 + Retry-After. With Redis unreachable
-//! every seed route answers 503 + Retry-After, and the failure is logged once per interval.
+//! ([`SeedStore::seed_admit`]); beyond them, 429 + Retry-After. With the state store
+//! unreachable every seed route answers 503 + Retry-After, and with it full (it refuses
+//! writes rather than evict) `POST` answers 503 `seed_store_full`; each failure is logged
+//! once per interval. Tiles never depend on the state store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,7 +41,8 @@ use fractile_render::{MaxZoom, Style, TileKey, TileRange};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
 pub use fractile_tile_store::SeedBBox as BBox;
 use fractile_tile_store::{
-    LeaseStep, NewSeed, SeedAdmission, SeedOutcome, SeedRecord, SeedState, StoreError, TileStore,
+    LeaseStep, NewSeed, SeedAdmission, SeedOutcome, SeedRecord, SeedState, SeedStore, StoreError,
+    TileStore,
 };
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -64,6 +68,9 @@ const BATCH_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seconds a client refused by a seed quota is asked to wait: seeds take minutes, so
 /// retrying sooner would only be refused again.
 pub const QUOTA_RETRY_AFTER_SECONDS: u32 = 60;
+/// `Retry-After` of a 503 `seed_store_full`: a full store frees room when seeds expire or an
+/// operator acts, not within seconds.
+pub const STORE_FULL_RETRY_AFTER_SECONDS: u32 = 60;
 /// Longest pause between two attempts at jobs the full bulk queue refused.
 const QUEUE_FULL_MAX_DELAY: Duration = Duration::from_secs(5);
 /// At most one log line per this interval while Redis fails seed requests.
@@ -126,16 +133,28 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-/// A failed store call as a response: 503 + Retry-After while Redis is unreachable (logged
-/// once per [`LOG_EVERY`], with the number left out), 500 for a value this version did not
-/// write.
+/// A failed call to the state store as a response: 503 `seed_store_full` + `Retry-After: 60`
+/// when it refuses writes because it is full (`noeviction` answers OOM), 503
+/// `seed_store_unavailable` + `Retry-After: 1` while it is unreachable (each logged once per
+/// [`LOG_EVERY`], with the number left out), 500 for a value this version did not write.
 fn store_failed(error: StoreError) -> ApiError {
     if let StoreError::Malformed(_) = error {
         return ApiError::Internal(error.to_string());
     }
+    if error.is_out_of_memory() {
+        static FULL: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+        if let Some(suppressed) = FULL.check() {
+            tracing::warn!(%error, suppressed, "seed request failed: the state store is full (maxmemory, noeviction); answering 503");
+        }
+        return ApiError::unavailable_for(
+            "seed_store_full",
+            "the store of seed records is full; retry later, or ask the operator to make room",
+            STORE_FULL_RETRY_AFTER_SECONDS,
+        );
+    }
     static UNAVAILABLE: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
     if let Some(suppressed) = UNAVAILABLE.check() {
-        tracing::warn!(%error, suppressed, "seed request failed: Redis unavailable; answering 503");
+        tracing::warn!(%error, suppressed, "seed request failed: the state store (Redis) is unavailable; answering 503");
     }
     ApiError::unavailable(
         "seed_store_unavailable",
@@ -270,15 +289,28 @@ pub fn plan(request: &SeedRequest, max_zoom: MaxZoom, limit: u64) -> Result<Plan
     })
 }
 
-fn seeding(state: &AppState) -> Result<(TileStore, PublisherLink), ApiError> {
+/// What seeding needs: the state store for the records, the tile cache to skip stored
+/// tiles, and the render queue.
+#[derive(Clone)]
+struct Seeding {
+    seeds: SeedStore,
+    tiles: TileStore,
+    link: PublisherLink,
+}
+
+fn seeding(state: &AppState) -> Result<Seeding, ApiError> {
     let backends = state.tiles.backends();
-    match backends.and_then(|b| b.publisher.clone().map(|p| (b.store.clone(), p))) {
-        Some(both) => Ok(both),
-        None => Err(ApiError::NotImplemented {
-            code: "seeding_unavailable",
-            message: "seeding needs FRACTILE_REDIS_URL and FRACTILE_AMQP_URL (workers render seeds)",
-        }),
-    }
+    let seeding = backends.and_then(|b| {
+        b.publisher.clone().map(|link| Seeding {
+            seeds: b.seeds.clone(),
+            tiles: b.store.clone(),
+            link,
+        })
+    });
+    seeding.ok_or(ApiError::NotImplemented {
+        code: "seeding_unavailable",
+        message: "seeding needs FRACTILE_REDIS_URL and FRACTILE_AMQP_URL (workers render seeds)",
+    })
 }
 
 /// Why a seed body could not be read: too large (a chunked body past the limit: a declared
@@ -341,7 +373,9 @@ fn body_error(rejection: JsonRejection) -> ApiError {
             body = ErrorBody),
         (status = 501, description = "`seeding_unavailable`: the api runs without Redis and \
             RabbitMQ (embedded mode); seeds need workers.", body = ErrorBody),
-        (status = 503, description = "`seed_store_unavailable`: Redis is unreachable. `queue_unavailable`: the render queue is.",
+        (status = 503, description = "`seed_store_unavailable`: the state store (Redis) is \
+            unreachable (`Retry-After: 1`). `seed_store_full`: it is full and refuses writes \
+            (`Retry-After: 60`). `queue_unavailable`: the render queue is unreachable.",
             body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
     ))]
@@ -351,12 +385,12 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(body_error)?;
     let request = seed_request(body)?;
-    let (store, link) = seeding(&state)?;
+    let seeding = seeding(&state)?;
     // A seed larger than the queued-tiles quota could never be admitted: refuse it for good.
     let largest = state.seed_max_tiles.min(state.seed_quotas.max_queued_tiles);
     let plan = plan(&request, state.max_zoom, largest)?;
     // A seed is nothing but queued jobs: refuse it while the queue cannot take them.
-    if !link.is_connected() {
+    if !seeding.link.is_connected() {
         return Err(ApiError::unavailable(
             "queue_unavailable",
             "the render queue is unavailable; retry later",
@@ -378,7 +412,8 @@ pub async fn create(
         lease: Some((&expander.holder, expander.lease)),
     };
     let quotas = state.seed_quotas;
-    match store
+    match seeding
+        .seeds
         .seed_admit(&seed, quotas)
         .await
         .map_err(store_failed)?
@@ -410,7 +445,7 @@ pub async fn create(
     tracing::info!(seed = %id, tiles = plan.total, "seed accepted");
     // The record as just written: no second round trip that could fail after the accept.
     let status = status_of(&id, &record);
-    spawn_expansion(&state, store, link, id.clone(), plan, 0);
+    spawn_expansion(&state, seeding, id.clone(), plan, 0);
 
     let mut response = (StatusCode::ACCEPTED, Json(status)).into_response();
     let location = HeaderValue::from_str(&format!("/v1/seeds/{id}"))
@@ -462,7 +497,8 @@ pub fn seed_request(body: serde_json::Value) -> Result<SeedRequest, ApiError> {
             body = ErrorBody),
         (status = 501, description = "`seeding_unavailable`: the api runs without Redis and \
             RabbitMQ (embedded mode); seeds need workers.", body = ErrorBody),
-        (status = 503, description = "`seed_store_unavailable`: Redis is unreachable.",
+        (status = 503, description = "`seed_store_unavailable`: the state store (Redis) is \
+            unreachable.",
             body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
     ))]
@@ -470,8 +506,8 @@ pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SeedStatus>, ApiError> {
-    let (store, _) = seeding(&state)?;
-    Ok(Json(read_status(&store, &valid_id(&id)?).await?))
+    let seeds = seeding(&state)?.seeds;
+    Ok(Json(read_status(&seeds, &valid_id(&id)?).await?))
 }
 
 /// `DELETE /v1/seeds/{id}`: workers skip the seed's remaining jobs; a done seed stays done.
@@ -493,7 +529,8 @@ pub async fn show(
             body = ErrorBody),
         (status = 501, description = "`seeding_unavailable`: the api runs without Redis and \
             RabbitMQ (embedded mode); seeds need workers.", body = ErrorBody),
-        (status = 503, description = "`seed_store_unavailable`: Redis is unreachable.",
+        (status = 503, description = "`seed_store_unavailable`: the state store (Redis) is \
+            unreachable.",
             body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
     ))]
@@ -501,13 +538,13 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SeedStatus>, ApiError> {
-    let (store, _) = seeding(&state)?;
+    let seeds = seeding(&state)?.seeds;
     let id = valid_id(&id)?;
-    let existed = store.seed_cancel(&id).await.map_err(store_failed)?;
+    let existed = seeds.seed_cancel(&id).await.map_err(store_failed)?;
     if !existed {
         return Err(not_found());
     }
-    Ok(Json(read_status(&store, &id).await?))
+    Ok(Json(read_status(&seeds, &id).await?))
 }
 
 fn not_found() -> ApiError {
@@ -530,8 +567,8 @@ fn valid_id(id: &str) -> Result<String, ApiError> {
     }
 }
 
-async fn read_status(store: &TileStore, id: &str) -> Result<SeedStatus, ApiError> {
-    let record = store
+async fn read_status(seeds: &SeedStore, id: &str) -> Result<SeedStatus, ApiError> {
+    let record = seeds
         .seed_get(id)
         .await
         .map_err(store_failed)?
@@ -580,8 +617,7 @@ impl Expander {
 
 /// One expansion: what it needs, shared by its work and its lease keeper.
 struct Expansion {
-    store: TileStore,
-    link: PublisherLink,
+    seeding: Seeding,
     id: String,
     expander: Expander,
 }
@@ -600,17 +636,9 @@ enum Ended {
 }
 
 /// Expands seed `id` from `cursor` in the background, under this replica's lease.
-fn spawn_expansion(
-    state: &AppState,
-    store: TileStore,
-    link: PublisherLink,
-    id: String,
-    plan: Plan,
-    cursor: u64,
-) {
+fn spawn_expansion(state: &AppState, seeding: Seeding, id: String, plan: Plan, cursor: u64) {
     let expansion = Expansion {
-        store,
-        link,
+        seeding,
         id,
         expander: state.seed_expander.clone(),
     };
@@ -624,9 +652,10 @@ fn spawn_expansion(
 /// off) every third of a lease, and continues each from its cursor. Runs until shutdown;
 /// does nothing without Redis and the render queue.
 pub fn start_takeover(state: &AppState) {
-    let Ok((store, link)) = seeding(state) else {
+    let Ok(seeding) = seeding(state) else {
         return;
     };
+    let (seeds, link) = (seeding.seeds.clone(), seeding.link.clone());
     let state = state.clone();
     let stop = state.background.clone();
     let expander = state.seed_expander.clone();
@@ -641,7 +670,7 @@ pub fn start_takeover(state: &AppState) {
             if !link.is_connected() {
                 continue;
             }
-            let taken = store.seed_take_over(&expander.holder, expander.lease).await;
+            let taken = seeds.seed_take_over(&expander.holder, expander.lease).await;
             let id = match taken {
                 Ok(Some(id)) => id,
                 Ok(None) => continue,
@@ -652,7 +681,7 @@ pub fn start_takeover(state: &AppState) {
                     continue;
                 }
             };
-            let record = match store.seed_get(&id).await {
+            let record = match seeds.seed_get(&id).await {
                 Ok(Some(record)) => record,
                 // Gone meanwhile, or Redis failed: the lease runs out and it is found again.
                 Ok(None) => continue,
@@ -665,13 +694,13 @@ pub fn start_takeover(state: &AppState) {
             match plan_of(&record, state.max_zoom) {
                 Ok(plan) => {
                     tracing::info!(seed = %id, cursor, total = plan.total, "taking over a seed's expansion whose holder stopped");
-                    spawn_expansion(&state, store.clone(), link.clone(), id, plan, cursor);
+                    spawn_expansion(&state, seeding.clone(), id, plan, cursor);
                 }
                 Err(error) => {
                     // Accepted by a replica configured differently (a deeper maximum zoom):
                     // this one cannot expand it; nor could it ever.
                     tracing::error!(seed = %id, ?error, "a taken-over seed cannot be planned here; marking it failed");
-                    let _ = store
+                    let _ = seeds
                         .seed_finish_expansion(&id, &expander.holder, SeedState::Failed)
                         .await;
                 }
@@ -700,7 +729,7 @@ impl Expansion {
             ended = self.expand(plan, cursor) => ended,
             lost = self.keep_lease() => Ended::Lost(lost),
             () = stop.cancelled() => {
-                let released = self.store.seed_release(id, &self.expander.holder).await;
+                let released = self.seeding.seeds.seed_release(id, &self.expander.holder).await;
                 tracing::info!(seed = %id, ?released, "shutting down mid-expansion; lease released for another replica");
                 return;
             }
@@ -718,7 +747,8 @@ impl Expansion {
             }
         };
         match self
-            .store
+            .seeding
+            .seeds
             .seed_finish_expansion(id, &self.expander.holder, to)
             .await
         {
@@ -741,7 +771,8 @@ impl Expansion {
         loop {
             tokio::time::sleep(self.expander.every()).await;
             match self
-                .store
+                .seeding
+                .seeds
                 .seed_renew(&self.id, &self.expander.holder, self.expander.lease)
                 .await
             {
@@ -789,7 +820,8 @@ impl Expansion {
         loop {
             let (id, holder, lease) = (&self.id, &self.expander.holder, self.expander.lease);
             match self
-                .store
+                .seeding
+                .seeds
                 .seed_advance(id, holder, lease, cursor, queued, skipped)
                 .await
             {
@@ -853,7 +885,7 @@ impl Expansion {
     async fn batch_step(&self, p: &mut BatchProgress) -> Result<(), BatchFailure> {
         let other = |e: &dyn std::fmt::Display| BatchFailure::Other(e.to_string());
         if let Some(batch) = p.unchecked.take() {
-            let stored = match self.store.exists(&batch).await {
+            let stored = match self.seeding.tiles.exists(&batch).await {
                 Ok(stored) => stored,
                 Err(error) => {
                     p.unchecked = Some(batch);
@@ -864,7 +896,8 @@ impl Expansion {
                 batch.iter().zip(&stored).partition(|(_, stored)| **stored);
             let already: Vec<TileKey> = already.into_iter().map(|(k, _)| *k).collect();
             if let Err(error) = self
-                .store
+                .seeding
+                .seeds
                 .seed_mark(&self.id, SeedOutcome::Done, &already)
                 .await
             {
@@ -879,6 +912,7 @@ impl Expansion {
         }
         // Fetched on every attempt: the link replaces a dead publisher.
         let publisher: Publisher = self
+            .seeding
             .link
             .publisher()
             .ok_or_else(|| other(&QueueError::NotConnected))?;

@@ -12,7 +12,7 @@ use fractile_render::MaxZoom;
 use fractile_runtime::Readiness;
 use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::pool::RenderPool;
-use fractile_tile_store::{SeedQuotas, TileStore};
+use fractile_tile_store::{SeedQuotas, SeedStore, TileStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -98,11 +98,13 @@ impl AppState {
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let amqp_url = config.amqp_url.clone();
         let topology = config.queue.topology();
-        let store = match &config.redis_url {
-            Some(url) => {
-                Some(TileStore::new(&config.redis.settings(url)).context("configuring Redis")?)
-            }
-            None => None,
+        let stores = match (&config.redis_url, config.state_redis_url()) {
+            (Some(cache), Some(state)) => Some((
+                TileStore::new(&config.redis.settings(cache)).context("configuring Redis")?,
+                SeedStore::new(&config.redis.settings(state))
+                    .context("configuring the state store (Redis)")?,
+            )),
+            _ => None,
         };
         let queue_priority = config.queue_priority;
         let state = Self::with_backends(config, move |stop, fallback| {
@@ -114,9 +116,10 @@ impl AppState {
                     stop.clone(),
                 )
             });
-            store.map(|store| Backends {
+            stores.map(|(store, seeds)| Backends {
                 ready: store.ready_listener(stop),
                 store,
+                seeds,
                 publisher,
                 fallback,
                 queue_priority,
@@ -148,6 +151,10 @@ impl AppState {
                 .store
                 .register_metrics(metrics.registry())
                 .context("registering the Redis breaker's metrics")?;
+            backends
+                .seeds
+                .register_metrics(metrics.registry())
+                .context("registering the state store breaker's metrics")?;
         }
         let tiles = TileCache::new(
             config.l1_bytes,

@@ -140,10 +140,24 @@ impl PrivateRedis {
 
     /// Starts one on `port` (a restart after [`Self::kill`]).
     pub async fn start_on(port: u16) -> PrivateRedis {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Starts one on a free port with `extra` arguments (`--maxmemory 2mb`, ...).
+    pub async fn start_configured(extra: &[&str]) -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_with(port, extra).await
+    }
+
+    async fn start_with(port: u16, extra: &[&str]) -> PrivateRedis {
         assert_ignored_test_run();
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -210,6 +224,16 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A connection of the test's own to the Redis at `url`, to do to it what an operator or a
+/// fault would (fill it, delete a key).
+pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis")
 }
 
 /// Polls `check` until it returns true; fails the test after `limit`.

@@ -17,7 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntGauge, Opts, Registry};
 
 use crate::StoreError;
 
@@ -38,29 +38,43 @@ enum State {
 pub(crate) struct Breaker {
     state: Mutex<State>,
     threshold: NonZeroU32,
-    /// `redis_breaker_open`: 1 while open.
+    /// Which Redis it guards: `cache` or `state` (the metrics' `store` label).
+    store: &'static str,
+    /// `redis_breaker_open{store}`: 1 while open.
     open: IntGauge,
-    /// `redis_breaker_opens_total`: closed → open transitions.
+    /// `redis_breaker_opens_total{store}`: closed → open transitions.
     opens: IntCounter,
 }
 
 impl Breaker {
-    pub(crate) fn new(threshold: NonZeroU32) -> Self {
-        // Valid constant names and help texts: creating the metrics cannot fail.
-        let open = IntGauge::new(
-            "redis_breaker_open",
-            "1 while the Redis circuit breaker is open (calls fail fast, a probe runs).",
+    pub(crate) fn new(threshold: NonZeroU32, store: &'static str) -> Self {
+        // Valid constant names, help texts and label: creating the metrics cannot fail.
+        let open = IntGauge::with_opts(
+            Opts::new(
+                "redis_breaker_open",
+                "1 while the Redis circuit breaker is open (calls fail fast, a probe runs), by store: cache or state.",
+            )
+            .const_label("store", store),
         );
-        let opens = IntCounter::new(
-            "redis_breaker_opens_total",
-            "Times the Redis circuit breaker opened.",
+        let opens = IntCounter::with_opts(
+            Opts::new(
+                "redis_breaker_opens_total",
+                "Times the Redis circuit breaker opened, by store: cache or state.",
+            )
+            .const_label("store", store),
         );
         Breaker {
             state: Mutex::new(State::Closed { outages: 0 }),
             threshold,
+            store,
             open: open.expect("a valid gauge name and help"),
             opens: opens.expect("a valid counter name and help"),
         }
+    }
+
+    /// Which Redis it guards.
+    pub(crate) fn store(&self) -> &'static str {
+        self.store
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -133,7 +147,7 @@ mod tests {
     use super::*;
 
     fn breaker(threshold: u32) -> Breaker {
-        Breaker::new(NonZeroU32::new(threshold).expect("not zero"))
+        Breaker::new(NonZeroU32::new(threshold).expect("not zero"), "cache")
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! The Redis side of fractile, shared by the api and the worker.
+//! The Redis side of fractile, shared by the api and the worker. Two roles, which may be two
+//! servers or one:
 //!
-//! - [`TileStore`]: tiles (the shared L2 cache), render claims, tile-ready announcements and
-//!   seed progress, over a deadpool-redis pool with every timeout set;
-//! - [`ReadyListener`]: one pub/sub connection per process that wakes the requests waiting
-//!   for a worker's render;
-//! - [`seed`]: the seed record, its states and every change to them, each one atomic.
+//! - the **cache** ([`TileStore`]): tiles (the shared L2), render claims and tile-ready
+//!   announcements. Anything in it may be evicted at any moment; it runs `allkeys-lru`;
+//! - the **state store** ([`SeedStore`], [`seed`]): seed records, their progress and the
+//!   quotas' registry, which must not vanish one key at a time. It runs `noeviction` and
+//!   persists (see [`seed`] for why and what a full one answers).
+//!
+//! [`ReadyListener`] is the one pub/sub connection per process that wakes the requests
+//! waiting for a worker's render. Each role is a pool with every timeout set (`client.rs`).
 //!
 //! Keys are versioned with [`fractile_render::RENDER_VERSION`], so a new renderer never
 //! serves an old tile, and prefixed, so tests (and deployments) sharing a Redis stay apart.
@@ -20,30 +24,28 @@
 //!   one background probe finds out when Redis is back.
 
 mod breaker;
+mod client;
 mod pool;
 mod ready;
 pub mod seed;
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use deadpool::managed::QueueMode;
-use deadpool_redis::redis::{
-    self, AsyncCommands, AsyncConnectionConfig, ErrorKind, ServerErrorKind,
-};
-use deadpool_redis::{Manager, PoolError, Runtime, Timeouts};
+use deadpool_redis::PoolError;
+use deadpool_redis::redis::{self, AsyncCommands, ErrorKind, ServerErrorKind};
 use fractile_render::{RENDER_VERSION, TileKey};
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::Breaker;
+use crate::client::RedisClient;
 pub use crate::pool::RECHECK_IDLE_AFTER;
-use crate::pool::{Connection, Pool};
 pub use breaker::{DEFAULT_BREAKER_THRESHOLD, DEFAULT_PROBE_INTERVAL};
 pub use ready::{ReadyListener, ReadyWait};
 pub use seed::{
     LeaseStep, NewSeed, SeedAdmission, SeedBBox, SeedOutcome, SeedQuotas, SeedRecord, SeedState,
+    SeedStore,
 };
 
 /// Default budget of one store operation, from asking for a connection to the reply:
@@ -235,6 +237,15 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether Redis refused a write because it is full (`maxmemory` reached under
+    /// `noeviction`: an `OOM` error reply). The state store answers this, where the cache
+    /// would evict.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if e.code() == Some("OOM"))
+    }
+}
+
 impl From<PoolError> for StoreError {
     fn from(e: PoolError) -> Self {
         match e {
@@ -319,165 +330,69 @@ impl Keys {
     }
 }
 
-/// Tiles, claims, announcements and seed records in Redis. Cheap to clone.
+/// Tiles, render claims and announcements in the cache Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct TileStore {
-    pool: Pool,
+    redis: RedisClient,
+    /// For the pub/sub listener, which needs a connection of its own.
     client: redis::Client,
     keys: Keys,
     tile_ttl_secs: u64,
-    budget: Duration,
-    probe_interval: Duration,
-    breaker: Arc<Breaker>,
-    /// The URL with its password hidden, for logs.
-    redacted_url: Arc<str>,
 }
 
 impl TileStore {
     /// Builds the pool. Connects lazily: a Redis that is down at start-up is not an error.
     pub fn new(settings: &StoreSettings) -> Result<Self, StoreError> {
-        let connection = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.response_timeout));
-        let manager = Manager::new_with_config(settings.url.as_str(), connection)?;
-        let budget = settings.budget;
-        let pool = Pool::builder(pool::Manager::new(manager))
-            .max_size(settings.pool_size)
-            // The budget bounds the whole operation anyway; capping these keeps the pool's
-            // own errors (a wait timeout is load, not an outage) ahead of the budget's.
-            .timeouts(Timeouts {
-                wait: Some(settings.wait_timeout.min(budget)),
-                create: Some(settings.connect_timeout.min(budget)),
-                recycle: Some(settings.response_timeout.min(budget)),
-            })
-            // Required as soon as any timeout is set.
-            .runtime(Runtime::Tokio1)
-            // The connection returned last is handed out first: checkouts are shared handles
-            // (`pool.rs`), so calls keep pipelining on the connection already carrying the
-            // traffic, and the extra ones a burst opened (or a recycle check's wait) stay
-            // idle instead of thinning the traffic over every connection.
-            .queue_mode(QueueMode::Lifo)
-            .build()
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
         Ok(TileStore {
-            pool,
+            redis: RedisClient::new(settings, "cache")?,
             client: redis::Client::open(settings.url.as_str())?,
             keys: Keys {
                 prefix: settings.key_prefix.clone(),
             },
             tile_ttl_secs: settings.tile_ttl.as_secs().max(1),
-            budget,
-            probe_interval: settings.probe_interval,
-            breaker: Arc::new(Breaker::new(settings.breaker_threshold)),
-            redacted_url: fractile_runtime::redact_url(&settings.url).into(),
         })
     }
 
-    /// Registers the breaker's metrics (`redis_breaker_open`, `redis_breaker_opens_total`)
-    /// on a process's registry.
+    /// Registers the breaker's metrics (`redis_breaker_open{store="cache"}`,
+    /// `redis_breaker_opens_total{store="cache"}`) on a process's registry.
     pub fn register_metrics(
         &self,
         registry: &prometheus::Registry,
     ) -> Result<(), prometheus::Error> {
-        self.breaker.register(registry)
+        self.redis.register_metrics(registry)
     }
 
     /// Whether the breaker is open: Redis failed repeatedly and calls fail fast until the
     /// background probe gets an answer.
     pub fn breaker_open(&self) -> bool {
-        self.breaker.is_open()
+        self.redis.breaker_open()
     }
 
     /// Times the breaker has opened.
     pub fn breaker_opens(&self) -> u64 {
-        self.breaker.opens()
+        self.redis.breaker_opens()
     }
 
     /// One `PING` through the breaker, within the budget: the readiness probes' check. It
     /// counts like any call, so an idle process still notices an outage.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|mut c| async move {
-            let _: String = redis::cmd("PING").query_async(&mut c).await?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Runs `f` on a pooled connection, through the breaker, within the budget.
-    async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(Connection) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        self.with_conn_within(self.budget, f).await
-    }
-
-    /// [`Self::with_conn`] with another budget.
-    async fn with_conn_within<T, F, Fut>(&self, budget: Duration, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(Connection) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        self.breaker.allow()?;
-        let result = within(budget, &self.pool, f).await;
-        let outage = result.as_ref().err().is_some_and(StoreError::is_outage);
-        if self.breaker.record(outage) {
-            self.start_probe(result.as_ref().err());
-        }
-        result
-    }
-
-    /// The breaker just opened: probe Redis in the background until it answers.
-    fn start_probe(&self, cause: Option<&StoreError>) {
-        let threshold = self.breaker.threshold();
-        tracing::warn!(
-            url = %self.redacted_url,
-            error = cause.map(tracing::field::display),
-            threshold,
-            probe_every = ?self.probe_interval,
-            "redis breaker open: calls fail fast until a probe gets an answer"
-        );
-        let breaker: Weak<Breaker> = Arc::downgrade(&self.breaker);
-        let (pool, budget, every) = (self.pool.clone(), self.budget, self.probe_interval);
-        tokio::spawn(async move {
-            let opened = Instant::now();
-            loop {
-                tokio::time::sleep(every).await;
-                // Every store is gone: nobody is left to probe for.
-                let Some(breaker) = breaker.upgrade() else {
-                    return;
-                };
-                let ping = within(budget, &pool, |mut c| async move {
-                    let _: String = redis::cmd("PING").query_async(&mut c).await?;
-                    Ok(())
-                });
-                if ping.await.is_ok() {
-                    breaker.close();
-                    tracing::info!(open_for = ?opened.elapsed(), "redis answered the probe; breaker closed");
-                    return;
-                }
-            }
-        });
+        self.redis.ping().await
     }
 
     /// The pool's occupancy.
     pub fn pool_status(&self) -> PoolStatus {
-        let s = self.pool.status();
-        PoolStatus {
-            size: s.size,
-            available: s.available,
-            waiting: s.waiting,
-        }
+        self.redis.pool_status()
     }
 
     /// A tile's PNG, if stored.
     pub async fn get(&self, key: &TileKey) -> Result<Option<Bytes>, StoreError> {
         let k = self.keys.tile(key);
-        self.with_conn(|mut c| async move {
-            let png: Option<Vec<u8>> = c.get(&k).await?;
-            Ok(png.map(Bytes::from))
-        })
-        .await
+        self.redis
+            .with_conn(|mut c| async move {
+                let png: Option<Vec<u8>> = c.get(&k).await?;
+                Ok(png.map(Bytes::from))
+            })
+            .await
     }
 
     /// Which of `keys` are stored (one round trip).
@@ -489,7 +404,8 @@ impl TileStore {
         for key in keys {
             pipe.exists(self.keys.tile(key));
         }
-        self.with_conn(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
+        self.redis
+            .with_conn(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
             .await
     }
 
@@ -508,7 +424,8 @@ impl TileStore {
         pipe.set_ex(self.keys.tile(key), png, self.tile_ttl_secs)
             .ignore();
         pipe.publish(self.keys.ready_channel(), payload).ignore();
-        self.with_conn(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
+        self.redis
+            .with_conn(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
             .await
     }
 
@@ -516,7 +433,8 @@ impl TileStore {
     /// (announcing them would wake every api replica's listener for nothing).
     pub async fn put(&self, key: &TileKey, png: &[u8]) -> Result<(), StoreError> {
         let (k, ttl) = (self.keys.tile(key), self.tile_ttl_secs);
-        self.with_conn(|mut c| async move { Ok(c.set_ex(k, png, ttl).await?) })
+        self.redis
+            .with_conn(|mut c| async move { Ok(c.set_ex(k, png, ttl).await?) })
             .await
     }
 
@@ -525,7 +443,8 @@ impl TileStore {
         let payload =
             serde_json::to_string(note).map_err(|e| StoreError::Malformed(e.to_string()))?;
         let channel = self.keys.ready_channel();
-        self.with_conn(|mut c| async move { Ok(c.publish(channel, payload).await?) })
+        self.redis
+            .with_conn(|mut c| async move { Ok(c.publish(channel, payload).await?) })
             .await
     }
 
@@ -535,25 +454,26 @@ impl TileStore {
     pub async fn claim_render(&self, key: &TileKey, ttl: Duration) -> Result<bool, StoreError> {
         let k = self.keys.claim(key);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.with_conn(|mut c| async move {
-            let set: Option<String> = redis::cmd("SET")
-                .arg(&k)
-                .arg(1)
-                .arg("NX")
-                .arg("PX")
-                .arg(ms)
-                .query_async(&mut c)
-                .await?;
-            Ok(set.is_some())
-        })
-        .await
+        self.redis
+            .with_conn(|mut c| async move {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&k)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(set.is_some())
+            })
+            .await
     }
 
     /// Starts the pub/sub listener that wakes waiters when workers announce tiles.
     pub fn ready_listener(&self, stop: tokio_util::sync::CancellationToken) -> ReadyListener {
         ReadyListener::spawn(
             self.client.clone(),
-            Arc::clone(&self.redacted_url),
+            Arc::clone(&self.redis.redacted_url),
             self.keys.ready_channel(),
             stop,
         )
@@ -561,8 +481,15 @@ impl TileStore {
 
     /// Deletes every key under this store's prefix (tests clean up with it).
     pub async fn delete_prefix(&self) -> Result<(), StoreError> {
-        let pattern = format!("{}*", self.keys.prefix);
-        self.with_conn_within(DELETE_PREFIX_BUDGET, |mut c| async move {
+        delete_prefix(&self.redis, &self.keys.prefix).await
+    }
+}
+
+/// Deletes every key under `prefix` on `redis`.
+async fn delete_prefix(redis: &RedisClient, prefix: &str) -> Result<(), StoreError> {
+    let pattern = format!("{prefix}*");
+    redis
+        .with_conn_within(DELETE_PREFIX_BUDGET, |mut c| async move {
             let keys: Vec<String> = {
                 let mut iter = c.scan_match::<_, String>(&pattern).await?;
                 let mut keys = Vec::new();
@@ -577,22 +504,6 @@ impl TileStore {
             Ok(())
         })
         .await
-    }
-}
-
-/// Takes a connection from `pool` and runs `f` on it, all within `budget`.
-async fn within<T, F, Fut>(budget: Duration, pool: &Pool, f: F) -> Result<T, StoreError>
-where
-    F: FnOnce(Connection) -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    let operation = async {
-        let conn = Connection::new(pool.get().await?);
-        f(conn).await
-    };
-    tokio::time::timeout(budget, operation)
-        .await
-        .unwrap_or(Err(StoreError::OverBudget(budget)))
 }
 
 #[cfg(test)]

@@ -1,4 +1,15 @@
-//! Seed records: the one owner of a seed's state, fields and every change to them.
+//! Seed records: the one owner of a seed's state, fields and every change to them, in the
+//! **state store** ([`SeedStore`]): a Redis that does not evict and persists, apart from the
+//! tile cache.
+//!
+//! Why apart: the tile cache runs as a cache (`allkeys-lru`), which may evict any key at any
+//! moment, and a seed is several keys. Evicting its set of finished tiles once turned a seed
+//! reported `done` into `running` with nothing done, counted against the quotas for the
+//! record's lifetime; evicting the registry would switch the quotas off. The state store runs
+//! with `noeviction` (a full store refuses writes: new seeds get a 503, tiles are untouched)
+//! and an append-only file. Embedded and development setups may point it at the cache's
+//! server (`FRACTILE_STATE_REDIS_URL` defaults to `FRACTILE_REDIS_URL`), and then live with
+//! the cache's eviction.
 //!
 //! A seed is a Redis hash `{prefix}seed:{id}` (see [`SeedRecord`] for its fields), the sets
 //! `{prefix}seed:{id}:done` / `:failed` of its finished tiles, and its id in the registry
@@ -7,17 +18,24 @@
 //! every state change is one Lua script that checks the state it moves from, so two
 //! replicas (or a replica and an operator) can never interleave a read and a write.
 //!
+//! **What is stored, not derived.** The counts of finished tiles are fields of the record,
+//! moved by the same script that adds a tile to its set (the sets only make a second mark
+//! of a tile a no-op), and a seed whose every tile is accounted for is *stored* `done`. So a
+//! finished seed stays finished whatever happens to its sets, and a missing record is a 404,
+//! never a seed that looks like it has work. The registry heals itself: every mark and every
+//! step of the expansion puts a seed with work back into it.
+//!
 //! **States.** `expanding` → `running` (every job queued) or `failed` (the jobs could not be
-//! queued); any state but done → `cancelled`. Nothing leaves `cancelled`: the expansion's own moves
-//! all require `expanding`, so a cancel always wins, whichever arrives first. `done` is not
-//! stored: a `running` seed whose tiles are all accounted for reports it.
+//! queued); `running` → `done` (every tile accounted for); any state but `done` →
+//! `cancelled`. Nothing leaves `cancelled`: the expansion's own moves all require
+//! `expanding`, so a cancel always wins, whichever arrives first.
 //!
 //! **Durable expansion.** The replica expanding a seed holds a lease on it (`holder`,
 //! `lease_until_ms`, in Redis server time so replicas' clocks do not matter) and stores
 //! its `cursor` (tiles of the plan queued so far, in plan order) with the counters in one
 //! step after each batch. It renews the lease while it works; if it stops renewing (killed,
 //! partitioned, shut down: a clean shutdown releases the lease at once), any replica's
-//! [`TileStore::seed_take_over`] finds the seed and continues from the cursor. A batch
+//! [`SeedStore::seed_take_over`] finds the seed and continues from the cursor. A batch
 //! queued but not yet recorded when the holder died is queued again: duplicates, never
 //! gaps, and workers are idempotent. Every step of the holder checks it still holds the
 //! lease, so a holder that lost it (paused past its lease) stops instead of racing the
@@ -30,7 +48,8 @@ use deadpool_redis::redis;
 use fractile_render::TileKey;
 use serde::{Deserialize, Serialize};
 
-use crate::{StoreError, TileStore};
+use crate::client::RedisClient;
+use crate::{Keys, PoolStatus, StoreError, StoreSettings};
 
 /// What became of a seed's tile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +67,8 @@ pub enum SeedState {
     Expanding,
     /// Every job is queued; workers are rendering.
     Running,
+    /// Every tile is accounted for (rendered, found stored, or failed for good). Final.
+    Done,
     /// Cancelled by the operator: workers skip its remaining jobs. Final.
     Cancelled,
     /// Its jobs could not all be queued.
@@ -63,6 +84,7 @@ impl SeedState {
         match self {
             SeedState::Expanding => "expanding",
             SeedState::Running => "running",
+            SeedState::Done => "done",
             SeedState::Cancelled => "cancelled",
             SeedState::Failed => "failed",
             SeedState::Interrupted => "interrupted",
@@ -74,6 +96,7 @@ impl SeedState {
         [
             SeedState::Expanding,
             SeedState::Running,
+            SeedState::Done,
             SeedState::Cancelled,
             SeedState::Failed,
             SeedState::Interrupted,
@@ -109,9 +132,9 @@ pub struct SeedRecord {
     pub queued: u64,
     /// Tiles found already stored while expanding (counted in `done`).
     pub skipped: u64,
-    /// Tiles finished: rendered, or found already stored (from the `:done` set).
+    /// Tiles finished: rendered, or found already stored.
     pub done: u64,
-    /// Tiles that failed for good (from the `:failed` set).
+    /// Tiles that failed for good.
     pub failed: u64,
     /// Tiles of the plan expanded so far, in plan order; `None` in records of versions
     /// before durable expansion, which are never taken over.
@@ -153,8 +176,8 @@ impl SeedRecord {
         }
     }
 
-    /// The state a client is told: `done` for a `running` seed with every tile accounted
-    /// for, else the stored state.
+    /// The state a client is told: the stored one, and `done` for a `running` record of an
+    /// earlier version (which derived it) with every tile accounted for.
     pub fn reported_state(&self) -> &'static str {
         match self.state {
             SeedState::Running if self.done + self.failed >= self.total => "done",
@@ -162,14 +185,15 @@ impl SeedRecord {
         }
     }
 
-    /// The hash fields it is stored as (`done` and `failed` live in sets; the lease is
-    /// written by the scripts).
+    /// The hash fields it is stored as (the lease is written by the scripts).
     fn fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("state", self.state.as_str().to_owned()),
             ("total", self.total.to_string()),
             ("queued", self.queued.to_string()),
             ("skipped", self.skipped.to_string()),
+            ("done", self.done.to_string()),
+            ("failed", self.failed.to_string()),
             ("min_zoom", self.min_zoom.to_string()),
             ("max_zoom", self.max_zoom.to_string()),
             ("style", self.style.clone()),
@@ -186,12 +210,9 @@ impl SeedRecord {
         fields
     }
 
-    /// The record stored as `fields`, with the sizes of its tile sets.
-    fn from_fields(
-        fields: &HashMap<String, String>,
-        done: u64,
-        failed: u64,
-    ) -> Result<Self, StoreError> {
+    /// The record stored as `fields`. `sets` are the sizes of its `:done` and `:failed` sets,
+    /// read for records of earlier versions, which kept the counts only there.
+    fn from_fields(fields: &HashMap<String, String>, sets: (u64, u64)) -> Result<Self, StoreError> {
         let malformed = |what: &str| StoreError::Malformed(format!("seed record: {what}"));
         let text = |k: &str| fields.get(k).map(String::as_str);
         let number = |k: &str| -> Result<u64, StoreError> {
@@ -222,13 +243,19 @@ impl SeedRecord {
                 })
             }
         };
+        let counted = |k: &str, set: u64| -> Result<u64, StoreError> {
+            match text(k) {
+                Some(_) => number(k),
+                None => Ok(set),
+            }
+        };
         Ok(SeedRecord {
             state,
             total: number("total")?,
             queued: number("queued")?,
             skipped: number("skipped")?,
-            done,
-            failed,
+            done: counted("done", sets.0)?,
+            failed: counted("failed", sets.1)?,
             cursor: text("cursor")
                 .map(|v| v.parse().map_err(|_| malformed("cursor")))
                 .transpose()?,
@@ -297,15 +324,24 @@ pub enum LeaseStep {
 const NOW_MS: &str = "local function now_ms() local t = redis.call('TIME') \
                       return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n";
 
+/// Lua: `counts(rec)`, a record's finished and failed tiles: its fields, or for a record of an
+/// earlier version (which kept them only in the sets) the sizes of its sets.
+const COUNTS: &str = "local function counts(rec) \
+                      local f = redis.call('HMGET', rec, 'done', 'failed') \
+                      local done = tonumber(f[1]) or redis.call('SCARD', rec .. ':done') \
+                      local failed = tonumber(f[2]) or redis.call('SCARD', rec .. ':failed') \
+                      return done, failed end\n";
+
 /// The seed admission script. KEYS: the registry, the new record. ARGV: key prefix, id,
 /// total, max active, max queued tiles, TTL in ms, holder ('' for none), lease in ms, then
 /// field/value pairs. Answers `{verdict, active, queued}`: 0 admitted, 1 too many active,
-/// 2 too many queued tiles.
+/// 2 too many queued tiles. A registered id whose record is gone, or which has nothing left
+/// to do, leaves the registry on the way: the quotas count only seeds that can progress.
 static SEED_ADMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     let (expanding, running) = (SeedState::Expanding.as_str(), SeedState::Running.as_str());
     let (failed, interrupted) = (SeedState::Failed.as_str(), SeedState::Interrupted.as_str());
     redis::Script::new(&format!(
-        r"{NOW_MS}
+        r"{NOW_MS}{COUNTS}
 local prefix, id = ARGV[1], ARGV[2]
 local total, max_active, max_queued = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local active, queued = 0, 0
@@ -313,7 +349,8 @@ for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local rec = prefix .. 'seed:' .. other
   local f = redis.call('HMGET', rec, 'state', 'total', 'queued')
   local state = f[1]
-  local accounted = redis.call('SCARD', rec .. ':done') + redis.call('SCARD', rec .. ':failed')
+  local done, failed_tiles = counts(rec)
+  local accounted = done + failed_tiles
   local remaining = 0
   if state == '{expanding}' or state == '{running}' then
     remaining = (tonumber(f[2]) or 0) - accounted
@@ -325,7 +362,7 @@ for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
   if remaining > 0 then
     queued = queued + remaining
-  else
+  elseif state ~= '{expanding}' then
     redis.call('SREM', KEYS[1], other)
   end
 end
@@ -340,34 +377,44 @@ if ARGV[7] ~= '' then
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('SADD', KEYS[1], id)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
 return {{0, active, queued}}
 "
     ))
 });
 
-/// A lease holder's step. KEYS: the record. ARGV: operation (`advance`, `renew`, `finish`,
-/// `release`), holder, lease in ms, then for `advance` the new cursor and the queued and
-/// skipped counts to add, for `finish` the state to move to. Runs only while the seed is
-/// `expanding` and held by this holder; answers `{1, state}` when it ran, `{0, state}`
-/// (`''` for a missing record) when it did not.
+/// A lease holder's step. KEYS: the record, the registry. ARGV: operation (`advance`,
+/// `renew`, `finish`, `release`), holder, lease in ms, the seed's id, then for `advance` the
+/// new cursor and the queued and skipped counts to add, for `finish` the state to move to.
+/// Runs only while the seed is `expanding` and held by this holder; answers `{1, state}`
+/// when it ran, `{0, state}` (`''` for a missing record) when it did not. A `finish` to
+/// `running` of a seed whose tiles are all accounted for already (every one found stored)
+/// stores it `done`. The holder's steps keep the seed in the registry.
 static SEED_LEASE_STEP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    let expanding = SeedState::Expanding.as_str();
+    let (expanding, running) = (SeedState::Expanding.as_str(), SeedState::Running.as_str());
+    let done = SeedState::Done.as_str();
     redis::Script::new(&format!(
-        r"{NOW_MS}
-local f = redis.call('HMGET', KEYS[1], 'state', 'holder')
+        r"{NOW_MS}{COUNTS}
+local f = redis.call('HMGET', KEYS[1], 'state', 'holder', 'total')
 if not f[1] then return {{0, ''}} end
 if f[1] ~= '{expanding}' or f[2] ~= ARGV[2] then return {{0, f[1]}} end
 local op = ARGV[1]
 if op == 'advance' then
-  redis.call('HSET', KEYS[1], 'cursor', ARGV[4])
-  redis.call('HINCRBY', KEYS[1], 'queued', ARGV[5])
-  redis.call('HINCRBY', KEYS[1], 'skipped', ARGV[6])
+  redis.call('HSET', KEYS[1], 'cursor', ARGV[5])
+  redis.call('HINCRBY', KEYS[1], 'queued', ARGV[6])
+  redis.call('HINCRBY', KEYS[1], 'skipped', ARGV[7])
 end
 if op == 'advance' or op == 'renew' then
   redis.call('HSET', KEYS[1], 'lease_until_ms', string.format('%.0f', now_ms() + tonumber(ARGV[3])))
+  redis.call('SADD', KEYS[2], ARGV[4])
 elseif op == 'finish' then
-  redis.call('HSET', KEYS[1], 'state', ARGV[4])
+  local to = ARGV[5]
+  local done, failed = counts(KEYS[1])
+  if to == '{running}' and done + failed >= (tonumber(f[3]) or 0) then
+    to = '{done}'
+    redis.call('SREM', KEYS[2], ARGV[4])
+  end
+  redis.call('HSET', KEYS[1], 'state', to)
   redis.call('HDEL', KEYS[1], 'holder', 'lease_until_ms')
 elseif op == 'release' then
   redis.call('HDEL', KEYS[1], 'holder', 'lease_until_ms')
@@ -379,24 +426,26 @@ return {{1, f[1]}}
     ))
 });
 
-/// Cancels a seed that has not finished. KEYS: the record, its `:done` and `:failed` sets.
-/// Answers 1, or 0 when it does not exist. A `running` seed whose tiles are all accounted
-/// for (reported `done`) is left as it is: its work is finished, and calling it cancelled
-/// would misreport it. Otherwise the lease goes with the cancel: the holder's next step finds
+/// Cancels a seed that has not finished. KEYS: the record. Answers 1, or 0 when it does not
+/// exist. A `done` seed (or a `running` record of an earlier version with every tile
+/// accounted for) is left as it is: its work is finished, and calling it cancelled would
+/// misreport it. Otherwise the lease goes with the cancel: the holder's next step finds
 /// `cancelled` and stops.
 static SEED_CANCEL: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(&format!(
-        r"
+        r"{COUNTS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local f = redis.call('HMGET', KEYS[1], 'state', 'total')
+if f[1] == '{done}' then return 1 end
 if f[1] == '{running}' then
-  local accounted = redis.call('SCARD', KEYS[2]) + redis.call('SCARD', KEYS[3])
-  if accounted >= (tonumber(f[2]) or 0) then return 1 end
+  local done, failed = counts(KEYS[1])
+  if done + failed >= (tonumber(f[2]) or 0) then return 1 end
 end
 redis.call('HSET', KEYS[1], 'state', '{cancelled}')
 redis.call('HDEL', KEYS[1], 'holder', 'lease_until_ms')
 return 1
 ",
+        done = SeedState::Done.as_str(),
         running = SeedState::Running.as_str(),
         cancelled = SeedState::Cancelled.as_str(),
     ))
@@ -424,21 +473,88 @@ return false
     ))
 });
 
-/// Records finished tiles of a live seed. KEYS: the record, the set. ARGV: tile ids.
+/// Records finished tiles of a live seed. KEYS: the record, the set, the registry. ARGV: the
+/// seed's id, the count's field (`done` or `failed`), then tile ids. A tile already in the
+/// set counts once; a `running` seed whose tiles are now all accounted for is stored `done`
+/// and leaves the registry; one with work left is put back in the registry if it was lost.
+/// A `done` seed's counts are final: a late redelivery changes nothing, even if its sets
+/// were lost.
 static SEED_MARK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        "local ttl = redis.call('PTTL', KEYS[1]) \
-         if ttl < 0 then return 0 end \
-         redis.call('SADD', KEYS[2], unpack(ARGV)) \
-         redis.call('PEXPIRE', KEYS[2], ttl) return 1",
-    )
+    let (expanding, running) = (SeedState::Expanding.as_str(), SeedState::Running.as_str());
+    let done = SeedState::Done.as_str();
+    redis::Script::new(&format!(
+        r"{COUNTS}
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') == '{done}' then return 1 end
+local added = redis.call('SADD', KEYS[2], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[2], ttl)
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[2], redis.call('SCARD', KEYS[2]))
+elseif added > 0 then
+  redis.call('HINCRBY', KEYS[1], ARGV[2], added)
+end
+local f = redis.call('HMGET', KEYS[1], 'state', 'total')
+local done, failed = counts(KEYS[1])
+if f[1] == '{running}' and done + failed >= (tonumber(f[2]) or 0) then
+  redis.call('HSET', KEYS[1], 'state', '{done}')
+  redis.call('SREM', KEYS[3], ARGV[1])
+elseif f[1] == '{expanding}' or f[1] == '{running}' then
+  redis.call('SADD', KEYS[3], ARGV[1])
+  if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
+end
+return 1
+"
+    ))
 });
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-impl TileStore {
+/// Seed records in the state store. Cheap to clone.
+#[derive(Clone)]
+pub struct SeedStore {
+    redis: RedisClient,
+    keys: Keys,
+}
+
+impl SeedStore {
+    /// Builds the pool for the state store at `settings.url` (its tile TTL is not used).
+    /// Connects lazily: a Redis that is down at start-up is not an error.
+    pub fn new(settings: &StoreSettings) -> Result<Self, StoreError> {
+        Ok(SeedStore {
+            redis: RedisClient::new(settings, "state")?,
+            keys: Keys {
+                prefix: settings.key_prefix.clone(),
+            },
+        })
+    }
+
+    /// Registers the breaker's metrics (`redis_breaker_open{store="state"}`,
+    /// `redis_breaker_opens_total{store="state"}`) on a process's registry.
+    pub fn register_metrics(
+        &self,
+        registry: &prometheus::Registry,
+    ) -> Result<(), prometheus::Error> {
+        self.redis.register_metrics(registry)
+    }
+
+    /// Whether the breaker is open.
+    pub fn breaker_open(&self) -> bool {
+        self.redis.breaker_open()
+    }
+
+    /// One `PING` through the breaker, within the budget.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.redis.ping().await
+    }
+
+    /// The pool's occupancy.
+    pub fn pool_status(&self) -> PoolStatus {
+        self.redis.pool_status()
+    }
+
     /// Creates a seed record with a TTL if the deployment's seed quotas allow it, in one
     /// atomic step, so several api replicas sharing this Redis cannot race past the quotas.
     /// With `lease`, the accepting replica holds the expansion from the start.
@@ -446,9 +562,9 @@ impl TileStore {
     /// Seeds are counted from a registry set of the seeds that may still have work: one is
     /// active while `expanding`, or `running` with tiles unaccounted for; its remaining tiles
     /// are its total minus those marked done or failed (for `failed` and `interrupted` seeds,
-    /// the tiles it queued minus those); `cancelled` and expired seeds have none. Seeds left
-    /// with nothing to do leave the registry on the way. The cost is one pass over the
-    /// registry, which the quotas keep small.
+    /// the tiles it queued minus those); `done`, `cancelled` and vanished seeds have none.
+    /// Seeds left with nothing to do leave the registry on the way. The cost is one pass over
+    /// the registry, which the quotas keep small.
     ///
     /// The script builds the record keys from the prefix, so it needs a single Redis (not a
     /// cluster), which is what fractile runs on.
@@ -474,72 +590,73 @@ impl TileStore {
         for (field, value) in seed.record.fields() {
             invocation.arg(field).arg(value);
         }
-        self.with_conn(|mut c| async move {
-            let (verdict, active, queued): (i64, u64, u64) =
-                invocation.invoke_async(&mut c).await?;
-            Ok(match verdict {
-                0 => SeedAdmission::Admitted,
-                1 => SeedAdmission::TooManyActive { active },
-                2 => SeedAdmission::TooManyQueuedTiles { queued },
-                other => {
-                    return Err(StoreError::Malformed(format!(
-                        "seed admission answered {other}"
-                    )));
-                }
+        self.redis
+            .with_conn(|mut c| async move {
+                let (verdict, active, queued): (i64, u64, u64) =
+                    invocation.invoke_async(&mut c).await?;
+                Ok(match verdict {
+                    0 => SeedAdmission::Admitted,
+                    1 => SeedAdmission::TooManyActive { active },
+                    2 => SeedAdmission::TooManyQueuedTiles { queued },
+                    other => {
+                        return Err(StoreError::Malformed(format!(
+                            "seed admission answered {other}"
+                        )));
+                    }
+                })
             })
-        })
-        .await
+            .await
     }
 
-    /// A seed's record, if it exists, with `done` and `failed` counted from its tile sets.
+    /// A seed's record, if it exists.
     pub async fn seed_get(&self, id: &str) -> Result<Option<SeedRecord>, StoreError> {
         let k = self.keys.seed(id);
         let (done, failed) = (
             self.keys.seed_tiles(id, SeedOutcome::Done),
             self.keys.seed_tiles(id, SeedOutcome::Failed),
         );
-        self.with_conn(|mut c| async move {
-            let (fields, done, failed): (HashMap<String, String>, u64, u64) = redis::pipe()
-                .hgetall(&k)
-                .scard(&done)
-                .scard(&failed)
-                .query_async(&mut c)
-                .await?;
-            if fields.is_empty() {
-                return Ok(None);
-            }
-            SeedRecord::from_fields(&fields, done, failed).map(Some)
-        })
-        .await
+        self.redis
+            .with_conn(|mut c| async move {
+                let (fields, done, failed): (HashMap<String, String>, u64, u64) = redis::pipe()
+                    .hgetall(&k)
+                    .scard(&done)
+                    .scard(&failed)
+                    .query_async(&mut c)
+                    .await?;
+                if fields.is_empty() {
+                    return Ok(None);
+                }
+                SeedRecord::from_fields(&fields, (done, failed)).map(Some)
+            })
+            .await
     }
 
     /// A seed's stored state, if it exists (what a worker checks before each job).
     pub async fn seed_state(&self, id: &str) -> Result<Option<SeedState>, StoreError> {
         let k = self.keys.seed(id);
-        self.with_conn(|mut c| async move {
-            let state: Option<String> = redis::AsyncCommands::hget(&mut c, &k, "state").await?;
-            state
-                .map(|s| {
-                    SeedState::parse(&s)
-                        .ok_or_else(|| StoreError::Malformed(format!("seed state {s:?}")))
-                })
-                .transpose()
-        })
-        .await
+        self.redis
+            .with_conn(|mut c| async move {
+                let state: Option<String> = redis::AsyncCommands::hget(&mut c, &k, "state").await?;
+                state
+                    .map(|s| {
+                        SeedState::parse(&s)
+                            .ok_or_else(|| StoreError::Malformed(format!("seed state {s:?}")))
+                    })
+                    .transpose()
+            })
+            .await
     }
 
     /// Cancels a seed unless it is done (every tile accounted for: a done seed stays done);
     /// false if it does not exist. Final: no other change moves a seed out of `cancelled`.
     pub async fn seed_cancel(&self, id: &str) -> Result<bool, StoreError> {
-        let mut invocation = SEED_CANCEL.key(self.keys.seed(id));
-        invocation
-            .key(self.keys.seed_tiles(id, SeedOutcome::Done))
-            .key(self.keys.seed_tiles(id, SeedOutcome::Failed));
-        self.with_conn(|mut c| async move {
-            let existed: i64 = invocation.invoke_async(&mut c).await?;
-            Ok(existed == 1)
-        })
-        .await
+        let invocation = SEED_CANCEL.key(self.keys.seed(id));
+        self.redis
+            .with_conn(|mut c| async move {
+                let existed: i64 = invocation.invoke_async(&mut c).await?;
+                Ok(existed == 1)
+            })
+            .await
     }
 
     /// Records a batch expanded by the lease holder: the cursor moves to `cursor`, `queued`
@@ -553,7 +670,8 @@ impl TileStore {
         queued: u64,
         skipped: u64,
     ) -> Result<LeaseStep, StoreError> {
-        self.lease_step(id, "advance", holder, lease, &[cursor, queued, skipped])
+        let numbers = [cursor, queued, skipped].map(|n| n.to_string());
+        self.lease_step(id, "advance", holder, lease, &numbers)
             .await
     }
 
@@ -575,18 +693,22 @@ impl TileStore {
     }
 
     /// Ends the expansion: `expanding` → `to` (`running`, or `failed`), only while the
-    /// holder holds the lease; a cancelled seed stays cancelled.
+    /// holder holds the lease; a cancelled seed stays cancelled, and one whose every tile is
+    /// accounted for already goes to `done` instead of `running`.
     pub async fn seed_finish_expansion(
         &self,
         id: &str,
         holder: &str,
         to: SeedState,
     ) -> Result<LeaseStep, StoreError> {
-        let k = self.keys.seed(id);
-        let mut invocation = SEED_LEASE_STEP.key(&k);
-        invocation.arg("finish").arg(holder).arg(1).arg(to.as_str());
-        self.with_conn(|mut c| async move { lease_answer(invocation.invoke_async(&mut c).await?) })
-            .await
+        self.lease_step(
+            id,
+            "finish",
+            holder,
+            Duration::ZERO,
+            &[to.as_str().to_owned()],
+        )
+        .await
     }
 
     async fn lease_step(
@@ -595,15 +717,20 @@ impl TileStore {
         op: &str,
         holder: &str,
         lease: Duration,
-        numbers: &[u64],
+        rest: &[String],
     ) -> Result<LeaseStep, StoreError> {
-        let k = self.keys.seed(id);
-        let mut invocation = SEED_LEASE_STEP.key(&k);
-        invocation.arg(op).arg(holder).arg(millis(lease));
-        for n in numbers {
-            invocation.arg(*n);
+        let mut invocation = SEED_LEASE_STEP.key(self.keys.seed(id));
+        invocation
+            .key(self.keys.seed_registry())
+            .arg(op)
+            .arg(holder)
+            .arg(millis(lease))
+            .arg(id);
+        for arg in rest {
+            invocation.arg(arg);
         }
-        self.with_conn(|mut c| async move { lease_answer(invocation.invoke_async(&mut c).await?) })
+        self.redis
+            .with_conn(|mut c| async move { lease_answer(invocation.invoke_async(&mut c).await?) })
             .await
     }
 
@@ -620,11 +747,12 @@ impl TileStore {
             .arg(&self.keys.prefix)
             .arg(holder)
             .arg(millis(lease));
-        self.with_conn(|mut c| async move { Ok(invocation.invoke_async(&mut c).await?) })
+        self.redis
+            .with_conn(|mut c| async move { Ok(invocation.invoke_async(&mut c).await?) })
             .await
     }
 
-    /// Records what became of some of a seed's tiles. A set, not a counter: a redelivered
+    /// Records what became of some of a seed's tiles. A set beside the count: a redelivered
     /// job marks its tile again without counting it twice. Only for live seeds; the set
     /// expires with the record.
     pub async fn seed_mark(
@@ -636,18 +764,30 @@ impl TileStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let set = self.keys.seed_tiles(id, outcome);
-        let record = self.keys.seed(id);
-        let mut invocation = SEED_MARK.key(&record);
-        invocation.key(&set);
+        let field = match outcome {
+            SeedOutcome::Done => "done",
+            SeedOutcome::Failed => "failed",
+        };
+        let mut invocation = SEED_MARK.key(self.keys.seed(id));
+        invocation
+            .key(self.keys.seed_tiles(id, outcome))
+            .key(self.keys.seed_registry())
+            .arg(id)
+            .arg(field);
         for key in keys {
             invocation.arg(key.to_string());
         }
-        self.with_conn(|mut c| async move {
-            let _: i64 = invocation.invoke_async(&mut c).await?;
-            Ok(())
-        })
-        .await
+        self.redis
+            .with_conn(|mut c| async move {
+                let _: i64 = invocation.invoke_async(&mut c).await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Deletes every key under this store's prefix (tests clean up with it).
+    pub async fn delete_prefix(&self) -> Result<(), StoreError> {
+        crate::delete_prefix(&self.redis, &self.keys.prefix).await
     }
 }
 
@@ -672,13 +812,14 @@ mod tests {
         for state in [
             SeedState::Expanding,
             SeedState::Running,
+            SeedState::Done,
             SeedState::Cancelled,
             SeedState::Failed,
             SeedState::Interrupted,
         ] {
             assert_eq!(SeedState::parse(state.as_str()), Some(state));
         }
-        assert_eq!(SeedState::parse("done"), None);
+        assert_eq!(SeedState::parse("paused"), None);
     }
 
     #[test]
@@ -693,20 +834,16 @@ mod tests {
         record.cursor = Some(1500);
         record.queued = 1400;
         record.skipped = 100;
+        record.done = 7;
+        record.failed = 2;
         let fields: HashMap<String, String> = record
             .fields()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
-        let back = SeedRecord::from_fields(&fields, 7, 2).expect("valid");
-        assert_eq!(
-            back,
-            SeedRecord {
-                done: 7,
-                failed: 2,
-                ..record
-            }
-        );
+        // The stored counts, not the sets' sizes (those are for earlier versions' records).
+        let back = SeedRecord::from_fields(&fields, (0, 0)).expect("valid");
+        assert_eq!(back, record);
     }
 
     #[test]
@@ -730,22 +867,23 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect()
         };
-        assert!(SeedRecord::from_fields(&fields(&[("state", "paused")]), 0, 0).is_err());
+        assert!(SeedRecord::from_fields(&fields(&[("state", "paused")]), (0, 0)).is_err());
         assert!(
-            SeedRecord::from_fields(&fields(&[("state", "running"), ("total", "x")]), 0, 0)
+            SeedRecord::from_fields(&fields(&[("state", "running"), ("total", "x")]), (0, 0))
                 .is_err()
         );
         assert!(
-            SeedRecord::from_fields(&fields(&[("state", "running"), ("bbox", "1,2,3")]), 0, 0)
+            SeedRecord::from_fields(&fields(&[("state", "running"), ("bbox", "1,2,3")]), (0, 0))
                 .is_err()
         );
         // A record of a version before durable expansion: no cursor, never taken over.
         let old = SeedRecord::from_fields(
             &fields(&[("state", "interrupted"), ("total", "85"), ("queued", "40")]),
-            0,
-            0,
+            (3, 1),
         )
         .expect("valid");
         assert_eq!((old.cursor, old.queued), (None, 40));
+        // Its counts come from its sets.
+        assert_eq!((old.done, old.failed), (3, 1));
     }
 }

@@ -7,12 +7,12 @@ use std::time::Duration;
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
 use fractile_test_support::{Cleanup, services, unique_prefix};
 use fractile_tile_store::{
-    LeaseStep, NewSeed, SeedAdmission, SeedOutcome, SeedQuotas, SeedRecord, SeedState,
-    StoreSettings, TileStore,
+    LeaseStep, NewSeed, SeedAdmission, SeedOutcome, SeedQuotas, SeedRecord, SeedState, SeedStore,
+    StoreSettings,
 };
 
 /// A store under a fresh prefix, the prefix, and the guard that deletes its keys.
-fn store() -> (TileStore, String, Cleanup) {
+fn store() -> (SeedStore, String, Cleanup) {
     let services = services();
     let prefix = unique_prefix();
     let cleanup = Cleanup::new(&services, &prefix);
@@ -20,7 +20,7 @@ fn store() -> (TileStore, String, Cleanup) {
     // Generous: these tests run beside others on a busy machine.
     settings.budget = Duration::from_secs(2);
     settings.response_timeout = Duration::from_secs(2);
-    (TileStore::new(&settings).expect("store"), prefix, cleanup)
+    (SeedStore::new(&settings).expect("store"), prefix, cleanup)
 }
 
 const QUOTAS: SeedQuotas = SeedQuotas {
@@ -29,7 +29,7 @@ const QUOTAS: SeedQuotas = SeedQuotas {
 };
 
 /// Records an expanding seed of `total` tiles, its lease held by `holder` for `lease`.
-async fn expanding(store: &TileStore, id: &str, total: u64, holder: &str, lease: Duration) {
+async fn expanding(store: &SeedStore, id: &str, total: u64, holder: &str, lease: Duration) {
     let record = SeedRecord::new(total, (0, 3), None, "classic", 0);
     let seed = NewSeed {
         id,
@@ -43,7 +43,7 @@ async fn expanding(store: &TileStore, id: &str, total: u64, holder: &str, lease:
     );
 }
 
-async fn state(store: &TileStore, id: &str) -> SeedState {
+async fn state(store: &SeedStore, id: &str) -> SeedState {
     store
         .seed_state(id)
         .await
@@ -419,4 +419,197 @@ async fn marks_count_each_tile_once_and_only_for_live_seeds() {
         .expect("redis");
     assert!(store.seed_get("gone").await.expect("redis").is_none());
     assert_eq!(store.seed_state("gone").await.expect("redis"), None);
+}
+
+/// The four tiles of zoom 1 in the classic style.
+fn zoom_one() -> Vec<TileKey> {
+    TileRange::whole(1, MaxZoom::LIMIT)
+        .expect("valid")
+        .tiles()
+        .map(|tile| TileKey {
+            tile,
+            style: Style::Classic,
+        })
+        .collect()
+}
+
+/// A connection of the test's own, to do to the store what eviction or an operator would.
+async fn raw() -> deadpool_redis::redis::aio::MultiplexedConnection {
+    deadpool_redis::redis::Client::open(services().redis)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
+
+async fn delete(key: &str) {
+    let _: i64 = deadpool_redis::redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut raw().await)
+        .await
+        .expect("DEL");
+}
+
+/// A seed of four tiles, expanded and running, `done` of them marked done.
+async fn running(store: &SeedStore, id: &str, done: usize) {
+    expanding(store, id, 4, "a", Duration::from_secs(60)).await;
+    let finished = store
+        .seed_finish_expansion(id, "a", SeedState::Running)
+        .await
+        .expect("redis");
+    assert_eq!(finished, LeaseStep::Held);
+    store
+        .seed_mark(id, SeedOutcome::Done, &zoom_one()[..done])
+        .await
+        .expect("redis");
+}
+
+/// Seeds are several keys, and one can be lost without the others (evicted by a cache's
+/// LRU, deleted by hand). A finished seed is stored `done`, so whichever key goes it stays
+/// finished, or (its record gone) is not found at all: never `running` again, and never
+/// counted against the quotas.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_finished_seed_stays_finished_whichever_of_its_keys_is_lost() {
+    for victim in ["seed:fin", "seed:fin:done", "seed:fin:failed", "seeds"] {
+        let (store, prefix, _cleanup) = store();
+        running(&store, "fin", 3).await;
+        store
+            .seed_mark("fin", SeedOutcome::Failed, &zoom_one()[3..])
+            .await
+            .expect("redis");
+        assert_eq!(
+            state(&store, "fin").await,
+            SeedState::Done,
+            "stored, not derived"
+        );
+
+        delete(&format!("{prefix}{victim}")).await;
+        // A late redelivery marks a tile again.
+        store
+            .seed_mark("fin", SeedOutcome::Done, &zoom_one()[..1])
+            .await
+            .expect("redis");
+        match store.seed_get("fin").await.expect("redis") {
+            None => assert_eq!(victim, "seed:fin", "only a lost record makes it unknown"),
+            Some(record) => {
+                assert_eq!(record.state, SeedState::Done, "{victim} lost");
+                assert_eq!(record.reported_state(), "done", "{victim} lost");
+                assert_eq!((record.done, record.failed), (3, 1), "{victim} lost");
+            }
+        }
+        // Nothing counts it: a quota of one active seed admits the next.
+        let record = SeedRecord::new(4, (0, 1), None, "classic", 0);
+        let next = NewSeed {
+            id: "next",
+            record: &record,
+            ttl: Duration::from_secs(600),
+            lease: None,
+        };
+        let one = SeedQuotas {
+            max_active: 1,
+            max_queued_tiles: 4,
+        };
+        assert_eq!(
+            store.seed_admit(&next, one).await.expect("redis"),
+            SeedAdmission::Admitted,
+            "{victim} lost"
+        );
+    }
+}
+
+/// A seed with work left counts against the quotas while it can progress (its lost registry
+/// entry comes back with its next mark), and stops counting when it cannot (its record gone).
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_seed_with_work_left_counts_while_it_can_progress_and_not_after() {
+    let (store, prefix, _cleanup) = store();
+    running(&store, "live", 1).await;
+    let one_active = SeedQuotas {
+        max_active: 1,
+        max_queued_tiles: 1_000,
+    };
+    let record = SeedRecord::new(4, (0, 1), None, "classic", 0);
+    let next = |id| NewSeed {
+        id,
+        record: &record,
+        ttl: Duration::from_secs(600),
+        lease: None,
+    };
+    delete(&format!("{prefix}seeds")).await;
+    store
+        .seed_mark("live", SeedOutcome::Done, &zoom_one()[1..2])
+        .await
+        .expect("redis");
+    assert_eq!(
+        store
+            .seed_admit(&next("a"), one_active)
+            .await
+            .expect("redis"),
+        SeedAdmission::TooManyActive { active: 1 },
+        "the registry healed: the live seed counts again"
+    );
+    delete(&format!("{prefix}seed:live")).await;
+    assert_eq!(
+        store
+            .seed_admit(&next("b"), one_active)
+            .await
+            .expect("redis"),
+        SeedAdmission::Admitted,
+        "a seed without a record cannot progress and is not counted"
+    );
+}
+
+/// Records written before the counts moved into the record keep them in their sets: they
+/// are read from there, and the first mark moves them into the record.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn records_of_earlier_versions_count_from_their_sets_and_finish() {
+    let (store, prefix, _cleanup) = store();
+    let tiles = zoom_one();
+    let mut c = raw().await;
+    let record = format!("{prefix}seed:old");
+    let _: () = deadpool_redis::redis::cmd("HSET")
+        .arg(&record)
+        .arg(&[
+            ("state", "running"),
+            ("total", "4"),
+            ("queued", "4"),
+            ("skipped", "0"),
+            ("min_zoom", "1"),
+            ("max_zoom", "1"),
+            ("style", "classic"),
+            ("created_unix_ms", "0"),
+            ("cursor", "4"),
+        ])
+        .query_async(&mut c)
+        .await
+        .expect("HSET");
+    let _: () = deadpool_redis::redis::cmd("PEXPIRE")
+        .arg(&record)
+        .arg(600_000)
+        .query_async(&mut c)
+        .await
+        .expect("PEXPIRE");
+    let _: () = deadpool_redis::redis::cmd("SADD")
+        .arg(format!("{record}:done"))
+        .arg(tiles[0].to_string())
+        .arg(tiles[1].to_string())
+        .query_async(&mut c)
+        .await
+        .expect("SADD");
+    let read = store.seed_get("old").await.expect("redis").expect("exists");
+    assert_eq!((read.done, read.reported_state()), (2, "running"));
+    // One tile again, one new: three done.
+    store
+        .seed_mark("old", SeedOutcome::Done, &tiles[1..3])
+        .await
+        .expect("redis");
+    let read = store.seed_get("old").await.expect("redis").expect("exists");
+    assert_eq!((read.done, read.state), (3, SeedState::Running));
+    store
+        .seed_mark("old", SeedOutcome::Done, &tiles[3..])
+        .await
+        .expect("redis");
+    assert_eq!(state(&store, "old").await, SeedState::Done);
 }

@@ -27,6 +27,12 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::required(&["redis", "rediss"]))]
     pub redis_url: SecretUrl,
 
+    /// Redis of seed records (`maxmemory-policy noeviction`, persistent), e.g.
+    /// `redis://:password@redis-state:6379`. Unset or empty: the cache's
+    /// (`FRACTILE_REDIS_URL`), for development.
+    #[arg(long, env = "FRACTILE_STATE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(&["redis", "rediss"]))]
+    pub state_redis_url: Option<SecretUrl>,
+
     /// Key prefix, tile lifetime, pool size, budget and breaker of Redis.
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -106,6 +112,14 @@ impl Config {
         let per = if self.priority { 1 } else { 2 };
         self.bulk_prefetch
             .map_or_else(|| per_thread(self.render_threads(), per), NonZeroU16::get)
+    }
+
+    /// The Redis of seed records: `FRACTILE_STATE_REDIS_URL`, else the cache's.
+    pub fn state_redis_url(&self) -> &SecretUrl {
+        self.state_redis_url
+            .as_ref()
+            .filter(|url| !url.is_empty())
+            .unwrap_or(&self.redis_url)
     }
 
     /// The worker's id.

@@ -16,7 +16,7 @@ use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_runtime::faults::Faults;
 use fractile_runtime::pool::{Lane, RenderPool, Unfinished};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
-use fractile_tile_store::{ReadyNote, SeedOutcome, SeedState, TileStore};
+use fractile_tile_store::{ReadyNote, SeedOutcome, SeedState, SeedStore, TileStore};
 
 use crate::metrics::WorkerMetrics;
 
@@ -52,6 +52,8 @@ static SEED_PROGRESS_FAILED: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_L
 pub struct JobContext {
     pub(crate) id: String,
     pub(crate) store: TileStore,
+    /// The state store: seed records (cancelled or not, progress).
+    pub(crate) seeds: SeedStore,
     pool: RenderPool,
     pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) renderer: Renderer,
@@ -65,6 +67,7 @@ impl JobContext {
     pub(crate) fn new(
         id: String,
         store: TileStore,
+        seeds: SeedStore,
         pool: RenderPool,
         metrics: Arc<WorkerMetrics>,
         faults: Faults,
@@ -75,6 +78,7 @@ impl JobContext {
         JobContext {
             id,
             store,
+            seeds,
             pool,
             metrics,
             renderer,
@@ -132,7 +136,7 @@ impl JobContext {
             return Settle::Ack;
         }
         if let Some(seed) = &job.seed
-            && let Ok(Some(SeedState::Cancelled)) = self.store.seed_state(seed).await
+            && let Ok(Some(SeedState::Cancelled)) = self.seeds.seed_state(seed).await
         {
             self.metrics.skipped.with_label_values(&["cancelled"]).inc();
             return Settle::Ack;
@@ -151,8 +155,7 @@ impl JobContext {
                 let note = self.note(&key, Duration::ZERO, delivered);
                 let _ = self.store.announce(&note).await;
             }
-            self.seed_progress(job, key, SeedOutcome::Done).await;
-            return Settle::Ack;
+            return self.seed_progress(job, key, SeedOutcome::Done).await;
         }
 
         match self.render(job, key).await {
@@ -190,7 +193,11 @@ impl JobContext {
         let attempts = delivery.attempts();
         if delivery.last_attempt() {
             tracing::error!(%key, attempts, why, "render failed for the last time; dead-lettering");
-            self.seed_progress(job, key, SeedOutcome::Failed).await;
+            // A seed must learn of its failed tile, or it never finishes: unrecorded, the
+            // job goes back and the next delivery records it.
+            if self.seed_progress(job, key, SeedOutcome::Failed).await == Settle::Requeue {
+                return Settle::Requeue;
+            }
         } else {
             tracing::warn!(%key, attempts, why, "render failed; requeueing");
         }
@@ -256,10 +263,7 @@ impl JobContext {
                 Priority::Bulk => self.store.put(&key, png).await,
             };
             match stored {
-                Ok(()) => {
-                    self.seed_progress(job, key, SeedOutcome::Done).await;
-                    return Settle::Ack;
-                }
+                Ok(()) => return self.seed_progress(job, key, SeedOutcome::Done).await,
                 Err(error) if Instant::now() + backoff < give_up => {
                     if let Some(suppressed) = STORE_RETRYING.check() {
                         tracing::warn!(%error, %key, suppressed, "storing a tile failed; retrying");
@@ -285,12 +289,34 @@ impl JobContext {
         }
     }
 
-    async fn seed_progress(&self, job: &RenderJob, key: TileKey, outcome: SeedOutcome) {
-        if let Some(seed) = &job.seed
-            && let Err(error) = self.store.seed_mark(seed, outcome, &[key]).await
-            && let Some(suppressed) = SEED_PROGRESS_FAILED.check()
-        {
-            tracing::warn!(%error, seed, ?outcome, suppressed, "recording seed progress failed");
+    /// Records what became of a seed's tile in the state store, retrying with backoff for
+    /// up to [`STORE_PATIENCE`] while it fails: `Ack` once recorded (or for a job of no
+    /// seed), `Requeue` if it could not be. A seed whose tile is never recorded never
+    /// finishes, and counts against the quotas until its record expires; the requeued job
+    /// finds its tile stored next time and records it then.
+    async fn seed_progress(&self, job: &RenderJob, key: TileKey, outcome: SeedOutcome) -> Settle {
+        let Some(seed) = &job.seed else {
+            return Settle::Ack;
+        };
+        let give_up = Instant::now() + STORE_PATIENCE;
+        let mut backoff = STORE_BACKOFF;
+        loop {
+            match self.seeds.seed_mark(seed, outcome, &[key]).await {
+                Ok(()) => return Settle::Ack,
+                Err(error) if Instant::now() + backoff < give_up => {
+                    if let Some(suppressed) = SEED_PROGRESS_FAILED.check() {
+                        tracing::warn!(%error, seed, ?outcome, suppressed, "recording seed progress failed; retrying");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(STORE_BACKOFF_MAX);
+                }
+                Err(error) => {
+                    if let Some(suppressed) = SEED_PROGRESS_FAILED.check() {
+                        tracing::error!(%error, seed, ?outcome, suppressed, "recording seed progress failed; requeueing the job");
+                    }
+                    return Settle::Requeue;
+                }
+            }
         }
     }
 

@@ -28,7 +28,7 @@ use fractile_runtime::faults::{Fault, Faults};
 use fractile_runtime::fd_limit;
 use fractile_runtime::pool::RenderPool;
 use fractile_runtime::serve::ConnectionLimits;
-use fractile_tile_store::TileStore;
+use fractile_tile_store::{SeedStore, TileStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -69,6 +69,11 @@ impl Worker {
         store
             .register_metrics(metrics.registry())
             .context("registering the Redis breaker's metrics")?;
+        let seeds = SeedStore::new(&config.redis.settings(config.state_redis_url()))
+            .context("configuring the state store (redis)")?;
+        seeds
+            .register_metrics(metrics.registry())
+            .context("registering the state store breaker's metrics")?;
         // Room in the pool for every delivery the prefetch lets this worker hold, besides
         // its threads: a job waits for room only while jobs of deliveries already settled
         // (their requesters gone) are still leaving it (`RenderPool::run_when_room`).
@@ -79,7 +84,7 @@ impl Worker {
         let pool = RenderPool::new(config.render_threads(), capacity, metrics.pool_metrics())
             .context("starting render threads")?
             .with_slowdown(faults.slowdown());
-        let mut context = JobContext::new(config.worker_id(), store, pool, metrics, faults);
+        let mut context = JobContext::new(config.worker_id(), store, seeds, pool, metrics, faults);
         context.priority = config.priority;
         let context = Arc::new(context);
         Ok(Worker {
@@ -137,6 +142,7 @@ impl Worker {
         let probe = WorkerProbe {
             consuming: consuming.clone(),
             store: context.store.clone(),
+            seeds: context.seeds.clone(),
             metrics: Arc::clone(&context.metrics),
         };
         let admin_app =
@@ -371,6 +377,7 @@ async fn poll_depths(mut probe: DepthProbe, metrics: Arc<WorkerMetrics>, stop: C
 struct WorkerProbe {
     consuming: Consuming,
     store: TileStore,
+    seeds: SeedStore,
     metrics: Arc<WorkerMetrics>,
 }
 
@@ -397,8 +404,15 @@ impl AdminProbe for WorkerProbe {
         } else {
             "closed"
         };
+        // The state store (seed records) only concerns seed jobs, which wait for it while
+        // it is away: reported, not a reason to stop consuming.
+        let state_redis = self.seeds.ping().await.is_ok();
         let mut details = serde_json::Map::new();
         details.insert("redis".into(), (if redis { "up" } else { "down" }).into());
+        details.insert(
+            "state_redis".into(),
+            (if state_redis { "up" } else { "down" }).into(),
+        );
         details.insert("redis_breaker".into(), breaker.into());
         ReadyCheck { failing, details }
     }

@@ -31,7 +31,7 @@ use fractile_queue::PublisherLink;
 pub use fractile_render::TileKey;
 use fractile_runtime::pool::{QueueFull, RenderPool};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
-use fractile_tile_store::{ReadyListener, ReadyNote, StoreError, TileStore};
+use fractile_tile_store::{ReadyListener, ReadyNote, SeedStore, StoreError, TileStore};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
@@ -143,8 +143,11 @@ pub enum FillError {
 /// The distributed-mode dependencies.
 #[derive(Clone)]
 pub struct Backends {
-    /// Redis: L2, claims, announcements, seeds.
+    /// The cache Redis: L2, claims, announcements.
     pub store: TileStore,
+    /// The state store: seed records (the same server as `store` unless
+    /// `FRACTILE_STATE_REDIS_URL` names another).
+    pub seeds: SeedStore,
     /// Announcements of tiles rendered by workers.
     pub ready: ReadyListener,
     /// The render queue, when `FRACTILE_AMQP_URL` is set (connected in the background: it

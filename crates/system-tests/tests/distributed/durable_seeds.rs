@@ -45,7 +45,7 @@ const RENDERED_ONE_IN: usize = 20;
 async fn record(cluster: &Cluster, id: &str) -> SeedRecord {
     let mut attempts = 0;
     loop {
-        match cluster.store.seed_get(id).await {
+        match cluster.seeds.seed_get(id).await {
             Ok(found) => return found.expect("the seed exists"),
             Err(error) if attempts < 5 => {
                 eprintln!("reading the seed failed ({error}); again");
@@ -415,7 +415,7 @@ async fn a_replica_shutting_down_mid_expansion_hands_it_over_at_once() {
     let lease = Duration::from_secs(60);
     assert_eq!(
         cluster
-            .store
+            .seeds
             .seed_take_over("probe", lease)
             .await
             .expect("redis")
@@ -424,7 +424,7 @@ async fn a_replica_shutting_down_mid_expansion_hands_it_over_at_once() {
         "the lease was not released at shutdown"
     );
     cluster
-        .store
+        .seeds
         .seed_release(&id, "probe")
         .await
         .expect("redis");

@@ -11,7 +11,7 @@ pub use fractile_test_support::eventually;
 #[allow(unused_imports)] // each test binary uses some of them
 pub use fractile_test_support::worker::{run_worker, start_worker};
 use fractile_test_support::{Cleanup, Services, services, unique_prefix};
-use fractile_tile_store::{StoreSettings, TileStore};
+use fractile_tile_store::{SeedStore, StoreSettings, TileStore};
 use lapin::{Channel, Connection};
 
 /// The seed routes' bearer token in these tests.
@@ -23,6 +23,8 @@ pub struct Cluster {
     pub amqp: String,
     pub prefix: String,
     pub store: TileStore,
+    /// Seed records (the same Redis here; apart in deployments).
+    pub seeds: SeedStore,
     pub topology: Topology,
     pub channel: Channel,
     _connection: Connection,
@@ -36,8 +38,9 @@ impl Cluster {
         let prefix = unique_prefix();
         let cleanup = Cleanup::new(&services, &prefix);
         let Services { redis, amqp } = services;
-        let store =
-            TileStore::new(&StoreSettings::new(redis.clone(), prefix.clone())).expect("store");
+        let settings = StoreSettings::new(redis.clone(), prefix.clone());
+        let store = TileStore::new(&settings).expect("store");
+        let seeds = SeedStore::new(&settings).expect("seed store");
         let topology = Topology::new(&prefix);
         let connection = fractile_queue::connect(&amqp, "test-inspect", Duration::from_secs(10))
             .await
@@ -52,6 +55,7 @@ impl Cluster {
             amqp,
             prefix,
             store,
+            seeds,
             topology,
             channel,
             _connection: connection,

@@ -196,8 +196,15 @@ async fn a_paused_redis_costs_a_miss_at_most_the_budget_and_readyz_reports_the_b
     )
     .await;
     let metrics = state.metrics.encode().expect("metrics");
-    assert!(metrics.contains("redis_breaker_open 1"), "{metrics}");
-    assert!(metrics.contains("redis_breaker_opens_total 1"), "{metrics}");
+    // Whole lines: the HELP text of the gauge starts with "1 while".
+    assert!(
+        metrics.contains("\nredis_breaker_open{store=\"cache\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nredis_breaker_opens_total{store=\"cache\"} 1\n"),
+        "{metrics}"
+    );
     // Open: a miss does not even try Redis.
     let (miss, took) = timed(Duration::from_secs(5), send(&app, get("/tiles/5/5/5.png"))).await;
     assert_eq!(miss.status(), StatusCode::OK);
@@ -220,7 +227,7 @@ async fn a_paused_redis_costs_a_miss_at_most_the_budget_and_readyz_reports_the_b
             .metrics
             .encode()
             .expect("metrics")
-            .contains("redis_breaker_open 0")
+            .contains("\nredis_breaker_open{store=\"cache\"} 0\n")
     );
     // A replica with a cold L1 reads the tile stored before the pause.
     let (_, fresh) = cluster.api(&config).await;
@@ -365,7 +372,10 @@ async fn a_worker_is_not_ready_while_its_redis_does_not_answer() {
     )
     .await;
     let metrics = worker.metrics.encode().expect("metrics");
-    assert!(metrics.contains("redis_breaker_open 1"), "{metrics}");
+    assert!(
+        metrics.contains("\nredis_breaker_open{store=\"cache\"} 1\n"),
+        "{metrics}"
+    );
 
     redis.resume();
     eventually(

@@ -1,6 +1,7 @@
 //! Seeds through the api: accepted, expanded, rendered by workers, reported, re-run,
 //! refused when too large, cancelled; interactive misses while a big seed runs; the
-//! deployment's quotas, shared by replicas; and 503s while Redis is unreachable.
+//! deployment's quotas, shared by replicas; and 503s while Redis is unreachable (a full state
+//! store: `tests/state_store.rs`).
 
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -422,7 +423,7 @@ async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_
             }
         }
         let text = logs.text();
-        let lines = text.matches("Redis unavailable").count();
+        let lines = text.matches("(Redis) is unavailable").count();
         // One line per interval: the first port's line suppresses the second's.
         let expected = usize::from(port != hung_port);
         assert_eq!(lines, expected, "port {port}; logs:\n{text}");

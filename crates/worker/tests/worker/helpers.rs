@@ -8,7 +8,7 @@ use fractile_render::{MaxZoom, Style, TileId, TileKey};
 pub use fractile_test_support::eventually;
 pub use fractile_test_support::worker::run_worker;
 use fractile_test_support::{Cleanup, Services, services, unique_prefix};
-use fractile_tile_store::{StoreSettings, TileStore};
+use fractile_tile_store::{SeedStore, StoreSettings, TileStore};
 use fractile_worker::Config;
 use lapin::Channel;
 
@@ -18,6 +18,8 @@ pub struct Env {
     pub amqp: String,
     pub prefix: String,
     pub store: TileStore,
+    /// Seed records (the same Redis here).
+    pub seeds: SeedStore,
     pub publisher: Publisher,
     pub topology: Topology,
     /// A channel for inspecting queues.
@@ -33,8 +35,9 @@ impl Env {
         let prefix = unique_prefix();
         let cleanup = Cleanup::new(&services, &prefix);
         let Services { redis, amqp } = services;
-        let store =
-            TileStore::new(&StoreSettings::new(redis.clone(), prefix.clone())).expect("store");
+        let settings = StoreSettings::new(redis.clone(), prefix.clone());
+        let store = TileStore::new(&settings).expect("store");
+        let seeds = SeedStore::new(&settings).expect("seed store");
         let topology = Topology::new(&prefix);
         let timeout = Duration::from_secs(10);
         let publisher = Publisher::connect(&amqp, "test", topology.clone(), timeout)
@@ -49,6 +52,7 @@ impl Env {
             amqp,
             prefix,
             store,
+            seeds,
             publisher,
             topology,
             channel,

@@ -35,7 +35,7 @@ fn pause(faults: &fractile_runtime::faults::Faults) {
 
 async fn seed_progress(env: &Env, id: &str) -> (u64, u64) {
     let record = env
-        .store
+        .seeds
         .seed_get(id)
         .await
         .expect("redis")
@@ -68,7 +68,7 @@ async fn killing_a_worker_mid_seed_loses_no_tile() {
         max_active: 1,
         max_queued_tiles: 1000,
     };
-    let admitted = env.store.seed_admit(&seed, quotas).await.expect("seed");
+    let admitted = env.seeds.seed_admit(&seed, quotas).await.expect("seed");
     assert_eq!(admitted, SeedAdmission::Admitted);
     for tile in &tiles {
         env.send(&RenderJob::bulk(tile, id)).await;

@@ -63,8 +63,8 @@ async fn jobs_of_a_cancelled_seed_are_acked_unrendered() {
         max_active: 10,
         max_queued_tiles: 100,
     };
-    env.store.seed_admit(&seed, quotas).await.expect("redis");
-    assert!(env.store.seed_cancel("cancelme").await.expect("redis"));
+    env.seeds.seed_admit(&seed, quotas).await.expect("redis");
+    assert!(env.seeds.seed_cancel("cancelme").await.expect("redis"));
     let tile = key(4, 1, 1);
     env.send(&RenderJob::bulk(&tile, "cancelme")).await;
     let worker = Worker::new(env.worker_config()).expect("worker");
@@ -81,5 +81,70 @@ async fn jobs_of_a_cancelled_seed_are_acked_unrendered() {
         0,
         "skipped means acked"
     );
+    env.cleanup().await;
+}
+
+/// A seed learns of every tile, even one rendered while the state store did not answer: the
+/// worker holds the job and retries the record until it answers (or gives the job back),
+/// instead of acking a tile its seed never hears of. A seed short of one tile would never
+/// finish, and count against the quotas until its record expires.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn progress_made_while_the_state_store_stalls_is_recorded_once_it_answers() {
+    let env = Env::new().await;
+    let state = fractile_test_support::PrivateRedis::start().await;
+    let mut settings = fractile_tile_store::StoreSettings::new(state.url(), env.prefix.clone());
+    settings.budget = Duration::from_secs(2);
+    let seeds = fractile_tile_store::SeedStore::new(&settings).expect("seed store");
+    let tiles = [key(5, 3, 3), key(5, 3, 4)];
+    let record = SeedRecord::new(2, (5, 5), None, "classic", 0);
+    let seed = NewSeed {
+        id: "stalled",
+        record: &record,
+        ttl: Duration::from_secs(600),
+        lease: None,
+    };
+    let quotas = SeedQuotas {
+        max_active: 10,
+        max_queued_tiles: 100,
+    };
+    seeds.seed_admit(&seed, quotas).await.expect("redis");
+
+    let mut args = env.worker_args(1);
+    args.extend(["--state-redis-url".to_owned(), state.url()]);
+    let worker =
+        Worker::new(<fractile_worker::Config as clap::Parser>::parse_from(args)).expect("worker");
+    let running = run_worker(worker);
+    env.wait_consuming(&env.topology.bulk).await;
+    state.pause();
+    for tile in &tiles {
+        env.send(&RenderJob::bulk(tile, "stalled")).await;
+    }
+    // The first tile is rendered and stored; its record waits (the worker holds the job,
+    // and with a bulk prefetch of one, the second job waits in the broker).
+    eventually("a tile is stored", Duration::from_secs(15), || async {
+        env.store
+            .exists(&tiles)
+            .await
+            .expect("redis")
+            .contains(&true)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    state.resume();
+    eventually(
+        "the seed hears of both tiles",
+        Duration::from_secs(30),
+        || async {
+            seeds
+                .seed_get("stalled")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.done == 2)
+        },
+    )
+    .await;
+    running.shutdown().await;
     env.cleanup().await;
 }
