@@ -10,21 +10,10 @@
 mod helpers;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode};
 use fractile_render::{MaxZoom, Style, TileKey};
 
 use helpers::*;
-
-/// A seed route request with the operator's token.
-fn seed_call(method: Method, uri: &str, body: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {SEED_TOKEN}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_owned()))
-        .expect("valid request")
-}
 
 /// The state store (seed records) is apart from the cache: when it is full (`noeviction`
 /// refuses writes) or gone, a new seed gets a clear 503 with `Retry-After`, and tiles do not

@@ -17,6 +17,24 @@ use lapin::{Channel, Connection};
 /// The seed routes' bearer token in these tests.
 pub const SEED_TOKEN: &str = "seed-token-for-tests-0123456789";
 
+/// A seed route request with the operator's token.
+pub fn seed_call(
+    method: axum::http::Method,
+    uri: &str,
+    body: &str,
+) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {SEED_TOKEN}"),
+        )
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body.to_owned()))
+        .expect("valid request")
+}
+
 /// One test's private Redis prefix and queues, with handles to inspect them.
 pub struct Cluster {
     pub redis: String,

@@ -7,23 +7,12 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode};
 use fractile_api::seeds::SeedStatus;
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::helpers::*;
-
-/// A seed route request with the operator's token.
-fn seed_call(method: Method, uri: &str, body: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {SEED_TOKEN}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_owned()))
-        .expect("valid request")
-}
 
 pub(crate) fn post_seed(body: &str) -> Request<Body> {
     seed_call(Method::POST, "/v1/seeds", body)

@@ -48,13 +48,11 @@ async fn seed_tiles_are_stored_without_an_announcement_interactive_ones_with_one
     env.cleanup().await;
 }
 
-#[tokio::test]
-#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
-async fn jobs_of_a_cancelled_seed_are_acked_unrendered() {
-    let env = Env::new().await;
-    let record = SeedRecord::new(2, (4, 4), None, "classic", 0);
+/// Records seed `id` of `tiles` tiles at zoom `z` (no lease: the test queues its jobs).
+async fn admit(seeds: &fractile_tile_store::SeedStore, id: &str, tiles: u64, z: u8) {
+    let record = SeedRecord::new(tiles, (z, z), None, "classic", 0);
     let seed = NewSeed {
-        id: "cancelme",
+        id,
         record: &record,
         ttl: Duration::from_secs(600),
         lease: None,
@@ -63,7 +61,14 @@ async fn jobs_of_a_cancelled_seed_are_acked_unrendered() {
         max_active: 10,
         max_queued_tiles: 100,
     };
-    env.seeds.seed_admit(&seed, quotas).await.expect("redis");
+    seeds.seed_admit(&seed, quotas).await.expect("redis");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn jobs_of_a_cancelled_seed_are_acked_unrendered() {
+    let env = Env::new().await;
+    admit(&env.seeds, "cancelme", 2, 4).await;
     assert!(env.seeds.seed_cancel("cancelme").await.expect("redis"));
     let tile = key(4, 1, 1);
     env.send(&RenderJob::bulk(&tile, "cancelme")).await;
@@ -97,18 +102,7 @@ async fn progress_made_while_the_state_store_stalls_is_recorded_once_it_answers(
     settings.budget = Duration::from_secs(2);
     let seeds = fractile_tile_store::SeedStore::new(&settings).expect("seed store");
     let tiles = [key(5, 3, 3), key(5, 3, 4)];
-    let record = SeedRecord::new(2, (5, 5), None, "classic", 0);
-    let seed = NewSeed {
-        id: "stalled",
-        record: &record,
-        ttl: Duration::from_secs(600),
-        lease: None,
-    };
-    let quotas = SeedQuotas {
-        max_active: 10,
-        max_queued_tiles: 100,
-    };
-    seeds.seed_admit(&seed, quotas).await.expect("redis");
+    admit(&seeds, "stalled", 2, 5).await;
 
     let mut args = env.worker_args(1);
     args.extend(["--state-redis-url".to_owned(), state.url()]);
