@@ -960,15 +960,19 @@ def cmd_drift(args: argparse.Namespace) -> int:
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
                 for k, v in w.env.items():
                     if k.startswith("FRACTILE_"):
-                        # From a Secret or the pod's own fields: a stand-in of the same kind,
-                        # long enough for a secret with a minimum length (a seed token: 16 bytes).
-                        env[k] = v if v is not None else f"k8s-check-stand-in-{w.deployment}"
+                        # From a Secret or the pod's own fields: a stand-in named after the
+                        # variable, so every workload gets the same one (the api and the
+                        # workers share the tiles' MAC key), and long enough for a secret with
+                        # a minimum length (a MAC key: 32 bytes).
+                        env[k] = v if v is not None else f"k8s-check-stand-in-{k}"
                 admin_addr = f"127.0.0.1:{free_port()}"
                 env["FRACTILE_ADMIN_LISTEN"] = admin_addr
                 if "FRACTILE_LISTEN" in w.accepted:
                     traffic = f"127.0.0.1:{free_port()}"
                     env["FRACTILE_LISTEN"] = traffic
                 env["FRACTILE_REDIS_URL"] = redis_url
+                if "FRACTILE_STATE_REDIS_URL" in w.accepted:
+                    env["FRACTILE_STATE_REDIS_URL"] = redis_url
                 env["FRACTILE_AMQP_URL"] = amqp_url
                 # Not set by the manifests: kept apart from anyone else's fractile on the same
                 # Redis and RabbitMQ (their keys, their queues and workers), and short-lived.

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # An L2 hit against an L1 hit on the same tiles: the 4,096 tiles of zoom 6 stored in Redis,
 # requested round and round by wrk (1 thread, 32 connections, loadtests/zoom-round-robin.lua)
-# from one api pinned to core 0, wrk and Redis on core 1. Two apis share the Redis prefix:
-# one with FRACTILE_L1_BYTES=0 (every request an L2 hit) and one with its L1 on and warmed
-# (every request an L1 hit). They are measured in interleaved rounds; the report gives each one's
-# median requests per api CPU-second and latency, and Redis's CPU beside them.
+# from one api pinned to core 0, wrk and Redis on core 1. Three apis share the Redis prefix:
+# two with FRACTILE_L1_BYTES=0 (every request an L2 hit), one checking each tile's shape only
+# (no MAC key: `l2`) and one also its MAC (`l2-mac`), and one with its L1 on and warmed (every
+# request an L1 hit: `l1`). The tiles are stored signed, as a deployment with a key stores
+# them. They are measured in interleaved rounds; the report gives each one's median requests
+# per api CPU-second and latency, and Redis's CPU beside them.
 #
 # Usage: loadtests/l2-hit.sh [rounds] [seconds]       (default 3 rounds of 10 s per api)
 #   L2_HIT_OUT=dir writes the report elsewhere (default loadtests/reports/l2-hit);
@@ -23,6 +25,7 @@ build_release
 api_bin=${L2_HIT_API:-$bin/fractile-api}
 forget_prefix "$prefix"
 redis_env=(FRACTILE_REDIS_URL=redis://127.0.0.1:6379 "FRACTILE_KEY_PREFIX=$prefix")
+mac_env=(FRACTILE_TILE_MAC_KEY=l2-hit-measurement-key-0123456789abcdef0123456789)
 
 # Every zoom-6 tile once, four at a time, as a curl config.
 for i in $(seq 0 4095); do
@@ -35,7 +38,7 @@ each_tile() {
 
 # Fill: an api renders each tile once and stores it in Redis (in the background of each
 # response), then the keys are counted until all are there.
-start fractile-api 19690 "$work/fill.log" "${redis_env[@]}" FRACTILE_LISTEN=127.0.0.1:18690 FRACTILE_RENDER_THREADS=2
+start fractile-api 19690 "$work/fill.log" "${redis_env[@]}" "${mac_env[@]}" FRACTILE_LISTEN=127.0.0.1:18690 FRACTILE_RENDER_THREADS=2
 each_tile 18690
 for _ in $(seq 1 100); do
   stored=$(redis-cli --scan --pattern "${prefix}tile:*" | wc -l)
@@ -55,10 +58,12 @@ if [ "$api_bin" != "$bin/fractile-api" ]; then
 fi
 pin_core=0 start fractile-api 19691 "$work/l2.log" "${redis_env[@]}" FRACTILE_L1_BYTES=0 FRACTILE_LISTEN=127.0.0.1:18691
 l2_pid=${pids[-1]}
+pin_core=0 start fractile-api 19693 "$work/l2-mac.log" "${redis_env[@]}" "${mac_env[@]}" FRACTILE_L1_BYTES=0 FRACTILE_LISTEN=127.0.0.1:18693
+l2_mac_pid=${pids[-1]}
 pin_core=0 start fractile-api 19692 "$work/l1.log" "${redis_env[@]}" FRACTILE_LISTEN=127.0.0.1:18692
 l1_pid=${pids[-1]}
 each_tile 18692                                             # L1 warm: from now on every request is an L1 hit
-for check in "18691 L2" "18692 L1"; do
+for check in "18691 L2" "18693 L2" "18692 L1"; do
   read -r port layer <<< "$check"
   got=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$port/tiles/6/5/7.png" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache" { print $2 }')
   [ "$got" = "$layer" ] || { echo "port $port answered X-Cache: $got, not $layer" >&2; exit 1; }
@@ -74,8 +79,12 @@ fi
 
 printf 'round\ttarget\trequests_per_s\tp50\tp99\tapi_cpu_s\trequests_per_api_cpu_s\tredis_cpu_s\n' > "$work/rounds.tsv"
 for round in $(seq 1 "$rounds"); do
-  for target in l2 l1; do
-    if [ "$target" = l2 ]; then pid=$l2_pid port=18691; else pid=$l1_pid port=18692; fi
+  for target in l2 l2-mac l1; do
+    case $target in
+      l2) pid=$l2_pid port=18691 ;;
+      l2-mac) pid=$l2_mac_pid port=18693 ;;
+      l1) pid=$l1_pid port=18692 ;;
+    esac
     api_before=$(cpu_ticks "$pid")
     redis_before=$([ -n "$redis_pid" ] && cpu_ticks "$redis_pid" || echo 0)
     result=$(wrk_core=1 checked_wrk -t1 -c32 -d"${seconds}s" --latency -s "$lua" "http://127.0.0.1:$port" -- 6)
@@ -97,24 +106,31 @@ def ms(v):
     return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
 def med(t, f, conv=float):
     return statistics.median(conv(r[f]) for r in rows if r["target"] == t)
-eff = {t: med(t, "requests_per_api_cpu_s") for t in ("l2", "l1")}
-p50 = {t: med(t, "p50", ms) for t in ("l2", "l1")}
+targets = [t for t in ("l2", "l2-mac", "l1") if any(r["target"] == t for r in rows)]
+eff = {t: med(t, "requests_per_api_cpu_s") for t in targets}
+p50 = {t: med(t, "p50", ms) for t in targets}
 lines = [
     "# L2 hits against L1 hits on the same tiles",
     "",
     f"The 4,096 tiles of zoom 6 (mean {size} bytes in Redis) requested round and round by wrk "
     "(1 thread, 32 connections) from one api pinned to core 0, wrk and Redis on core 1; `l2`: "
-    "FRACTILE_L1_BYTES=0, every request a Redis hit; `l1`: L1 warmed, every request an L1 hit. "
-    f"{rounds} interleaved rounds of {seconds} s; medians. CPU: {cpu}.",
+    "FRACTILE_L1_BYTES=0, every request a Redis hit, each tile's shape checked; `l2-mac`: the "
+    "same with FRACTILE_TILE_MAC_KEY, each tile's MAC checked too; `l1`: L1 warmed, every "
+    f"request an L1 hit. {rounds} interleaved rounds of {seconds} s; medians. CPU: {cpu}.",
     "",
     "| api | requests/s | p50 | p99 | requests per api CPU-second | Redis CPU-seconds per round |",
     "| --- | ---: | ---: | ---: | ---: | ---: |",
 ]
-for t in ("l2", "l1"):
+for t in targets:
     lines.append(f"| {t} | {med(t, 'requests_per_s'):.0f} | {p50[t]:.2f} ms | {med(t, 'p99', ms):.2f} ms | "
                  f"{eff[t]:.0f} | {med(t, 'redis_cpu_s'):.2f} |")
 lines += ["", f"An L2 hit at {eff['l2'] / eff['l1']:.2f} × the L1 hit's requests per api CPU-second; "
-          f"p50 {p50['l2'] - p50['l1']:+.2f} ms.", "",
+          f"p50 {p50['l2'] - p50['l1']:+.2f} ms."]
+if "l2-mac" in eff:
+    lines += ["", f"Checking the MAC too: {eff['l2-mac'] / eff['l1']:.2f} × the L1 hit, "
+              f"{eff['l2-mac'] / eff['l2']:.2f} × the L2 hit without it; "
+              f"{1e6 / eff['l2-mac'] - 1e6 / eff['l2']:.1f} µs of api CPU per hit."]
+lines += ["",
           f"Every round: [rounds.tsv](rounds.tsv). Command: `loadtests/l2-hit.sh {rounds} {seconds}`."]
 open(f"{out}/README.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -115,6 +115,7 @@ done
 
 common=(FRACTILE_REDIS_URL="redis://fractile:$REDIS_PASSWORD@127.0.0.1:$redis_port"
         FRACTILE_STATE_REDIS_URL="redis://fractile:$REDIS_PASSWORD@127.0.0.1:$state_redis_port"
+        FRACTILE_TILE_MAC_KEY="$TILE_MAC_KEY"
         FRACTILE_AMQP_URL="amqp://$RABBITMQ_USER:$RABBITMQ_PASSWORD@127.0.0.1:5672/$vhost"
         FRACTILE_LOG_FORMAT=json FRACTILE_RENDER_THREADS=1
         # A demo topology on loopback: /faults on the admin ports is open for experiments.

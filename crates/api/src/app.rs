@@ -18,6 +18,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{BoxError, Router};
+use fractile_runtime::ratelimited_log::RateLimitedLog;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -150,16 +151,27 @@ pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
 /// Logs a failed request. 503s are refusals by admission (load shed, the pending-miss bound,
 /// a full render queue, a render or request timeout): expected under overload, counted in
 /// `http_requests_total{status}` and their own counters, and a WARN line each would turn an
-/// overload into a log flood. They are DEBUG; every other 5xx is WARN.
+/// overload into a log flood. They are DEBUG; every other 5xx is WARN, once per interval with
+/// the count of the rest (a client that found a way to fail requests must not flood the log
+/// either; the counters have every one).
 fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    static FAILED: RateLimitedLog = RateLimitedLog::new(FAILURE_LOG_EVERY);
     let latency_ms = latency.as_secs_f64() * 1000.0;
     match class {
         ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
             tracing::debug!(classification = %class, latency_ms, "request refused");
         }
-        _ => tracing::warn!(classification = %class, latency_ms, "response failed"),
+        _ => match FAILED.check() {
+            Some(suppressed) => {
+                tracing::warn!(classification = %class, latency_ms, suppressed, "response failed")
+            }
+            None => tracing::debug!(classification = %class, latency_ms, "response failed"),
+        },
     }
 }
+
+/// At most one WARN per this interval for failed responses, and for internal errors.
+pub(crate) const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Marks every 5xx `Cache-Control: no-store`, replacing whatever a handler set: a cached
 /// refusal would keep serving the error after the service recovered. `ApiError` sets it too;

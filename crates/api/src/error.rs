@@ -7,6 +7,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fractile_runtime::openapi::ErrorBody;
+use fractile_runtime::ratelimited_log::RateLimitedLog;
 
 /// Seconds a client is asked to wait after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
@@ -187,7 +188,14 @@ impl IntoResponse for ApiError {
                 message,
             } => (*status, *code, message.as_str()),
             ApiError::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
+                // Once per interval with the count of the rest: a malformed record in Redis
+                // answers every request for it with this.
+                static INTERNAL: RateLimitedLog =
+                    RateLimitedLog::new(crate::app::FAILURE_LOG_EVERY);
+                match INTERNAL.check() {
+                    Some(suppressed) => tracing::error!(%cause, suppressed, "internal error"),
+                    None => tracing::debug!(%cause, "internal error"),
+                }
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

@@ -200,7 +200,7 @@ impl Metrics {
         let cache_requests = IntCounterVec::new(
             Opts::new(
                 "cache_requests_total",
-                "Tile cache lookups by layer and result.",
+                "Tile cache lookups by layer and result: hit, miss, error (Redis failed), invalid (bytes in Redis that are not the tile: refused, deleted, rendered again).",
             ),
             &["layer", "result"],
         )?;

@@ -98,6 +98,13 @@ impl AppState {
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let amqp_url = config.amqp_url.clone();
         let topology = config.queue.topology();
+        if config.redis_url.is_some() && config.redis.tile_mac_key.is_none() {
+            tracing::warn!(
+                "FRACTILE_TILE_MAC_KEY is not set: tiles read from Redis are checked for their \
+                 shape only, so anything that can write to Redis can have its bytes served as a \
+                 tile; set the same key (`openssl rand -hex 32`) on the api and the workers"
+            );
+        }
         let stores = match (&config.redis_url, config.state_redis_url()) {
             (Some(cache), Some(state)) => Some((
                 TileStore::new(&config.redis.settings(cache)).context("configuring Redis")?,

@@ -23,7 +23,7 @@ pub mod kernel;
 pub mod palette;
 pub mod tile;
 
-pub use encode::{EncodeError, Encoding};
+pub use encode::{EncodeError, Encoding, IEND, MAX_TILE_BYTES, NotATile, check_tile};
 pub use kernel::KernelPath;
 pub use palette::{PALETTE_SIZE, Palette, STYLES, Style, UnknownStyle};
 pub use tile::{MaxZoom, TILE_SIZE, TileError, TileId, TileRange, Viewport};

@@ -12,6 +12,8 @@
 //! - [`openapi`]: the JSON error body and the admin tag both OpenAPI documents share;
 //! - [`pool`]: the bounded render thread pool, with interactive and bulk lanes;
 //! - [`ratelimited_log`]: one line per interval for warnings that repeat, with a count of the rest;
+//! - [`secret`]: secret settings (tokens, keys) that never reach `Debug`, logs or errors, and
+//!   the constant-time bearer check;
 //! - [`secret_url`]: connection URLs whose passwords never reach `Debug` or logs;
 //! - [`serve`]: an HTTP accept loop with per-connection deadlines and head limits, a
 //!   connection cap per listener, and graceful drain;
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pool;
 pub mod ratelimited_log;
+pub mod secret;
 pub mod secret_url;
 pub mod serve;
 pub mod telemetry;
@@ -34,6 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use secret::{Secret, SecretParser};
 pub use secret_url::{SecretUrl, UrlParser, redact_url};
 pub use telemetry::{LogArgs, LogFormat};
 

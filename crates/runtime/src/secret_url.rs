@@ -130,16 +130,12 @@ impl clap::builder::TypedValueParser for UrlParser {
             .ok_or_else(|| "it is not UTF-8".to_owned())
             .and_then(|v| self.check(v));
         checked.map_err(|why| {
-            let name = match arg {
-                Some(arg) => match arg.get_env() {
-                    Some(env) => format!("{} ({arg})", env.to_string_lossy()),
-                    None => arg.to_string(),
-                },
-                None => "the URL".to_owned(),
-            };
             clap::Error::raw(
                 clap::error::ErrorKind::ValueValidation,
-                format!("invalid value for {name}: {why}\n"),
+                format!(
+                    "invalid value for {}: {why}\n",
+                    crate::secret::setting_name(arg)
+                ),
             )
             .with_cmd(cmd)
         })

@@ -191,6 +191,7 @@ pub async fn serve_closing(
     // One permit per open connection, held by the connection's task until it ends.
     let open = Arc::new(Semaphore::new(limits.max_connections.get()));
     let cap_reached = RateLimitedLog::new(CAP_LOG_INTERVAL);
+    let accept_failed = RateLimitedLog::new(CAP_LOG_INTERVAL);
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
@@ -198,7 +199,11 @@ pub async fn serve_closing(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => stream,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    // Out of descriptors, say: a flood of clients can cause it, so once per
+                    // interval with the count of the rest.
+                    if let Some(suppressed) = accept_failed.check() {
+                        tracing::warn!(%error, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }

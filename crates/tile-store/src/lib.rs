@@ -25,6 +25,7 @@
 
 mod breaker;
 mod client;
+pub mod mac;
 mod pool;
 mod ready;
 pub mod seed;
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::RedisClient;
 pub use crate::pool::RECHECK_IDLE_AFTER;
 pub use breaker::{DEFAULT_BREAKER_THRESHOLD, DEFAULT_PROBE_INTERVAL};
+pub use mac::{Refusal, TileMac};
 pub use ready::{ReadyListener, ReadyWait};
 pub use seed::{
     LeaseStep, NewSeed, SeedAdmission, SeedBBox, SeedOutcome, SeedQuotas, SeedRecord, SeedState,
@@ -53,6 +55,15 @@ pub use seed::{
 /// network, a few under load), so only a Redis in trouble runs out of it, and short enough
 /// that a miss which then renders locally is still quick.
 pub const DEFAULT_BUDGET: Duration = Duration::from_millis(250);
+
+/// Deletes KEYS[1] if it still holds ARGV[1]: a refused value goes, a good one written since
+/// the read stays.
+static DELETE_IF_EQUAL: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end \
+         return 0",
+    )
+});
 
 /// Budget of [`TileStore::delete_prefix`], a test and maintenance helper that scans.
 const DELETE_PREFIX_BUDGET: Duration = Duration::from_secs(30);
@@ -86,6 +97,9 @@ pub struct StoreSettings {
     pub breaker_threshold: NonZeroU32,
     /// Pause between two probes of an open breaker.
     pub probe_interval: Duration,
+    /// The tiles' MAC key (see [`mac`]); without one, values read back are checked for
+    /// their shape only.
+    pub tile_mac: Option<TileMac>,
 }
 
 impl StoreSettings {
@@ -102,6 +116,7 @@ impl StoreSettings {
             budget: DEFAULT_BUDGET,
             breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
             probe_interval: DEFAULT_PROBE_INTERVAL,
+            tile_mac: None,
         }
     }
 }
@@ -119,6 +134,7 @@ impl std::fmt::Debug for StoreSettings {
             .field("budget", &self.budget)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("probe_interval", &self.probe_interval)
+            .field("tile_mac", &self.tile_mac.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -144,6 +160,18 @@ pub struct RedisArgs {
     /// The Redis budget and circuit breaker.
     #[command(flatten)]
     pub limits: RedisLimits,
+
+    /// Key of the MAC every tile in the cache carries, shared by the api and the workers (at
+    /// least 32 bytes, e.g. `openssl rand -hex 32`): only tiles made with it are served from
+    /// the cache. Unset: tiles read from the cache are checked for their shape only, and
+    /// anything that can write to Redis can have its bytes served.
+    #[arg(long, env = "FRACTILE_TILE_MAC_KEY", hide_env_values = true, value_parser = fractile_runtime::SecretParser::at_least(mac::MIN_KEY_BYTES))]
+    pub tile_mac_key: Option<fractile_runtime::Secret>,
+
+    /// The MAC key being replaced, while a new `FRACTILE_TILE_MAC_KEY` rolls out: tiles
+    /// signed with it are still accepted (new ones are signed with the new key).
+    #[arg(long, env = "FRACTILE_TILE_MAC_PREVIOUS_KEY", hide_env_values = true, requires = "tile_mac_key", value_parser = fractile_runtime::SecretParser::at_least(mac::MIN_KEY_BYTES))]
+    pub tile_mac_previous_key: Option<fractile_runtime::Secret>,
 }
 
 impl RedisArgs {
@@ -152,6 +180,10 @@ impl RedisArgs {
         let mut settings = StoreSettings::new(url.expose(), self.key_prefix.clone());
         settings.tile_ttl = self.tile_ttl;
         settings.pool_size = self.redis_pool_size;
+        settings.tile_mac = self
+            .tile_mac_key
+            .clone()
+            .map(|key| TileMac::new(key, self.tile_mac_previous_key.clone()));
         settings.with_limits(&self.limits)
     }
 }
@@ -330,6 +362,17 @@ impl Keys {
     }
 }
 
+/// What the cache holds for a tile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    /// The tile's PNG, checked (see [`mac`]).
+    Tile(Bytes),
+    /// Nothing.
+    Missing,
+    /// Bytes that are not this tile (see [`Refusal`]): deleted; the caller renders it again.
+    Refused(Refusal),
+}
+
 /// Tiles, render claims and announcements in the cache Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct TileStore {
@@ -338,6 +381,8 @@ pub struct TileStore {
     client: redis::Client,
     keys: Keys,
     tile_ttl_secs: u64,
+    /// Signs what is stored and checks what is read (shape only without it).
+    mac: Option<TileMac>,
 }
 
 impl TileStore {
@@ -350,7 +395,13 @@ impl TileStore {
                 prefix: settings.key_prefix.clone(),
             },
             tile_ttl_secs: settings.tile_ttl.as_secs().max(1),
+            mac: settings.tile_mac.clone(),
         })
+    }
+
+    /// Whether tiles are signed and checked with a MAC key.
+    pub fn signs_tiles(&self) -> bool {
+        self.mac.is_some()
     }
 
     /// Registers the breaker's metrics (`redis_breaker_open{store="cache"}`,
@@ -384,15 +435,61 @@ impl TileStore {
         self.redis.pool_status()
     }
 
-    /// A tile's PNG, if stored.
-    pub async fn get(&self, key: &TileKey) -> Result<Option<Bytes>, StoreError> {
+    /// What the cache holds for `key`: the tile, checked before anything serves it or keeps
+    /// it (its shape, and its MAC where the deployment has a key), nothing, or bytes that are
+    /// not this tile, which are deleted on the way (only if they are still what was read, so
+    /// a good tile written meanwhile stays).
+    pub async fn lookup(&self, key: &TileKey) -> Result<Stored, StoreError> {
         let k = self.keys.tile(key);
-        self.redis
+        let read = k.clone();
+        let value: Option<Bytes> = self
+            .redis
             .with_conn(|mut c| async move {
-                let png: Option<Vec<u8>> = c.get(&k).await?;
-                Ok(png.map(Bytes::from))
+                let value: Option<Vec<u8>> = c.get(&read).await?;
+                Ok(value.map(Bytes::from))
             })
-            .await
+            .await?;
+        let Some(value) = value else {
+            return Ok(Stored::Missing);
+        };
+        let opened = match &self.mac {
+            Some(mac) => mac.open(key, value.clone()),
+            None => mac::open_unkeyed(value.clone()),
+        };
+        match opened {
+            Ok(png) => Ok(Stored::Tile(png)),
+            Err(refusal) => {
+                let mut delete = DELETE_IF_EQUAL.key(&k);
+                delete.arg(value.as_ref());
+                // Best effort: a value left behind is refused again on the next read.
+                let _ = self
+                    .redis
+                    .with_conn(|mut c| async move {
+                        let _: i64 = delete.invoke_async(&mut c).await?;
+                        Ok(())
+                    })
+                    .await;
+                Ok(Stored::Refused(refusal))
+            }
+        }
+    }
+
+    /// A tile's PNG, if the cache holds it (checked as [`Self::lookup`] does; refused bytes
+    /// are `None`).
+    pub async fn get(&self, key: &TileKey) -> Result<Option<Bytes>, StoreError> {
+        Ok(match self.lookup(key).await? {
+            Stored::Tile(png) => Some(png),
+            Stored::Missing | Stored::Refused(_) => None,
+        })
+    }
+
+    /// What is stored for a tile's `png`: the PNG, followed by its MAC tag where the
+    /// deployment has a key.
+    fn value(&self, key: &TileKey, png: &[u8]) -> Vec<u8> {
+        match &self.mac {
+            Some(mac) => mac.seal(key, png),
+            None => png.to_vec(),
+        }
     }
 
     /// Which of `keys` are stored (one round trip).
@@ -421,8 +518,12 @@ impl TileStore {
         let payload =
             serde_json::to_string(note).map_err(|e| StoreError::Malformed(e.to_string()))?;
         let mut pipe = redis::pipe();
-        pipe.set_ex(self.keys.tile(key), png, self.tile_ttl_secs)
-            .ignore();
+        pipe.set_ex(
+            self.keys.tile(key),
+            self.value(key, png),
+            self.tile_ttl_secs,
+        )
+        .ignore();
         pipe.publish(self.keys.ready_channel(), payload).ignore();
         self.redis
             .with_conn(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
@@ -433,8 +534,9 @@ impl TileStore {
     /// (announcing them would wake every api replica's listener for nothing).
     pub async fn put(&self, key: &TileKey, png: &[u8]) -> Result<(), StoreError> {
         let (k, ttl) = (self.keys.tile(key), self.tile_ttl_secs);
+        let value = self.value(key, png);
         self.redis
-            .with_conn(|mut c| async move { Ok(c.set_ex(k, png, ttl).await?) })
+            .with_conn(|mut c| async move { Ok(c.set_ex(k, value, ttl).await?) })
             .await
     }
 

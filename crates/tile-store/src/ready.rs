@@ -15,6 +15,8 @@ use futures_lite::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use fractile_runtime::ratelimited_log::RateLimitedLog;
+
 use crate::ReadyNote;
 
 /// Pause before reconnecting a lost pub/sub connection.
@@ -23,6 +25,8 @@ const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// At most one WARN per this interval while subscribing keeps failing.
 const FAILING_LOG_EVERY: Duration = Duration::from_secs(10);
+/// At most one WARN per this interval for malformed announcements.
+const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 type Waiters = Arc<Mutex<HashMap<String, watch::Sender<Option<ReadyNote>>>>>;
 
@@ -213,7 +217,11 @@ impl FailureStreak {
 
 fn dispatch(waiters: &Waiters, payload: &[u8]) {
     let Ok(note) = serde_json::from_slice::<ReadyNote>(payload) else {
-        tracing::warn!("ignoring a malformed tile-ready announcement");
+        // Anyone who can publish to the channel can send these, as fast as they like.
+        static MALFORMED: RateLimitedLog = RateLimitedLog::new(MALFORMED_LOG_EVERY);
+        if let Some(suppressed) = MALFORMED.check() {
+            tracing::warn!(suppressed, "ignoring a malformed tile-ready announcement");
+        }
         return;
     };
     let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());

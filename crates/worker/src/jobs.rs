@@ -47,6 +47,7 @@ const STORE_FAILED_LOG_EVERY: Duration = Duration::from_secs(10);
 static STORE_RETRYING: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
 static STORE_GAVE_UP: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
 static SEED_PROGRESS_FAILED: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
+static INVALID_JOB: RateLimitedLog = RateLimitedLog::new(STORE_FAILED_LOG_EVERY);
 
 /// What every job task shares.
 pub struct JobContext {
@@ -109,7 +110,10 @@ impl JobContext {
                 self.process(job, key, &delivery, delivered).await
             }
             Err(error) => {
-                tracing::warn!(%error, queue, "dead-lettering an invalid job");
+                // Anyone who can publish to the queue can send these, as fast as they like.
+                if let Some(suppressed) = INVALID_JOB.check() {
+                    tracing::warn!(%error, queue, suppressed, "dead-lettering an invalid job");
+                }
                 Settle::DeadLetter
             }
         };

@@ -64,6 +64,12 @@ impl Worker {
     /// Builds the store, the pool and the metrics. Connects to nothing yet.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(WorkerMetrics::new().context("registering metrics")?);
+        if config.redis.tile_mac_key.is_none() {
+            tracing::warn!(
+                "FRACTILE_TILE_MAC_KEY is not set: the tiles this worker stores carry no MAC, and \
+                 apis with a key refuse them; set the same key on the api and the workers"
+            );
+        }
         let store_settings = config.redis.settings(&config.redis_url);
         let store = TileStore::new(&store_settings).context("configuring redis")?;
         store

@@ -31,7 +31,9 @@ use fractile_queue::PublisherLink;
 pub use fractile_render::TileKey;
 use fractile_runtime::pool::{QueueFull, RenderPool};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
-use fractile_tile_store::{ReadyListener, ReadyNote, SeedStore, StoreError, TileStore};
+use fractile_tile_store::{
+    ReadyListener, ReadyNote, Refusal, SeedStore, StoreError, Stored, TileStore,
+};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
@@ -311,8 +313,8 @@ impl TileCache {
             return self.render_here(key).await;
         };
         let lookup = Instant::now();
-        match backends.store.get(&key).await {
-            Ok(Some(png)) => {
+        match backends.store.lookup(&key).await {
+            Ok(Stored::Tile(png)) => {
                 self.count("l2", "hit");
                 return Ok((
                     png,
@@ -321,7 +323,9 @@ impl TileCache {
                     },
                 ));
             }
-            Ok(None) => self.count("l2", "miss"),
+            Ok(Stored::Missing) => self.count("l2", "miss"),
+            // A miss: rendered again (and stored over the refused bytes, which are gone).
+            Ok(Stored::Refused(why)) => self.refused("get", why),
             Err(error) => {
                 self.store_error("get", &error);
                 // Redis out of reach: no worker could hand the tile back; do not queue it.
@@ -371,6 +375,17 @@ impl TileCache {
                 tracing::warn!(%error, operation, suppressed, "redis unavailable; treating as a miss");
             }
             None => tracing::debug!(%error, operation, "redis unavailable; treating as a miss"),
+        }
+    }
+
+    /// Bytes in the cache that are not the tile: counted (`cache_requests_total{layer="l2",
+    /// result="invalid"}`) and logged once per interval with the count of the rest, since
+    /// anyone who can write to Redis can make every lookup meet them.
+    fn refused(&self, operation: &str, why: Refusal) {
+        self.count("l2", "invalid");
+        static REFUSED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+        if let Some(suppressed) = REFUSED.check() {
+            tracing::warn!(%why, operation, suppressed, "refused bytes read from the Redis cache as a tile; deleted them, rendering it");
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use fractile_queue::{PendingConfirm, Priority, Publisher, QueueError, RenderJob};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
-use fractile_tile_store::ReadyNote;
+use fractile_tile_store::{ReadyNote, Stored};
 use tokio::sync::oneshot;
 
 use super::{
@@ -104,9 +104,11 @@ impl TileCache {
             }
             // Announced, deaf, or time to poll: look in Redis.
             let fetch = Instant::now();
-            match backends.store.get(&key).await {
-                Ok(Some(png)) => break Some((png, fetch.elapsed())),
-                Ok(None) => {}
+            match backends.store.lookup(&key).await {
+                Ok(Stored::Tile(png)) => break Some((png, fetch.elapsed())),
+                Ok(Stored::Missing) => {}
+                // Deleted; the worker's tile, when it comes, replaces nothing.
+                Ok(Stored::Refused(why)) => self.refused("result", why),
                 Err(error) => {
                     self.store_error("result", &error);
                     // The worker's tile could not reach this request: stop waiting for it.

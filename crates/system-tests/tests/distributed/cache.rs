@@ -5,6 +5,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId, TileKey};
 
+use fractile_test_support::redis_connection;
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -95,14 +97,6 @@ async fn a_tile_rendered_by_the_api_is_announced_with_its_render_time() {
     );
     stop.cancel();
     cluster.cleanup().await;
-}
-
-async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(url).expect("url");
-    client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis")
 }
 
 #[tokio::test]
@@ -198,5 +192,198 @@ async fn a_cold_tile_requested_on_three_replicas_renders_once() {
         .sum();
     assert_eq!(api_renders, 0);
     worker.shutdown().await;
+    cluster.cleanup().await;
+}
+
+/// Anything that can write to the cache Redis used to make every replica serve its bytes as
+/// a tile (`SET …:tile:r3:fire:5:9:13 '<script>…'` was served as `200 image/png`,
+/// `immutable`, and stayed in L1). Now a value is checked before it is served or kept:
+/// bytes that are not a tile are refused, and so, with the deployment's MAC key, is a real
+/// tile copied under another tile's key. Each is counted, deleted, and the tile rendered.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn bytes_in_redis_that_are_not_the_tile_are_refused_and_the_tile_rendered() {
+    let cluster = Cluster::new().await;
+    // Redis only: the replica renders what it refuses.
+    let mut config = cluster.api_config();
+    config.amqp_url = None;
+    let key = |z, x, y| TileKey {
+        tile: TileId::new(z, x, y, MaxZoom::LIMIT).expect("valid"),
+        style: Style::Fire,
+    };
+    let redis_key = |k: &TileKey| {
+        let t = k.tile;
+        let p = &cluster.prefix;
+        format!(
+            "{p}tile:{RENDER_VERSION}:fire:{}:{}:{}",
+            t.z(),
+            t.x(),
+            t.y()
+        )
+    };
+    let render =
+        |k: &TileKey| fractile_render::render_tile(k.tile, k.style, &|| false).expect("renders");
+    let mut c = redis_connection(&cluster.redis).await;
+    let mut set = async |k: &TileKey, value: &[u8]| {
+        let _: () = redis::cmd("SET")
+            .arg(redis_key(k))
+            .arg(value)
+            .query_async(&mut c)
+            .await
+            .expect("SET");
+    };
+    // A script where a tile should be, and a real tile (stored under its own key, as a
+    // worker stores it) copied under another tile's key.
+    let (scripted, real, copied) = (key(5, 9, 13), key(2, 1, 1), key(3, 2, 2));
+    set(&scripted, b"<script>alert(1)</script>").await;
+    cluster
+        .store
+        .put(&real, &render(&real))
+        .await
+        .expect("redis");
+    let real_value: Vec<u8> = redis::cmd("GET")
+        .arg(redis_key(&real))
+        .query_async(&mut redis_connection(&cluster.redis).await)
+        .await
+        .expect("GET");
+    set(&copied, &real_value).await;
+
+    let (state, app) = cluster.api(&config).await;
+    for (victim, path) in [
+        (scripted, "/tiles/5/9/13.png?style=fire"),
+        (copied, "/tiles/3/2/2.png?style=fire"),
+    ] {
+        let response = send(&app, get(path)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        assert_eq!(
+            body.as_ref(),
+            render(&victim).as_slice(),
+            "{path}: the tile itself"
+        );
+    }
+    let invalid = state
+        .metrics
+        .cache_requests
+        .with_label_values(&["l2", "invalid"])
+        .get();
+    assert_eq!(invalid, 2);
+    // The refused values are gone; the renders took their place.
+    for victim in [scripted, copied] {
+        eventually(
+            "the render replaced the refused bytes",
+            Duration::from_secs(5),
+            || async {
+                cluster.store.get(&victim).await.expect("redis").as_deref()
+                    == Some(render(&victim).as_slice())
+            },
+        )
+        .await;
+    }
+
+    // A deployment without a key still refuses what is not a tile's shape.
+    config.redis.tile_mac_key = None;
+    let (_, unkeyed) = cluster.api(&config).await;
+    let other = key(5, 9, 14);
+    set(&other, b"<script>alert(1)</script>").await;
+    let response = send(&unkeyed, get("/tiles/5/9/14.png?style=fire")).await;
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    assert_eq!(body.as_ref(), render(&other).as_slice());
+    cluster.cleanup().await;
+}
+
+/// Anyone who can publish to the tile-ready channel can send it garbage, as fast as they
+/// like: each replica says so once per interval, not once per message (20,000 malformed
+/// announcements wrote 60,000 WARN lines on three replicas), and keeps waking waiters.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn malformed_announcements_are_logged_once_per_interval() {
+    let cluster = Cluster::new().await;
+    let logs = Captured::default();
+    let _guard = logs.start();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ready = cluster.store.ready_listener(stop.clone());
+    assert!(ready.wait_connected(Duration::from_secs(5)).await);
+    let tile = TileKey {
+        tile: TileId::new(1, 1, 1, MaxZoom::LIMIT).expect("valid"),
+        style: Style::Classic,
+    };
+    let mut wait = ready.register(&tile);
+    let channel = format!("{}tile-ready", cluster.prefix);
+    let mut c = redis_connection(&cluster.redis).await;
+    for i in 0..500 {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(format!("not json {i}"))
+            .query_async(&mut c)
+            .await
+            .expect("PUBLISH");
+    }
+    let note = serde_json::json!({"key": tile.to_string(), "worker": "w", "render_ms": 1.0});
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg(note.to_string())
+        .query_async(&mut c)
+        .await
+        .expect("PUBLISH");
+    tokio::time::timeout(Duration::from_secs(5), wait.announced())
+        .await
+        .expect("a good announcement still wakes its waiter after the garbage");
+    let text = logs.text();
+    assert_eq!(
+        text.matches("malformed tile-ready announcement").count(),
+        1,
+        "{text}"
+    );
+    stop.cancel();
+    cluster.cleanup().await;
+}
+
+/// Anyone who can publish to a render queue can send it garbage: the worker dead-letters
+/// every message and says so once per interval, not once per message.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_flood_of_invalid_jobs_is_dead_lettered_and_logged_once_per_interval() {
+    let cluster = Cluster::new().await;
+    let logs = Captured::default();
+    let _guard = logs.start();
+    let worker = start_worker(cluster.worker_config(1));
+    const GARBAGE: u32 = 200;
+    for i in 0..GARBAGE {
+        cluster
+            .channel
+            .basic_publish(
+                "".into(),
+                cluster.topology.interactive.as_str().into(),
+                Default::default(),
+                format!("not a job {i}").as_bytes(),
+                Default::default(),
+            )
+            .await
+            .expect("published");
+    }
+    eventually(
+        "every message is dead-lettered",
+        Duration::from_secs(30),
+        || async {
+            cluster
+                .topology
+                .ready_messages(&cluster.channel, &cluster.topology.dead)
+                .await
+                .is_ok_and(|n| n == GARBAGE)
+        },
+    )
+    .await;
+    worker.shutdown().await;
+    let text = logs.text();
+    assert_eq!(
+        text.matches("dead-lettering an invalid job").count(),
+        1,
+        "{text}"
+    );
     cluster.cleanup().await;
 }

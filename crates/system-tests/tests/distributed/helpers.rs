@@ -11,8 +11,9 @@ pub use fractile_test_support::eventually;
 #[allow(unused_imports)] // each test binary uses some of them
 pub use fractile_test_support::worker::{run_worker, start_worker};
 use fractile_test_support::{Cleanup, Services, services, unique_prefix};
-use fractile_tile_store::{SeedStore, StoreSettings, TileStore};
+use fractile_tile_store::{SeedStore, TileStore};
 use lapin::{Channel, Connection};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The seed routes' bearer token in these tests.
 pub const SEED_TOKEN: &str = "seed-token-for-tests-0123456789";
@@ -56,7 +57,7 @@ impl Cluster {
         let prefix = unique_prefix();
         let cleanup = Cleanup::new(&services, &prefix);
         let Services { redis, amqp } = services;
-        let settings = StoreSettings::new(redis.clone(), prefix.clone());
+        let settings = fractile_test_support::store_settings(&redis, &prefix);
         let store = TileStore::new(&settings).expect("store");
         let seeds = SeedStore::new(&settings).expect("seed store");
         let topology = Topology::new(&prefix);
@@ -88,6 +89,7 @@ impl Cluster {
         config.seed_token =
             Some(fractile_api::config::SeedToken::new(SEED_TOKEN).expect("valid token"));
         config.redis_url = Some(self.redis.as_str().into());
+        config.redis.tile_mac_key = Some(fractile_test_support::tile_mac_key());
         config.amqp_url = Some(self.amqp.as_str().into());
         config.redis.key_prefix = self.prefix.clone();
         config.queue.queue_prefix = self.prefix.clone();
@@ -147,3 +149,34 @@ impl Cluster {
 /// Sends one request through `app` without a socket.
 pub use fractile_test_support::oneshot as send;
 pub use fractile_test_support::{body_json, get, header};
+
+/// Log lines written while the guard lives, on this thread (a current-thread runtime runs
+/// the handlers here).
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+
+    /// Captures this thread's log lines until the guard is dropped.
+    pub fn start(&self) -> impl Drop {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .set_default()
+    }
+}

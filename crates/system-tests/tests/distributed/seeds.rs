@@ -10,7 +10,6 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use fractile_api::seeds::SeedStatus;
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
-use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::helpers::*;
 
@@ -337,27 +336,6 @@ fn closed_port() -> u16 {
         .port()
 }
 
-/// Log lines written while the guard lives, on this thread (a current-thread runtime runs
-/// the handlers here).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_once() {
@@ -367,11 +345,7 @@ async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_
     let hung_port = hung.local_addr().expect("addr").port();
     for port in [closed_port(), hung_port] {
         let logs = Captured::default();
-        let writer = logs.clone();
-        let _guard = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .set_default();
+        let _guard = logs.start();
         let mut config = cluster.api_config();
         config.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
         let state = fractile_api::AppState::connect(&config)

@@ -8,7 +8,7 @@ use fractile_render::{MaxZoom, Style, TileId, TileKey};
 pub use fractile_test_support::eventually;
 pub use fractile_test_support::worker::run_worker;
 use fractile_test_support::{Cleanup, Services, services, unique_prefix};
-use fractile_tile_store::{SeedStore, StoreSettings, TileStore};
+use fractile_tile_store::{SeedStore, TileStore};
 use fractile_worker::Config;
 use lapin::Channel;
 
@@ -35,7 +35,7 @@ impl Env {
         let prefix = unique_prefix();
         let cleanup = Cleanup::new(&services, &prefix);
         let Services { redis, amqp } = services;
-        let settings = StoreSettings::new(redis.clone(), prefix.clone());
+        let settings = fractile_test_support::store_settings(&redis, &prefix);
         let store = TileStore::new(&settings).expect("store");
         let seeds = SeedStore::new(&settings).expect("seed store");
         let topology = Topology::new(&prefix);

@@ -1,0 +1,172 @@
+//! Secrets given as settings: bearer tokens (the seed routes', the admin port's) and keys
+//! (the tiles' MAC key). A [`Secret`] never reaches `Debug`, logs or errors: only
+//! [`Secret::expose`] gives its bytes, to what compares or signs with them. [`SecretParser`]
+//! reads one from clap and checks it at start-up; its errors name the setting and never
+//! quote the value (clap's own errors do, and a mistyped secret is still close to the real
+//! one). [`check_bearer`] compares a request's `Authorization: Bearer` in constant time.
+
+use std::fmt;
+
+use axum::http::{HeaderMap, header};
+use subtle::ConstantTimeEq;
+
+/// A secret setting. `Debug` shows only that it is set.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// `value` if it is visible ASCII without spaces (what fits in an `Authorization`
+    /// header unchanged) and at least `min_bytes` long. The reason for a refusal never
+    /// quotes the value.
+    pub fn new(value: &str, min_bytes: usize) -> Result<Self, String> {
+        if value.is_empty() {
+            return Err(format!(
+                "it is empty; set at least {min_bytes} random bytes (e.g. `openssl rand -hex 32`)"
+            ));
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "it must be visible ASCII without spaces (e.g. `openssl rand -hex 32`)".into(),
+            );
+        }
+        if value.len() < min_bytes {
+            return Err(format!(
+                "it is {} bytes; at least {min_bytes} are needed (e.g. `openssl rand -hex 32`)",
+                value.len()
+            ));
+        }
+        Ok(Secret(value.to_owned()))
+    }
+
+    /// Its bytes, to compare or sign with. Never log them.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The clap parser of a [`Secret`] setting of at least `min_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretParser {
+    min_bytes: usize,
+}
+
+impl SecretParser {
+    /// A parser for secrets of at least `min_bytes`.
+    pub const fn at_least(min_bytes: usize) -> Self {
+        SecretParser { min_bytes }
+    }
+}
+
+impl clap::builder::TypedValueParser for SecretParser {
+    type Value = Secret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Secret, clap::Error> {
+        let checked = value
+            .to_str()
+            .ok_or_else(|| "it must be visible ASCII without spaces".to_owned())
+            .and_then(|v| Secret::new(v, self.min_bytes));
+        checked.map_err(|why| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for {}: {why}\n", setting_name(arg)),
+            )
+            .with_cmd(cmd)
+        })
+    }
+}
+
+/// How an error names a setting: its variable and its flag, `FRACTILE_X (--x <X>)`.
+pub fn setting_name(arg: Option<&clap::Arg>) -> String {
+    match arg {
+        Some(arg) => match arg.get_env() {
+            Some(env) => format!("{} ({arg})", env.to_string_lossy()),
+            None => arg.to_string(),
+        },
+        None => "the setting".to_owned(),
+    }
+}
+
+/// Why a request's credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerRefusal {
+    /// No `Authorization` header.
+    Missing,
+    /// Not `Bearer <token>`, or not the right token.
+    Invalid,
+}
+
+/// Whether `headers` carry `expected` as `Authorization: Bearer <token>` (the scheme is
+/// case-insensitive, RFC 9110 §11.1). Constant time in the token's contents: slices of
+/// different lengths differ at once, which tells a guesser only the length.
+pub fn check_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), BearerRefusal> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(BearerRefusal::Missing)?;
+    let presented = value
+        .as_bytes()
+        .split_at_checked(7)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|(_, token)| token.trim_ascii())
+        .ok_or(BearerRefusal::Invalid)?;
+    if bool::from(presented.ct_eq(expected.expose())) {
+        Ok(())
+    } else {
+        Err(BearerRefusal::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn secrets_are_checked_and_never_shown() {
+        let secret = Secret::new("s3cret-s3cret-s3cret", 16).expect("valid");
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        assert_eq!(secret.expose(), b"s3cret-s3cret-s3cret");
+        for (bad, why) in [
+            ("", "empty"),
+            ("short", "5 bytes"),
+            ("has a space in it!!", "ASCII"),
+        ] {
+            let error = Secret::new(bad, 16).expect_err(bad);
+            assert!(error.contains(why), "{bad:?}: {error}");
+            assert!(bad.is_empty() || !error.contains(bad), "{error}");
+        }
+    }
+
+    #[test]
+    fn only_the_right_bearer_token_passes() {
+        let secret = Secret::new("0123456789abcdef", 16).expect("valid");
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(value).expect("a header"),
+            );
+            check_bearer(&headers, &secret)
+        };
+        assert_eq!(with("Bearer 0123456789abcdef"), Ok(()));
+        assert_eq!(with("bearer 0123456789abcdef "), Ok(()));
+        assert_eq!(with("Bearer 0123456789abcdeX"), Err(BearerRefusal::Invalid));
+        assert_eq!(with("Basic 0123456789abcdef"), Err(BearerRefusal::Invalid));
+        assert_eq!(with("Bearer"), Err(BearerRefusal::Invalid));
+        assert_eq!(
+            check_bearer(&HeaderMap::new(), &secret),
+            Err(BearerRefusal::Missing)
+        );
+    }
+}
