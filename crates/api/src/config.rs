@@ -12,11 +12,8 @@ use fractile_render::MaxZoom;
 use fractile_runtime::{LogArgs, SecretUrl, UrlParser, parse_duration};
 use fractile_tile_store::RedisArgs;
 
-/// Schemes `FRACTILE_REDIS_URL` may have.
-pub const REDIS_SCHEMES: &[&str] = &["redis", "rediss"];
-
-/// Schemes `FRACTILE_AMQP_URL` may have.
-pub const AMQP_SCHEMES: &[&str] = &["amqp", "amqps"];
+use fractile_queue::AMQP_SCHEMES;
+use fractile_tile_store::REDIS_SCHEMES;
 
 /// What a miss does when the render queue cannot take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -195,13 +192,13 @@ pub struct Config {
 
     /// Redis for the shared tile cache (L2), e.g. `redis://:password@redis:6379`. Unset or
     /// empty: embedded mode, L1 only.
-    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(REDIS_SCHEMES))]
+    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(REDIS_SCHEMES).checked_by(fractile_tile_store::check_url))]
     pub redis_url: Option<SecretUrl>,
 
     /// Redis for durable state, seed records and quotas, e.g. `redis://:password@redis-state:6379`:
     /// run it with `maxmemory-policy noeviction` and persistence, apart from the cache.
     /// Unset or empty: the cache's (`FRACTILE_REDIS_URL`), for development.
-    #[arg(long, env = "FRACTILE_STATE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(REDIS_SCHEMES))]
+    #[arg(long, env = "FRACTILE_STATE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(REDIS_SCHEMES).checked_by(fractile_tile_store::check_url))]
     pub state_redis_url: Option<SecretUrl>,
 
     /// RabbitMQ to send misses and seeds to workers, e.g. `amqp://user:pass@rabbitmq:5672/%2f`.
@@ -213,7 +210,7 @@ pub struct Config {
         env = "FRACTILE_AMQP_URL",
         hide_env_values = true,
         requires = "redis_url",
-        value_parser = UrlParser::optional(AMQP_SCHEMES)
+        value_parser = UrlParser::optional(AMQP_SCHEMES).checked_by(fractile_queue::check_url)
     )]
     pub amqp_url: Option<SecretUrl>,
 

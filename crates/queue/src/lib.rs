@@ -55,6 +55,21 @@ pub use topology::{
     INTERACTIVE_MAX_ATTEMPTS, MAX_ATTEMPTS, Topology, delivery_attempts, max_attempts, persistent,
 };
 
+/// The schemes of an AMQP URL the settings take (`amqps://` is refused by [`check_url`]:
+/// this build of lapin has no TLS).
+pub const AMQP_SCHEMES: &[&str] = &["amqp", "amqps"];
+
+/// Whether lapin takes `url` (its own parser: port, vhost, query parameters), and can
+/// connect to it: the settings' check at start-up, so a URL it would refuse stops the
+/// process at once instead of failing every connection attempt.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let uri: lapin::uri::AMQPUri = url.parse()?;
+    if uri.scheme == lapin::uri::AMQPScheme::AMQPS {
+        return Err("amqps:// needs TLS, which this build does not include".into());
+    }
+    Ok(())
+}
+
 /// AMQP's delivery mode for a job on `queue`'s queue: 2 (persistent) or 1 (transient).
 fn delivery_mode(queue: Priority) -> u8 {
     if persistent(queue) { 2 } else { 1 }

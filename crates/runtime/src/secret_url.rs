@@ -2,8 +2,16 @@
 //! settings hold them as [`SecretUrl`], whose `Debug` and `Display` hide the password, so a
 //! logged or printed configuration never leaks it; only [`SecretUrl::expose`] gives the
 //! full text, to the client that connects with it. [`UrlParser`] reads them from clap and
-//! checks them once, at start-up: a bad URL stops the process with one error that names its
-//! variable and shows the URL with its password hidden.
+//! checks them once, at start-up, with the client's own parser where one is given: a URL the
+//! client would refuse stops the process (exit 2) with one error that names its variable and
+//! shows the URL with its password hidden.
+//!
+//! A password may hold any character, written raw or percent-encoded, and a raw `/`, `?`,
+//! `#` or `@` makes a URL parser see the password's end somewhere else (the host, a path, a
+//! fragment). So hiding a password never trusts a parse: everything between the scheme and
+//! the *last* `@` is the user and password ([`redact_url`]), and any text a parser or client
+//! says about a URL is scrubbed of every form of its password before it is shown
+//! ([`scrub`]).
 
 use std::convert::Infallible;
 use std::fmt;
@@ -69,7 +77,13 @@ impl fmt::Display for SecretUrl {
 pub struct UrlParser {
     schemes: &'static [&'static str],
     empty_is_unset: bool,
+    /// The client's own check (its URL parser): a URL it would refuse at connect time is
+    /// refused at start-up, with exit 2, instead of failing later with exit 1.
+    client_check: Option<ClientCheck>,
 }
+
+/// A client's own URL check: `Err` says why it would refuse the URL.
+pub type ClientCheck = fn(&str) -> Result<(), String>;
 
 impl UrlParser {
     /// A setting that must be given: empty is an error.
@@ -77,6 +91,7 @@ impl UrlParser {
         UrlParser {
             schemes,
             empty_is_unset: false,
+            client_check: None,
         }
     }
 
@@ -85,7 +100,15 @@ impl UrlParser {
         UrlParser {
             schemes,
             empty_is_unset: true,
+            client_check: None,
         }
+    }
+
+    /// This parser, also asking `check` (the client's own URL parser) whether it would take
+    /// the URL. What `check` says is shown scrubbed of the password ([`scrub`]).
+    pub const fn checked_by(mut self, check: ClientCheck) -> Self {
+        self.client_check = Some(check);
+        self
     }
 
     /// Checks `value`; the reason for a refusal never shows a password.
@@ -111,6 +134,9 @@ impl UrlParser {
         }
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(format!("`{shown}` has no host"));
+        }
+        if let Some(check) = self.client_check {
+            check(value).map_err(|why| format!("`{shown}`: {}", scrub(&why, value)))?;
         }
         Ok(SecretUrl::new(value))
     }
@@ -161,14 +187,17 @@ fn redact_invalid(value: &str) -> String {
 }
 
 /// `url` with its password replaced by `***`, for logs: `amqp://user:***@host:5672/%2f`.
+///
+/// The user and password are everything between `://` and the last `@`, whatever a URL
+/// parser would make of them: a raw `/`, `?`, `#` or `@` in a password ends the authority
+/// early for a parser (`redis://u:123/x@host` parses as host `u`, port 123, path `/x@host`),
+/// and showing that parse would show the password. The price: an `@` after the host (a
+/// vhost named `a@b`) hides the host too, which is the safe side.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    // The authority ends at the first `/`, `?` or `#`; credentials end at its last `@`.
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    match authority.rsplit_once('@') {
+    match rest.rsplit_once('@') {
         Some((credentials, host)) => {
             let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
             let hidden = if credentials.contains(':') {
@@ -176,10 +205,72 @@ pub fn redact_url(url: &str) -> String {
             } else {
                 ""
             };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
+            format!("{scheme}://{user}{hidden}@{host}")
         }
         None => url.to_owned(),
     }
+}
+
+/// `message` (what a parser or client said about `url`) with every form of `url`'s password
+/// replaced by `***`: as written, percent-decoded, and percent-encoded as a parser would
+/// write it back. A client's message may quote the whole URL (amq-protocol's "Invalid URL")
+/// or the part it took for a host or path.
+pub fn scrub(message: &str, url: &str) -> String {
+    let Some(password) = password_of(url) else {
+        return message.to_owned();
+    };
+    let decoded = percent_decode(password);
+    let encoded: String = decoded
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let mut forms = [password.to_owned(), decoded, encoded];
+    // Longest first: one form may contain another.
+    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    let mut scrubbed = message.to_owned();
+    for form in forms.iter().filter(|form| !form.is_empty()) {
+        scrubbed = scrubbed.replace(form.as_str(), "***");
+    }
+    scrubbed
+}
+
+/// The password of `url` as written: after the first `:` of what precedes the last `@`.
+fn password_of(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let (credentials, _) = rest.rsplit_once('@')?;
+    credentials.split_once(':').map(|(_, password)| password)
+}
+
+/// `text` with `%XX` escapes decoded (invalid UTF-8 replaced); a `%` not followed by two hex
+/// digits is kept as it is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -233,6 +324,103 @@ mod tests {
         assert!(optional.check("").expect("unset").is_empty());
         assert!(optional.check("  ").expect("unset").is_empty());
         assert!(optional.check("nope").is_err());
+    }
+
+    #[test]
+    fn passwords_with_url_delimiters_are_hidden_whatever_a_parser_makes_of_them() {
+        // Each of these leaked whole or in part: the parser ended the password early.
+        for (url, shown) in [
+            (
+                "redis://user:pa?ss-SECRET@127.0.0.1:6391",
+                "redis://user:***@127.0.0.1:6391",
+            ),
+            (
+                "amqp://u:pa/ss-SECRET@127.0.0.1:5672/%2f",
+                "amqp://u:***@127.0.0.1:5672/%2f",
+            ),
+            ("redis://u:123/x@host", "redis://u:***@host"),
+            ("redis://u:pa#SECRET@host:1", "redis://u:***@host:1"),
+            ("redis://user:SEC@RET@host:1", "redis://user:***@host:1"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+            let why = REDIS.check(url).err().unwrap_or_default();
+            assert!(
+                !why.contains("SECRET") && !why.contains("RET@"),
+                "{url}: {why}"
+            );
+        }
+        // A client that quotes the URL, password and all (amq-protocol's "Invalid URL: '…'"),
+        // in every form it may take.
+        let url = "amqp://u:p%40ss-SECRET@host";
+        for said in [
+            format!("Invalid URL: '{url}'"),
+            "password p@ss-SECRET refused".to_owned(),
+            "as p%40ss-SECRET".to_owned(),
+        ] {
+            let scrubbed = scrub(&said, url);
+            assert!(!scrubbed.contains("SECRET"), "{scrubbed}");
+        }
+    }
+
+    /// Characters a password is drawn from in the property below: letters that appear in no
+    /// other part of the URLs or of any message (so a leak of even part of a password shows),
+    /// and every delimiter and special character a URL has.
+    const PASSWORD_CHARS: &[char] = &[
+        'V', 'W', 'X', 'Z', 'J', 'K', '/', '?', '#', '@', ':', '%', '!', '$', '&', '\'', '(', ')',
+        '*', '+', ',', ';', '=', '[', ']', ' ', '~', '"', '<', '>', '\\', '^', '`', '{', '|', '}',
+        'é',
+    ];
+
+    fn leaks(text: &str) -> bool {
+        text.contains(['V', 'W', 'X', 'Z', 'J', 'K'])
+    }
+
+    /// Percent-encodes every byte but unreserved ASCII, as a careful user would.
+    fn encoded(password: &str) -> String {
+        password
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// Whatever a password holds, raw or percent-encoded, in a Redis or an AMQP URL, no
+        /// part of it reaches a redacted URL, `Debug`, `Display` or a refusal's reason.
+        #[test]
+        fn no_part_of_a_password_is_ever_shown(
+            chars in proptest::collection::vec(proptest::sample::select(PASSWORD_CHARS), 1..24),
+            scheme in proptest::sample::select(&["redis", "rediss", "amqp", "amqps"][..]),
+            tail in proptest::sample::select(&["", ":6379", ":5672/%2f", ":1/0", "/v?heartbeat=10"][..]),
+            raw in proptest::bool::ANY,
+        ) {
+            // At least one marker letter, so a leak of the password cannot go unseen.
+            let password: String = std::iter::once('W').chain(chars).collect();
+            let written = if raw { password.clone() } else { encoded(&password) };
+            let url = format!("{scheme}://user:{written}@host{tail}");
+            let parser = if scheme.starts_with("redis") {
+                UrlParser::required(&["redis", "rediss"])
+            } else {
+                UrlParser::required(&["amqp", "amqps"])
+            };
+            let shown = [
+                redact_url(&url),
+                format!("{:?}", SecretUrl::new(url.as_str())),
+                SecretUrl::new(url.as_str()).to_string(),
+                parser.check(&url).err().unwrap_or_default(),
+                scrub(&format!("Invalid URL: '{url}'"), &url),
+            ];
+            for text in shown {
+                proptest::prop_assert!(!leaks(&text), "{} shows {}", url, text);
+            }
+        }
     }
 
     #[test]

@@ -50,6 +50,18 @@ pub use seed::{
     SeedStore,
 };
 
+/// The schemes of a Redis URL the settings take (`rediss://` is refused by [`check_url`]:
+/// this build has no TLS).
+pub const REDIS_SCHEMES: &[&str] = &["redis", "rediss"];
+
+/// Whether the Redis client takes `url` (its own parser: host, port, database number, TLS):
+/// the settings' check at start-up, so a URL it would refuse stops the process at once.
+pub fn check_url(url: &str) -> Result<(), String> {
+    redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// Default budget of one store operation, from asking for a connection to the reply:
 /// hundreds of times what a healthy lookup takes (well under a millisecond on a local
 /// network, a few under load), so only a Redis in trouble runs out of it, and short enough

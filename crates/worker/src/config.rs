@@ -19,18 +19,18 @@ use fractile_tile_store::RedisArgs;
 pub struct Config {
     /// RabbitMQ to consume render jobs from, e.g. `amqp://user:pass@rabbitmq:5672/%2f`.
     /// Required: empty is an error.
-    #[arg(long, env = "FRACTILE_AMQP_URL", hide_env_values = true, value_parser = UrlParser::required(&["amqp", "amqps"]))]
+    #[arg(long, env = "FRACTILE_AMQP_URL", hide_env_values = true, value_parser = UrlParser::required(fractile_queue::AMQP_SCHEMES).checked_by(fractile_queue::check_url))]
     pub amqp_url: SecretUrl,
 
     /// Redis to store rendered tiles in, e.g. `redis://:password@redis:6379`. Required:
     /// empty is an error.
-    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::required(&["redis", "rediss"]))]
+    #[arg(long, env = "FRACTILE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::required(fractile_tile_store::REDIS_SCHEMES).checked_by(fractile_tile_store::check_url))]
     pub redis_url: SecretUrl,
 
     /// Redis of seed records (`maxmemory-policy noeviction`, persistent), e.g.
     /// `redis://:password@redis-state:6379`. Unset or empty: the cache's
     /// (`FRACTILE_REDIS_URL`), for development.
-    #[arg(long, env = "FRACTILE_STATE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(&["redis", "rediss"]))]
+    #[arg(long, env = "FRACTILE_STATE_REDIS_URL", hide_env_values = true, value_parser = UrlParser::optional(fractile_tile_store::REDIS_SCHEMES).checked_by(fractile_tile_store::check_url))]
     pub state_redis_url: Option<SecretUrl>,
 
     /// Key prefix, tile lifetime, pool size, budget and breaker of Redis.

@@ -82,6 +82,54 @@ fn an_invalid_redis_url_exits_2_naming_its_variable_without_the_password() {
     assert!(!output.contains("s3cret-pw"), "{output}");
 }
 
+/// Every URL the clients would refuse stops the api at start-up with exit 2, one line naming
+/// the variable, and no part of the password, whatever characters it holds.
+#[test]
+fn every_url_the_clients_refuse_exits_2_naming_its_variable_without_the_password() {
+    for (variable, url, says) in [
+        (
+            "FRACTILE_REDIS_URL",
+            "redis://127.0.0.1:6379/9x",
+            "database number",
+        ),
+        (
+            "FRACTILE_REDIS_URL",
+            "redis://user:pa?ss-SECRET@127.0.0.1:6391",
+            "invalid port",
+        ),
+        (
+            "FRACTILE_REDIS_URL",
+            "redis://u:123/x-SECRET@127.0.0.1:6391",
+            "database number",
+        ),
+        ("FRACTILE_REDIS_URL", "rediss://127.0.0.1:6380", "TLS"),
+        (
+            "FRACTILE_STATE_REDIS_URL",
+            "redis://127.0.0.1:6379/not-a-db",
+            "database number",
+        ),
+        (
+            "FRACTILE_AMQP_URL",
+            "amqp://u:pa/ss-SECRET@127.0.0.1:5672/%2f",
+            "invalid port",
+        ),
+        ("FRACTILE_AMQP_URL", "amqps://127.0.0.1:5671/%2f", "TLS"),
+    ] {
+        let mut command = api();
+        command.env("FRACTILE_REDIS_URL", "redis://127.0.0.1:6379");
+        command.env(variable, url);
+        let process = Process::spawn(command);
+        process.wait_for_line(Duration::from_secs(10), |l| l.contains(variable));
+        std::thread::sleep(Duration::from_millis(300));
+        let output = process.output().join("\n");
+        let status = process.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{url}: {output}");
+        assert!(output.contains(variable), "{url}: {output}");
+        assert!(output.contains(says), "{url}: {output}");
+        assert!(!output.contains("SECRET"), "{url}: {output}");
+    }
+}
+
 #[test]
 fn an_invalid_amqp_url_error_is_printed_once_without_the_password() {
     let mut command = api();
