@@ -15,6 +15,9 @@
 # NGINX_V1_ROUTES=open lets nginx route the operator routes under /v1/ (seeds) to the api, as
 # in the compose stack (default: .env's value, `closed`: 403 at nginx); the api replicas take
 # SEED_TOKEN from .env as their seed routes' bearer token.
+# FRACTILE_LOCAL_FAULTS=on turns fault injection on in every api and worker, for a drill or a
+# chaos test: /faults on their admin ports then takes changes with ADMIN_TOKEN from .env as
+# `Authorization: Bearer`. Off by default, as in compose and k8s.
 # It uses the same nginx.conf, prometheus.yml and alerts.yml as the compose stack; only the
 # upstream servers and scrape targets (hostnames) are generated for loopback. Redis runs as a
 # private instance with the compose stack's settings; RabbitMQ is the machine's broker (it is
@@ -117,9 +120,13 @@ common=(FRACTILE_REDIS_URL="redis://fractile:$REDIS_PASSWORD@127.0.0.1:$redis_po
         FRACTILE_STATE_REDIS_URL="redis://fractile:$REDIS_PASSWORD@127.0.0.1:$state_redis_port"
         FRACTILE_TILE_MAC_KEY="$TILE_MAC_KEY"
         FRACTILE_AMQP_URL="amqp://$RABBITMQ_USER:$RABBITMQ_PASSWORD@127.0.0.1:5672/$vhost"
-        FRACTILE_LOG_FORMAT=json FRACTILE_RENDER_THREADS=1
-        # A demo topology on loopback: /faults on the admin ports is open for experiments.
-        FRACTILE_FAULT_INJECTION=true)
+        FRACTILE_LOG_FORMAT=json FRACTILE_RENDER_THREADS=1)
+case "${FRACTILE_LOCAL_FAULTS:-off}" in
+  on) common+=(FRACTILE_FAULT_INJECTION=true FRACTILE_ADMIN_TOKEN="$ADMIN_TOKEN")
+      echo "fault injection on: /faults on the admin ports wants Authorization: Bearer \$ADMIN_TOKEN (.env)" ;;
+  off) ;;
+  *) echo "FRACTILE_LOCAL_FAULTS must be on or off" >&2; exit 2 ;;
+esac
 api_only=(FRACTILE_SEED_TOKEN="$SEED_TOKEN")
 for i in $(seq 1 "$apis"); do
   env "${common[@]}" "${api_only[@]}" FRACTILE_LISTEN="127.0.0.1:1808$i" FRACTILE_ADMIN_LISTEN="127.0.0.1:1908$i" \

@@ -1,7 +1,6 @@
 //! Configuration: every setting is a `FRACTILE_*` environment variable and a flag of the same
 //! name (`--help` lists them). Values are validated into types here, once, at start-up.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
@@ -9,7 +8,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 use fractile_queue::QueueArgs;
 use fractile_render::MaxZoom;
-use fractile_runtime::{LogArgs, SecretUrl, UrlParser, parse_duration};
+use fractile_runtime::faults::FaultArgs;
+use fractile_runtime::{LogArgs, Secret, SecretParser, SecretUrl, UrlParser, parse_duration};
 use fractile_tile_store::RedisArgs;
 
 use fractile_queue::AMQP_SCHEMES;
@@ -241,8 +241,8 @@ pub struct Config {
     /// Bearer token of the seed routes (`/v1/seeds`), at least 16 bytes of visible ASCII,
     /// e.g. `openssl rand -hex 32`. Unset: the seed routes answer 403. A secret: never
     /// printed by `--help` or `Debug`.
-    #[arg(long, env = "FRACTILE_SEED_TOKEN", hide_env_values = true, value_parser = SeedTokenParser)]
-    pub seed_token: Option<SeedToken>,
+    #[arg(long, env = "FRACTILE_SEED_TOKEN", hide_env_values = true, value_parser = SecretParser::at_least(SEED_TOKEN_MIN_BYTES))]
+    pub seed_token: Option<Secret>,
 
     /// Seeds expanding or running at once, across every replica sharing this Redis prefix;
     /// beyond it `POST /v1/seeds` answers 429 + Retry-After.
@@ -279,10 +279,10 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_QUEUE_PRIORITY", default_value_t = true, action = clap::ArgAction::Set)]
     pub queue_priority: bool,
 
-    /// Accept fault injection (`/faults` on the admin port: latency and errors on tile
-    /// responses, slower renders) for demos and chaos tests. Never in production.
-    #[arg(long, env = "FRACTILE_FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
-    pub fault_injection: bool,
+    /// Fault injection (`/faults` on the admin port: latency and errors on tile responses,
+    /// slower renders) and the token it wants.
+    #[command(flatten)]
+    pub faults: FaultArgs,
 
     /// Logging.
     #[command(flatten)]
@@ -321,6 +321,9 @@ impl Config {
                 "FRACTILE_AMQP_URL (--amqp-url) needs FRACTILE_REDIS_URL (--redis-url): \
                  workers return tiles through Redis",
             ));
+        }
+        if let Err(why) = config.faults.injection() {
+            return Err(Self::command().error(clap::error::ErrorKind::MissingRequiredArgument, why));
         }
         Ok(config)
     }
@@ -392,82 +395,6 @@ fn parse_max_headers(s: &str) -> Result<usize, String> {
 
 /// Shortest seed token accepted: 16 bytes leave nothing to guess online.
 pub const SEED_TOKEN_MIN_BYTES: usize = 16;
-
-/// The seed routes' bearer token. A secret: `Debug` shows only that it is set, so printing
-/// the configuration never leaks it.
-#[derive(Clone)]
-pub struct SeedToken(String);
-
-impl SeedToken {
-    /// A token from a string, with the checks of `FRACTILE_SEED_TOKEN` (the reason for a
-    /// refusal never quotes the value).
-    pub fn new(token: &str) -> Result<Self, String> {
-        check_seed_token(token).map(|t| SeedToken(t.to_owned()))
-    }
-
-    /// The token's bytes, to compare a presented token against.
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Debug for SeedToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SeedToken(<redacted>)")
-    }
-}
-
-/// Reads a [`SeedToken`]. Not a plain function parser: clap's error for those quotes the
-/// rejected value, and a mistyped token is still close to the real one.
-#[derive(Clone, Copy)]
-struct SeedTokenParser;
-
-impl clap::builder::TypedValueParser for SeedTokenParser {
-    type Value = SeedToken;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<SeedToken, clap::Error> {
-        let checked = value
-            .to_str()
-            .ok_or_else(|| "the token must be visible ASCII without spaces".to_owned());
-        checked.and_then(SeedToken::new).map_err(|why| {
-            let name = arg.map_or_else(|| "--seed-token".to_owned(), ToString::to_string);
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("invalid value for '{name}': {why}\n"),
-            )
-            .with_cmd(cmd)
-        })
-    }
-}
-
-/// A token is what fits in `Authorization: Bearer …` unchanged: visible ASCII, no spaces,
-/// and long enough. The reasons never quote the value.
-fn check_seed_token(s: &str) -> Result<&str, String> {
-    if s.is_empty() {
-        return Err(
-            "empty: unset FRACTILE_SEED_TOKEN to disable the seed routes, or set a \
-                    random token (e.g. `openssl rand -hex 32`)"
-                .into(),
-        );
-    }
-    if !s.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(
-            "the token must be visible ASCII without spaces (e.g. `openssl rand -hex 32`)".into(),
-        );
-    }
-    if s.len() < SEED_TOKEN_MIN_BYTES {
-        return Err(format!(
-            "the token is {} bytes; at least {SEED_TOKEN_MIN_BYTES} are needed (e.g. `openssl rand -hex 32`)",
-            s.len()
-        ));
-    }
-    Ok(s)
-}
 
 fn parse_max_zoom_u8(s: &str) -> Result<u8, String> {
     let z: u8 = s.parse().map_err(|e| format!("{e}"))?;

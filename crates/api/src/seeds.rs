@@ -39,17 +39,16 @@ use axum::response::{IntoResponse, Response};
 use fractile_queue::{Publisher, PublisherLink, QueueError, RenderJob, unix_ms};
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
 use fractile_runtime::ratelimited_log::RateLimitedLog;
+use fractile_runtime::secret::{BearerRefusal, Secret, check_bearer};
 pub use fractile_tile_store::SeedBBox as BBox;
 use fractile_tile_store::{
     LeaseStep, NewSeed, SeedAdmission, SeedOutcome, SeedRecord, SeedState, SeedStore, StoreError,
     TileStore,
 };
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::config::SeedToken;
 use fractile_runtime::openapi::ErrorBody;
 
 use crate::error::ApiError;
@@ -79,12 +78,12 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Who may use the seed routes: the holder of the configured token, or nobody.
 #[derive(Clone)]
 pub struct SeedGate {
-    token: Option<SeedToken>,
+    token: Option<Secret>,
 }
 
 impl SeedGate {
     /// A gate for `token`; `None` closes the seed routes (403).
-    pub fn new(token: Option<SeedToken>) -> Self {
+    pub fn new(token: Option<Secret>) -> Self {
         SeedGate { token }
     }
 
@@ -98,30 +97,16 @@ impl SeedGate {
                           send it as `Authorization: Bearer <token>`",
             });
         };
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::Unauthorized {
+        check_bearer(headers, expected).map_err(|refusal| match refusal {
+            BearerRefusal::Missing => ApiError::Unauthorized {
                 code: "missing_token",
                 message: "the seed routes need `Authorization: Bearer <FRACTILE_SEED_TOKEN>`",
-            });
-        };
-        let invalid = || ApiError::Unauthorized {
-            code: "invalid_token",
-            message: "the bearer token is malformed or wrong",
-        };
-        // `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
-        let presented = value
-            .as_bytes()
-            .split_at_checked(7)
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
-            .map(|(_, token)| token.trim_ascii())
-            .ok_or_else(invalid)?;
-        // Constant time in the contents; slices of different lengths differ at once, which
-        // tells a guesser only the length, not the token.
-        if bool::from(presented.ct_eq(expected.expose())) {
-            Ok(())
-        } else {
-            Err(invalid())
-        }
+            },
+            BearerRefusal::Invalid => ApiError::Unauthorized {
+                code: "invalid_token",
+                message: "the bearer token is malformed or wrong",
+            },
+        })
     }
 }
 

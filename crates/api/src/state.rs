@@ -142,7 +142,8 @@ impl AppState {
         backends: impl FnOnce(CancellationToken, QueueFallback) -> Option<Backends>,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-        let faults = Faults::new(config.fault_injection, API_FAULTS, metrics.registry())
+        let admin_token = config.faults.injection().map_err(anyhow::Error::msg)?;
+        let faults = Faults::new(admin_token, API_FAULTS, metrics.registry())
             .context("registering fault metrics")?;
         let pool = RenderPool::new(
             config.render_threads(),

@@ -96,8 +96,21 @@ pub fn router<P: AdminProbe>(probe: P, readiness: Readiness, faults: Faults) -> 
 
 /// The admin router's operations, for the OpenAPI document (tag [`crate::openapi::ADMIN_TAG`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
     let mut doc = routes().into_openapi();
     doc.merge(faults::routes().into_openapi());
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("`Authorization: Bearer <FRACTILE_ADMIN_TOKEN>`"))
+                    .build(),
+            ),
+        );
     doc
 }
 
@@ -248,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_scrape_is_a_500_with_the_json_error_body() {
         let registry = prometheus::Registry::new();
-        let faults = Faults::new(false, &[], &registry).expect("registers");
+        let faults = Faults::new(None, &[], &registry).expect("registers");
         let app = router(Broken, Readiness::default(), faults);
         let (code, cache, body) = get(&app, "/metrics").await;
         assert_eq!(
@@ -263,7 +276,7 @@ mod tests {
         let healthy = Arc::new(AtomicBool::new(true));
         let readiness = Readiness::default();
         let registry = prometheus::Registry::new();
-        let faults = Faults::new(false, &[], &registry).expect("registers");
+        let faults = Faults::new(None, &[], &registry).expect("registers");
         let app = router(Probe(Arc::clone(&healthy)), readiness.clone(), faults);
 
         let (code, cache, body) = get(&app, "/readyz").await;

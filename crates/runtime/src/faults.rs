@@ -2,11 +2,15 @@
 //! responses, fail a fraction of them, slow renders down by a factor, pause a worker's
 //! consumption. Users turn faults on to watch alerts fire and autoscalers react.
 //!
-//! Off unless the process starts with `FRACTILE_FAULT_INJECTION=true`; then `/faults` on the
-//! admin port (never behind the load balancer) takes a `PUT` of the faults wanted, which
-//! replace any active ones and lift by themselves after `duration_s` (default 300 s, at most
-//! an hour), so a forgotten fault cannot outlive the demo. `DELETE` lifts them at once. Every
-//! active fault is shown in `fault_injection_active{fault}` and in `/readyz`.
+//! Off unless the process starts with `FRACTILE_FAULT_INJECTION=true`, which needs
+//! `FRACTILE_ADMIN_TOKEN` ([`FaultArgs`]); then `/faults` on the admin port (never behind the
+//! load balancer) takes a `PUT` of the faults wanted, which replace any active ones and lift
+//! by themselves after `duration_s` (default 300 s, at most an hour), so a forgotten fault
+//! cannot outlive the demo. `DELETE` lifts them at once. Both want
+//! `Authorization: Bearer <FRACTILE_ADMIN_TOKEN>`: whoever reaches an admin port (a scraper, a
+//! neighbour pod) could otherwise make every tile of a replica fail for an hour. `GET` is
+//! open, like the rest of the admin port. Every active fault is shown in
+//! `fault_injection_active{fault}` and in `/readyz`.
 //!
 //! When nothing is injected the hooks cost one relaxed atomic load each.
 
@@ -17,7 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
@@ -28,6 +32,41 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::openapi::ErrorBody;
+use crate::secret::{BearerRefusal, Secret, SecretParser, check_bearer};
+
+/// Shortest admin token accepted: 16 bytes leave nothing to guess online.
+pub const ADMIN_TOKEN_MIN_BYTES: usize = 16;
+
+/// Fault injection's settings, a clap group both binaries flatten.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FaultArgs {
+    /// Accept fault injection (`/faults` on the admin port) for demos, drills and chaos
+    /// tests; needs FRACTILE_ADMIN_TOKEN. Never in production.
+    #[arg(long, env = "FRACTILE_FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub fault_injection: bool,
+
+    /// Bearer token that `PUT` and `DELETE /faults` want (at least 16 bytes, e.g.
+    /// `openssl rand -hex 32`). Never printed.
+    #[arg(long, env = "FRACTILE_ADMIN_TOKEN", hide_env_values = true, value_parser = SecretParser::at_least(ADMIN_TOKEN_MIN_BYTES))]
+    pub admin_token: Option<Secret>,
+}
+
+impl FaultArgs {
+    /// The token `/faults` wants when fault injection is on (`None`: off). On without a
+    /// token is a configuration error: the reason names both settings.
+    pub fn injection(&self) -> Result<Option<Secret>, String> {
+        match (self.fault_injection, &self.admin_token) {
+            (false, _) => Ok(None),
+            (true, Some(token)) => Ok(Some(token.clone())),
+            (true, None) => Err(
+                "FRACTILE_FAULT_INJECTION=true (--fault-injection) needs FRACTILE_ADMIN_TOKEN \
+                 (--admin-token), the bearer token /faults wants: at least 16 random bytes, \
+                 e.g. `openssl rand -hex 32`"
+                    .into(),
+            ),
+        }
+    }
+}
 
 /// Default lifetime of injected faults.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(300);
@@ -182,7 +221,8 @@ impl Slowdown {
 pub struct Faults(Arc<Inner>);
 
 struct Inner {
-    enabled: bool,
+    /// The token changes want; `None`: fault injection is off.
+    token: Option<Secret>,
     supported: &'static [Fault],
     latency_ms: AtomicU64,
     /// Failing fraction of tile responses, in parts per million.
@@ -200,10 +240,11 @@ struct Inner {
 
 impl Faults {
     /// Faults for a process that supports `supported`, with `fault_injection_active{fault}`
-    /// registered on `registry` (0 for each supported fault). `enabled: false` refuses every
-    /// change, so nothing can be injected.
+    /// registered on `registry` (0 for each supported fault). `token` is what `/faults`
+    /// wants of a change ([`FaultArgs::injection`]); `None` refuses every change, so nothing
+    /// can be injected.
     pub fn new(
-        enabled: bool,
+        token: Option<Secret>,
         supported: &'static [Fault],
         registry: &Registry,
     ) -> Result<Self, prometheus::Error> {
@@ -219,7 +260,7 @@ impl Faults {
             active.with_label_values(&[fault.name()]).set(0);
         }
         Ok(Faults(Arc::new(Inner {
-            enabled,
+            token,
             supported,
             latency_ms: AtomicU64::new(0),
             error_ppm: AtomicU32::new(0),
@@ -232,9 +273,9 @@ impl Faults {
         })))
     }
 
-    /// Whether `/faults` accepts changes.
+    /// Whether `/faults` accepts changes (with the token).
     pub fn enabled(&self) -> bool {
-        self.0.enabled
+        self.0.token.is_some()
     }
 
     /// Latency to add to a tile response, if any.
@@ -434,8 +475,37 @@ fn disabled() -> Response {
     error(
         StatusCode::FORBIDDEN,
         "faults_disabled",
-        "fault injection is off; start the process with FRACTILE_FAULT_INJECTION=true to use /faults",
+        "fault injection is off; start the process with FRACTILE_FAULT_INJECTION=true (and \
+         FRACTILE_ADMIN_TOKEN) to use /faults",
     )
+}
+
+/// Why a change may not go ahead, if it may not: fault injection is off (403
+/// `faults_disabled`) or the request lacks its token (401 `missing_token` / `invalid_token`,
+/// with RFC 6750's `WWW-Authenticate`).
+fn refusal(faults: &Faults, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &faults.0.token else {
+        return Some(disabled());
+    };
+    let (code, message, challenge) = match check_bearer(headers, token) {
+        Ok(()) => return None,
+        Err(BearerRefusal::Missing) => (
+            "missing_token",
+            "changes to /faults need `Authorization: Bearer <FRACTILE_ADMIN_TOKEN>`",
+            r#"Bearer realm="fractile-admin""#,
+        ),
+        Err(BearerRefusal::Invalid) => (
+            "invalid_token",
+            "the bearer token is malformed or wrong",
+            r#"Bearer realm="fractile-admin", error="invalid_token""#,
+        ),
+    };
+    let mut response = error(StatusCode::UNAUTHORIZED, code, message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    Some(response)
 }
 
 /// The faults in force.
@@ -457,15 +527,21 @@ async fn show(State(faults): State<Faults>) -> Response {
         (status = 400, description = "`invalid_body`, `invalid_fault` (out of range) or \
             `unsupported_fault` (not a fault this process has).", body = ErrorBody,
             headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 401, description = "`missing_token` or `invalid_token`: no or a wrong \
+            `Authorization: Bearer <FRACTILE_ADMIN_TOKEN>`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"fractile-admin\"`, with `error=\"invalid_token\"` when a token was sent."),
+                ("Cache-Control" = String, description = "`no-store`"))),
         (status = 403, description = "`faults_disabled`: the process started without \
             `FRACTILE_FAULT_INJECTION=true`.", body = ErrorBody,
-            headers(("Cache-Control" = String, description = "`no-store`")))))]
+            headers(("Cache-Control" = String, description = "`no-store`")))),
+    security(("admin_token" = [])))]
 async fn put(
     State(faults): State<Faults>,
+    headers: HeaderMap,
     body: Result<axum::Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
-    if !faults.enabled() {
-        return disabled();
+    if let Some(refused) = refusal(&faults, &headers) {
+        return refused;
     }
     let body = body
         .map(|axum::Json(value)| value)
@@ -501,11 +577,16 @@ fn fault_request(body: serde_json::Value) -> Result<FaultRequest, String> {
     responses(
         (status = 200, description = "Lifted.", body = FaultsView,
             headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 401, description = "`missing_token` or `invalid_token`: no or a wrong \
+            `Authorization: Bearer <FRACTILE_ADMIN_TOKEN>`.", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"fractile-admin\"`, with `error=\"invalid_token\"` when a token was sent."),
+                ("Cache-Control" = String, description = "`no-store`"))),
         (status = 403, description = "`faults_disabled`.", body = ErrorBody,
-            headers(("Cache-Control" = String, description = "`no-store`")))))]
-async fn delete(State(faults): State<Faults>) -> Response {
-    if !faults.enabled() {
-        return disabled();
+            headers(("Cache-Control" = String, description = "`no-store`")))),
+    security(("admin_token" = [])))]
+async fn delete(State(faults): State<Faults>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&faults, &headers) {
+        return refused;
     }
     faults.clear();
     tracing::info!("injected faults lifted");
@@ -520,12 +601,151 @@ mod tests {
 
     const API: &[Fault] = &[Fault::TileLatency, Fault::TileErrors, Fault::RenderSlowdown];
 
+    const TOKEN: &str = "admin-token-for-tests-0123456789";
+
+    fn token() -> Secret {
+        Secret::new(TOKEN, ADMIN_TOKEN_MIN_BYTES).expect("valid token")
+    }
+
     fn faults(enabled: bool) -> (Faults, Registry) {
         let registry = Registry::new();
         (
-            Faults::new(enabled, API, &registry).expect("registers"),
+            Faults::new(enabled.then(token), API, &registry).expect("registers"),
             registry,
         )
+    }
+
+    async fn call(app: &Router, method: &str, auth: Option<&str>, body: &str) -> Response {
+        use axum::body::Body;
+        use tower::ServiceExt;
+
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri("/faults")
+            .header("content-type", "application/json");
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let request = request.body(Body::from(body.to_owned())).expect("valid");
+        app.clone().oneshot(request).await.expect("infallible")
+    }
+
+    async fn body_code(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON body");
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Found by the hostile trial: with fault injection on, anyone who reached an admin
+    /// port could fail every tile of the replica for an hour.
+    #[tokio::test]
+    async fn changes_want_the_admin_token_and_reading_does_not() {
+        let (faults, _registry) = faults(true);
+        let app = router(faults.clone());
+        let fault = r#"{"tile_error_ratio": 1, "tile_latency_ms": 60000, "duration_s": 3600}"#;
+        let bearer = format!("Bearer {TOKEN}");
+        let lowercase = format!("bearer {TOKEN}");
+        let almost = format!("Bearer {}x", &TOKEN[..TOKEN.len() - 1]);
+        for (method, auth, code, challenge) in [
+            (
+                "PUT",
+                None,
+                "missing_token",
+                r#"Bearer realm="fractile-admin""#,
+            ),
+            (
+                "DELETE",
+                None,
+                "missing_token",
+                r#"Bearer realm="fractile-admin""#,
+            ),
+            (
+                "PUT",
+                Some(almost.as_str()),
+                "invalid_token",
+                r#"Bearer realm="fractile-admin", error="invalid_token""#,
+            ),
+            (
+                "PUT",
+                Some("Basic YWRtaW46YWRtaW4="),
+                "invalid_token",
+                r#"Bearer realm="fractile-admin", error="invalid_token""#,
+            ),
+            (
+                "PUT",
+                Some(TOKEN),
+                "invalid_token",
+                r#"Bearer realm="fractile-admin", error="invalid_token""#,
+            ),
+            (
+                "PUT",
+                Some("Bearer "),
+                "invalid_token",
+                r#"Bearer realm="fractile-admin", error="invalid_token""#,
+            ),
+        ] {
+            let response = call(&app, method, auth, fault).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {auth:?}"
+            );
+            assert_eq!(
+                response.headers()[header::WWW_AUTHENTICATE],
+                challenge,
+                "{method} {auth:?}"
+            );
+            assert_eq!(body_code(response).await, code, "{method} {auth:?}");
+            assert!(
+                faults.active().is_empty(),
+                "{method} {auth:?} injected nothing"
+            );
+        }
+        let response = call(&app, "GET", None, "").await;
+        assert_eq!(response.status(), StatusCode::OK, "reading stays open");
+        for auth in [&bearer, &lowercase] {
+            let response = call(&app, "PUT", Some(auth), fault).await;
+            assert_eq!(response.status(), StatusCode::OK, "{auth}");
+        }
+        assert_eq!(faults.active(), ["tile_latency", "tile_errors"]);
+        let response = call(&app, "DELETE", Some(&bearer), "").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(faults.active().is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_injection_changes_are_forbidden_even_with_a_token() {
+        let (faults, _registry) = faults(false);
+        let app = router(faults.clone());
+        let bearer = format!("Bearer {TOKEN}");
+        for auth in [None, Some(bearer.as_str())] {
+            let response = call(&app, "PUT", auth, r#"{"tile_latency_ms": 200}"#).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{auth:?}");
+            assert_eq!(body_code(response).await, "faults_disabled");
+        }
+        assert!(faults.tile_latency().is_none());
+    }
+
+    #[test]
+    fn injection_without_a_token_is_a_configuration_error() {
+        let off = FaultArgs::default();
+        assert!(off.injection().expect("off is fine").is_none());
+        let on_without = FaultArgs {
+            fault_injection: true,
+            admin_token: None,
+        };
+        let why = on_without.injection().expect_err("refused");
+        assert!(why.contains("FRACTILE_ADMIN_TOKEN"), "{why}");
+        let on_with = FaultArgs {
+            fault_injection: true,
+            admin_token: Some(token()),
+        };
+        assert!(on_with.injection().expect("valid").is_some());
     }
 
     fn request(json: serde_json::Value) -> FaultRequest {
@@ -545,22 +765,16 @@ mod tests {
     /// Found by schemathesis: serde's derive reads a struct from a JSON array too.
     #[tokio::test]
     async fn a_put_body_must_be_an_object() {
-        use axum::body::Body;
-        use tower::ServiceExt;
-
         let (faults, _registry) = faults(true);
         let app = router(faults.clone());
+        let bearer = format!("Bearer {TOKEN}");
         for (body, expected) in [
             ("[]", StatusCode::BAD_REQUEST),
             ("[200, 0.5]", StatusCode::BAD_REQUEST),
             ("7", StatusCode::BAD_REQUEST),
             (r#"{"tile_latency_ms": 200}"#, StatusCode::OK),
         ] {
-            let request = axum::http::Request::put("/faults")
-                .header("content-type", "application/json")
-                .body(Body::from(body))
-                .expect("valid");
-            let response = app.clone().oneshot(request).await.expect("infallible");
+            let response = call(&app, "PUT", Some(&bearer), body).await;
             assert_eq!(response.status(), expected, "{body}");
             if expected == StatusCode::BAD_REQUEST {
                 assert!(faults.tile_latency().is_none(), "{body} injected nothing");
@@ -654,7 +868,8 @@ mod tests {
     #[tokio::test]
     async fn a_pause_holds_until_lifted() {
         let registry = Registry::new();
-        let faults = Faults::new(true, &[Fault::PauseConsumption], &registry).expect("registers");
+        let faults =
+            Faults::new(Some(token()), &[Fault::PauseConsumption], &registry).expect("registers");
         faults.unpaused().await;
         faults
             .apply(request(json!({ "pause_consumption": true })))

@@ -40,6 +40,8 @@ const OTHER_VARIABLES: &[(&str, &str)] = &[
     ("FRACTILE_LOAD_SCENARIO", "deploy/kind/load.sh"),
     // deploy/kind/up.sh: the overlay it applies.
     ("FRACTILE_OVERLAY", "deploy/kind/up.sh"),
+    // deploy/local/start.sh: fault injection in the local topology.
+    ("FRACTILE_LOCAL_FAULTS", "deploy/local/start.sh"),
     // Rewrites the committed OpenAPI document (HTTP API).
     ("FRACTILE_WRITE_OPENAPI", "crates/api/tests/api/openapi.rs"),
 ];

@@ -488,6 +488,15 @@ impl Process {
         assert!(sent.success(), "kill -TERM failed");
     }
 
+    /// Waits for the exit as [`Process::wait_exit`] does and returns everything printed
+    /// with it: for a process expected to stop on its own, as at a configuration error.
+    pub fn wait_exit_with_output(self, limit: Duration) -> (ExitStatus, String) {
+        let lines = Arc::clone(&self.lines);
+        let status = self.wait_exit(limit);
+        let output = lines.lock().expect("not poisoned").join("\n");
+        (status, output)
+    }
+
     /// Waits for the exit, at most `limit` (the process is killed past it and the test
     /// fails), and checks that nothing panicked on the way: a panic at exit is a bug even
     /// when the exit status looks right.

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroUsize};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use fractile_queue::QueueArgs;
+use fractile_runtime::faults::FaultArgs;
 use fractile_runtime::{LogArgs, SecretUrl, UrlParser, parse_duration};
 use fractile_tile_store::RedisArgs;
 
@@ -83,10 +84,10 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_PRIORITY", default_value_t = true, action = clap::ArgAction::Set)]
     pub priority: bool,
 
-    /// Accept fault injection (`/faults` on the admin port: slower renders, paused
-    /// consumption) for demos and chaos tests. Never in production.
-    #[arg(long, env = "FRACTILE_FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
-    pub fault_injection: bool,
+    /// Fault injection (`/faults` on the admin port: slower renders, paused consumption)
+    /// and the token it wants.
+    #[command(flatten)]
+    pub faults: FaultArgs,
 
     /// Logging.
     #[command(flatten)]
@@ -94,6 +95,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings of this process's flags and environment; a bad one exits with clap's
+    /// usage error (status 2).
+    pub fn load() -> Self {
+        Self::try_load_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The settings of `args` and the environment, with the checks that span settings.
+    pub fn try_load_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let config = Self::try_parse_from(args)?;
+        if let Err(why) = config.faults.injection() {
+            return Err(Self::command().error(clap::error::ErrorKind::MissingRequiredArgument, why));
+        }
+        Ok(config)
+    }
+
     /// Render threads: configured, or the CPUs available (cgroup quotas included).
     pub fn render_threads(&self) -> NonZeroUsize {
         self.render_threads

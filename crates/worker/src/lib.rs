@@ -85,7 +85,8 @@ impl Worker {
         // (their requesters gone) are still leaving it (`RenderPool::run_when_room`).
         let capacity =
             usize::from(config.interactive_prefetch()) + usize::from(config.bulk_prefetch());
-        let faults = Faults::new(config.fault_injection, WORKER_FAULTS, metrics.registry())
+        let admin_token = config.faults.injection().map_err(anyhow::Error::msg)?;
+        let faults = Faults::new(admin_token, WORKER_FAULTS, metrics.registry())
             .context("registering fault metrics")?;
         let pool = RenderPool::new(config.render_threads(), capacity, metrics.pool_metrics())
             .context("starting render threads")?

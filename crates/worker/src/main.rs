@@ -5,7 +5,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use fractile_runtime::shutdown_signal;
 use fractile_worker::{Config, Worker};
 
@@ -14,7 +13,7 @@ async fn main() -> ExitCode {
     if let Some(code) = fractile_runtime::healthcheck::run_if_asked("127.0.0.1:9001") {
         return code;
     }
-    let config = Config::parse();
+    let config = Config::load();
     config.log.init();
     // Before the admin listener exists: a SIGTERM from then on drains instead of killing.
     let shutdown = shutdown_signal();

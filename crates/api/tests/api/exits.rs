@@ -71,13 +71,7 @@ fn an_invalid_redis_url_exits_2_naming_its_variable_without_the_password() {
     command
         .env("FRACTILE_REDIS_URL", ":s3cret-pw@127.0.0.1:6379")
         .env_remove("FRACTILE_AMQP_URL");
-    let process = Process::spawn(command);
-    process.wait_for_line(Duration::from_secs(10), |l| {
-        l.contains("FRACTILE_REDIS_URL")
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let output = process.output().join("\n");
-    let status = process.wait_exit(Duration::from_secs(10));
+    let (status, output) = Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
     assert_eq!(status.code(), Some(2), "clap's usage error: {output}");
     assert!(!output.contains("s3cret-pw"), "{output}");
 }
@@ -118,15 +112,34 @@ fn every_url_the_clients_refuse_exits_2_naming_its_variable_without_the_password
         let mut command = api();
         command.env("FRACTILE_REDIS_URL", "redis://127.0.0.1:6379");
         command.env(variable, url);
-        let process = Process::spawn(command);
-        process.wait_for_line(Duration::from_secs(10), |l| l.contains(variable));
-        std::thread::sleep(Duration::from_millis(300));
-        let output = process.output().join("\n");
-        let status = process.wait_exit(Duration::from_secs(10));
+        let (status, output) =
+            Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
         assert_eq!(status.code(), Some(2), "{url}: {output}");
         assert!(output.contains(variable), "{url}: {output}");
         assert!(output.contains(says), "{url}: {output}");
         assert!(!output.contains("SECRET"), "{url}: {output}");
+    }
+}
+
+/// Found by the hostile trial: fault injection used to need no credential. On without
+/// `FRACTILE_ADMIN_TOKEN`, or with one too short, is a configuration error.
+#[test]
+fn fault_injection_without_a_good_admin_token_exits_2_without_printing_it() {
+    for (token, says) in [
+        (None, "needs FRACTILE_ADMIN_TOKEN"),
+        (Some("short-SECRET"), "FRACTILE_ADMIN_TOKEN"),
+    ] {
+        let mut command = api();
+        command.env("FRACTILE_FAULT_INJECTION", "true");
+        match token {
+            Some(token) => command.env("FRACTILE_ADMIN_TOKEN", token),
+            None => command.env_remove("FRACTILE_ADMIN_TOKEN"),
+        };
+        let (status, output) =
+            Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{token:?}: {output}");
+        assert!(output.contains(says), "{token:?}: {output}");
+        assert!(!output.contains("SECRET"), "{token:?}: {output}");
     }
 }
 
@@ -136,11 +149,7 @@ fn an_invalid_amqp_url_error_is_printed_once_without_the_password() {
     command
         .env("FRACTILE_REDIS_URL", "redis://127.0.0.1:6379")
         .env("FRACTILE_AMQP_URL", ":s3cret-pw@127.0.0.1:5672");
-    let process = Process::spawn(command);
-    process.wait_for_line(Duration::from_secs(10), |l| l.contains("FRACTILE_AMQP_URL"));
-    std::thread::sleep(Duration::from_millis(300));
-    let output = process.output().join("\n");
-    let status = process.wait_exit(Duration::from_secs(10));
+    let (status, output) = Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(!output.contains("s3cret-pw"), "{output}");
     assert!(output.contains("***@127.0.0.1:5672"), "{output}");

@@ -1,6 +1,6 @@
 //! Fault injection through the admin port's `/faults`: off unless configured; when on,
 //! latency and failures land on tile responses inside admission, show in `/readyz` and the
-//! metrics, and lift on `DELETE`.
+//! metrics, and lift on `DELETE`. Changes want `Authorization: Bearer $FRACTILE_ADMIN_TOKEN`.
 
 use std::time::{Duration, Instant};
 
@@ -9,17 +9,70 @@ use axum::http::{Request, StatusCode, header};
 
 use crate::helpers::*;
 
+const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+
 fn put(json: serde_json::Value) -> Request<Body> {
-    Request::put("/faults")
-        .header(header::CONTENT_TYPE, "application/json")
+    put_as(Some(&format!("Bearer {ADMIN_TOKEN}")), json)
+}
+
+fn put_as(authorization: Option<&str>, json: serde_json::Value) -> Request<Body> {
+    let mut request = Request::put("/faults").header(header::CONTENT_TYPE, "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    request
         .body(Body::from(json.to_string()))
         .expect("valid request")
 }
 
 fn delete() -> Request<Body> {
     Request::delete("/faults")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
         .body(Body::empty())
         .expect("valid request")
+}
+
+/// Settings with fault injection on and its token.
+fn with_faults() -> fractile_api::Config {
+    let mut config = config();
+    config.faults.fault_injection = true;
+    config.faults.admin_token = Some(
+        fractile_runtime::Secret::new(ADMIN_TOKEN, fractile_runtime::faults::ADMIN_TOKEN_MIN_BYTES)
+            .expect("valid token"),
+    );
+    config
+}
+
+/// Found by the hostile trial: whoever reached an admin port could fail every tile of the
+/// replica for an hour. Without the token nothing is injected and tiles are untouched.
+#[tokio::test]
+async fn a_change_without_the_admin_token_is_refused_and_injects_nothing() {
+    let (state, app) = app_with(&with_faults());
+    let admin = fractile_api::admin::admin_app(state);
+    let fault = serde_json::json!({
+        "tile_error_ratio": 1, "tile_latency_ms": 60_000, "duration_s": 3600
+    });
+    for authorization in [None, Some("Bearer not-the-admin-token-at-all")] {
+        let response = send(&admin, put_as(authorization, fault.clone())).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{authorization:?}"
+        );
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+        let expected = if authorization.is_some() {
+            "invalid_token"
+        } else {
+            "missing_token"
+        };
+        assert_eq!(error_code(response).await, expected);
+    }
+    let faults = body_json(send(&admin, get("/faults")).await).await;
+    assert_eq!(faults["active"], serde_json::json!([]), "{faults}");
+    assert_eq!(
+        send(&app, get("/tiles/0/0/0.png")).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -34,8 +87,7 @@ async fn faults_are_refused_unless_enabled() {
 
 #[tokio::test]
 async fn injected_failures_and_latency_reach_tiles_and_show_everywhere() {
-    let mut config = config();
-    config.fault_injection = true;
+    let mut config = with_faults();
     config.request_timeout = Duration::from_millis(300);
     let (state, app) = app_with(&config);
     let admin = fractile_api::admin::admin_app(state.clone());
@@ -98,9 +150,7 @@ async fn injected_failures_and_latency_reach_tiles_and_show_everywhere() {
 
 #[tokio::test]
 async fn a_bad_fault_request_is_a_json_400() {
-    let mut config = config();
-    config.fault_injection = true;
-    let (state, _app) = app_with(&config);
+    let (state, _app) = app_with(&with_faults());
     let admin = fractile_api::admin::admin_app(state);
     for (body, code) in [
         (

@@ -47,7 +47,10 @@ async fn every_5xx_says_no_store() {
 async fn a_seed_body_that_is_not_a_json_object_is_a_400() {
     const TOKEN: &str = "seed-token-for-tests-0123456789";
     let mut config = config();
-    config.seed_token = Some(fractile_api::config::SeedToken::new(TOKEN).expect("valid"));
+    config.seed_token = Some(
+        fractile_runtime::Secret::new(TOKEN, fractile_api::config::SEED_TOKEN_MIN_BYTES)
+            .expect("valid"),
+    );
     let (_state, app) = app_with(&config);
     for body in ["[0,2]", "[0,2,null,null]", "null", "3", "\"seed\""] {
         let request = Request::post("/v1/seeds")

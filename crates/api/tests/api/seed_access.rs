@@ -4,7 +4,8 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use fractile_api::config::SeedToken;
+use fractile_api::config::SEED_TOKEN_MIN_BYTES;
+use fractile_runtime::Secret;
 
 use crate::helpers::*;
 
@@ -37,7 +38,7 @@ fn seed_requests(authorization: Option<&str>) -> Vec<Request<Body>> {
 
 fn with_token() -> fractile_api::Config {
     let mut config = config();
-    config.seed_token = Some(SeedToken::new(TOKEN).expect("valid token"));
+    config.seed_token = Some(Secret::new(TOKEN, SEED_TOKEN_MIN_BYTES).expect("valid token"));
     config
 }
 

@@ -35,13 +35,14 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
 run_id=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
 token=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+admin_token=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 out=$(mktemp -d "${TMPDIR:-/tmp}/fractile-schemathesis.XXXXXX")
 
 export FRACTILE_REDIS_URL=$redis_url FRACTILE_AMQP_URL=$amqp_url
 export FRACTILE_KEY_PREFIX="schemathesis-$run_id:" FRACTILE_QUEUE_PREFIX="schemathesis-$run_id."
 # /faults takes changes, so its 200s and 400s are tested too; the admin ports are tested
 # after the traffic port, and whatever is injected lifts when the processes stop.
-export FRACTILE_FAULT_INJECTION=true
+export FRACTILE_FAULT_INJECTION=true FRACTILE_ADMIN_TOKEN=$admin_token
 # Seeds stay cheap: at most zoom 3 (85 tiles for everything), small quotas.
 FRACTILE_LISTEN=127.0.0.1:$traffic_port FRACTILE_ADMIN_LISTEN=127.0.0.1:$admin_port \
   FRACTILE_SEED_TOKEN=$token FRACTILE_MAX_ZOOM=3 FRACTILE_SEED_MAX_QUEUED_TILES=200 \
@@ -100,7 +101,7 @@ st "http://127.0.0.1:$traffic_port/openapi.json" --exclude-tag admin \
 for port in "$admin_port" "$worker_port"; do
   echo "--- admin port $port (tag admin; $([ "$port" = "$admin_port" ] && echo api || echo worker))"
   st "$root/crates/api/openapi.json" --url "http://127.0.0.1:$port" --include-tag admin \
-    --phases examples,coverage,fuzzing || status=$?
+    --phases examples,coverage,fuzzing -H "Authorization: Bearer $admin_token" || status=$?
 done
 if [ "$status" -ne 0 ]; then
   echo "schemathesis failed; the servers' logs are in $out" >&2

@@ -86,8 +86,10 @@ impl Cluster {
     /// routes open to [`SEED_TOKEN`].
     pub fn api_config(&self) -> Config {
         let mut config = Config::for_tests();
-        config.seed_token =
-            Some(fractile_api::config::SeedToken::new(SEED_TOKEN).expect("valid token"));
+        config.seed_token = Some(
+            fractile_runtime::Secret::new(SEED_TOKEN, fractile_api::config::SEED_TOKEN_MIN_BYTES)
+                .expect("valid token"),
+        );
         config.redis_url = Some(self.redis.as_str().into());
         config.redis.tile_mac_key = Some(fractile_test_support::tile_mac_key());
         config.amqp_url = Some(self.amqp.as_str().into());

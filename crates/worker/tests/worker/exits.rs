@@ -60,11 +60,8 @@ fn an_empty_or_invalid_url_exits_with_a_usage_error_naming_its_variable() {
         command
             .env("FRACTILE_AMQP_URL", amqp)
             .env("FRACTILE_REDIS_URL", redis);
-        let process = Process::spawn(command);
-        process.wait_for_line(Duration::from_secs(10), |l| l.contains(variable));
-        std::thread::sleep(Duration::from_millis(300));
-        let output = process.output().join("\n");
-        let status = process.wait_exit(Duration::from_secs(10));
+        let (status, output) =
+            Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
         assert_eq!(status.code(), Some(2), "{output}");
         assert!(!output.contains("s3cret-pw"), "{output}");
         assert!(
@@ -72,6 +69,20 @@ fn an_empty_or_invalid_url_exits_with_a_usage_error_naming_its_variable() {
             "{output}"
         );
     }
+}
+
+/// Fault injection without `FRACTILE_ADMIN_TOKEN` would let whoever reaches the admin port
+/// pause consumption: a configuration error.
+#[test]
+fn fault_injection_without_an_admin_token_exits_2() {
+    let mut command = worker();
+    command
+        .env("FRACTILE_AMQP_URL", "amqp://127.0.0.1:5672/%2f")
+        .env("FRACTILE_REDIS_URL", "redis://127.0.0.1:6379")
+        .env("FRACTILE_FAULT_INJECTION", "true")
+        .env_remove("FRACTILE_ADMIN_TOKEN");
+    let (status, output) = Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{output}");
 }
 
 #[test]
