@@ -73,6 +73,7 @@ fn an_invalid_redis_url_exits_2_naming_its_variable_without_the_password() {
         .env_remove("FRACTILE_AMQP_URL");
     let (status, output) = Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
     assert_eq!(status.code(), Some(2), "clap's usage error: {output}");
+    assert!(output.contains("FRACTILE_REDIS_URL"), "{output}");
     assert!(!output.contains("s3cret-pw"), "{output}");
 }
 
@@ -138,6 +139,10 @@ fn fault_injection_without_a_good_admin_token_exits_2_without_printing_it() {
         let (status, output) =
             Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
         assert_eq!(status.code(), Some(2), "{token:?}: {output}");
+        assert!(
+            output.contains("FRACTILE_ADMIN_TOKEN"),
+            "{token:?}: {output}"
+        );
         assert!(output.contains(says), "{token:?}: {output}");
         assert!(!output.contains("SECRET"), "{token:?}: {output}");
     }
@@ -151,6 +156,7 @@ fn an_invalid_amqp_url_error_is_printed_once_without_the_password() {
         .env("FRACTILE_AMQP_URL", ":s3cret-pw@127.0.0.1:5672");
     let (status, output) = Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
     assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("FRACTILE_AMQP_URL"), "{output}");
     assert!(!output.contains("s3cret-pw"), "{output}");
     assert!(output.contains("***@127.0.0.1:5672"), "{output}");
     assert_eq!(

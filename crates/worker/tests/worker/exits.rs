@@ -63,6 +63,7 @@ fn an_empty_or_invalid_url_exits_with_a_usage_error_naming_its_variable() {
         let (status, output) =
             Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
         assert_eq!(status.code(), Some(2), "{output}");
+        assert!(output.contains(variable), "{output}");
         assert!(!output.contains("s3cret-pw"), "{output}");
         assert!(
             output.matches("relative URL without a base").count() <= 1,
@@ -83,6 +84,7 @@ fn fault_injection_without_an_admin_token_exits_2() {
         .env_remove("FRACTILE_ADMIN_TOKEN");
     let (status, output) = Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
     assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("needs FRACTILE_ADMIN_TOKEN"), "{output}");
 }
 
 #[test]
