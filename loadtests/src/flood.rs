@@ -210,10 +210,11 @@ impl Target {
 /// A flood tile: zoom 13 around the set (a 3680×3680 band, then the next style), so a run
 /// of millions of requests asks for each tile once, and none the `cold` scenario asks for.
 pub fn flood_tile(n: u64) -> String {
-    const STYLES: [&str; 4] = ["classic", "fire", "ocean", "grayscale"];
+    // Canonical URLs: the default style (classic) has no query.
+    const STYLES: [&str; 4] = ["", "?style=fire", "?style=ocean", "?style=grayscale"];
     let (x, y) = (2560 + n % 3680, 2248 + (n / 3680) % 3680);
     let style = STYLES[usize::try_from(n / (3680 * 3680) % 4).unwrap_or(0)];
-    format!("/tiles/13/{x}/{y}.png?style={style}")
+    format!("/tiles/13/{x}/{y}.png{style}")
 }
 
 pub async fn run(args: FloodArgs) -> anyhow::Result<ExitCode> {

@@ -57,7 +57,7 @@ pub const REGENERATE: &str =
         (name = "viewer", description = "The map page and this document; never shed."),
         (name = "admin", description = "Probes, metrics and fault injection, on the admin port."),
     ),
-    components(schemas(ErrorBody, StyleName, Png)),
+    components(schemas(ErrorBody, StyleName, OtherStyleName, Png)),
 )]
 struct ApiDoc;
 
@@ -79,6 +79,35 @@ impl PartialSchema for StyleName {
 impl ToSchema for StyleName {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Style")
+    }
+}
+
+/// A style other than the default, as a tile URL names it: the default style's tiles are
+/// served without a query, so that each tile has one URL.
+pub struct OtherStyleName;
+
+impl PartialSchema for OtherStyleName {
+    fn schema() -> RefOr<Schema> {
+        let default = fractile_render::Style::default();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(
+                fractile_render::palette::STYLES
+                    .iter()
+                    .filter(|s| **s != default)
+                    .map(|s| s.name()),
+            ))
+            .description(Some(format!(
+                "A palette other than the default `{}`, whose tiles have no query.",
+                default.name()
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for OtherStyleName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("OtherStyle")
     }
 }
 

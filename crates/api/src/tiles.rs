@@ -8,12 +8,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId};
-use serde::Deserialize;
 
 use fractile_runtime::faults::Faults;
 use fractile_runtime::openapi::ErrorBody;
@@ -23,34 +21,23 @@ use crate::metrics::CacheLabel;
 use crate::state::AppState;
 use crate::tile_cache::{FillError, Source, TileKey, WorkerWait};
 
-/// The query string of a tile request. Nothing but `style`: a parameter the api does not
-/// know (`?Style=fire`, a cache-buster) is a 400, not ignored, so a typo is not served as
-/// another tile and each tile keeps one URL in every cache.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TileQuery {
-    /// `?style=`: a style name; absent means the default style.
-    pub style: Option<String>,
-}
-
-/// The canonical URL of a tile: `/tiles/{z}/{x}/{y}.png?style={name}`, plain digits, the
-/// style always named (as the viewer asks for it). [`request_key`] parses it back to `key`.
+/// The canonical URL of a tile, the one spelling the api serves it under:
+/// `/tiles/{z}/{x}/{y}.png` in plain digits for the default style, with `?style={name}` for
+/// any other. [`request_key`] parses it back to `key` and refuses every other spelling.
 pub fn canonical_url(key: &TileKey) -> String {
     let t = key.tile;
-    format!(
-        "/tiles/{}/{}/{}.png?style={}",
-        t.z(),
-        t.x(),
-        t.y(),
-        key.style.name()
-    )
+    let mut url = format!("/tiles/{}/{}/{}.png", t.z(), t.x(), t.y());
+    if key.style != Style::default() {
+        let _ = write!(url, "?style={}", key.style.name());
+    }
+    url
 }
 
 /// Everything the tile route decides about a request once the router has matched
 /// `/tiles/{z}/{x}/{y}`, given the whole URI and the three path segments the router
-/// extracted: percent-encoding anywhere is refused ([`canonical_uri`]), then the query is
-/// read as the `Query` extractor reads it, then [`parse_key`]. Pure: the handler calls it, and
-/// so does the fuzz target `tile_path` (fuzz/), so both make the same decision.
+/// extracted: percent-encoding anywhere is refused ([`canonical_uri`]), then the tile
+/// ([`parse_tile`]), then the query ([`query_style`]). Pure: the handler calls it, and so
+/// does the fuzz target `tile_path` (fuzz/), so both make the same decision.
 pub fn request_key(
     uri: &Uri,
     z: &str,
@@ -59,25 +46,59 @@ pub fn request_key(
     max_zoom: MaxZoom,
 ) -> Result<TileKey, ApiError> {
     canonical_uri(uri)?;
-    let Query(query) = Query::<TileQuery>::try_from_uri(uri).map_err(invalid_query)?;
-    parse_key(z, x, y, query.style.as_deref(), max_zoom)
+    let tile = parse_tile(z, x, y, max_zoom)?;
+    let style = query_style(uri.query(), tile)?;
+    Ok(TileKey { tile, style })
 }
 
-fn invalid_query(e: QueryRejection) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_query",
-        message: e.body_text(),
+/// The style a tile URL's query names. One spelling per tile, so that a browser or CDN keeps
+/// one copy of it: no query at all is the default style, and exactly `style=<name>` names
+/// another. Everything else is a 400 naming the canonical URL: the default style named
+/// (`non_canonical_url`), an empty query or parameter (`?`, `?&`, `?style=fire&`), or any
+/// other parameter (`invalid_query`). A 400 rather than a redirect: a redirect would still
+/// answer every spelling, each cached by a CDN under a key of its own, and cost a client
+/// that keeps using the wrong template a round trip per tile.
+pub fn query_style(query: Option<&str>, tile: TileId) -> Result<Style, ApiError> {
+    let Some(query) = query else {
+        return Ok(Style::default());
+    };
+    let canonical = |style: Style| canonical_url(&TileKey { tile, style });
+    let name = query
+        .strip_prefix("style=")
+        .filter(|name| !name.contains('&'))
+        .ok_or_else(|| {
+            let shown: String = query.chars().take(64).collect();
+            ApiError::BadRequest {
+                code: "invalid_query",
+                message: format!(
+                    "tile URLs take no query but one `style=<name>` for a style other than \
+                     the default, got {shown:?}; this tile's canonical URL is {}",
+                    canonical(Style::default())
+                ),
+            }
+        })?;
+    let style: Style =
+        name.parse()
+            .map_err(|e: fractile_render::UnknownStyle| ApiError::BadRequest {
+                code: "unknown_style",
+                message: e.to_string(),
+            })?;
+    if style == Style::default() {
+        return Err(ApiError::BadRequest {
+            code: "non_canonical_url",
+            message: format!(
+                "{} is the default style, served without a query: this tile's canonical URL \
+                 is {}",
+                style.name(),
+                canonical(style)
+            ),
+        });
     }
+    Ok(style)
 }
 
-/// Parses the path segments and the style into a valid key.
-pub fn parse_key(
-    z: &str,
-    x: &str,
-    y: &str,
-    style: Option<&str>,
-    max_zoom: MaxZoom,
-) -> Result<TileKey, ApiError> {
+/// Parses the path segments into a tile that exists at this deployment's maximum zoom.
+pub fn parse_tile(z: &str, x: &str, y: &str, max_zoom: MaxZoom) -> Result<TileId, ApiError> {
     let y = y.strip_suffix(".png").ok_or_else(|| ApiError::NotFound {
         code: "not_found",
         message: "tiles are served as .png only".into(),
@@ -94,21 +115,10 @@ pub fn parse_key(
     let z = u8::try_from(z).map_err(|_| too_large())?;
     let x = u32::try_from(x).map_err(|_| too_large())?;
     let y = u32::try_from(y).map_err(|_| too_large())?;
-    let tile = TileId::new(z, x, y, max_zoom).map_err(|e| ApiError::NotFound {
+    TileId::new(z, x, y, max_zoom).map_err(|e| ApiError::NotFound {
         code: "tile_not_found",
         message: e.to_string(),
-    })?;
-    let style = match style {
-        None => Style::default(),
-        Some(name) => {
-            name.parse()
-                .map_err(|e: fractile_render::UnknownStyle| ApiError::BadRequest {
-                    code: "unknown_style",
-                    message: e.to_string(),
-                })?
-        }
-    };
-    Ok(TileKey { tile, style })
+    })
 }
 
 /// A coordinate in canonical form: ASCII digits, no sign, no leading zero. Canonical URLs
@@ -306,12 +316,13 @@ async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
 }
 
 /// The tile handler. axum 0.8 cannot route a parameter with a suffix (`{y}.png`), so the
-/// route captures `{y}` whole and [`parse_key`] strips `.png`; the document shows the URL
+/// route captures `{y}` whole and [`parse_tile`] strips `.png`; the document shows the URL
 /// clients use, `/tiles/{z}/{x}/{y}.png` (see [`crate::openapi`]).
 #[utoipa::path(get, path = "/tiles/{z}/{x}/{y}", tag = "tiles", operation_id = "get_tile",
     summary = "A map tile",
-    description = "A 256×256 PNG of the Mandelbrot set. Tile URLs are canonical: plain digits \
-        without sign or leading zeros, no percent-encoding, `.png` only. Rendering is \
+    description = "A 256×256 PNG of the Mandelbrot set. Tile URLs are canonical, one per tile: \
+        plain digits without sign or leading zeros, no percent-encoding, `.png` only, no query \
+        for the default style and exactly `?style=<name>` for another. Rendering is \
         deterministic, so tiles are cacheable for `FRACTILE_CACHE_MAX_AGE` and carry a strong \
         ETag.",
     params(
@@ -323,8 +334,10 @@ async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
         ("y" = u32, Path, example = 1,
             description = "Row, from 0 to 2^z − 1; past the edge is 404. The URL segment is \
                 `{y}.png`."),
-        ("style" = Option<crate::openapi::StyleName>, Query, example = "ocean",
-            description = "Palette (default `classic`)."),
+        ("style" = Option<crate::openapi::OtherStyleName>, Query, example = "ocean",
+            description = "Palette. Omitted for the default, `classic`: each tile has one URL, \
+                so `?style=classic` is a 400 `non_canonical_url`, and so is any other query \
+                (an empty one, an empty or second parameter)."),
         ("If-None-Match" = Option<String>, Header,
             description = "ETags of a copy the client holds; a match answers 304."),
     ),
@@ -343,8 +356,10 @@ async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
                 ("ETag" = String, description = "As on 200."),
             )),
         (status = 400, description = "`invalid_coordinate` (sign, leading zero, not digits), \
-            `unknown_style`, `non_canonical_url` (percent-encoding), `invalid_path`, \
-            `invalid_query` (a parameter other than one `style`).", body = ErrorBody),
+            `unknown_style`, `non_canonical_url` (percent-encoding, or the default style named), \
+            `invalid_path`, `invalid_query` (anything but no query or one `style=<name>`: an \
+            empty query, an empty or other parameter); for these two query refusals the message \
+            names the tile's canonical URL.", body = ErrorBody),
         (status = 404, description = "`tile_not_found` (deeper than the maximum zoom, past the \
             edge) or `not_found` (not `.png`).", body = ErrorBody),
         (status = 500, description = "`internal`: a render failed, or a fault injected through \
@@ -428,12 +443,27 @@ mod tests {
         MaxZoom::new(18).expect("valid")
     }
 
-    fn status_of(z: &str, x: &str, y: &str, style: Option<&str>) -> Option<&'static str> {
-        match parse_key(z, x, y, style, max()) {
+    fn code_of<T: std::fmt::Debug>(result: Result<T, ApiError>) -> Option<&'static str> {
+        match result {
             Ok(_) => None,
             Err(ApiError::BadRequest { code, .. } | ApiError::NotFound { code, .. }) => Some(code),
             Err(other) => panic!("unexpected {other:?}"),
         }
+    }
+
+    fn status_of(z: &str, x: &str, y: &str) -> Option<&'static str> {
+        code_of(parse_tile(z, x, y, max()))
+    }
+
+    /// The decision on `/tiles/5/3/4.png` followed by `rest` (`?…` or nothing).
+    fn decide(rest: &str) -> Result<TileKey, ApiError> {
+        let uri: Uri = format!("/tiles/5/3/4.png{rest}").parse().expect("a URI");
+        request_key(&uri, "5", "3", "4.png", max())
+    }
+
+    fn key(z: &str, x: &str, y: &str, style: Style) -> TileKey {
+        let tile = parse_tile(z, x, y, max()).expect("valid");
+        TileKey { tile, style }
     }
 
     #[test]
@@ -515,17 +545,10 @@ mod tests {
 
     #[test]
     fn valid_coordinates_parse() {
-        let key = parse_key("3", "7", "0.png", Some("fire"), max()).expect("valid");
-        assert_eq!(
-            (key.tile.z(), key.tile.x(), key.tile.y(), key.style),
-            (3, 7, 0, Style::Fire)
-        );
-        assert_eq!(
-            parse_key("0", "0", "0.png", None, max())
-                .expect("valid")
-                .style,
-            Style::Classic
-        );
+        let tile = parse_tile("3", "7", "0.png", max()).expect("valid");
+        assert_eq!((tile.z(), tile.x(), tile.y()), (3, 7, 0));
+        assert_eq!(decide("").expect("valid").style, Style::Classic);
+        assert_eq!(decide("?style=fire").expect("valid").style, Style::Fire);
     }
 
     #[test]
@@ -542,7 +565,7 @@ mod tests {
             ("", "0", "0.png"),
         ] {
             assert_eq!(
-                status_of(z, x, y, None),
+                status_of(z, x, y),
                 Some("invalid_coordinate"),
                 "{z}/{x}/{y}"
             );
@@ -551,66 +574,74 @@ mod tests {
 
     #[test]
     fn coordinates_naming_no_tile_are_not_found() {
-        assert_eq!(status_of("19", "0", "0.png", None), Some("tile_not_found"));
-        assert_eq!(status_of("2", "4", "0.png", None), Some("tile_not_found"));
-        assert_eq!(status_of("300", "0", "0.png", None), Some("tile_not_found"));
+        assert_eq!(status_of("19", "0", "0.png"), Some("tile_not_found"));
+        assert_eq!(status_of("2", "4", "0.png"), Some("tile_not_found"));
+        assert_eq!(status_of("300", "0", "0.png"), Some("tile_not_found"));
         assert_eq!(
-            status_of("1", "99999999999999999999999", "0.png", None),
+            status_of("1", "99999999999999999999999", "0.png"),
             Some("tile_not_found")
         );
-        assert_eq!(status_of("1", "0", "0.jpg", None), Some("not_found"));
-        assert_eq!(status_of("1", "0", "0", None), Some("not_found"));
+        assert_eq!(status_of("1", "0", "0.jpg"), Some("not_found"));
+        assert_eq!(status_of("1", "0", "0"), Some("not_found"));
     }
 
     #[test]
-    fn canonical_urls_parse_back_and_escapes_are_refused() {
-        let key = parse_key("5", "3", "4.png", Some("ocean"), max()).expect("valid");
-        let url = canonical_url(&key);
-        assert_eq!(url, "/tiles/5/3/4.png?style=ocean");
-        let uri: Uri = url.parse().expect("a URI");
-        assert_eq!(request_key(&uri, "5", "3", "4.png", max()).ok(), Some(key));
-        let escaped: Uri = "/tiles/5/3/4.png?style=oc%65an".parse().expect("a URI");
-        let code = |r: Result<TileKey, ApiError>| match r {
-            Err(ApiError::BadRequest { code, .. }) => code,
-            other => panic!("expected a 400, got {other:?}"),
-        };
-        assert_eq!(
-            code(request_key(&escaped, "5", "3", "4.png", max())),
-            "non_canonical_url"
-        );
-        let twice: Uri = "/tiles/5/3/4.png?style=fire&style=ocean"
-            .parse()
-            .expect("a URI");
-        assert_eq!(
-            code(request_key(&twice, "5", "3", "4.png", max())),
-            "invalid_query"
-        );
-        for query in ["Style=fire", "style=fire&v=2", "foo"] {
-            let other: Uri = format!("/tiles/5/3/4.png?{query}").parse().expect("a URI");
-            assert_eq!(
-                code(request_key(&other, "5", "3", "4.png", max())),
-                "invalid_query",
-                "?{query}"
+    fn canonical_urls_parse_back() {
+        for (style, url) in [
+            (Style::Classic, "/tiles/5/3/4.png"),
+            (Style::Ocean, "/tiles/5/3/4.png?style=ocean"),
+        ] {
+            let key = key("5", "3", "4.png", style);
+            assert_eq!(canonical_url(&key), url);
+            let uri: Uri = url.parse().expect("a URI");
+            assert_eq!(request_key(&uri, "5", "3", "4.png", max()).ok(), Some(key));
+        }
+    }
+
+    /// Found by the hostile trial: each of these answered 200 with the tile, so a CDN kept
+    /// one tile under any number of keys.
+    #[test]
+    fn every_other_spelling_of_a_tile_is_refused() {
+        for (rest, code) in [
+            ("?style=oc%65an", "non_canonical_url"),
+            ("?style=classic", "non_canonical_url"),
+            ("?", "invalid_query"),
+            ("?&&&&", "invalid_query"),
+            ("?&style=fire", "invalid_query"),
+            ("?style=fire&&", "invalid_query"),
+            ("?style=fire&", "invalid_query"),
+            ("?style=fire&style=ocean", "invalid_query"),
+            ("?style=fire&style=fire", "invalid_query"),
+            ("?Style=fire", "invalid_query"),
+            ("?style=fire&v=2", "invalid_query"),
+            ("?v=2", "invalid_query"),
+            ("?foo", "invalid_query"),
+            ("?style", "invalid_query"),
+            ("?style=neon", "unknown_style"),
+            ("?style=", "unknown_style"),
+            ("?style=FIRE", "unknown_style"),
+            ("?style=fire=1", "unknown_style"),
+        ] {
+            assert_eq!(code_of(decide(rest)), Some(code), "{rest:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_spelling_names_the_canonical_url() {
+        for rest in ["?style=classic", "?", "?&style=classic"] {
+            let Err(ApiError::BadRequest { message, .. }) = decide(rest) else {
+                panic!("{rest:?} accepted");
+            };
+            assert!(
+                message.ends_with("canonical URL is /tiles/5/3/4.png"),
+                "{rest:?}: {message}"
             );
         }
     }
 
     #[test]
-    fn unknown_styles_are_bad_requests() {
-        assert_eq!(
-            status_of("1", "0", "0.png", Some("neon")),
-            Some("unknown_style")
-        );
-        assert_eq!(
-            status_of("1", "0", "0.png", Some("")),
-            Some("unknown_style")
-        );
-    }
-
-    #[test]
     fn if_none_match_accepts_lists_weak_tags_and_star() {
-        let key = parse_key("1", "1", "0.png", None, max()).expect("valid");
-        let tag = etag(&key);
+        let tag = etag(&key("1", "1", "0.png", Style::Classic));
         let with = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(

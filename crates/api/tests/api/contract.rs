@@ -1,8 +1,54 @@
-//! The HTTP contract of the tile route, through `oneshot`.
+//! The HTTP contract of the tile route, through `oneshot`, and its URLs over a real server.
 
 use axum::http::{StatusCode, header};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::helpers::*;
+
+/// Found by the hostile trial: every spelling below answered 200 with the same tile, so a
+/// CDN or proxy in front stored one tile under any number of keys. Sent as raw request lines
+/// to a real server, so nothing between the client and the handler tidies the URL.
+#[tokio::test]
+async fn a_tile_has_one_url_and_every_other_spelling_is_a_400() {
+    let mut server = spawn_server(config()).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut refused = 0;
+    for (target, status, code) in [
+        ("/tiles/3/2/3.png", 200, None),
+        ("/tiles/3/2/3.png?style=fire", 200, None),
+        (
+            "/tiles/3/2/3.png?style=classic",
+            400,
+            Some("non_canonical_url"),
+        ),
+        ("/tiles/3/2/3.png?", 400, Some("invalid_query")),
+        ("/tiles/3/2/3.png?&&&&", 400, Some("invalid_query")),
+        ("/tiles/3/2/3.png?&style=fire", 400, Some("invalid_query")),
+        ("/tiles/3/2/3.png?style=fire&&", 400, Some("invalid_query")),
+        (
+            "/tiles/3/2/3.png?style=fire&cb=1",
+            400,
+            Some("invalid_query"),
+        ),
+    ] {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let (got, head, body) = read_response_head(&mut stream).await;
+        assert_eq!(got, status, "{target}: {head}");
+        if let Some(code) = code {
+            refused += 1;
+            let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+            assert_eq!(body["error"]["code"], code, "{target}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("/tiles/3/2/3.png"), "{target}: {message}");
+        }
+    }
+    assert_eq!(refused, 6);
+    let _ = server.stop.send(());
+    let _ = (&mut server.task).await;
+}
 
 #[tokio::test]
 async fn a_tile_is_a_256_png_with_caching_headers() {

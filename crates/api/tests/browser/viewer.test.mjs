@@ -24,6 +24,8 @@
 //      on the map container, shows labels with the cache value (MISS/L1/L2),
 //      colours the outline by cache layer, and toggles off again;
 //   7. the style selector swaps the layer (tiles requested with style=fire);
+//      every tile URL the viewer requests is canonical (no query for the default
+//      style, exactly ?style=<name> for another);
 //   8. no page errors, unhandled rejections or console errors throughout,
 //      other than the console's note of the one injected 503;
 //   9. in a second browser context where the CDN is unreachable (every off-host
@@ -97,6 +99,7 @@ const problems = [];      // page errors, unhandled rejections, console errors
 const offHost = [];       // aborted off-host requests
 const cdnServed = [];     // Leaflet files served from node_modules
 let injected503 = null;   // the tile request answered with a 503 by the test
+const tileRequests = [];  // path and query of every tile request the page made
 let ignored503 = 0;       // console messages about it
 
 const browser = await chromium.launch({
@@ -136,6 +139,10 @@ try {
     if (new URL(url).origin !== base.origin) {
       offHost.push(url);
       return route.abort('blockedbyclient');
+    }
+    if (/\/tiles\//.test(url)) {
+      const u = new URL(url);
+      tileRequests.push(u.pathname + u.search + (url.endsWith('?') ? '?' : ''));
     }
     // Overload: answer the first tile request with 503 + Retry-After: 1.
     if (!injected503 && /\/tiles\/\d+\/\d+\/\d+\.png/.test(url)) {
@@ -301,6 +308,12 @@ try {
       document.querySelectorAll('.fractile-tile:not([data-style="fire"])').length === 0,
     null, { timeout: STEP_TIMEOUT_MS });
     assert(new URL(page.url()).searchParams.get('style') === 'fire', `page URL not updated: ${page.url()}`);
+    // One URL per tile: the default style without a query, another as ?style=<name> only.
+    const canonical = /^\/tiles\/(0|[1-9]\d*)\/(0|[1-9]\d*)\/(0|[1-9]\d*)\.png(\?style=(fire|ocean|grayscale))?$/;
+    const odd = tileRequests.filter((r) => !canonical.test(r));
+    assert(odd.length === 0, `non-canonical tile URLs requested: ${odd.slice(0, 5).join(', ')}`);
+    assert(tileRequests.some((r) => r.endsWith('.png')), 'no default-style tile was requested without a query');
+    assert(tileRequests.some((r) => r.endsWith('?style=fire')), 'no tile was requested with ?style=fire');
     noProblems();
   });
 
