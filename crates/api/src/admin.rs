@@ -1,8 +1,8 @@
-//! The api's side of the admin port (the router itself is `fractile_runtime::admin`): its
+//! The api's side of the admin port (the router itself is `fractile_http::admin`): its
 //! readiness details and its metrics.
 
 use axum::Router;
-use fractile_runtime::admin::{AdminProbe, ReadyCheck};
+use fractile_http::admin::{AdminProbe, ReadyCheck};
 use serde_json::{Map, json};
 
 use crate::state::AppState;
@@ -10,7 +10,7 @@ use crate::state::AppState;
 /// `/livez`, `/readyz`, `/metrics`, and `/faults` (refused unless fault injection is on).
 pub fn admin_app(state: AppState) -> Router {
     let (readiness, faults) = (state.readiness.clone(), state.faults.clone());
-    fractile_runtime::admin::router(ApiProbe(state), readiness, faults)
+    fractile_http::admin::router(ApiProbe(state), readiness, faults)
 }
 
 struct ApiProbe(AppState);

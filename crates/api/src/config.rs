@@ -8,8 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 use fractile_queue::QueueArgs;
 use fractile_render::MaxZoom;
-use fractile_runtime::faults::FaultArgs;
-use fractile_runtime::{LogArgs, Secret, SecretParser, SecretUrl, UrlParser, parse_duration};
+use fractile_settings::{ProcessArgs, Secret, SecretParser, SecretUrl, UrlParser, parse_duration};
 use fractile_tile_store::RedisArgs;
 
 use fractile_queue::AMQP_SCHEMES;
@@ -118,10 +117,6 @@ pub struct Config {
     )]
     pub viewer_assets: ViewerAssets,
 
-    /// Render threads (default: the CPUs this process may use).
-    #[arg(long, env = "FRACTILE_RENDER_THREADS")]
-    pub render_threads: Option<NonZeroUsize>,
-
     /// Renders that may wait for a thread; when full, a miss gets 503 + Retry-After at once.
     #[arg(long, env = "FRACTILE_RENDER_QUEUE", default_value_t = 64)]
     pub render_queue: usize,
@@ -140,10 +135,6 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
 
-    /// How long in-flight requests may take to finish after SIGTERM before the process exits.
-    #[arg(long, env = "FRACTILE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-
     /// How long a client may take to send a request's headers before its connection is
     /// closed (defends against slowloris; also closes idle keep-alive connections).
     #[arg(long, env = "FRACTILE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -155,21 +146,11 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
 
-    /// How long a response may make no progress (the client not reading) before its
-    /// connection is closed.
-    #[arg(long, env = "FRACTILE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub write_timeout: Duration,
-
     /// Traffic connections open at once; more are closed as soon as they are accepted (and
     /// counted in `http_connections_rejected_total`). Lowered at start-up, with a warning, if
     /// the open-file limit cannot hold it.
     #[arg(long, env = "FRACTILE_MAX_CONNECTIONS", default_value_t = NonZeroUsize::new(4096).expect("non-zero"))]
     pub max_connections: NonZeroUsize,
-
-    /// Admin connections open at once: a cap of their own, so probes and scrapes are never
-    /// crowded out by traffic.
-    #[arg(long, env = "FRACTILE_ADMIN_MAX_CONNECTIONS", default_value_t = NonZeroUsize::new(64).expect("non-zero"))]
-    pub admin_max_connections: NonZeroUsize,
 
     /// Largest request head (request line and headers), in bytes; larger gets 431 with a JSON
     /// body. Heads over twice this are refused by the HTTP parser itself (431 without a body).
@@ -264,7 +245,7 @@ pub struct Config {
     /// every third of it). A replica that dies mid-expansion leaves its seeds to the other
     /// replicas, which look for such seeds as often and continue them where they stood,
     /// within about 1⅓ of this after the death.
-    #[arg(long, env = "FRACTILE_SEED_LEASE", default_value = "30s", value_parser = fractile_runtime::parse_nonzero_duration)]
+    #[arg(long, env = "FRACTILE_SEED_LEASE", default_value = "30s", value_parser = fractile_settings::parse_nonzero_duration)]
     pub seed_lease: Duration,
 
     /// Render misses directly on the async executor instead of the render pool. Deliberately
@@ -279,14 +260,10 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_QUEUE_PRIORITY", default_value_t = true, action = clap::ArgAction::Set)]
     pub queue_priority: bool,
 
-    /// Fault injection (`/faults` on the admin port: latency and errors on tile responses,
-    /// slower renders) and the token it wants.
+    /// What every fractile process has: render threads, shutdown timeout, the admin port's
+    /// limits, fault injection and its token, logging.
     #[command(flatten)]
-    pub faults: FaultArgs,
-
-    /// Logging.
-    #[command(flatten)]
-    pub log: LogArgs,
+    pub process: ProcessArgs,
 }
 
 impl Config {
@@ -322,9 +299,9 @@ impl Config {
                  workers return tiles through Redis",
             ));
         }
-        if let Err(why) = config.faults.injection() {
-            return Err(Self::command().error(clap::error::ErrorKind::MissingRequiredArgument, why));
-        }
+        config.process.check().map_err(|why| {
+            Self::command().error(clap::error::ErrorKind::MissingRequiredArgument, why)
+        })?;
         Ok(config)
     }
 
@@ -337,14 +314,6 @@ impl Config {
     pub fn max_zoom(&self) -> MaxZoom {
         // parse_max_zoom_u8 already checked the limit when the value was read.
         MaxZoom::new(self.max_zoom).unwrap_or(MaxZoom::LIMIT)
-    }
-
-    /// Render threads: the configured number, or the CPUs available to this process
-    /// (cgroup quotas included).
-    pub fn render_threads(&self) -> NonZeroUsize {
-        self.render_threads
-            .or_else(|| std::thread::available_parallelism().ok())
-            .unwrap_or(NonZeroUsize::MIN)
     }
 
     /// Settings for tests: loopback on ephemeral ports, everything else default.

@@ -6,8 +6,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fractile_runtime::openapi::ErrorBody;
-use fractile_runtime::ratelimited_log::RateLimitedLog;
+use fractile_http::openapi::ErrorBody;
+use fractile_telemetry::RateLimitedLog;
 
 /// Seconds a client is asked to wait after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;

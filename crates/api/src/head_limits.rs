@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::StatusCode;
-use fractile_runtime::serve::ConnectionLimits;
+use fractile_http::serve::ConnectionLimits;
 
 use crate::config::Config;
 use crate::error::ApiError;

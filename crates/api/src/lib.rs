@@ -12,7 +12,7 @@
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers' annotations;
 //! - [`head_limits`]: JSON 414 / 431 for request heads over the limits;
 //! - [`metrics`], [`error`]: the cross-cutting parts; process plumbing (logging, the
-//!   accept loop, signals) lives in `fractile-runtime`.
+//!   accept loop, signals) lives in `fractile-http`, `fractile-telemetry` and `fractile-settings`.
 //!
 //! The entry point is [`Server`]: `bind` the two listeners, then `run` until the shutdown
 //! future resolves; tests pass their own future, the binary passes [`shutdown_signal`].
@@ -24,6 +24,7 @@ pub mod error;
 pub mod head_limits;
 pub mod metrics;
 pub mod openapi;
+pub mod schemas;
 pub mod seeds;
 pub mod server;
 pub mod state;
@@ -31,6 +32,6 @@ pub mod tile_cache;
 pub mod tiles;
 
 pub use config::Config;
-pub use fractile_runtime::{Readiness, shutdown_signal};
+pub use fractile_http::{Readiness, shutdown_signal};
 pub use server::Server;
 pub use state::AppState;

@@ -13,11 +13,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Some(code) = fractile_runtime::healthcheck::run_if_asked("127.0.0.1:9000") {
+    if let Some(code) = fractile_http::healthcheck::run_if_asked("127.0.0.1:9000") {
         return code;
     }
     let config = Config::load();
-    config.log.init();
+    fractile_telemetry::init(&config.process.log);
     // Before the listeners exist: a SIGTERM from then on drains instead of killing.
     let shutdown = shutdown_signal();
     let result = async { Server::bind(config).await?.run(shutdown).await }.await;

@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use fractile_runtime::metrics::{ConnectionMetrics, RENDER_BUCKETS, RenderMetrics};
-use fractile_runtime::pool::PoolMetrics;
+use fractile_http::metrics::ConnectionMetrics;
+use fractile_render_pool::{PoolMetrics, RENDER_BUCKETS, RenderMetrics};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -124,12 +124,9 @@ pub struct Metrics {
     /// `render_duration_seconds` (time of one render on the pool) and `renders_total{result}`
     /// (ok, cancelled: deadline passed or caller gone, error), as the worker has them.
     pub render: RenderMetrics,
-    /// `render_queue_depth`: renders waiting for a thread.
-    pub render_queue_depth: IntGauge,
-    /// `render_queue_rejected_total`: misses refused because the render queue was full.
-    pub render_rejected: IntCounter,
-    /// `render_queue_wait_seconds`: time a render waited for a thread.
-    pub render_queue_wait: Histogram,
+    /// `render_pool_queue_depth`, `render_pool_wait_seconds`, `render_pool_rejected_total`:
+    /// the render pool's, as the worker has them.
+    pub pool: PoolMetrics,
     /// `render_jobs_published_total{priority, result}`: ok (confirmed), rejected (nack),
     /// returned (unroutable: the queue was gone), timeout (not confirmed within
     /// `FRACTILE_PUBLISH_TIMEOUT`), blocked (broker resource alarm), unavailable (not
@@ -174,7 +171,7 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them (and the process collector) on a new registry.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = fractile_runtime::metrics::registry()?;
+        let registry = fractile_http::metrics::registry()?;
 
         let in_flight = IntGauge::new("http_requests_in_flight", "Traffic requests being served.")?;
         let requests = IntCounterVec::new(
@@ -211,19 +208,6 @@ impl Metrics {
         let cache_entries = IntGaugeVec::new(
             Opts::new("cache_entries", "Entries in a cache layer."),
             &["layer"],
-        )?;
-        let render_queue_depth =
-            IntGauge::new("render_queue_depth", "Renders waiting for a render thread.")?;
-        let render_rejected = IntCounter::new(
-            "render_queue_rejected_total",
-            "Misses refused with 503 because the render queue was full.",
-        )?;
-        let render_queue_wait = Histogram::with_opts(
-            HistogramOpts::new(
-                "render_queue_wait_seconds",
-                "Time a render waited for a thread.",
-            )
-            .buckets(RENDER_BUCKETS.to_vec()),
         )?;
 
         let publishes = IntCounterVec::new(
@@ -274,6 +258,7 @@ impl Metrics {
 
         let connections = ConnectionMetrics::register(&registry)?;
         let render = RenderMetrics::register(&registry)?;
+        let pool = PoolMetrics::register(&registry, &render)?;
         let over_limit = IntCounterVec::new(
             Opts::new(
                 "http_requests_over_limit_total",
@@ -313,10 +298,8 @@ impl Metrics {
             cache_requests,
             cache_bytes,
             cache_entries,
+            pool,
             render,
-            render_queue_depth,
-            render_rejected,
-            render_queue_wait,
         };
         metrics.register_all()?;
         Ok(metrics)
@@ -332,9 +315,6 @@ impl Metrics {
         r.register(Box::new(self.cache_requests.clone()))?;
         r.register(Box::new(self.cache_bytes.clone()))?;
         r.register(Box::new(self.cache_entries.clone()))?;
-        r.register(Box::new(self.render_queue_depth.clone()))?;
-        r.register(Box::new(self.render_rejected.clone()))?;
-        r.register(Box::new(self.render_queue_wait.clone()))?;
         r.register(Box::new(self.publishes.clone()))?;
         r.register(Box::new(self.queue_connected.clone()))?;
         r.register(Box::new(self.confirm_latency.clone()))?;
@@ -375,17 +355,6 @@ impl Metrics {
         self.l1_lookups[usize::from(!hit)].inc();
     }
 
-    /// The handles the render pool keeps up to date.
-    pub fn pool_metrics(&self) -> PoolMetrics {
-        PoolMetrics {
-            queue_depth: self.render_queue_depth.clone(),
-            queue_wait: self.render_queue_wait.clone(),
-            rejected: self.render_rejected.clone(),
-            skipped: self.render.renders.with_label_values(&["cancelled"]),
-            panicked: self.render.renders.with_label_values(&["error"]),
-        }
-    }
-
     /// The handles render jobs record their outcome and time in.
     pub fn render_metrics(&self) -> RenderMetrics {
         self.render.clone()
@@ -398,7 +367,7 @@ impl Metrics {
 
     /// The exposition text of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
-        fractile_runtime::metrics::encode(&self.registry)
+        fractile_http::metrics::encode(&self.registry)
     }
 
     /// Renders finished with `result` so far (tests assert on it).

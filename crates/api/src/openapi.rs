@@ -18,19 +18,20 @@
 //! The admin port's operations (tag `admin`) are in the same document: both binaries serve
 //! them on their admin port, never on the traffic port.
 
-use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use fractile_runtime::openapi::{ADMIN_TAG, ErrorBody};
+use fractile_http::openapi::{ADMIN_TAG, ErrorBody};
+use utoipa::OpenApi;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr, ResponseBuilder};
-use utoipa::{OpenApi, PartialSchema, ToSchema};
+
+use crate::schemas::{OtherStyleName, Png, SeedBBox, StyleName};
 
 /// The tile route as axum matches it (`{y}` is `N.png`).
 pub const TILE_ROUTE: &str = "/tiles/{z}/{x}/{y}";
@@ -57,74 +58,9 @@ pub const REGENERATE: &str =
         (name = "viewer", description = "The map page and this document; never shed."),
         (name = "admin", description = "Probes, metrics and fault injection, on the admin port."),
     ),
-    components(schemas(ErrorBody, StyleName, OtherStyleName, Png)),
+    components(schemas(ErrorBody, StyleName, OtherStyleName, Png, SeedBBox)),
 )]
 struct ApiDoc;
-
-/// A style's name, as the `style` parameter and seeds take it.
-pub struct StyleName;
-
-impl PartialSchema for StyleName {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(
-                fractile_render::palette::STYLES.iter().map(|s| s.name()),
-            ))
-            .description(Some("A palette."))
-            .into()
-    }
-}
-
-impl ToSchema for StyleName {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Style")
-    }
-}
-
-/// A style other than the default, as a tile URL names it: the default style's tiles are
-/// served without a query, so that each tile has one URL.
-pub struct OtherStyleName;
-
-impl PartialSchema for OtherStyleName {
-    fn schema() -> RefOr<Schema> {
-        let default = fractile_render::Style::default();
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(
-                fractile_render::palette::STYLES
-                    .iter()
-                    .filter(|s| **s != default)
-                    .map(|s| s.name()),
-            ))
-            .description(Some(format!(
-                "A palette other than the default `{}`, whose tiles have no query.",
-                default.name()
-            )))
-            .into()
-    }
-}
-
-impl ToSchema for OtherStyleName {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("OtherStyle")
-    }
-}
-
-/// A tile's bytes.
-pub struct Png;
-
-impl PartialSchema for Png {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .content_media_type("image/png")
-            .description(Some("A 256×256 PNG."))
-            .into()
-    }
-}
-
-impl ToSchema for Png {}
 
 /// The document, generated from the routers' annotations.
 pub fn document() -> Document {
@@ -147,7 +83,7 @@ pub fn document() -> Document {
             }
         }
     }
-    doc.merge(fractile_runtime::admin::openapi());
+    doc.merge(fractile_http::admin::openapi());
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "seed_token",

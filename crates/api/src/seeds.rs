@@ -36,10 +36,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use fractile_http::bearer::{BearerRefusal, check_bearer};
 use fractile_queue::{Publisher, PublisherLink, QueueError, RenderJob, unix_ms};
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
-use fractile_runtime::ratelimited_log::RateLimitedLog;
-use fractile_runtime::secret::{BearerRefusal, Secret, check_bearer};
+use fractile_settings::Secret;
+use fractile_telemetry::RateLimitedLog;
 pub use fractile_tile_store::SeedBBox as BBox;
 use fractile_tile_store::{
     LeaseStep, NewSeed, SeedAdmission, SeedOutcome, SeedRecord, SeedState, SeedStore, StoreError,
@@ -49,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use fractile_runtime::openapi::ErrorBody;
+use fractile_http::openapi::ErrorBody;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -160,10 +161,11 @@ pub struct SeedRequest {
     pub max_zoom: u8,
     /// Only tiles intersecting this rectangle of the complex plane (default: everything).
     #[serde(default)]
+    #[schema(value_type = Option<crate::schemas::SeedBBox>)]
     pub bbox: Option<BBox>,
     /// Style (default `classic`).
     #[serde(default)]
-    #[schema(value_type = Option<crate::openapi::StyleName>)]
+    #[schema(value_type = Option<crate::schemas::StyleName>)]
     pub style: Option<String>,
 }
 

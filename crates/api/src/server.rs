@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use fractile_runtime::fd_limit;
-use fractile_runtime::serve::{self, ConnectionLimits};
+use fractile_http::fd_limit;
+use fractile_http::serve::{self, ConnectionLimits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,7 @@ impl Server {
             admin,
             state,
             shutdown_delay: config.shutdown_delay,
-            shutdown_timeout: config.shutdown_timeout,
+            shutdown_timeout: config.process.shutdown_timeout,
             traffic_limits,
             admin_limits,
         })
@@ -165,7 +165,7 @@ fn connection_limits(config: &Config) -> anyhow::Result<(ConnectionLimits, Conne
     let nofile = fd_limit::raise_nofile_limit();
     let admin_max = fd_limit::fit_connections(
         "admin",
-        config.admin_max_connections,
+        config.process.admin_max_connections,
         config.redis.redis_pool_size,
         nofile,
     )
@@ -180,9 +180,12 @@ fn connection_limits(config: &Config) -> anyhow::Result<(ConnectionLimits, Conne
     let traffic = HeadLimits::new(config).connection_limits(
         traffic_max,
         config.header_read_timeout,
-        config.write_timeout,
+        config.process.write_timeout,
     );
-    let admin =
-        ConnectionLimits::admin(admin_max, config.header_read_timeout, config.write_timeout);
+    let admin = ConnectionLimits::admin(
+        admin_max,
+        config.header_read_timeout,
+        config.process.write_timeout,
+    );
     Ok((traffic, admin))
 }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::HeaderValue;
+use fractile_http::Readiness;
+use fractile_http::faults::{Fault, Faults};
 use fractile_queue::PublisherLink;
 use fractile_render::MaxZoom;
-use fractile_runtime::Readiness;
-use fractile_runtime::faults::{Fault, Faults};
-use fractile_runtime::pool::RenderPool;
+use fractile_render_pool::RenderPool;
 use fractile_tile_store::{SeedQuotas, SeedStore, TileStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -142,13 +142,17 @@ impl AppState {
         backends: impl FnOnce(CancellationToken, QueueFallback) -> Option<Backends>,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-        let admin_token = config.faults.injection().map_err(anyhow::Error::msg)?;
+        let admin_token = config
+            .process
+            .faults
+            .injection()
+            .map_err(anyhow::Error::msg)?;
         let faults = Faults::new(admin_token, API_FAULTS, metrics.registry())
             .context("registering fault metrics")?;
         let pool = RenderPool::new(
-            config.render_threads(),
+            config.process.render_threads(),
             config.render_queue,
-            metrics.pool_metrics(),
+            metrics.pool.clone(),
         )
         .context("starting render threads")?
         .with_slowdown(faults.slowdown());

@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId};
 
-use fractile_runtime::faults::Faults;
-use fractile_runtime::openapi::ErrorBody;
+use fractile_http::faults::Faults;
+use fractile_http::openapi::ErrorBody;
 
 use crate::error::ApiError;
 use crate::metrics::CacheLabel;
@@ -334,7 +334,7 @@ async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
         ("y" = u32, Path, example = 1,
             description = "Row, from 0 to 2^z − 1; past the edge is 404. The URL segment is \
                 `{y}.png`."),
-        ("style" = Option<crate::openapi::OtherStyleName>, Query, example = "ocean",
+        ("style" = Option<crate::schemas::OtherStyleName>, Query, example = "ocean",
             description = "Palette. Omitted for the default, `classic`: each tile has one URL, \
                 so `?style=classic` is a 400 `non_canonical_url`, and so is any other query \
                 (an empty one, an empty or second parameter)."),
@@ -342,7 +342,7 @@ async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
             description = "ETags of a copy the client holds; a match answers 304."),
     ),
     responses(
-        (status = 200, description = "The tile.", body = crate::openapi::Png,
+        (status = 200, description = "The tile.", body = crate::schemas::Png,
             content_type = "image/png",
             headers(
                 ("Cache-Control" = String, description = "`public, max-age=…, immutable`"),

@@ -187,9 +187,9 @@ pub async fn connect(url: &str, name: &str, timeout: Duration) -> Result<Connect
     .map_err(QueueError::from)
 }
 
-/// `url` with its password replaced by `***`, for logs (owned by `fractile-runtime`, with
-/// the [`SecretUrl`](fractile_runtime::SecretUrl) settings hold URLs in).
-pub use fractile_runtime::redact_url;
+/// `url` with its password replaced by `***`, for logs (owned by `fractile-settings`, with
+/// the [`SecretUrl`](fractile_settings::SecretUrl) settings hold URLs in).
+pub use fractile_settings::redact_url;
 
 /// Re-declares the topology after a publish came back unroutable, at most once per
 /// [`REDECLARE_EVERY`] (every publish fails the same way until it is done).

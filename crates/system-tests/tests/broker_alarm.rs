@@ -85,7 +85,7 @@ async fn a_memory_alarm_bounds_misses_spares_hits_and_clears_without_a_restart()
     let worker = start_worker(cluster.worker_config(1));
     let mut config = cluster.api_config();
     config.publish_timeout = Duration::from_secs(1);
-    config.render_threads = NonZeroUsize::new(2);
+    config.process.render_threads = NonZeroUsize::new(2);
     let (state, app) = cluster.api(&config).await;
     let warm = send(&app, get("/tiles/6/1/1.png")).await;
     assert!(header(&warm, "server-timing").contains("worker;"));

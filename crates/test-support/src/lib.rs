@@ -124,8 +124,8 @@ pub fn worker_args(redis: &str, amqp: &str, prefix: &str, threads: usize) -> Vec
 pub const TILE_MAC_KEY: &str = "tile-mac-key-of-the-service-tests-0123456789abcdef";
 
 /// [`TILE_MAC_KEY`] as a setting.
-pub fn tile_mac_key() -> fractile_runtime::Secret {
-    fractile_runtime::Secret::new(TILE_MAC_KEY, fractile_tile_store::mac::MIN_KEY_BYTES)
+pub fn tile_mac_key() -> fractile_settings::Secret {
+    fractile_settings::Secret::new(TILE_MAC_KEY, fractile_tile_store::mac::MIN_KEY_BYTES)
         .expect("a valid key")
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fractile_render::bench_support::fixed_tile_set;
 use fractile_render::{MaxZoom, Style, TileId, TileKey, render_tile};
-use fractile_runtime::Secret;
+use fractile_settings::Secret;
 use fractile_tile_store::TileMac;
 use fractile_tile_store::mac::{MIN_KEY_BYTES, open_unkeyed};
 

@@ -58,7 +58,7 @@ impl RedisClient {
             budget,
             probe_interval: settings.probe_interval,
             breaker: Arc::new(Breaker::new(settings.breaker_threshold, store)),
-            redacted_url: fractile_runtime::redact_url(&settings.url).into(),
+            redacted_url: fractile_settings::redact_url(&settings.url).into(),
         })
     }
 

@@ -136,7 +136,7 @@ impl StoreSettings {
 impl std::fmt::Debug for StoreSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreSettings")
-            .field("url", &fractile_runtime::redact_url(&self.url))
+            .field("url", &fractile_settings::redact_url(&self.url))
             .field("key_prefix", &self.key_prefix)
             .field("tile_ttl", &self.tile_ttl)
             .field("pool_size", &self.pool_size)
@@ -161,7 +161,7 @@ pub struct RedisArgs {
     pub key_prefix: String,
 
     /// How long tiles live in Redis.
-    #[arg(long, env = "FRACTILE_TILE_TTL", default_value = "7d", value_parser = fractile_runtime::parse_duration)]
+    #[arg(long, env = "FRACTILE_TILE_TTL", default_value = "7d", value_parser = fractile_settings::parse_duration)]
     pub tile_ttl: Duration,
 
     /// Most connections in the Redis pool; concurrent calls share a connection (their
@@ -177,18 +177,18 @@ pub struct RedisArgs {
     /// least 32 bytes, e.g. `openssl rand -hex 32`): only tiles made with it are served from
     /// the cache. Unset: tiles read from the cache are checked for their shape only, and
     /// anything that can write to Redis can have its bytes served.
-    #[arg(long, env = "FRACTILE_TILE_MAC_KEY", hide_env_values = true, value_parser = fractile_runtime::SecretParser::at_least(mac::MIN_KEY_BYTES))]
-    pub tile_mac_key: Option<fractile_runtime::Secret>,
+    #[arg(long, env = "FRACTILE_TILE_MAC_KEY", hide_env_values = true, value_parser = fractile_settings::SecretParser::at_least(mac::MIN_KEY_BYTES))]
+    pub tile_mac_key: Option<fractile_settings::Secret>,
 
     /// The MAC key being replaced, while a new `FRACTILE_TILE_MAC_KEY` rolls out: tiles
     /// signed with it are still accepted (new ones are signed with the new key).
-    #[arg(long, env = "FRACTILE_TILE_MAC_PREVIOUS_KEY", hide_env_values = true, requires = "tile_mac_key", value_parser = fractile_runtime::SecretParser::at_least(mac::MIN_KEY_BYTES))]
-    pub tile_mac_previous_key: Option<fractile_runtime::Secret>,
+    #[arg(long, env = "FRACTILE_TILE_MAC_PREVIOUS_KEY", hide_env_values = true, requires = "tile_mac_key", value_parser = fractile_settings::SecretParser::at_least(mac::MIN_KEY_BYTES))]
+    pub tile_mac_previous_key: Option<fractile_settings::Secret>,
 }
 
 impl RedisArgs {
     /// The store's settings for `url` with these arguments.
-    pub fn settings(&self, url: &fractile_runtime::SecretUrl) -> StoreSettings {
+    pub fn settings(&self, url: &fractile_settings::SecretUrl) -> StoreSettings {
         let mut settings = StoreSettings::new(url.expose(), self.key_prefix.clone());
         settings.tile_ttl = self.tile_ttl;
         settings.pool_size = self.redis_pool_size;
@@ -207,7 +207,7 @@ pub struct RedisLimits {
     /// Longest one Redis operation may take, from asking for a pooled connection to the
     /// reply. Beyond it the operation fails (a lookup is then a miss) and counts towards the
     /// circuit breaker.
-    #[arg(long, env = "FRACTILE_REDIS_BUDGET", default_value = "250ms", value_parser = fractile_runtime::parse_nonzero_duration)]
+    #[arg(long, env = "FRACTILE_REDIS_BUDGET", default_value = "250ms", value_parser = fractile_settings::parse_nonzero_duration)]
     pub redis_budget: Duration,
 
     /// Consecutive Redis outages (over budget, refused, dropped) that open the circuit
@@ -216,7 +216,7 @@ pub struct RedisLimits {
     pub redis_breaker_threshold: NonZeroU32,
 
     /// Pause between two probes (`PING`) of Redis while the breaker is open.
-    #[arg(long, env = "FRACTILE_REDIS_PROBE_INTERVAL", default_value = "1s", value_parser = fractile_runtime::parse_nonzero_duration)]
+    #[arg(long, env = "FRACTILE_REDIS_PROBE_INTERVAL", default_value = "1s", value_parser = fractile_settings::parse_nonzero_duration)]
     pub redis_probe_interval: Duration,
 }
 

@@ -21,7 +21,7 @@
 
 use bytes::Bytes;
 use fractile_render::{IEND, NotATile, RENDER_VERSION, TileKey, check_tile};
-use fractile_runtime::Secret;
+use fractile_settings::Secret;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 

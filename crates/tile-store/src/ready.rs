@@ -15,7 +15,7 @@ use futures_lite::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use fractile_runtime::ratelimited_log::RateLimitedLog;
+use fractile_telemetry::RateLimitedLog;
 
 use crate::ReadyNote;
 

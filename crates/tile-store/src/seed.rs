@@ -107,7 +107,7 @@ impl SeedState {
 }
 
 /// The rectangle of the complex plane a seed covers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedBBox {
     /// Left edge.

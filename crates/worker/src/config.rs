@@ -2,12 +2,10 @@
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroUsize};
-use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use fractile_queue::QueueArgs;
-use fractile_runtime::faults::FaultArgs;
-use fractile_runtime::{LogArgs, SecretUrl, UrlParser, parse_duration};
+use fractile_settings::{ProcessArgs, SecretUrl, UrlParser};
 use fractile_tile_store::RedisArgs;
 
 /// The worker's settings.
@@ -47,19 +45,6 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_ADMIN_LISTEN", default_value = "127.0.0.1:9001")]
     pub admin_listen: SocketAddr,
 
-    /// Admin connections open at once; more are closed as soon as they are accepted.
-    #[arg(long, env = "FRACTILE_ADMIN_MAX_CONNECTIONS", default_value_t = NonZeroUsize::new(64).expect("non-zero"))]
-    pub admin_max_connections: NonZeroUsize,
-
-    /// How long a response on the admin port may make no progress (the client not reading)
-    /// before its connection is closed.
-    #[arg(long, env = "FRACTILE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub write_timeout: Duration,
-
-    /// Render threads (default: the CPUs this process may use).
-    #[arg(long, env = "FRACTILE_RENDER_THREADS")]
-    pub render_threads: Option<NonZeroUsize>,
-
     /// Interactive jobs held unacknowledged at once (default: 2 per render thread, so a
     /// thread finds the next job waiting). At least 1: AMQP reads 0 as no limit at all.
     #[arg(long, env = "FRACTILE_INTERACTIVE_PREFETCH")]
@@ -74,24 +59,16 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_WORKER_ID")]
     pub worker_id: Option<String>,
 
-    /// How long jobs in progress may take to finish after SIGTERM.
-    #[arg(long, env = "FRACTILE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-
     /// Keep interactive jobs ahead of seed jobs (the default). `false` puts both through one
     /// first-come-first-served lane with the same prefetch: only for the load-test experiment
     /// that shows what priority buys.
     #[arg(long, env = "FRACTILE_PRIORITY", default_value_t = true, action = clap::ArgAction::Set)]
     pub priority: bool,
 
-    /// Fault injection (`/faults` on the admin port: slower renders, paused consumption)
-    /// and the token it wants.
+    /// What every fractile process has: render threads, shutdown timeout, the admin port's
+    /// limits, fault injection and its token, logging.
     #[command(flatten)]
-    pub faults: FaultArgs,
-
-    /// Logging.
-    #[command(flatten)]
-    pub log: LogArgs,
+    pub process: ProcessArgs,
 }
 
 impl Config {
@@ -108,30 +85,27 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         let config = Self::try_parse_from(args)?;
-        if let Err(why) = config.faults.injection() {
-            return Err(Self::command().error(clap::error::ErrorKind::MissingRequiredArgument, why));
-        }
+        config.process.check().map_err(|why| {
+            Self::command().error(clap::error::ErrorKind::MissingRequiredArgument, why)
+        })?;
         Ok(config)
-    }
-
-    /// Render threads: configured, or the CPUs available (cgroup quotas included).
-    pub fn render_threads(&self) -> NonZeroUsize {
-        self.render_threads
-            .or_else(|| std::thread::available_parallelism().ok())
-            .unwrap_or(NonZeroUsize::MIN)
     }
 
     /// Prefetch of the interactive consumer.
     pub fn interactive_prefetch(&self) -> u16 {
-        self.interactive_prefetch
-            .map_or_else(|| per_thread(self.render_threads(), 2), NonZeroU16::get)
+        self.interactive_prefetch.map_or_else(
+            || per_thread(self.process.render_threads(), 2),
+            NonZeroU16::get,
+        )
     }
 
     /// Prefetch of the bulk consumer.
     pub fn bulk_prefetch(&self) -> u16 {
         let per = if self.priority { 1 } else { 2 };
-        self.bulk_prefetch
-            .map_or_else(|| per_thread(self.render_threads(), per), NonZeroU16::get)
+        self.bulk_prefetch.map_or_else(
+            || per_thread(self.process.render_threads(), per),
+            NonZeroU16::get,
+        )
     }
 
     /// The Redis of seed records: `FRACTILE_STATE_REDIS_URL`, else the cache's.

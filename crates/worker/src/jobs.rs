@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use fractile_http::faults::Faults;
 use fractile_queue::{Delivery, Priority, RenderJob, Settle, Settled};
 use fractile_render::{RenderError, TileKey, render_tile};
-use fractile_runtime::faults::Faults;
-use fractile_runtime::pool::{Lane, RenderPool, Unfinished};
-use fractile_runtime::ratelimited_log::RateLimitedLog;
+use fractile_render_pool::{Lane, RenderPool, Unfinished};
+use fractile_telemetry::RateLimitedLog;
 use fractile_tile_store::{ReadyNote, SeedOutcome, SeedState, SeedStore, TileStore};
 
 use crate::metrics::WorkerMetrics;

@@ -21,13 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use fractile_http::Readiness;
+use fractile_http::admin::{AdminProbe, ReadyCheck};
+use fractile_http::faults::{Fault, Faults};
+use fractile_http::fd_limit;
+use fractile_http::serve::ConnectionLimits;
 use fractile_queue::{Broker, BrokerStatus, DepthProbe, Priority};
-use fractile_runtime::Readiness;
-use fractile_runtime::admin::{AdminProbe, ReadyCheck};
-use fractile_runtime::faults::{Fault, Faults};
-use fractile_runtime::fd_limit;
-use fractile_runtime::pool::RenderPool;
-use fractile_runtime::serve::ConnectionLimits;
+use fractile_render_pool::RenderPool;
 use fractile_tile_store::{SeedStore, TileStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,8 +45,8 @@ const MAX_CONNECT_DELAY: Duration = Duration::from_secs(30);
 /// How often the broker's queue depths are read for `broker_queue_ready_messages`.
 const DEPTH_POLL_EVERY: Duration = Duration::from_secs(5);
 /// A broker that refuses depth queries refuses every one: one warning per interval.
-static DEPTH_POLL_FAILED: fractile_runtime::ratelimited_log::RateLimitedLog =
-    fractile_runtime::ratelimited_log::RateLimitedLog::new(Duration::from_secs(60));
+static DEPTH_POLL_FAILED: fractile_telemetry::RateLimitedLog =
+    fractile_telemetry::RateLimitedLog::new(Duration::from_secs(60));
 /// Header-read deadline of the admin port.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -85,12 +85,20 @@ impl Worker {
         // (their requesters gone) are still leaving it (`RenderPool::run_when_room`).
         let capacity =
             usize::from(config.interactive_prefetch()) + usize::from(config.bulk_prefetch());
-        let admin_token = config.faults.injection().map_err(anyhow::Error::msg)?;
+        let admin_token = config
+            .process
+            .faults
+            .injection()
+            .map_err(anyhow::Error::msg)?;
         let faults = Faults::new(admin_token, WORKER_FAULTS, metrics.registry())
             .context("registering fault metrics")?;
-        let pool = RenderPool::new(config.render_threads(), capacity, metrics.pool_metrics())
-            .context("starting render threads")?
-            .with_slowdown(faults.slowdown());
+        let pool = RenderPool::new(
+            config.process.render_threads(),
+            capacity,
+            metrics.pool.clone(),
+        )
+        .context("starting render threads")?
+        .with_slowdown(faults.slowdown());
         let mut context = JobContext::new(config.worker_id(), store, seeds, pool, metrics, faults);
         context.priority = config.priority;
         let context = Arc::new(context);
@@ -133,15 +141,15 @@ impl Worker {
         let admin_limits = ConnectionLimits::admin(
             fd_limit::fit_connections(
                 "admin",
-                config.admin_max_connections,
+                config.process.admin_max_connections,
                 config.redis.redis_pool_size,
                 fd_limit::raise_nofile_limit(),
             )
             .map_err(anyhow::Error::msg)?,
             ADMIN_HEADER_TIMEOUT,
-            config.write_timeout,
+            config.process.write_timeout,
         );
-        let admin = fractile_runtime::serve::bind(config.admin_listen)
+        let admin = fractile_http::serve::bind(config.admin_listen)
             .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
         // The admin port answers from the start: not ready until consuming.
         let consuming = Consuming::default();
@@ -153,8 +161,8 @@ impl Worker {
             metrics: Arc::clone(&context.metrics),
         };
         let admin_app =
-            fractile_runtime::admin::router(probe, readiness.clone(), context.faults.clone());
-        let admin_server = tokio::spawn(fractile_runtime::serve::serve(
+            fractile_http::admin::router(probe, readiness.clone(), context.faults.clone());
+        let admin_server = tokio::spawn(fractile_http::serve::serve(
             admin,
             admin_app,
             admin_limits,
@@ -216,7 +224,7 @@ impl Worker {
             tracing::info!(
                 worker = %context.id,
                 admin = %config.admin_listen,
-                threads = config.render_threads().get(),
+                threads = config.process.render_threads().get(),
                 interactive_prefetch = config.interactive_prefetch(),
                 bulk_prefetch = config.bulk_prefetch(),
                 "consuming"
@@ -249,7 +257,7 @@ impl Worker {
                         tracing::warn!(%error, tag = consumer.tag(), "cancelling a consumer failed");
                     }
                 }
-                finish(&tracker, config.shutdown_timeout).await;
+                finish(&tracker, config.process.shutdown_timeout).await;
                 connection.close(Duration::from_secs(2)).await;
                 break;
             };
@@ -263,7 +271,7 @@ impl Worker {
         }
 
         readiness.drain();
-        finish(&tracker, config.shutdown_timeout).await;
+        finish(&tracker, config.process.shutdown_timeout).await;
         stop_admin.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
         tracing::info!("stopped");

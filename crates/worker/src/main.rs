@@ -5,16 +5,16 @@
 
 use std::process::ExitCode;
 
-use fractile_runtime::shutdown_signal;
+use fractile_http::shutdown_signal;
 use fractile_worker::{Config, Worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Some(code) = fractile_runtime::healthcheck::run_if_asked("127.0.0.1:9001") {
+    if let Some(code) = fractile_http::healthcheck::run_if_asked("127.0.0.1:9001") {
         return code;
     }
     let config = Config::load();
-    config.log.init();
+    fractile_telemetry::init(&config.process.log);
     // Before the admin listener exists: a SIGTERM from then on drains instead of killing.
     let shutdown = shutdown_signal();
     let result = async { Worker::new(config)?.run(shutdown).await }.await;

@@ -1,9 +1,8 @@
 //! The worker's Prometheus metrics, on a registry of its own (with the process collector).
 
-use fractile_runtime::metrics::{RENDER_BUCKETS, RenderMetrics};
+use fractile_render_pool::{PoolMetrics, RENDER_BUCKETS, RenderMetrics};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// The worker's metrics.
@@ -25,22 +24,19 @@ pub struct WorkerMetrics {
     /// `worker_dead_lettered_total`: jobs rejected to the dead-letter queue.
     pub dead_lettered: IntCounter,
     /// `broker_queue_ready_messages{queue}`: jobs ready in the broker's queue (polled); named
-    /// apart from the api's `render_queue_depth` (renders waiting for its own threads).
+    /// apart from `render_pool_queue_depth` (renders waiting for this process's threads).
     pub queue_depth: IntGaugeVec,
     /// `worker_queue_depth_poll_failures_total`: reads of a broker queue's depth that failed
     /// (`broker_queue_ready_messages` then keeps its last value).
     pub depth_poll_failures: IntCounter,
     /// `worker_jobs_in_progress`: deliveries being handled.
     pub in_progress: IntGauge,
-    /// `render_pool_queue_depth`: renders waiting for a thread of this worker.
-    pub pool_depth: IntGauge,
-    /// `render_pool_wait_seconds`.
-    pub pool_wait: Histogram,
-    /// `render_pool_rejected_total`.
-    pub pool_rejected: IntCounter,
+    /// `render_pool_queue_depth`, `render_pool_wait_seconds`, `render_pool_rejected_total`:
+    /// the render pool's, as the api has them.
+    pub pool: PoolMetrics,
     /// `http_connections_open{listener}`, `http_connections_rejected_total{listener}`,
     /// `http_connections_closed_total{listener, reason}`: the admin port's connections.
-    pub connections: fractile_runtime::metrics::ConnectionMetrics,
+    pub connections: fractile_http::metrics::ConnectionMetrics,
     /// `queue_connected`: 1 while connected to RabbitMQ and consuming, else 0 (the api's
     /// gauge of the same name means its queue can take jobs).
     pub queue_connected: IntGauge,
@@ -49,11 +45,13 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = fractile_runtime::metrics::registry()?;
-        let connections = fractile_runtime::metrics::ConnectionMetrics::register(&registry)?;
+        let registry = fractile_http::metrics::registry()?;
+        let connections = fractile_http::metrics::ConnectionMetrics::register(&registry)?;
         let render = RenderMetrics::register(&registry)?;
+        let pool = PoolMetrics::register(&registry, &render)?;
         let m = WorkerMetrics {
             connections,
+            pool,
             render,
             consumed: IntCounterVec::new(
                 Opts::new(
@@ -98,18 +96,6 @@ impl WorkerMetrics {
                 "Reads of a broker queue's depth that failed (the depth gauge keeps its last value).",
             )?,
             in_progress: IntGauge::new("worker_jobs_in_progress", "Deliveries being handled.")?,
-            pool_depth: IntGauge::new("render_pool_queue_depth", "Renders waiting for a thread.")?,
-            pool_wait: Histogram::with_opts(
-                HistogramOpts::new(
-                    "render_pool_wait_seconds",
-                    "Time a render waited for a thread.",
-                )
-                .buckets(RENDER_BUCKETS.to_vec()),
-            )?,
-            pool_rejected: IntCounter::new(
-                "render_pool_rejected_total",
-                "Renders refused by a full pool queue.",
-            )?,
             queue_connected: IntGauge::new(
                 "queue_connected",
                 "1 while connected to RabbitMQ and consuming, else 0.",
@@ -126,22 +112,8 @@ impl WorkerMetrics {
         r.register(Box::new(m.queue_depth.clone()))?;
         r.register(Box::new(m.depth_poll_failures.clone()))?;
         r.register(Box::new(m.in_progress.clone()))?;
-        r.register(Box::new(m.pool_depth.clone()))?;
-        r.register(Box::new(m.pool_wait.clone()))?;
-        r.register(Box::new(m.pool_rejected.clone()))?;
         r.register(Box::new(m.queue_connected.clone()))?;
         Ok(m)
-    }
-
-    /// The handles the render pool updates.
-    pub fn pool_metrics(&self) -> fractile_runtime::pool::PoolMetrics {
-        fractile_runtime::pool::PoolMetrics {
-            queue_depth: self.pool_depth.clone(),
-            queue_wait: self.pool_wait.clone(),
-            rejected: self.pool_rejected.clone(),
-            skipped: self.render.renders.with_label_values(&["cancelled"]),
-            panicked: self.render.renders.with_label_values(&["error"]),
-        }
     }
 
     /// The handles render jobs record their outcome and time in.
@@ -156,6 +128,6 @@ impl WorkerMetrics {
 
     /// The exposition text of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
-        fractile_runtime::metrics::encode(&self.registry)
+        fractile_http::metrics::encode(&self.registry)
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fractile_render::{RenderError, render_tile};
-use fractile_runtime::pool::{Lane, RunError};
+use fractile_render_pool::{Lane, RunError};
 use fractile_tile_store::ReadyNote;
 
 use super::{Backends, FillError, Source, TileCache, TileKey};

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fractile_queue::PublisherLink;
 pub use fractile_render::TileKey;
-use fractile_runtime::pool::{QueueFull, RenderPool};
-use fractile_runtime::ratelimited_log::RateLimitedLog;
+use fractile_render_pool::{QueueFull, RenderPool};
+use fractile_telemetry::RateLimitedLog;
 use fractile_tile_store::{
     ReadyListener, ReadyNote, Refusal, SeedStore, StoreError, Stored, TileStore,
 };
@@ -245,8 +245,6 @@ impl TileCache {
         m.cache_entries
             .with_label_values(&l1)
             .set(saturating_i64(self.l1.entry_count()));
-        m.render_queue_depth
-            .set(saturating_i64(self.pool.queued() as u64));
         if let Some(backends) = &self.backends {
             let status = backends.store.pool_status();
             m.redis_pool_size.set(saturating_i64(status.size as u64));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use fractile_queue::{PendingConfirm, Priority, Publisher, QueueError, RenderJob};
-use fractile_runtime::ratelimited_log::RateLimitedLog;
+use fractile_telemetry::RateLimitedLog;
 use fractile_tile_store::{ReadyNote, Stored};
 use tokio::sync::oneshot;
 

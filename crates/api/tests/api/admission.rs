@@ -58,12 +58,12 @@ async fn a_full_render_queue_answers_503_at_once() {
     let (state, app) = app_with(&config);
     let gate = RenderGate::close(&state, 1).await;
     // Closing the gate may itself have been refused while the thread was starting.
-    let rejected_before = state.metrics.render_rejected.get();
+    let rejected_before = state.metrics.pool.rejected.get();
     let response = send(&app, get("/tiles/7/3/3.png")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     assert_eq!(error_code(response).await, "render_queue_full");
-    assert_eq!(state.metrics.render_rejected.get(), rejected_before + 1);
+    assert_eq!(state.metrics.pool.rejected.get(), rejected_before + 1);
     gate.open();
 }
 

@@ -105,7 +105,7 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_counted_while_admin_a
 #[tokio::test]
 async fn the_admin_port_has_its_own_cap() {
     let mut config = config();
-    config.admin_max_connections = NonZeroUsize::new(1).expect("non-zero");
+    config.process.admin_max_connections = NonZeroUsize::new(1).expect("non-zero");
     let running = spawn_server(config).await;
     let admin_addr = running.admin.trim_start_matches("http://").to_owned();
     let admin = running.state.metrics.connections.listener("admin");
@@ -128,7 +128,7 @@ async fn the_admin_port_has_its_own_cap() {
 async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
     const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
     let mut config = config();
-    config.write_timeout = WRITE_TIMEOUT;
+    config.process.write_timeout = WRITE_TIMEOUT;
     let running = spawn_server(config).await;
     let addr = running.base.trim_start_matches("http://").to_owned();
     let traffic = running.state.metrics.connections.listener("traffic");
@@ -389,7 +389,7 @@ fn thousands_of_slow_heads_keep_the_binary_under_a_memory_bound() {
     /// 2,000 more sending 390 KB ones. Before the head limits, 1,400 connections sending
     /// 390 KB heads took 557 MB.
     const RSS_BOUND: u64 = 200 * 1024 * 1024;
-    let nofile = fractile_runtime::fd_limit::raise_nofile_limit().unwrap_or(0);
+    let nofile = fractile_http::fd_limit::raise_nofile_limit().unwrap_or(0);
     assert!(
         nofile > 2 * CONNECTIONS as u64 + 200,
         "this test needs more than {} open files (ulimit -n is {nofile})",
@@ -568,7 +568,7 @@ fn under_ulimit_1024_a_flood_of_connections_leaves_the_admin_port_answering() {
     // every new connection, `/readyz` included. Now the traffic cap is lowered to fit under
     // the limit beside the admin port's cap and a reserve, and the rest are turned away.
     const FLOOD: usize = 1100;
-    let nofile = fractile_runtime::fd_limit::raise_nofile_limit().unwrap_or(0);
+    let nofile = fractile_http::fd_limit::raise_nofile_limit().unwrap_or(0);
     assert!(
         nofile > FLOOD as u64 + 200,
         "this test needs more than {FLOOD} open files (ulimit -n is {nofile})"

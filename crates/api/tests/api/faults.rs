@@ -35,9 +35,9 @@ fn delete() -> Request<Body> {
 /// Settings with fault injection on and its token.
 fn with_faults() -> fractile_api::Config {
     let mut config = config();
-    config.faults.fault_injection = true;
-    config.faults.admin_token = Some(
-        fractile_runtime::Secret::new(ADMIN_TOKEN, fractile_runtime::faults::ADMIN_TOKEN_MIN_BYTES)
+    config.process.faults.fault_injection = true;
+    config.process.faults.admin_token = Some(
+        fractile_settings::Secret::new(ADMIN_TOKEN, fractile_settings::ADMIN_TOKEN_MIN_BYTES)
             .expect("valid token"),
     );
     config

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::Response;
 use fractile_api::{AppState, Config, Server};
-use fractile_runtime::pool::Lane;
+use fractile_render_pool::Lane;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 /// Test settings: loopback on port 0, one render thread, everything else default.
 pub fn config() -> Config {
     let mut config = Config::for_tests();
-    config.render_threads = NonZeroUsize::new(1);
+    config.process.render_threads = NonZeroUsize::new(1);
     config
 }
 

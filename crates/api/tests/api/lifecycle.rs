@@ -50,7 +50,7 @@ async fn a_real_server_serves_tiles_probes_and_metrics() {
         "cache_bytes{layer=\"l1\"}",
         "cache_entries{layer=\"l1\"} 1",
         "render_duration_seconds_count 1",
-        "render_queue_depth 0",
+        "render_pool_queue_depth 0",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ] {
@@ -167,7 +167,7 @@ async fn shutdown_drains_in_flight_requests_and_fails_readiness() {
 #[tokio::test]
 async fn shutdown_gives_up_on_stuck_requests_after_its_deadline() {
     let mut config = config();
-    config.shutdown_timeout = Duration::from_millis(200);
+    config.process.shutdown_timeout = Duration::from_millis(200);
     let running = spawn_server(config).await;
     let gate = RenderGate::close(&running.state, 1).await;
     let url = format!("{}/tiles/6/1/31.png", running.base);

@@ -48,7 +48,7 @@ async fn a_seed_body_that_is_not_a_json_object_is_a_400() {
     const TOKEN: &str = "seed-token-for-tests-0123456789";
     let mut config = config();
     config.seed_token = Some(
-        fractile_runtime::Secret::new(TOKEN, fractile_api::config::SEED_TOKEN_MIN_BYTES)
+        fractile_settings::Secret::new(TOKEN, fractile_api::config::SEED_TOKEN_MIN_BYTES)
             .expect("valid"),
     );
     let (_state, app) = app_with(&config);

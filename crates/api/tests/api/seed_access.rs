@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use fractile_api::config::SEED_TOKEN_MIN_BYTES;
-use fractile_runtime::Secret;
+use fractile_settings::Secret;
 
 use crate::helpers::*;
 

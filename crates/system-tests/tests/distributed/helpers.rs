@@ -87,7 +87,7 @@ impl Cluster {
     pub fn api_config(&self) -> Config {
         let mut config = Config::for_tests();
         config.seed_token = Some(
-            fractile_runtime::Secret::new(SEED_TOKEN, fractile_api::config::SEED_TOKEN_MIN_BYTES)
+            fractile_settings::Secret::new(SEED_TOKEN, fractile_api::config::SEED_TOKEN_MIN_BYTES)
                 .expect("valid token"),
         );
         config.redis_url = Some(self.redis.as_str().into());
@@ -95,7 +95,7 @@ impl Cluster {
         config.amqp_url = Some(self.amqp.as_str().into());
         config.redis.key_prefix = self.prefix.clone();
         config.queue.queue_prefix = self.prefix.clone();
-        config.render_threads = NonZeroUsize::new(1);
+        config.process.render_threads = NonZeroUsize::new(1);
         config
     }
 

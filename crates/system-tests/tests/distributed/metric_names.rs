@@ -32,7 +32,7 @@ fn buckets(exposition: &str, family: &str) -> Vec<String> {
 }
 
 #[test]
-fn shared_metrics_have_the_same_buckets_and_the_broker_depth_its_own_name() {
+fn shared_metrics_have_the_same_names_and_buckets_and_the_broker_depth_its_own_name() {
     let api = fractile_api::metrics::Metrics::new().expect("api metrics");
     let worker = fractile_worker::metrics::WorkerMetrics::new().expect("worker metrics");
     for render in [api.render_metrics(), worker.render_metrics()] {
@@ -49,13 +49,20 @@ fn shared_metrics_have_the_same_buckets_and_the_broker_depth_its_own_name() {
     assert_eq!(api_buckets, buckets(&worker, "render_duration_seconds"));
 
     let (api, worker) = (names(&api), names(&worker));
-    for shared in ["render_duration_seconds", "renders_total"] {
+    // The render threads' metrics: one set of names in both (Prometheus's `job` tells the
+    // binaries apart), registered in one place (`fractile_render_pool`).
+    for shared in [
+        "render_duration_seconds",
+        "renders_total",
+        "render_pool_queue_depth",
+        "render_pool_wait_seconds",
+        "render_pool_rejected_total",
+    ] {
         assert!(api.contains(shared) && worker.contains(shared), "{shared}");
     }
-    // The api's render_queue_depth is its local pool; the broker's queue has its own name.
-    assert!(api.contains("render_queue_depth"));
+    // The broker's queue has a name of its own, apart from the render pools'.
     assert!(worker.contains("broker_queue_ready_messages"));
-    assert!(!worker.contains("render_queue_depth"), "{worker:?}");
+    assert!(!api.contains("render_queue_depth"), "{api:?}");
     #[cfg(target_os = "linux")]
     assert!(
         api.contains("process_cpu_seconds_total") && worker.contains("process_cpu_seconds_total")

@@ -36,7 +36,7 @@ async fn admin_connections_beyond_the_cap_are_closed_at_once_and_counted() {
         .expect("free port")
         .port();
     config.admin_listen = ([127, 0, 0, 1], port).into();
-    config.admin_max_connections = NonZeroUsize::MIN;
+    config.process.admin_max_connections = NonZeroUsize::MIN;
     let worker = Worker::new(config).expect("worker");
     let admin = worker.metrics().connections.listener("admin");
     let running = run_worker(worker);

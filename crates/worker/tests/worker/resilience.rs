@@ -24,7 +24,7 @@ fn spawn_worker_process(env: &Env, threads: usize) -> Child {
 }
 
 /// Pauses consumption (fault injection): deliveries are held unsettled until it lifts.
-fn pause(faults: &fractile_runtime::faults::Faults) {
+fn pause(faults: &fractile_http::faults::Faults) {
     faults
         .apply(
             serde_json::from_value(serde_json::json!({ "pause_consumption": true }))

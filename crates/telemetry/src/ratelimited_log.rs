@@ -11,7 +11,7 @@ use tokio::time::Instant;
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use fractile_runtime::ratelimited_log::RateLimitedLog;
+/// # use fractile_telemetry::RateLimitedLog;
 /// static REDIS_DOWN: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(10));
 /// if let Some(suppressed) = REDIS_DOWN.check() {
 ///     tracing::warn!(suppressed, "redis unavailable");

@@ -34,10 +34,10 @@ use std::thread;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::faults::Slowdown;
+use crate::metrics::PoolMetrics;
+use crate::slowdown::Slowdown;
 
 /// A job as the threads see it: type-erased, run once.
 type Job = Box<dyn FnOnce() + Send>;
@@ -49,21 +49,6 @@ pub enum Lane {
     Interactive,
     /// Background work (seeding): taken when no interactive work waits.
     Bulk,
-}
-
-/// The metric handles the pool keeps up to date; the owner registers them.
-#[derive(Clone)]
-pub struct PoolMetrics {
-    /// Jobs waiting for a thread.
-    pub queue_depth: IntGauge,
-    /// Time a job waited for a thread.
-    pub queue_wait: Histogram,
-    /// Jobs refused because their lane's queue was full.
-    pub rejected: IntCounter,
-    /// Jobs skipped because their caller left or their deadline passed before they started.
-    pub skipped: IntCounter,
-    /// Jobs that panicked (contained: the thread lives on).
-    pub panicked: IntCounter,
 }
 
 /// The queue was full; the work was not accepted.
@@ -173,7 +158,7 @@ impl RenderPool {
     }
 
     /// Makes every job cost the injected slowdown factor of its CPU time (see
-    /// [`crate::faults`]).
+    /// [`Slowdown`]).
     pub fn with_slowdown(mut self, slowdown: Slowdown) -> Self {
         self.slowdown = slowdown;
         self
@@ -330,14 +315,9 @@ mod tests {
     use super::*;
 
     fn pool(threads: usize, queue: usize) -> RenderPool {
-        let metrics = PoolMetrics {
-            queue_depth: IntGauge::new("depth", "depth").expect("valid"),
-            queue_wait: Histogram::with_opts(prometheus::HistogramOpts::new("wait", "wait"))
-                .expect("valid"),
-            rejected: IntCounter::new("rejected", "rejected").expect("valid"),
-            skipped: IntCounter::new("skipped", "skipped").expect("valid"),
-            panicked: IntCounter::new("panicked", "panicked").expect("valid"),
-        };
+        let registry = prometheus::Registry::new();
+        let render = crate::RenderMetrics::register(&registry).expect("valid names");
+        let metrics = PoolMetrics::register(&registry, &render).expect("valid names");
         let threads = NonZeroUsize::new(threads).expect("non-zero");
         RenderPool::new(threads, queue, metrics).expect("threads start")
     }

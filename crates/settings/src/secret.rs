@@ -3,12 +3,9 @@
 //! [`Secret::expose`] gives its bytes, to what compares or signs with them. [`SecretParser`]
 //! reads one from clap and checks it at start-up; its errors name the setting and never
 //! quote the value (clap's own errors do, and a mistyped secret is still close to the real
-//! one). [`check_bearer`] compares a request's `Authorization: Bearer` in constant time.
+//! one). Comparing one with what a request carries is `fractile_http::bearer`'s.
 
 use std::fmt;
-
-use axum::http::{HeaderMap, header};
-use subtle::ConstantTimeEq;
 
 /// A secret setting. `Debug` shows only that it is set.
 #[derive(Clone)]
@@ -97,39 +94,8 @@ pub fn setting_name(arg: Option<&clap::Arg>) -> String {
     }
 }
 
-/// Why a request's credentials were refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BearerRefusal {
-    /// No `Authorization` header.
-    Missing,
-    /// Not `Bearer <token>`, or not the right token.
-    Invalid,
-}
-
-/// Whether `headers` carry `expected` as `Authorization: Bearer <token>` (the scheme is
-/// case-insensitive, RFC 9110 §11.1). Constant time in the token's contents: slices of
-/// different lengths differ at once, which tells a guesser only the length.
-pub fn check_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), BearerRefusal> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(BearerRefusal::Missing)?;
-    let presented = value
-        .as_bytes()
-        .split_at_checked(7)
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
-        .map(|(_, token)| token.trim_ascii())
-        .ok_or(BearerRefusal::Invalid)?;
-    if bool::from(presented.ct_eq(expected.expose())) {
-        Ok(())
-    } else {
-        Err(BearerRefusal::Invalid)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
 
     #[test]
@@ -146,27 +112,5 @@ mod tests {
             assert!(error.contains(why), "{bad:?}: {error}");
             assert!(bad.is_empty() || !error.contains(bad), "{error}");
         }
-    }
-
-    #[test]
-    fn only_the_right_bearer_token_passes() {
-        let secret = Secret::new("0123456789abcdef", 16).expect("valid");
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::AUTHORIZATION,
-                HeaderValue::from_str(value).expect("a header"),
-            );
-            check_bearer(&headers, &secret)
-        };
-        assert_eq!(with("Bearer 0123456789abcdef"), Ok(()));
-        assert_eq!(with("bearer 0123456789abcdef "), Ok(()));
-        assert_eq!(with("Bearer 0123456789abcdeX"), Err(BearerRefusal::Invalid));
-        assert_eq!(with("Basic 0123456789abcdef"), Err(BearerRefusal::Invalid));
-        assert_eq!(with("Bearer"), Err(BearerRefusal::Invalid));
-        assert_eq!(
-            check_bearer(&HeaderMap::new(), &secret),
-            Err(BearerRefusal::Missing)
-        );
     }
 }

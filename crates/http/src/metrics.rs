@@ -1,12 +1,8 @@
 //! The Prometheus plumbing every fractile process shares: a registry per process (or per
 //! app, in tests) that includes the process collector, and the text exposition.
 
-use std::time::{Duration, Instant};
-
-use fractile_render::RenderError;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// A new registry with the process collector (CPU seconds, resident memory, open fds)
@@ -187,72 +183,6 @@ pub fn encode(registry: &Registry) -> Result<String, prometheus::Error> {
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
     String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
-}
-
-/// Buckets of every render-time histogram, in seconds: a cheap tile takes a few ms, a deep
-/// one up to seconds in debug builds, a job that waited behind a backlog tens of seconds.
-/// One list, so the api's and the worker's `render_duration_seconds` can be compared and
-/// aggregated bucket by bucket.
-pub const RENDER_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// The two render metrics the api and the worker both keep: `render_duration_seconds` and
-/// `renders_total{result}`, registered here for both.
-#[derive(Clone)]
-pub struct RenderMetrics {
-    /// Time of successful renders.
-    pub duration: Histogram,
-    /// Renders by result: `ok`, `cancelled`, `error`.
-    pub renders: IntCounterVec,
-}
-
-impl RenderMetrics {
-    /// Creates both metrics and registers them on `registry`.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let metrics = RenderMetrics {
-            duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "render_duration_seconds",
-                    "Time to render and encode one tile.",
-                )
-                .buckets(RENDER_BUCKETS.to_vec()),
-            )?,
-            renders: IntCounterVec::new(
-                Opts::new("renders_total", "Renders by result: ok, cancelled, error."),
-                &["result"],
-            )?,
-        };
-        registry.register(Box::new(metrics.duration.clone()))?;
-        registry.register(Box::new(metrics.renders.clone()))?;
-        Ok(metrics)
-    }
-
-    /// Renders finished with `result` so far (tests assert on it).
-    pub fn count(&self, result: &str) -> u64 {
-        self.renders.with_label_values(&[result]).get()
-    }
-
-    /// Runs `render`, records its outcome and (when it succeeded) its time, and returns
-    /// both.
-    pub fn record<T>(
-        &self,
-        render: impl FnOnce() -> Result<T, RenderError>,
-    ) -> (Result<T, RenderError>, Duration) {
-        let started = Instant::now();
-        let result = render();
-        let took = started.elapsed();
-        let outcome = match &result {
-            Ok(_) => {
-                self.duration.observe(took.as_secs_f64());
-                "ok"
-            }
-            Err(RenderError::Cancelled) => "cancelled",
-            Err(RenderError::Encode(_)) => "error",
-        };
-        self.renders.with_label_values(&[outcome]).inc();
-        (result, took)
-    }
 }
 
 /// Why a connection was closed by a limit of the accept loop (`http_connections_closed_total`'s

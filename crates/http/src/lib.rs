@@ -1,45 +1,36 @@
-//! Process plumbing shared by `fractile-api` and `fractile-worker`: what every long-running
-//! fractile process needs and neither binary owns.
+//! The HTTP side of a fractile process, shared by `fractile-api` and `fractile-worker`: what
+//! serves, answers probes and shuts down, and that neither binary owns. Storage and queue
+//! crates never depend on it (`.ci/run` checks that no axum or hyper reaches them).
 //!
+//! - [`serve`]: the accept loop, with the system's listen backlog, per-connection deadlines
+//!   and head limits, a connection cap per listener, and graceful drain;
+//! - [`fd_limit`]: the open-file limit raised at start-up, and connection caps fitted under it;
 //! - [`admin`]: the admin port's router (`/livez`, `/readyz`, `/metrics`, `/faults`), each
 //!   binary plugging in its readiness check and metrics;
-//! - [`telemetry`]: the `tracing` subscriber (JSON or pretty);
 //! - [`faults`]: fault injection on the admin port (latency, errors, slow renders, paused
-//!   consumption), off unless enabled;
-//! - [`fd_limit`]: the open-file limit raised at start-up, and connection caps fitted under it;
-//! - [`healthcheck`]: the `healthcheck` subcommand both binaries answer;
-//! - [`metrics`]: a Prometheus registry with the process collector, and its exposition;
+//!   consumption), off unless enabled, changes behind the admin token;
+//! - [`bearer`]: the constant-time `Authorization: Bearer` check;
 //! - [`openapi`]: the JSON error body and the admin tag both OpenAPI documents share;
-//! - [`pool`]: the bounded render thread pool, with interactive and bulk lanes;
-//! - [`ratelimited_log`]: one line per interval for warnings that repeat, with a count of the rest;
-//! - [`secret`]: secret settings (tokens, keys) that never reach `Debug`, logs or errors, and
-//!   the constant-time bearer check;
-//! - [`secret_url`]: connection URLs whose passwords never reach `Debug` or logs;
-//! - [`serve`]: an HTTP accept loop with per-connection deadlines and head limits, a
-//!   connection cap per listener, and graceful drain;
-//! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves;
-//! - [`parse_duration`]: the `5s` / `250ms` syntax of every duration setting.
+//! - [`metrics`]: a Prometheus registry with the process collector, its exposition, and the
+//!   accept loops' connection metrics;
+//! - [`healthcheck`]: the `healthcheck` subcommand both binaries answer (an HTTP GET of
+//!   `/readyz`);
+//! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves.
+//!
+//! Settings live in `fractile-settings`, logging in `fractile-telemetry`, the render threads
+//! in `fractile-render-pool`.
 
 pub mod admin;
+pub mod bearer;
 pub mod faults;
 pub mod fd_limit;
 pub mod healthcheck;
 pub mod metrics;
 pub mod openapi;
-pub mod pool;
-pub mod ratelimited_log;
-pub mod secret;
-pub mod secret_url;
 pub mod serve;
-pub mod telemetry;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-pub use secret::{Secret, SecretParser};
-pub use secret_url::{SecretUrl, UrlParser, redact_url};
-pub use telemetry::{LogArgs, LogFormat};
 
 /// Whether this process should receive work. Flipped once, when shutdown begins.
 #[derive(Debug, Clone, Default)]
@@ -108,47 +99,9 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h` or `1d` (a clap `value_parser`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 5s"))?;
-    let seconds = |mult: u64| Duration::from_secs(n.saturating_mul(mult));
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(seconds(1)),
-        "m" => Ok(seconds(60)),
-        "h" => Ok(seconds(3600)),
-        "d" => Ok(seconds(86_400)),
-        _ => Err(format!("{s:?}: unit must be one of ms, s, m, h, d")),
-    }
-}
-
-/// [`parse_duration`] for settings where zero would disable the thing they bound.
-pub fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        Duration::ZERO => Err(format!("{s:?}: must be more than zero")),
-        d => Ok(d),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5 s").is_err());
-        assert!(parse_nonzero_duration("0ms").is_err());
-        assert_eq!(parse_nonzero_duration("1ms"), Ok(Duration::from_millis(1)));
-    }
 
     #[test]
     fn readiness_flips_once() {

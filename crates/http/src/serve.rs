@@ -54,7 +54,7 @@ use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ListenerMetrics;
-use crate::ratelimited_log::RateLimitedLog;
+use fractile_telemetry::RateLimitedLog;
 
 /// Pause after a failed accept (out of file descriptors, say) before trying again, so the
 /// loop does not spin while the condition lasts.
