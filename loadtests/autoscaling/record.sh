@@ -3,7 +3,7 @@
 # 2 workers with one render thread each, Redis, RabbitMQ) takes browse traffic that rises,
 # holds, falls and idles: in-flight requests and CPU per api, the render queues' ready and
 # unacknowledged messages, renders per worker, once a second. Writes series.json (for the
-# autoscaler model), machine-cpu.json and the generator's report into
+# autoscaler model, k8s/autoscaling-model), machine-cpu.json and the generator's report into
 # loadtests/reports/autoscaling/recording/. About 5 minutes plus the build; bounded by the
 # profile; everything it starts is stopped on exit (logs stay in $FRACTILE_LOCAL_RUN).
 #

@@ -3,12 +3,10 @@
 //! `fractile-load run` drives one scenario against a target with an open arrival model and
 //! writes `results.json`, `report.md` and SVG charts; `fractile-load compare` puts several
 //! runs side by side for an experiment. `loadtests/run-experiments.sh` runs the checklist
-//! experiments with it. Everything is bounded in time and requests. `fractile-load model`
-//! replays recorded metrics through a model of the Kubernetes autoscalers (`autoscale/`).
-//! `fractile-load flood` is the hostile client: many connections asking for new tiles back
-//! to back, counting what each answer was (`flood.rs`).
+//! experiments with it. Everything is bounded in time and requests. `fractile-load flood` is
+//! the hostile client: many connections asking for new tiles back to back, counting what each
+//! answer was (`flood.rs`).
 
-mod autoscale;
 mod driver;
 mod flood;
 mod report;
@@ -49,8 +47,6 @@ enum Command {
     Run(RunArgs),
     /// Compares runs (directories written by `run`) in one report with shared charts.
     Compare(CompareArgs),
-    /// Models the KEDA/HPA autoscalers in the manifests on recorded metrics, and reports.
-    Model(autoscale::ModelArgs),
     /// Floods a target from many connections, each asking for new tiles back to back, with
     /// a hot-tile probe beside them; counts what every answer was.
     Flood(flood::FloodArgs),
@@ -145,7 +141,6 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args).await,
         Command::Compare(args) => compare(args),
-        Command::Model(args) => autoscale::run(args).map(|()| ExitCode::SUCCESS),
         Command::Flood(args) => flood::run(args).await,
     };
     match result {

@@ -634,8 +634,8 @@ pub fn check_fluid_model(series: &Series, drain: &Drain, stats_interval_s: f64) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::autoscale::manifests::Manifests;
-    use crate::autoscale::series::estimate_worker_rate;
+    use crate::manifests::Manifests;
+    use crate::series::estimate_worker_rate;
 
     fn inputs() -> anyhow::Result<(Manifests, Series)> {
         let m = Manifests::parse(include_str!("testdata/manifests.yaml"))?;

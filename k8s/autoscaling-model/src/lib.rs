@@ -1,16 +1,16 @@
-//! `fractile-load model`: a model of the autoscalers in `k8s/` (KEDA ScaledObjects driving
-//! HorizontalPodAutoscalers), fed by metrics recorded from the real processes.
+//! `fractile-autoscaling-model`: a model of the autoscalers in `k8s/` (KEDA ScaledObjects
+//! driving HorizontalPodAutoscalers), fed by metrics recorded from the real processes.
 //!
 //! It is a model of the controller, not the controller: it replays the HPA's documented
 //! arithmetic and KEDA's documented semantics on a recorded load, so that the settings in the
 //! manifests can be judged (how soon a new pod serves, whether the replica count flaps) on a
 //! machine with no Kubernetes. Layout:
-//! - [`manifests`]: the parameters, read from `kubectl kustomize k8s/overlays/kind`;
-//! - [`series`]: the recording, and the worker drain rate estimated from it;
-//! - [`hpa`]: the controller's algorithm (tested against the Kubernetes documentation's
+//! - `manifests.rs`: the parameters, read from `kubectl kustomize k8s/overlays/kind`;
+//! - `series.rs`: the recording, and the worker drain rate estimated from it;
+//! - `hpa.rs`: the controller's algorithm (tested against the Kubernetes documentation's
 //!   worked examples);
-//! - [`sim`]: the metric pipelines, the pods and the workload, second by second;
-//! - [`report`]: key moments, README.md, model.json and the charts.
+//! - `sim.rs`: the metric pipelines, the pods and the workload, second by second;
+//! - `report.rs`: key moments, README.md, model.json and the charts.
 
 mod hpa;
 mod manifests;
@@ -26,7 +26,7 @@ use self::manifests::Manifests;
 use self::series::{Series, WorkerRate, estimate_worker_rate};
 use self::sim::{Clocks, Drain, Workload};
 
-/// Arguments of `fractile-load model`.
+/// Arguments of `fractile-autoscaling-model`.
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// The rendered manifests: the output of `kubectl kustomize k8s/overlays/kind`.
@@ -106,7 +106,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     )?;
     let fluid = sim::check_fluid_model(&series, &drain, manifests.rabbitmq_stats_interval_s);
     // The binary by its name, not the path it was run from.
-    let command = std::iter::once("fractile-load".to_owned())
+    let command = std::iter::once("fractile-autoscaling-model".to_owned())
         .chain(std::env::args().skip(1))
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect::<Vec<_>>()

@@ -253,7 +253,7 @@ impl<'a> Model<'a> {
         md.push_str(
             "# The autoscalers, modelled on a recorded load\n\n\
              **A model of the controller, not the controller.** No Kubernetes runs on this \
-             machine, so `fractile-load model` (`loadtests/src/autoscale/`) replays what the \
+             machine, so `fractile-autoscaling-model` (`k8s/autoscaling-model/`) replays what the \
              HorizontalPodAutoscaler controller and KEDA would do with the ScaledObjects in \
              `k8s/`, second by second, on metrics recorded from the real processes under a \
              rising and falling load. It follows the documented algorithm (each rule below \
@@ -804,8 +804,8 @@ fn chart(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::autoscale::hpa::Decision;
-    use crate::autoscale::sim::{Second, Sync};
+    use crate::hpa::Decision;
+    use crate::sim::{Second, Sync};
 
     fn sync(t: f64, current: u32, desired: u32) -> Sync {
         Sync {

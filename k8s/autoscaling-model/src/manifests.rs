@@ -614,7 +614,7 @@ fn number(meta: &Value, key: &str) -> Result<Option<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::autoscale::hpa::Rules;
+    use crate::hpa::Rules;
 
     const FIXTURE: &str = include_str!("testdata/manifests.yaml");
 
