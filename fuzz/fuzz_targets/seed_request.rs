@@ -11,13 +11,13 @@
 //! - for small plans, every tile is a valid tile of a requested zoom, listed once, and
 //!   intersecting the bbox when there is one.
 //!
-//! A refusal is 400 `invalid_body` / `invalid_seed` or 422 `seed_too_large`, and a 422 only
+//! A refusal is [`PlanError::InvalidBody`] (400 `invalid_body`), [`PlanError::Invalid`]
+//! (400 `invalid_seed`) or [`PlanError::TooLarge`] (422 `seed_too_large`), and too large only
 //! when the unlimited plan really has more tiles than the limit.
 
 #![no_main]
 
-use fractile_api::error::ApiError;
-use fractile_api::seeds::{Plan, SeedRequest, plan, seed_request};
+use fractile_api::seeds::{Plan, PlanError, SeedRequest, plan, seed_request};
 use fractile_render::{MaxZoom, Style, TileId};
 use libfuzzer_sys::fuzz_target;
 
@@ -85,10 +85,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let request = match seed_request(body) {
         Ok(request) => request,
-        Err(ApiError::BadRequest { code, .. }) => {
-            assert_eq!(code, "invalid_body");
-            return;
-        }
+        Err(PlanError::InvalidBody(_)) => return,
         Err(other) => panic!("the body was refused with {other:?}"),
     };
     for (max_zoom, limit) in SETTINGS {
@@ -100,21 +97,21 @@ fuzz_target!(|data: &[u8]| {
                 let all = unlimited.expect("accepted under a limit, so without one");
                 assert_eq!((all.total, &all.ranges), (p.total, &p.ranges));
             }
-            Err(ApiError::Unprocessable { code, .. }) => {
-                assert_eq!(code, "seed_too_large");
+            Err(PlanError::TooLarge { total, limit: refused_at }) => {
+                assert_eq!(refused_at, limit);
                 let all = unlimited.expect("refused only for its size");
                 check(&request, max_zoom, u64::MAX, &all);
+                assert_eq!(all.total, total, "the refusal states the count");
                 assert!(
                     all.total > limit,
                     "{} tiles refused for a limit of {limit}",
                     all.total
                 );
             }
-            Err(ApiError::BadRequest { code, .. }) => {
-                assert_eq!(code, "invalid_seed");
+            Err(PlanError::Invalid(_)) => {
                 assert!(unlimited.is_err(), "refused as invalid only under a limit");
             }
-            Err(other) => panic!("plan answered {other:?}"),
+            Err(other @ PlanError::InvalidBody(_)) => panic!("plan answered {other:?}"),
         }
     }
 });

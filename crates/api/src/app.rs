@@ -8,9 +8,10 @@
 //! is the injected faults);
 //! (seed routes only:) bearer token → handler.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::handler::Handler;
@@ -22,7 +23,6 @@ use fractile_telemetry::RateLimitedLog;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::DeadlineBody;
@@ -31,7 +31,7 @@ use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode, Failure};
 use crate::metrics::{CacheLabel, InFlightGuard, Metrics, UNMATCHED};
 use crate::seeds;
 use crate::state::AppState;
@@ -49,7 +49,7 @@ pub fn app(state: AppState) -> Router {
             let metrics = state.metrics.clone();
             move |err: BoxError| {
                 let metrics = metrics.clone();
-                async move { admission_error(&metrics, &err) }
+                async move { admission_error(&metrics, err) }
             }
         }))
         // Refuse at once instead of queueing when the limit below is reached.
@@ -60,7 +60,7 @@ pub fn app(state: AppState) -> Router {
         // Backstop for anything a request might wait on; renders have their own deadline.
         .timeout(state.request_timeout);
     // Forces the document now, so a request never waits for it.
-    let _ = crate::openapi::document_json();
+    let _ = document_json();
     // The admission layers wrap the handler itself: a `route_layer` would box the route once
     // more, and every request clones every box of its route. The path and the document entry
     // are the annotation's, as for every route.
@@ -73,7 +73,7 @@ pub fn app(state: AppState) -> Router {
     // Operator routes: the bearer token before anything else (body, Redis) is looked at.
     let seeds = Router::from(seed_routes())
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.seeds.clone(),
             seeds::authorize,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), body_deadline));
@@ -88,8 +88,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Every traffic route, each registered from its OpenAPI annotation, without the layers
-/// (they need the state): the source of both [`app`] and the document
-/// ([`crate::openapi::document`]).
+/// (they need the state): the source of both [`app`] and the document ([`document`]).
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     tile_routes().merge(seed_routes()).merge(page_routes())
 }
@@ -102,15 +101,15 @@ fn tile_routes() -> OpenApiRouter<AppState> {
 /// The seed routes: behind the bearer token.
 fn seed_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(seeds::create))
-        .routes(routes!(seeds::show, seeds::cancel))
+        .routes(routes!(seeds::routes::create))
+        .routes(routes!(seeds::routes::show, seeds::routes::cancel))
 }
 
 /// The viewer and the document: never shed.
 fn page_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(viewer))
-        .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(openapi_json))
 }
 
 /// Wraps `routes` in the layers every traffic request goes through. Public so tests can put
@@ -125,22 +124,22 @@ pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
                 // One span per request, named by route template, carrying the request id, so
                 // every log line inside it has both. The per-request line is DEBUG: a log line
                 // per hit costs more than the rest of the stack (STACK.md §16). Failures are
-                // logged by `log_failure`: WARN for real 5xx, DEBUG for 503 refusals.
+                // logged by `track_http` (`log_failure`), which sees their cause.
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(request_span)
                         .on_request(())
                         .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                        .on_failure(log_failure),
+                        .on_failure(()),
                 )
-                // Metrics, no-store on 5xx, JSON error bodies and the head limits: one
-                // middleware, since each `from_fn` layer costs every request a boxed clone of
-                // everything beneath it.
+                // Metrics, no-store on 5xx, JSON error bodies, the head limits and the log of
+                // 5xx: one middleware, since each `from_fn` layer costs every request a boxed
+                // clone of everything beneath it.
                 .layer(middleware::from_fn_with_state(state.clone(), track_http))
                 // A panicking handler becomes a 500; the connection and the process live on.
                 .layer(CatchPanicLayer::custom(
                     |_panic: Box<dyn std::any::Any + Send>| {
-                        ApiError::Internal("handler panicked".into()).into_response()
+                        ApiError::internal("a handler panicked").into_response()
                     },
                 ))
                 .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES)),
@@ -148,30 +147,35 @@ pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Logs a failed request. 503s are refusals by admission (load shed, the pending-miss bound,
-/// a full render queue, a render or request timeout): expected under overload, counted in
-/// `http_requests_total{status}` and their own counters, and a WARN line each would turn an
-/// overload into a log flood. They are DEBUG; every other 5xx is WARN, once per interval with
-/// the count of the rest (a client that found a way to fail requests must not flood the log
-/// either; the counters have every one).
-fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+/// Logs a failed response, the one place every 5xx is logged, whoever made it (a handler's
+/// `ApiError`, a panic, a layer):
+/// - 503s are refusals (load shed, the pending-miss bound, a full render queue, a render or
+///   request timeout, a dependency down): expected under overload, counted in
+///   `http_requests_total{status}` and their own counters; a line each would turn an overload
+///   into a log flood. DEBUG, as is 501 (seeding asked of an api that has no queue);
+/// - every other 5xx is a failure of ours (a bug, a panic, a record this version cannot read):
+///   ERROR, with its cause chain when the response carries one ([`Failure`]), once per
+///   interval with the count of the rest, since a client that found a way to fail requests
+///   must not flood the log either (the counters have every one).
+fn log_failure(status: StatusCode, failure: Option<&Failure>, latency: Duration) {
     static FAILED: RateLimitedLog = RateLimitedLog::new(FAILURE_LOG_EVERY);
     let latency_ms = latency.as_secs_f64() * 1000.0;
-    match class {
-        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
-            tracing::debug!(classification = %class, latency_ms, "request refused");
+    let status = status.as_u16();
+    if matches!(status, 501 | 503) {
+        tracing::debug!(status, latency_ms, "request refused");
+        return;
+    }
+    let error = failure.map(|Failure(cause)| fractile_telemetry::causes(cause.as_ref()));
+    match FAILED.check() {
+        Some(suppressed) => {
+            tracing::error!(status, latency_ms, error, suppressed, "response failed")
         }
-        _ => match FAILED.check() {
-            Some(suppressed) => {
-                tracing::warn!(classification = %class, latency_ms, suppressed, "response failed")
-            }
-            None => tracing::debug!(classification = %class, latency_ms, "response failed"),
-        },
+        None => tracing::debug!(status, latency_ms, error, "response failed"),
     }
 }
 
-/// At most one WARN per this interval for failed responses, and for internal errors.
-pub(crate) const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// At most one ERROR line per this interval for failed responses.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Marks every 5xx `Cache-Control: no-store`, replacing whatever a handler set: a cached
 /// refusal would keep serving the error after the service recovered. `ApiError` sets it too;
@@ -238,7 +242,8 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
 ///   (hyper's own, bodyless refusals sit at twice these limits);
 /// - gives every error a JSON body, whoever produced it ([`json_error_body`]);
 /// - marks every 5xx `no-store` ([`no_store_on_5xx`]);
-/// - records its status and latency by route template.
+/// - records its status and latency by route template;
+/// - logs a 5xx, with its cause ([`log_failure`]).
 async fn track_http(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let metrics = &state.metrics;
@@ -263,13 +268,17 @@ async fn track_http(State(state): State<AppState>, request: Request, next: Next)
         .get::<CacheLabel>()
         .copied()
         .unwrap_or(CacheLabel::Unset);
+    let elapsed = start.elapsed();
     metrics
         .http(
             route.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
             response.status(),
             cache,
         )
-        .observe(start.elapsed());
+        .observe(elapsed);
+    if response.status().is_server_error() {
+        log_failure(response.status(), response.extensions().get(), elapsed);
+    }
     response
 }
 
@@ -284,22 +293,29 @@ async fn body_deadline(State(state): State<AppState>, request: Request, next: Ne
 }
 
 /// Maps the admission layers' errors to responses.
-fn admission_error(metrics: &Metrics, err: &BoxError) -> Response {
+fn admission_error(metrics: &Metrics, err: BoxError) -> Response {
     if err.is::<tower::load_shed::error::Overloaded>() {
         metrics.shed.inc();
-        ApiError::unavailable("overloaded", "too many requests in flight; retry shortly")
-            .into_response()
+        ApiError::unavailable(
+            ErrorCode::Overloaded,
+            "too many requests in flight; retry shortly",
+        )
+        .into_response()
     } else if err.is::<tower::timeout::error::Elapsed>() {
         metrics.timed_out.inc();
-        ApiError::unavailable("timeout", "the request took too long; retry shortly").into_response()
+        ApiError::unavailable(
+            ErrorCode::Timeout,
+            "the request took too long; retry shortly",
+        )
+        .into_response()
     } else {
-        ApiError::Internal(err.to_string()).into_response()
+        ApiError::internal(err).into_response()
     }
 }
 
 async fn not_found() -> ApiError {
     ApiError::NotFound {
-        code: "not_found",
+        code: ErrorCode::NotFound,
         message: "no such resource".into(),
     }
 }
@@ -324,4 +340,41 @@ async fn viewer(State(state): State<AppState>) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::CONTENT_SECURITY_POLICY, state.viewer_csp.clone());
     response
+}
+
+/// The OpenAPI document of every route, the admin port's included, generated from the
+/// handlers' annotations ([`crate::openapi`] completes it).
+pub fn document() -> utoipa::openapi::OpenApi {
+    crate::openapi::document(routes().into_openapi())
+}
+
+/// The document as served, serialized once (at start-up: [`app`] forces it).
+pub fn document_json() -> &'static Bytes {
+    static JSON: LazyLock<Bytes> = LazyLock::new(|| {
+        let mut json = serde_json::to_vec_pretty(&document())
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}").into_bytes());
+        json.push(b'\n');
+        Bytes::from(json)
+    });
+    &JSON
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "viewer", operation_id = "openapi",
+    summary = "This document",
+    responses((status = 200, description = "The OpenAPI 3.1 document of the api.",
+        content_type = "application/json", body = Object,
+        headers(("Cache-Control" = String, description = "`no-cache`")))))]
+pub async fn openapi_json() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        document_json().clone(),
+    )
+        .into_response()
 }

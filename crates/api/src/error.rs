@@ -1,13 +1,26 @@
 //! The one error type handlers return, and its mapping to HTTP: a status, a JSON body
-//! `{"error": {"code": "...", "message": "..."}}`, `Retry-After` on 503s and 429s,
-//! `WWW-Authenticate` on 401s, and `Cache-Control: no-store` on every 5xx. 5xx bodies say nothing about internals; the cause
-//! is logged instead.
+//! `{"error": {"code": "...", "message": "..."}}` with an [`ErrorCode`], `Retry-After` on
+//! 503s and 429s, `WWW-Authenticate` on 401s, and `Cache-Control: no-store` on every 5xx.
+//! 5xx bodies say nothing about internals: an internal error's cause rides on the response as
+//! a [`Failure`] extension, and the tracking middleware (`app.rs`) logs it, in one place for
+//! every 5xx whoever made it.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fractile_http::openapi::ErrorBody;
-use fractile_telemetry::RateLimitedLog;
+use fractile_http::error::ErrorBody;
+pub use fractile_http::error::ErrorCode;
+
+/// Why a request failed with a 500, kept whole (its `source` chain) for the log.
+pub type Cause = Arc<dyn StdError + Send + Sync + 'static>;
+
+/// The cause of a 500, on the response for the tracking middleware to log. The body says
+/// only `internal`.
+#[derive(Clone, Debug)]
+pub struct Failure(pub Cause);
 
 /// Seconds a client is asked to wait after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
@@ -19,7 +32,7 @@ pub enum ApiError {
     #[error("{message}")]
     BadRequest {
         /// Machine-readable reason.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable explanation.
         message: String,
     },
@@ -28,7 +41,7 @@ pub enum ApiError {
     Unauthorized {
         /// `missing_token` (no `Authorization: Bearer`) or `invalid_token` (malformed or
         /// wrong); the second is also RFC 6750's `error` in `WWW-Authenticate`.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable explanation; never quotes what the client sent.
         message: &'static str,
     },
@@ -36,7 +49,7 @@ pub enum ApiError {
     #[error("{message}")]
     Forbidden {
         /// Machine-readable reason.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable explanation: how to turn it on.
         message: &'static str,
     },
@@ -44,7 +57,7 @@ pub enum ApiError {
     #[error("{message}")]
     NotFound {
         /// Machine-readable reason.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable explanation.
         message: String,
     },
@@ -52,7 +65,7 @@ pub enum ApiError {
     #[error("{message}")]
     Unprocessable {
         /// Machine-readable reason.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable explanation.
         message: String,
     },
@@ -60,7 +73,7 @@ pub enum ApiError {
     #[error("{message}")]
     TooManyRequests {
         /// Machine-readable reason.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable explanation: which quota, and how full it is.
         message: String,
         /// Seconds the client is asked to wait.
@@ -70,7 +83,7 @@ pub enum ApiError {
     #[error("{message}")]
     NotImplemented {
         /// Machine-readable reason.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable explanation.
         message: &'static str,
     },
@@ -82,7 +95,7 @@ pub enum ApiError {
     Unavailable {
         /// Machine-readable reason: `overloaded`, `render_queue_full`, `render_timeout`,
         /// `timeout`, `seed_store_unavailable`, `seed_store_full`.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable explanation.
         message: &'static str,
         /// Seconds the client is asked to wait.
@@ -96,23 +109,23 @@ pub enum ApiError {
         /// The refusal's status.
         status: StatusCode,
         /// Machine-readable reason.
-        code: &'static str,
+        code: ErrorCode,
         /// Human-readable explanation.
         message: String,
     },
-    /// A bug or an unexpected failure (500). The message is logged, never sent.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A bug or an unexpected failure (500). The cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] Cause),
 }
 
 impl ApiError {
     /// A 503 with the given reason, worth retrying after [`RETRY_AFTER_SECONDS`].
-    pub fn unavailable(code: &'static str, message: &'static str) -> Self {
+    pub fn unavailable(code: ErrorCode, message: &'static str) -> Self {
         Self::unavailable_for(code, message, RETRY_AFTER_SECONDS)
     }
 
     /// A 503 with the given reason, worth retrying after `retry_after` seconds.
-    pub fn unavailable_for(code: &'static str, message: &'static str, retry_after: u32) -> Self {
+    pub fn unavailable_for(code: ErrorCode, message: &'static str, retry_after: u32) -> Self {
         ApiError::Unavailable {
             code,
             message,
@@ -122,18 +135,23 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// A 500 for `cause` (an error, or a message for a failure that has no error value).
+    pub fn internal(cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        ApiError::Internal(Arc::from(cause.into()))
+    }
+
     /// A refusal with `status` and the code clients read for it: `body_too_large` (413),
     /// `uri_too_long` (414), `head_too_large` (431), `request_timeout` (408),
     /// `bad_request` (400), otherwise `client_error` or `server_error`.
     pub fn rejected(status: StatusCode, message: impl Into<String>) -> Self {
         let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-            StatusCode::URI_TOO_LONG => "uri_too_long",
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "head_too_large",
-            StatusCode::REQUEST_TIMEOUT => "request_timeout",
-            StatusCode::BAD_REQUEST => "bad_request",
-            s if s.is_server_error() => "server_error",
-            _ => "client_error",
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+            StatusCode::URI_TOO_LONG => ErrorCode::UriTooLong,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadTooLarge,
+            StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+            StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+            s if s.is_server_error() => ErrorCode::ServerError,
+            _ => ErrorCode::ClientError,
         };
         ApiError::Rejected {
             status,
@@ -171,7 +189,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "method not allowed on this path",
             ),
             ApiError::Unavailable {
@@ -187,21 +205,11 @@ impl IntoResponse for ApiError {
                 code,
                 message,
             } => (*status, *code, message.as_str()),
-            ApiError::Internal(cause) => {
-                // Once per interval with the count of the rest: a malformed record in Redis
-                // answers every request for it with this.
-                static INTERNAL: RateLimitedLog =
-                    RateLimitedLog::new(crate::app::FAILURE_LOG_EVERY);
-                match INTERNAL.check() {
-                    Some(suppressed) => tracing::error!(%cause, suppressed, "internal error"),
-                    None => tracing::debug!(%cause, "internal error"),
-                }
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal server error",
-                )
-            }
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "internal server error",
+            ),
         };
         let mut response = (status, Json(ErrorBody::new(code, message))).into_response();
         if let Some(seconds) = retry_after {
@@ -211,7 +219,7 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::Unauthorized { code, .. } = &self {
             // RFC 6750 §3: the scheme, and `error="invalid_token"` when a token was sent.
-            let challenge = if *code == "invalid_token" {
+            let challenge = if *code == ErrorCode::InvalidToken {
                 r#"Bearer realm="fractile", error="invalid_token""#
             } else {
                 r#"Bearer realm="fractile""#
@@ -228,6 +236,9 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+        if let ApiError::Internal(cause) = self {
+            response.extensions_mut().insert(Failure(cause));
+        }
         response
     }
 }
@@ -238,19 +249,24 @@ mod tests {
 
     #[test]
     fn every_5xx_is_no_store_and_4xx_are_left_alone() {
-        let unavailable = ApiError::unavailable("overloaded", "retry").into_response();
+        let unavailable = ApiError::unavailable(ErrorCode::Overloaded, "retry").into_response();
         assert_eq!(unavailable.headers()[header::CACHE_CONTROL], "no-store");
         assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
-        let internal = ApiError::Internal("test".into()).into_response();
+        let internal = ApiError::internal("test").into_response();
         assert_eq!(internal.headers()[header::CACHE_CONTROL], "no-store");
+        let cause = internal
+            .extensions()
+            .get::<Failure>()
+            .expect("the cause, for the log");
+        assert_eq!(cause.0.to_string(), "test");
         let not_implemented = ApiError::NotImplemented {
-            code: "x",
+            code: ErrorCode::SeedingUnavailable,
             message: "y",
         }
         .into_response();
         assert_eq!(not_implemented.headers()[header::CACHE_CONTROL], "no-store");
         let not_found = ApiError::NotFound {
-            code: "x",
+            code: ErrorCode::NotFound,
             message: "y".into(),
         }
         .into_response();
@@ -260,7 +276,7 @@ mod tests {
     #[test]
     fn refusals_say_when_to_retry_and_how_to_authenticate() {
         let quota = ApiError::TooManyRequests {
-            code: "q",
+            code: ErrorCode::SeedQuotaActive,
             message: "full".into(),
             retry_after: 30,
         }
@@ -268,7 +284,7 @@ mod tests {
         assert_eq!(quota.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(quota.headers()[header::RETRY_AFTER], "30");
         let missing = ApiError::Unauthorized {
-            code: "missing_token",
+            code: ErrorCode::MissingToken,
             message: "m",
         }
         .into_response();
@@ -278,7 +294,7 @@ mod tests {
             r#"Bearer realm="fractile""#
         );
         let wrong = ApiError::Unauthorized {
-            code: "invalid_token",
+            code: ErrorCode::InvalidToken,
             message: "m",
         }
         .into_response();

@@ -18,12 +18,8 @@
 //! The admin port's operations (tag `admin`) are in the same document: both binaries serve
 //! them on their admin port, never on the traffic port.
 
-use std::sync::LazyLock;
-
-use axum::body::Bytes;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
-use fractile_http::openapi::{ADMIN_TAG, ErrorBody};
+use fractile_http::admin::ADMIN_TAG;
+use fractile_http::error::{ErrorBody, ErrorCode};
 use utoipa::OpenApi;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::Operation;
@@ -58,15 +54,17 @@ pub const REGENERATE: &str =
         (name = "viewer", description = "The map page and this document; never shed."),
         (name = "admin", description = "Probes, metrics and fault injection, on the admin port."),
     ),
-    components(schemas(ErrorBody, StyleName, OtherStyleName, Png, SeedBBox)),
+    components(schemas(ErrorBody, ErrorCode, StyleName, OtherStyleName, Png, SeedBBox)),
 )]
 struct ApiDoc;
 
-/// The document, generated from the routers' annotations.
-pub fn document() -> Document {
+/// The whole document: `traffic`, the traffic routes' operations as their annotations
+/// describe them (`app::routes`), completed with what the annotations cannot say, and the
+/// admin port's operations.
+pub fn document(traffic: Document) -> Document {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc.merge(crate::app::routes().into_openapi());
+    doc.merge(traffic);
     if let Some(item) = doc.paths.paths.remove(TILE_ROUTE) {
         doc.paths.paths.insert(TILE_PATH.to_owned(), item);
     }
@@ -157,35 +155,4 @@ fn add_stack_responses(op: &mut Operation) {
                 .or_insert(RefOr::T(no_store));
         }
     }
-}
-
-/// The document as served, serialized once (at start-up: [`crate::app::app`] forces it).
-pub fn document_json() -> &'static Bytes {
-    static JSON: LazyLock<Bytes> = LazyLock::new(|| {
-        let mut json = serde_json::to_vec_pretty(&document())
-            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}").into_bytes());
-        json.push(b'\n');
-        Bytes::from(json)
-    });
-    &JSON
-}
-
-/// `GET /openapi.json`.
-#[utoipa::path(get, path = "/openapi.json", tag = "viewer", operation_id = "openapi",
-    summary = "This document",
-    responses((status = 200, description = "The OpenAPI 3.1 document of the api.",
-        content_type = "application/json", body = Object,
-        headers(("Cache-Control" = String, description = "`no-cache`")))))]
-pub async fn openapi_json() -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        document_json().clone(),
-    )
-        .into_response()
 }

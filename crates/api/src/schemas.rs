@@ -4,9 +4,10 @@
 
 use std::borrow::Cow;
 
+use fractile_http::error::ErrorBody;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::{IntoResponses, PartialSchema, ToSchema};
 
 /// A style's name, as the `style` parameter and seeds take it.
 pub struct StyleName;
@@ -89,4 +90,52 @@ pub struct SeedBBox {
     max_re: f64,
     /// Top edge.
     max_im: f64,
+}
+
+// The refusals every seed route shares, listed once: each route's annotation names these
+// beside its own responses. Never constructed: they exist for the document.
+
+/// The seed routes' refusals before a seed is looked at: credentials, configuration, and a
+/// record this version cannot read.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum SeedAccessRefusals {
+    /// No or a wrong token.
+    #[response(status = 401, description = "`missing_token` or `invalid_token`: no or a wrong \
+        `Authorization: Bearer <FRACTILE_SEED_TOKEN>`.",
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"fractile\"`, with `error=\"invalid_token\"` when a token was sent.")))]
+    Unauthorized(ErrorBody<'static>),
+    /// Seeding is off.
+    #[response(
+        status = 403,
+        description = "`seeding_disabled`: `FRACTILE_SEED_TOKEN` is not set."
+    )]
+    Forbidden(ErrorBody<'static>),
+    /// A record this version did not write.
+    #[response(
+        status = 500,
+        description = "`internal`: a seed record this version did not write."
+    )]
+    Internal(ErrorBody<'static>),
+    /// Embedded mode.
+    #[response(
+        status = 501,
+        description = "`seeding_unavailable`: the api runs without Redis and \
+        RabbitMQ (embedded mode); seeds need workers."
+    )]
+    NotImplemented(ErrorBody<'static>),
+}
+
+/// The refusals of the routes that read one seed (`GET` and `DELETE /v1/seeds/{id}`).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum SeedLookupRefusals {
+    /// No such seed.
+    #[response(status = 404, description = "`seed_not_found`.")]
+    NotFound(ErrorBody<'static>),
+    /// The state store is unreachable.
+    #[response(status = 503, description = "`seed_store_unavailable`: the state store (Redis) is \
+        unreachable.",
+        headers(("Retry-After" = u32, description = "Seconds to wait.")))]
+    Unavailable(ErrorBody<'static>),
 }

@@ -148,9 +148,11 @@ impl Server {
             ),
         }
         // Background work stops only now: requests still draining may have needed it.
-        state.background.cancel();
-        state.seed_tasks.close();
-        let _ = tokio::time::timeout(ADMIN_LINGER, state.seed_tasks.wait()).await;
+        if !state.stop_background(ADMIN_LINGER).await {
+            tracing::warn!(
+                "seed expansions still running at exit; their leases run out and another replica takes them over"
+            );
+        }
         tokio::time::sleep(ADMIN_LINGER).await;
         stop_admin.cancel();
         let _ = tokio::time::timeout(ADMIN_LINGER, admin_server).await;

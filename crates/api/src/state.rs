@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::FromRef;
 use axum::http::HeaderValue;
 use fractile_http::Readiness;
 use fractile_http::faults::{Fault, Faults};
@@ -14,12 +15,11 @@ use fractile_render::MaxZoom;
 use fractile_render_pool::RenderPool;
 use fractile_tile_store::{SeedQuotas, SeedStore, TileStore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, QueueFallback};
 use crate::head_limits::HeadLimits;
 use crate::metrics::Metrics;
-use crate::seeds;
+use crate::seeds::{self, Expansions, SeedSettings, Seeds};
 use crate::tile_cache::{Backends, TileCache};
 
 /// The viewer page; `{{MAX_ZOOM}}` and `{{LEAFLET_BASE}}` are filled in at start-up.
@@ -62,18 +62,10 @@ pub struct SharedState {
     pub viewer_csp: HeaderValue,
     /// How long a request body may take to arrive.
     pub body_read_timeout: Duration,
-    /// Largest seed accepted, in tiles.
-    pub seed_max_tiles: u64,
-    /// Who may use the seed routes.
-    pub seed_gate: seeds::SeedGate,
-    /// Limits on the seeds of the deployment (enforced in Redis, across replicas).
-    pub seed_quotas: SeedQuotas,
+    /// The seed routes' state: settings, and the expansions in distributed mode.
+    pub seeds: Seeds,
     /// Cancelled at shutdown: stops background work (seed expansion, the ready listener).
     pub background: CancellationToken,
-    /// Seed expansions in progress, and the task that takes over orphaned ones.
-    pub seed_tasks: TaskTracker,
-    /// This replica as a holder of seed expansion leases, and how long a lease lasts.
-    pub seed_expander: seeds::Expander,
     /// Injected faults (`/faults` on the admin port), off unless configured.
     pub faults: Faults,
     /// Request-head limits answered with JSON.
@@ -133,7 +125,9 @@ impl AppState {
             })
         })?;
         // Expansions whose replica died are continued here (see `seeds`).
-        seeds::start_takeover(&state);
+        if let Ok(expansions) = state.seeds.expansions() {
+            expansions.start_takeover();
+        }
         Ok(state)
     }
 
@@ -184,6 +178,31 @@ impl AppState {
         ))
         .context("building Cache-Control")?;
         let max_zoom = config.max_zoom();
+        let expansions = tiles.backends().and_then(|b| {
+            let backends = seeds::Backends {
+                seeds: b.seeds.clone(),
+                tiles: b.store.clone(),
+                link: b.publisher.clone()?,
+            };
+            Some(Expansions::new(
+                backends,
+                config.seed_lease,
+                max_zoom,
+                background.clone(),
+            ))
+        });
+        let seeds = Seeds::new(
+            SeedSettings {
+                token: config.seed_token.clone(),
+                max_zoom,
+                max_tiles: config.seed_max_tiles,
+                quotas: SeedQuotas {
+                    max_active: config.seed_max_active.get(),
+                    max_queued_tiles: config.seed_max_queued_tiles,
+                },
+            },
+            expansions,
+        );
         Ok(AppState(Arc::new(SharedState {
             tiles,
             metrics,
@@ -198,15 +217,8 @@ impl AppState {
                 .into(),
             viewer_csp: viewer_csp(&config.viewer_assets)?,
             body_read_timeout: config.body_read_timeout,
-            seed_max_tiles: config.seed_max_tiles,
-            seed_gate: seeds::SeedGate::new(config.seed_token.clone()),
-            seed_quotas: SeedQuotas {
-                max_active: config.seed_max_active.get(),
-                max_queued_tiles: config.seed_max_queued_tiles,
-            },
+            seeds,
             background,
-            seed_tasks: TaskTracker::new(),
-            seed_expander: seeds::Expander::new(config.seed_lease),
             faults,
             head_limits: HeadLimits::new(config),
         })))
@@ -222,4 +234,24 @@ fn viewer_csp(assets: &crate::config::ViewerAssets) -> anyhow::Result<HeaderValu
          connect-src 'self'; frame-ancestors 'none'"
     ))
     .context("building the viewer's Content-Security-Policy")
+}
+
+impl AppState {
+    /// Stops background work (seed expansions and their takeover, the ready listener) and
+    /// waits, at most `limit`, for expansions to give their leases back; false if some were
+    /// still running at `limit`.
+    pub async fn stop_background(&self, limit: Duration) -> bool {
+        self.background.cancel();
+        match self.seeds.expansions() {
+            Ok(expansions) => expansions.wait(limit).await,
+            Err(_) => true,
+        }
+    }
+}
+
+/// The seed routes take their own state, not [`AppState`]: they never see the tile cache.
+impl FromRef<AppState> for Seeds {
+    fn from_ref(state: &AppState) -> Seeds {
+        state.seeds.clone()
+    }
 }

@@ -13,10 +13,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use fractile_render::{MaxZoom, RENDER_VERSION, Style, TileId};
 
+use fractile_http::error::ErrorBody;
 use fractile_http::faults::Faults;
-use fractile_http::openapi::ErrorBody;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::CacheLabel;
 use crate::state::AppState;
 use crate::tile_cache::{FillError, Source, TileKey, WorkerWait};
@@ -69,7 +69,7 @@ pub fn query_style(query: Option<&str>, tile: TileId) -> Result<Style, ApiError>
         .ok_or_else(|| {
             let shown: String = query.chars().take(64).collect();
             ApiError::BadRequest {
-                code: "invalid_query",
+                code: ErrorCode::InvalidQuery,
                 message: format!(
                     "tile URLs take no query but one `style=<name>` for a style other than \
                      the default, got {shown:?}; this tile's canonical URL is {}",
@@ -80,12 +80,12 @@ pub fn query_style(query: Option<&str>, tile: TileId) -> Result<Style, ApiError>
     let style: Style =
         name.parse()
             .map_err(|e: fractile_render::UnknownStyle| ApiError::BadRequest {
-                code: "unknown_style",
+                code: ErrorCode::UnknownStyle,
                 message: e.to_string(),
             })?;
     if style == Style::default() {
         return Err(ApiError::BadRequest {
-            code: "non_canonical_url",
+            code: ErrorCode::NonCanonicalUrl,
             message: format!(
                 "{} is the default style, served without a query: this tile's canonical URL \
                  is {}",
@@ -100,13 +100,13 @@ pub fn query_style(query: Option<&str>, tile: TileId) -> Result<Style, ApiError>
 /// Parses the path segments into a tile that exists at this deployment's maximum zoom.
 pub fn parse_tile(z: &str, x: &str, y: &str, max_zoom: MaxZoom) -> Result<TileId, ApiError> {
     let y = y.strip_suffix(".png").ok_or_else(|| ApiError::NotFound {
-        code: "not_found",
+        code: ErrorCode::NotFound,
         message: "tiles are served as .png only".into(),
     })?;
     let z = coordinate("z", z)?;
     let (x, y) = (coordinate("x", x)?, coordinate("y", y)?);
     let too_large = || ApiError::NotFound {
-        code: "tile_not_found",
+        code: ErrorCode::TileNotFound,
         message: format!(
             "no tile {z}/{x}/{y}: beyond the maximum zoom {}",
             max_zoom.get()
@@ -116,7 +116,7 @@ pub fn parse_tile(z: &str, x: &str, y: &str, max_zoom: MaxZoom) -> Result<TileId
     let x = u32::try_from(x).map_err(|_| too_large())?;
     let y = u32::try_from(y).map_err(|_| too_large())?;
     TileId::new(z, x, y, max_zoom).map_err(|e| ApiError::NotFound {
-        code: "tile_not_found",
+        code: ErrorCode::TileNotFound,
         message: e.to_string(),
     })
 }
@@ -131,7 +131,7 @@ fn coordinate(name: &str, s: &str) -> Result<u64, ApiError> {
     if !canonical {
         let shown: String = s.chars().take(32).collect();
         return Err(ApiError::BadRequest {
-            code: "invalid_coordinate",
+            code: ErrorCode::InvalidCoordinate,
             message: format!(
                 "{name} must be a non-negative integer without sign or leading zeros, got {shown:?}"
             ),
@@ -148,7 +148,7 @@ fn coordinate(name: &str, s: &str) -> Result<u64, ApiError> {
 pub fn canonical_uri(uri: &Uri) -> Result<(), ApiError> {
     if uri.path().contains('%') {
         return Err(ApiError::BadRequest {
-            code: "non_canonical_url",
+            code: ErrorCode::NonCanonicalUrl,
             message:
                 "tile paths are /tiles/{z}/{x}/{y}.png in plain digits, without percent-encoding"
                     .into(),
@@ -156,7 +156,7 @@ pub fn canonical_uri(uri: &Uri) -> Result<(), ApiError> {
     }
     if uri.query().is_some_and(|q| q.contains('%')) {
         return Err(ApiError::BadRequest {
-            code: "non_canonical_url",
+            code: ErrorCode::NonCanonicalUrl,
             message: "the style parameter is a plain style name, without percent-encoding".into(),
         });
     }
@@ -308,8 +308,8 @@ async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
         tokio::time::sleep(latency).await;
     }
     if faults.fail_tile() {
-        return Err(ApiError::Internal(
-            "injected fault (fault_injection_active)".into(),
+        return Err(ApiError::internal(
+            "injected fault (fault_injection_active)",
         ));
     }
     Ok(())
@@ -378,7 +378,7 @@ pub async fn get_tile(
     inject_faults(&state.faults).await?;
     canonical_uri(&uri)?;
     let (z, x, y) = path_segments(uri.path()).ok_or_else(|| ApiError::BadRequest {
-        code: "invalid_path",
+        code: ErrorCode::InvalidPath,
         message: "tile paths are /tiles/{z}/{x}/{y}.png".into(),
     })?;
     let key = request_key(&uri, z, x, y, state.max_zoom)?;
@@ -396,21 +396,22 @@ pub async fn get_tile(
 
     let served = state.tiles.get(key).await.map_err(|e| match e.as_ref() {
         FillError::MissesFull => ApiError::unavailable(
-            "overloaded",
+            ErrorCode::Overloaded,
             "too many tiles are being rendered; retry shortly",
         ),
-        FillError::QueueFull(_) => {
-            ApiError::unavailable("render_queue_full", "render queue is full; retry shortly")
-        }
+        FillError::QueueFull(_) => ApiError::unavailable(
+            ErrorCode::RenderQueueFull,
+            "render queue is full; retry shortly",
+        ),
         FillError::Deadline => ApiError::unavailable(
-            "render_timeout",
+            ErrorCode::RenderTimeout,
             "the tile did not render in time; retry shortly",
         ),
         FillError::QueueUnavailable => ApiError::unavailable(
-            "render_unavailable",
+            ErrorCode::RenderUnavailable,
             "tiles cannot be rendered right now; retry shortly",
         ),
-        FillError::Render(cause) => ApiError::Internal(cause.clone()),
+        FillError::Render(_) | FillError::Panicked => ApiError::Internal(e.clone()),
     })?;
 
     let (x_cache, label) = match served.source {
@@ -446,7 +447,9 @@ mod tests {
     fn code_of<T: std::fmt::Debug>(result: Result<T, ApiError>) -> Option<&'static str> {
         match result {
             Ok(_) => None,
-            Err(ApiError::BadRequest { code, .. } | ApiError::NotFound { code, .. }) => Some(code),
+            Err(ApiError::BadRequest { code, .. } | ApiError::NotFound { code, .. }) => {
+                Some(code.as_str())
+            }
             Err(other) => panic!("unexpected {other:?}"),
         }
     }

@@ -24,8 +24,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::Readiness;
+use crate::error::{ErrorBody, ErrorCode};
 use crate::faults::{self, Faults};
-use crate::openapi::ErrorBody;
 
 /// What a binary's readiness check found.
 #[derive(Debug, Default)]
@@ -94,7 +94,11 @@ pub fn router<P: AdminProbe>(probe: P, readiness: Readiness, faults: Faults) -> 
         .layer(axum::middleware::map_response(crate::no_store))
 }
 
-/// The admin router's operations, for the OpenAPI document (tag [`crate::openapi::ADMIN_TAG`]).
+/// Tag of the operations served on the admin port (`FRACTILE_ADMIN_LISTEN`), not on the
+/// traffic port.
+pub const ADMIN_TAG: &str = "admin";
+
+/// The admin router's operations, for the OpenAPI document (tag [`ADMIN_TAG`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -187,7 +191,7 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 axum::Json(ErrorBody::new(
-                    "internal",
+                    ErrorCode::Internal,
                     "the metrics could not be encoded",
                 )),
             )

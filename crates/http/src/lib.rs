@@ -10,7 +10,7 @@
 //! - [`faults`]: fault injection on the admin port (latency, errors, slow renders, paused
 //!   consumption), off unless enabled, changes behind the admin token;
 //! - [`bearer`]: the constant-time `Authorization: Bearer` check;
-//! - [`openapi`]: the JSON error body and the admin tag both OpenAPI documents share;
+//! - [`error`]: the JSON error body and [`error::ErrorCode`], the one list of error codes;
 //! - [`metrics`]: a Prometheus registry with the process collector, its exposition, and the
 //!   accept loops' connection metrics;
 //! - [`healthcheck`]: the `healthcheck` subcommand both binaries answer (an HTTP GET of
@@ -22,11 +22,11 @@
 
 pub mod admin;
 pub mod bearer;
+pub mod error;
 pub mod faults;
 pub mod fd_limit;
 pub mod healthcheck;
 pub mod metrics;
-pub mod openapi;
 pub mod serve;
 
 use std::sync::Arc;

@@ -53,9 +53,12 @@ pub enum InvalidJob {
     /// A format this worker does not know.
     #[error("unknown job format {0}")]
     UnknownFormat(u8),
-    /// The tile or style does not exist.
-    #[error("invalid tile: {0}")]
-    InvalidTile(String),
+    /// The tile does not exist.
+    #[error("invalid tile")]
+    InvalidTile(#[source] fractile_render::TileError),
+    /// The style does not exist.
+    #[error("invalid style")]
+    InvalidStyle(#[source] fractile_render::UnknownStyle),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -102,12 +105,9 @@ impl RenderJob {
         if self.format != FORMAT {
             return Err(InvalidJob::UnknownFormat(self.format));
         }
-        let tile = TileId::new(self.z, self.x, self.y, MaxZoom::LIMIT)
-            .map_err(|e| InvalidJob::InvalidTile(e.to_string()))?;
-        let style = self
-            .style
-            .parse()
-            .map_err(|e: fractile_render::UnknownStyle| InvalidJob::InvalidTile(e.to_string()))?;
+        let tile =
+            TileId::new(self.z, self.x, self.y, MaxZoom::LIMIT).map_err(InvalidJob::InvalidTile)?;
+        let style = self.style.parse().map_err(InvalidJob::InvalidStyle)?;
         Ok(TileKey { tile, style })
     }
 
@@ -176,7 +176,7 @@ mod tests {
         assert!(matches!(job.key(), Err(InvalidJob::InvalidTile(_))));
         job.x = 0;
         job.style = "neon".into();
-        assert!(matches!(job.key(), Err(InvalidJob::InvalidTile(_))));
+        assert!(matches!(job.key(), Err(InvalidJob::InvalidStyle(_))));
         job.style = "fire".into();
         job.format = 9;
         assert!(matches!(job.key(), Err(InvalidJob::UnknownFormat(9))));

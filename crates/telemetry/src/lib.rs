@@ -1,6 +1,7 @@
 //! How fractile's processes write what happens: the `tracing` subscriber both binaries
 //! install ([`init`], JSON for containers or pretty for terminals) and [`RateLimitedLog`],
-//! one line per interval for a warning that repeats, with the count of the rest.
+//! one line per interval for a warning that repeats, with the count of the rest, and
+//! [`causes`], an error's whole chain as one field.
 //!
 //! Storage and queue crates log through it, so it depends on no HTTP crate; an exporter
 //! that ships spans over the network belongs with the binaries, not here.
@@ -10,3 +11,29 @@ pub mod subscriber;
 
 pub use ratelimited_log::RateLimitedLog;
 pub use subscriber::{JsonSpanFields, init, init_format};
+
+/// An error and its sources, `outer: inner: root`, as `anyhow`'s `{:#}` writes them: the
+/// value of an `error` field, since `%error` shows only the outermost message.
+pub fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn causes_are_written_outermost_first() {
+        let error = Outer(std::io::Error::other("root"));
+        assert_eq!(super::causes(&error), "outer: root");
+    }
+}

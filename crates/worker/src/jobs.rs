@@ -112,7 +112,12 @@ impl JobContext {
             Err(error) => {
                 // Anyone who can publish to the queue can send these, as fast as they like.
                 if let Some(suppressed) = INVALID_JOB.check() {
-                    tracing::warn!(%error, queue, suppressed, "dead-lettering an invalid job");
+                    tracing::warn!(
+                        error = fractile_telemetry::causes(&error),
+                        queue,
+                        suppressed,
+                        "dead-lettering an invalid job"
+                    );
                 }
                 Settle::DeadLetter
             }
@@ -178,10 +183,10 @@ impl JobContext {
             // A seed tile over its render budget is a failure like any other: retried, then
             // dead-lettered, never silently dropped.
             Rendered::TooLate => {
-                self.failed(job, key, delivery, "render exceeded its budget")
+                self.failed(job, key, delivery, &RenderFailure::OverBudget)
                     .await
             }
-            Rendered::Failed(why) => self.failed(job, key, delivery, why).await,
+            Rendered::Failed(why) => self.failed(job, key, delivery, &why).await,
         }
     }
 
@@ -192,9 +197,10 @@ impl JobContext {
         job: &RenderJob,
         key: TileKey,
         delivery: &Delivery,
-        why: &'static str,
+        why: &RenderFailure,
     ) -> Settle {
         let attempts = delivery.attempts();
+        let why = fractile_telemetry::causes(why);
         if delivery.last_attempt() {
             tracing::error!(%key, attempts, why, "render failed for the last time; dead-lettering");
             // A seed must learn of its failed tile, or it never finishes: unrecorded, the
@@ -240,12 +246,12 @@ impl JobContext {
         match ran {
             Ok((Ok(png), took)) => Rendered::Png(png, took),
             Ok((Err(RenderError::Cancelled), _)) => Rendered::TooLate,
-            Ok((Err(_), _)) => Rendered::Failed("render error"),
+            Ok((Err(error), _)) => Rendered::Failed(RenderFailure::Render(error)),
             // Never started, or not finished, by the deadline: the requester has gone (an
             // interactive job), or the pool stayed busy with interactive work for the whole
             // wait (a seed job). Neither is the render's fault.
             Err(Unfinished::Deadline) => Rendered::NotRun,
-            Err(Unfinished::Panicked) => Rendered::Failed("render panicked"),
+            Err(Unfinished::Panicked) => Rendered::Failed(RenderFailure::Panicked),
         }
     }
 
@@ -343,7 +349,21 @@ enum Rendered {
     TooLate,
     /// The render never got its turn, or did not finish, by the deadline.
     NotRun,
-    Failed(&'static str),
+    Failed(RenderFailure),
+}
+
+/// Why a render attempt failed: retried, then dead-lettered.
+#[derive(Debug, thiserror::Error)]
+enum RenderFailure {
+    /// The renderer failed (a PNG could not be encoded).
+    #[error("render failed")]
+    Render(#[source] RenderError),
+    /// The render job panicked on its thread.
+    #[error("render panicked")]
+    Panicked,
+    /// A seed tile ran over its render budget.
+    #[error("render exceeded its budget")]
+    OverBudget,
 }
 
 /// Counts one delivery in `worker_jobs_in_progress` for as long as it lives.

@@ -19,7 +19,7 @@ impl TileCache {
                 .metrics
                 .render_metrics()
                 .record(|| render_tile(key.tile, key.style, &|| false));
-            let png = png.map_err(|e| FillError::Render(e.to_string()))?;
+            let png = png.map_err(FillError::Render)?;
             return Ok((
                 Bytes::from(png),
                 Source::Rendered {
@@ -47,11 +47,9 @@ impl TileCache {
             Ok((Err(RenderError::Cancelled), ..)) | Err(RunError::Deadline) => {
                 Err(FillError::Deadline)
             }
-            Ok((Err(e @ RenderError::Encode(_)), ..)) => Err(FillError::Render(e.to_string())),
+            Ok((Err(e @ RenderError::Encode(_)), ..)) => Err(FillError::Render(e)),
             Err(RunError::Full(full)) => Err(FillError::QueueFull(full)),
-            Err(RunError::Panicked) => Err(FillError::Render(
-                "render job ended without a result".into(),
-            )),
+            Err(RunError::Panicked) => Err(FillError::Panicked),
         }
     }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fractile_queue::PublisherLink;
+use fractile_render::RenderError;
 pub use fractile_render::TileKey;
 use fractile_render_pool::{QueueFull, RenderPool};
 use fractile_telemetry::RateLimitedLog;
@@ -123,7 +124,7 @@ pub struct Served {
 }
 
 /// Why no tile could be served.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum FillError {
     /// Too many distinct misses are being filled already.
     #[error("too many misses in progress")]
@@ -137,9 +138,12 @@ pub enum FillError {
     /// The render queue could not take the job and the fallback is to refuse.
     #[error("the render queue is unavailable")]
     QueueUnavailable,
-    /// The renderer failed or panicked.
-    #[error("render failed: {0}")]
-    Render(String),
+    /// The renderer failed (a PNG could not be encoded).
+    #[error("render failed")]
+    Render(#[source] RenderError),
+    /// The render job ended without a result: it panicked on its thread.
+    #[error("the render job ended without a result (it panicked)")]
+    Panicked,
 }
 
 /// The distributed-mode dependencies.

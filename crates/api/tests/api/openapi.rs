@@ -4,7 +4,8 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use fractile_api::openapi::{REGENERATE, document, document_json};
+use fractile_api::app::{document, document_json};
+use fractile_api::openapi::REGENERATE;
 use serde_json::Value;
 
 use crate::helpers::{app_with, body_bytes, config, send};
@@ -214,4 +215,21 @@ async fn every_traffic_operation_documents_the_body_limit_it_enforces() {
             "{method} {path} answers 413 but does not document it"
         );
     }
+}
+
+/// The document's list of error codes is `ErrorCode`'s, spelled as clients read them.
+#[test]
+fn the_error_codes_in_the_document_are_the_enum() {
+    let doc = generated();
+    let listed: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("an enum of codes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let codes: Vec<&str> = fractile_http::error::ErrorCode::ALL
+        .iter()
+        .map(|code| code.as_str())
+        .collect();
+    assert_eq!(listed, codes);
 }

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::{FaultError, FaultRequest, Faults, FaultsView};
 use crate::bearer::{BearerRefusal, check_bearer};
-use crate::openapi::ErrorBody;
+use crate::error::{ErrorBody, ErrorCode};
 
 /// `GET`, `PUT` and `DELETE /faults`, for the admin router.
 pub fn router(faults: Faults) -> Router {
@@ -25,14 +25,14 @@ pub(crate) fn routes() -> OpenApiRouter<Faults> {
     OpenApiRouter::new().routes(routes!(show, put, delete))
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     (status, axum::Json(ErrorBody::new(code, message))).into_response()
 }
 
 fn disabled() -> Response {
     error(
         StatusCode::FORBIDDEN,
-        "faults_disabled",
+        ErrorCode::FaultsDisabled,
         "fault injection is off; start the process with FRACTILE_FAULT_INJECTION=true (and \
          FRACTILE_ADMIN_TOKEN) to use /faults",
     )
@@ -48,12 +48,12 @@ fn refusal(faults: &Faults, headers: &HeaderMap) -> Option<Response> {
     let (code, message, challenge) = match check_bearer(headers, token) {
         Ok(()) => return None,
         Err(BearerRefusal::Missing) => (
-            "missing_token",
+            ErrorCode::MissingToken,
             "changes to /faults need `Authorization: Bearer <FRACTILE_ADMIN_TOKEN>`",
             r#"Bearer realm="fractile-admin""#,
         ),
         Err(BearerRefusal::Invalid) => (
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "the bearer token is malformed or wrong",
             r#"Bearer realm="fractile-admin", error="invalid_token""#,
         ),
@@ -106,16 +106,20 @@ async fn put(
         .map_err(|r| r.body_text());
     let request = match body.and_then(fault_request) {
         Ok(request) => request,
-        Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_body", &message),
+        Err(message) => return error(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, &message),
     };
     match faults.apply(request) {
         Ok(()) => axum::Json(faults.view()).into_response(),
-        Err(e @ FaultError::Invalid(_)) => {
-            error(StatusCode::BAD_REQUEST, "invalid_fault", &e.to_string())
-        }
-        Err(e @ FaultError::Unsupported(..)) => {
-            error(StatusCode::BAD_REQUEST, "unsupported_fault", &e.to_string())
-        }
+        Err(e @ FaultError::Invalid(_)) => error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidFault,
+            &e.to_string(),
+        ),
+        Err(e @ FaultError::Unsupported(..)) => error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnsupportedFault,
+            &e.to_string(),
+        ),
     }
 }
 
@@ -210,37 +214,37 @@ mod tests {
             (
                 "PUT",
                 None,
-                "missing_token",
+                ErrorCode::MissingToken,
                 r#"Bearer realm="fractile-admin""#,
             ),
             (
                 "DELETE",
                 None,
-                "missing_token",
+                ErrorCode::MissingToken,
                 r#"Bearer realm="fractile-admin""#,
             ),
             (
                 "PUT",
                 Some(almost.as_str()),
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 r#"Bearer realm="fractile-admin", error="invalid_token""#,
             ),
             (
                 "PUT",
                 Some("Basic YWRtaW46YWRtaW4="),
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 r#"Bearer realm="fractile-admin", error="invalid_token""#,
             ),
             (
                 "PUT",
                 Some(TOKEN),
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 r#"Bearer realm="fractile-admin", error="invalid_token""#,
             ),
             (
                 "PUT",
                 Some("Bearer "),
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 r#"Bearer realm="fractile-admin", error="invalid_token""#,
             ),
         ] {
@@ -255,7 +259,11 @@ mod tests {
                 challenge,
                 "{method} {auth:?}"
             );
-            assert_eq!(body_code(response).await, code, "{method} {auth:?}");
+            assert_eq!(
+                body_code(response).await,
+                code.as_str(),
+                "{method} {auth:?}"
+            );
             assert!(
                 faults.active().is_empty(),
                 "{method} {auth:?} injected nothing"

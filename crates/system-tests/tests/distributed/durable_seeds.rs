@@ -403,11 +403,10 @@ async fn a_replica_shutting_down_mid_expansion_hands_it_over_at_once() {
         || async { bulk_ready(&cluster).await >= 100 },
     )
     .await;
-    leaving.background.cancel();
-    leaving.seed_tasks.close();
-    tokio::time::timeout(Duration::from_secs(5), leaving.seed_tasks.wait())
-        .await
-        .expect("the expansion stops at shutdown");
+    assert!(
+        leaving.stop_background(Duration::from_secs(5)).await,
+        "the expansion stops at shutdown"
+    );
     let at_shutdown = record(&cluster, &id).await;
     assert_eq!(at_shutdown.state, SeedState::Expanding);
     // Released: free to take now, a minute before the lease would have run out. (Taken
