@@ -31,7 +31,7 @@ impl AdminProbe for ApiProbe {
     async fn check(&self) -> ReadyCheck {
         let up = |ok: bool| if ok { "up" } else { "down" };
         let mut details = Map::new();
-        match self.0.tiles.backends() {
+        match &self.0.backends {
             None => {
                 details.insert("redis".into(), json!("unused"));
                 details.insert("state_redis".into(), json!("unused"));

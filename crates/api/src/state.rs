@@ -10,17 +10,17 @@ use axum::extract::FromRef;
 use axum::http::HeaderValue;
 use fractile_http::Readiness;
 use fractile_http::faults::{Fault, Faults};
-use fractile_queue::PublisherLink;
+use fractile_queue::{Priority, PublisherLink};
 use fractile_render::MaxZoom;
 use fractile_render_pool::RenderPool;
-use fractile_tile_store::{SeedQuotas, SeedStore, TileStore};
+use fractile_tile_store::{ReadyListener, SeedQuotas, SeedStore, TileStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, QueueFallback};
+use crate::config::Config;
 use crate::head_limits::HeadLimits;
 use crate::metrics::Metrics;
 use crate::seeds::{self, Expansions, SeedSettings, Seeds};
-use crate::tile_cache::{Backends, TileCache};
+use crate::tile_cache::{Fill, LocalFill, Placement, QueueFill, SharedFill, TileCache};
 
 /// The viewer page; `{{MAX_ZOOM}}` and `{{LEAFLET_BASE}}` are filled in at start-up.
 const VIEWER_HTML: &str = include_str!("viewer/index.html");
@@ -42,8 +42,12 @@ impl std::ops::Deref for AppState {
 
 /// The fields of [`AppState`].
 pub struct SharedState {
-    /// L1 and rendering.
+    /// L1 and the way misses are filled.
     pub tiles: TileCache,
+    /// The render threads (shared with the tile cache's local fill).
+    pub pool: RenderPool,
+    /// Redis and the render queue, in distributed mode.
+    pub backends: Option<Backends>,
     /// This process's metrics.
     pub metrics: Arc<Metrics>,
     /// Deepest zoom served.
@@ -72,6 +76,63 @@ pub struct SharedState {
     pub head_limits: HeadLimits,
 }
 
+/// The distributed-mode dependencies, connected (or connecting) in the background.
+#[derive(Clone)]
+pub struct Backends {
+    /// The cache Redis: L2, render claims, announcements.
+    pub store: TileStore,
+    /// The state store: seed records (the same server as `store` unless
+    /// `FRACTILE_STATE_REDIS_URL` names another).
+    pub seeds: SeedStore,
+    /// Announcements of tiles rendered by workers.
+    pub ready: ReadyListener,
+    /// The render queue, when `FRACTILE_AMQP_URL` is set (connected in the background: it
+    /// may have no publisher yet, or none for a while).
+    pub publisher: Option<PublisherLink>,
+}
+
+/// How misses are filled under `config`: here in embedded mode; Redis first in distributed
+/// mode, then the workers when there is a queue.
+fn fill(
+    config: &Config,
+    pool: RenderPool,
+    backends: Option<&Backends>,
+    metrics: &Arc<Metrics>,
+) -> Fill {
+    let placement = if config.render_on_executor {
+        Placement::Executor
+    } else {
+        Placement::Pool
+    };
+    let local =
+        LocalFill::new(pool, config.render_timeout, Arc::clone(metrics)).placement(placement);
+    let Some(backends) = backends else {
+        return Fill::Local(local);
+    };
+    let lane = if config.queue_priority {
+        Priority::Interactive
+    } else {
+        Priority::Bulk
+    };
+    let queue = backends.publisher.clone().map(|link| {
+        QueueFill::new(
+            backends.store.clone(),
+            backends.ready.clone(),
+            link,
+            (config.render_timeout, config.publish_timeout),
+            lane,
+            Arc::clone(metrics),
+        )
+    });
+    Fill::Shared(Box::new(SharedFill::new(
+        backends.store.clone(),
+        local,
+        queue,
+        config.queue_fallback,
+        Arc::clone(metrics),
+    )))
+}
+
 /// The faults the api can inject: it serves tiles and renders them.
 const API_FAULTS: &[Fault] = &[Fault::TileLatency, Fault::TileErrors, Fault::RenderSlowdown];
 
@@ -79,7 +140,7 @@ impl AppState {
     /// Builds the state for embedded mode (metrics, render pool, L1), whatever the
     /// configuration says about Redis and RabbitMQ.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        Self::with_backends(config, |_, _| None)
+        Self::build(config, None, CancellationToken::new())
     }
 
     /// Builds the state with the dependencies the configuration names: Redis (L2) when
@@ -88,8 +149,6 @@ impl AppState {
     /// with backoff (misses are served per `FRACTILE_QUEUE_FALLBACK` until it is up), so a
     /// replica restarted during a broker outage serves instead of crash-looping.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let amqp_url = config.amqp_url.clone();
-        let topology = config.queue.topology();
         if config.redis_url.is_some() && config.redis.tile_mac_key.is_none() {
             tracing::warn!(
                 "FRACTILE_TILE_MAC_KEY is not set: tiles read from Redis are checked for their \
@@ -97,33 +156,31 @@ impl AppState {
                  tile; set the same key (`openssl rand -hex 32`) on the api and the workers"
             );
         }
-        let stores = match (&config.redis_url, config.state_redis_url()) {
-            (Some(cache), Some(state)) => Some((
-                TileStore::new(&config.redis.settings(cache)).context("configuring Redis")?,
-                SeedStore::new(&config.redis.settings(state))
-                    .context("configuring the state store (Redis)")?,
-            )),
+        let background = CancellationToken::new();
+        let backends = match (&config.redis_url, config.state_redis_url()) {
+            (Some(cache), Some(state)) => {
+                let store =
+                    TileStore::new(&config.redis.settings(cache)).context("configuring Redis")?;
+                let seeds = SeedStore::new(&config.redis.settings(state))
+                    .context("configuring the state store (Redis)")?;
+                let publisher = config.amqp_url.as_ref().map(|url| {
+                    PublisherLink::start(
+                        url.expose().into(),
+                        "fractile-api".into(),
+                        config.queue.topology(),
+                        background.clone(),
+                    )
+                });
+                Some(Backends {
+                    ready: store.ready_listener(background.clone()),
+                    store,
+                    seeds,
+                    publisher,
+                })
+            }
             _ => None,
         };
-        let queue_priority = config.queue_priority;
-        let state = Self::with_backends(config, move |stop, fallback| {
-            let publisher = amqp_url.map(|url| {
-                PublisherLink::start(
-                    url.expose().into(),
-                    "fractile-api".into(),
-                    topology,
-                    stop.clone(),
-                )
-            });
-            stores.map(|(store, seeds)| Backends {
-                ready: store.ready_listener(stop),
-                store,
-                seeds,
-                publisher,
-                fallback,
-                queue_priority,
-            })
-        })?;
+        let state = Self::build(config, backends, background)?;
         // Expansions whose replica died are continued here (see `seeds`).
         if let Ok(expansions) = state.seeds.expansions() {
             expansions.start_takeover();
@@ -131,9 +188,10 @@ impl AppState {
         Ok(state)
     }
 
-    fn with_backends(
+    fn build(
         config: &Config,
-        backends: impl FnOnce(CancellationToken, QueueFallback) -> Option<Backends>,
+        backends: Option<Backends>,
+        background: CancellationToken,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
         let admin_token = config
@@ -150,8 +208,6 @@ impl AppState {
         )
         .context("starting render threads")?
         .with_slowdown(faults.slowdown());
-        let background = CancellationToken::new();
-        let backends = backends(background.clone(), config.queue_fallback);
         if let Some(backends) = &backends {
             backends
                 .store
@@ -164,21 +220,17 @@ impl AppState {
         }
         let tiles = TileCache::new(
             config.l1_bytes,
-            pool,
-            backends,
+            fill(config, pool.clone(), backends.as_ref(), &metrics),
+            config.max_pending_misses.get(),
             Arc::clone(&metrics),
-            config.render_timeout,
-        )
-        .render_on_executor(config.render_on_executor)
-        .max_pending_misses(config.max_pending_misses.get())
-        .publish_timeout(config.publish_timeout);
+        );
         let cache_control = HeaderValue::from_str(&format!(
             "public, max-age={}, immutable",
             config.cache_max_age.as_secs()
         ))
         .context("building Cache-Control")?;
         let max_zoom = config.max_zoom();
-        let expansions = tiles.backends().and_then(|b| {
+        let expansions = backends.as_ref().and_then(|b| {
             let backends = seeds::Backends {
                 seeds: b.seeds.clone(),
                 tiles: b.store.clone(),
@@ -205,6 +257,8 @@ impl AppState {
         );
         Ok(AppState(Arc::new(SharedState {
             tiles,
+            pool,
+            backends,
             metrics,
             max_zoom,
             cache_control,

@@ -85,7 +85,11 @@ async fn a_burst_of_shed_requests_writes_no_warning_but_a_500_does() {
         send(&panics, get("/boom")).await.status(),
         StatusCode::INTERNAL_SERVER_ERROR
     );
-    assert_eq!(levels.count(Level::ERROR), 1, "the 500 is logged once, at ERROR");
+    assert_eq!(
+        levels.count(Level::ERROR),
+        1,
+        "the 500 is logged once, at ERROR"
+    );
     assert_eq!(levels.count(Level::WARN), 0);
 }
 

@@ -160,8 +160,8 @@ async fn a_seed_survives_a_broker_restart_with_every_tile_done() {
     );
     // The api's queue came back too: a miss goes through the worker again.
     let link = state
-        .tiles
-        .backends()
+        .backends
+        .as_ref()
         .and_then(|b| b.publisher.clone())
         .expect("a queue");
     assert!(link.wait_connected(Duration::from_secs(60)).await);
@@ -203,8 +203,8 @@ async fn an_api_and_a_worker_started_during_an_outage_serve_then_connect() {
     let restarted = Instant::now();
     stopped.start();
     let link = state
-        .tiles
-        .backends()
+        .backends
+        .as_ref()
         .and_then(|b| b.publisher.clone())
         .expect("a queue");
     assert!(

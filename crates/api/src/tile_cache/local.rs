@@ -1,32 +1,58 @@
-//! The local fill strategy: a miss rendered on this process's pool (or, for the
-//! experiment, on the executor), and the tile written to L2 and announced afterwards.
+//! The local fill: a miss rendered in this process, on the render pool. Embedded mode fills
+//! every miss this way; the shared fill uses it when there is no queue, and as the fallback
+//! when the path through the workers is broken.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fractile_render::{RenderError, render_tile};
-use fractile_render_pool::{Lane, RunError};
-use fractile_tile_store::ReadyNote;
+use fractile_render_pool::{Lane, RenderPool, RunError};
 
-use super::{Backends, FillError, Source, TileCache, TileKey};
+use super::{FillError, Source, TileKey};
+use crate::metrics::Metrics;
 
-impl TileCache {
-    /// Renders on this process's pool and waits until the deadline.
-    pub(super) async fn render_here(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
-        if self.render_on_executor {
-            // The classic mistake, kept for the experiment: this blocks the executor thread.
-            let (png, rendered) = self
-                .metrics
-                .render_metrics()
-                .record(|| render_tile(key.tile, key.style, &|| false));
-            let png = png.map_err(FillError::Render)?;
-            return Ok((
-                Bytes::from(png),
-                Source::Rendered {
-                    queued: Duration::ZERO,
-                    rendered,
-                },
-            ));
+/// Where a local render runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On the render pool: the production path.
+    Pool,
+    /// On the async executor, blocking the thread that serves other requests: deliberately
+    /// wrong, only for the placement experiment (`FRACTILE_RENDER_ON_EXECUTOR`). The one place
+    /// the invariant "renders run only on the pool" is broken, and only when asked.
+    Executor,
+}
+
+/// Renders misses on this process's pool, each within the render deadline.
+#[derive(Clone)]
+pub struct LocalFill {
+    pool: RenderPool,
+    render_timeout: Duration,
+    placement: Placement,
+    metrics: Arc<Metrics>,
+}
+
+impl LocalFill {
+    /// Renders on `pool`, giving up after `render_timeout`.
+    pub fn new(pool: RenderPool, render_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        LocalFill {
+            pool,
+            render_timeout,
+            placement: Placement::Pool,
+            metrics,
+        }
+    }
+
+    /// Renders where `placement` says (experiments only: the default is the pool).
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Renders `key` here and waits until the deadline.
+    pub async fn fill(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
+        if self.placement == Placement::Executor {
+            return self.fill_on_executor(key);
         }
         let enqueued = Instant::now();
         let deadline = enqueued + self.render_timeout;
@@ -53,29 +79,14 @@ impl TileCache {
         }
     }
 
-    /// Writes a locally rendered tile to L2 and announces it with its render time, without
-    /// holding up the response.
-    pub(super) fn store_in_background(
-        &self,
-        backends: &Backends,
-        key: TileKey,
-        (png, source): &(Bytes, Source),
-    ) {
-        let (store, cache, png) = (backends.store.clone(), self.clone(), png.clone());
-        let render_ms = match source {
-            Source::Rendered { rendered, .. } => rendered.as_secs_f64() * 1000.0,
-            _ => 0.0,
-        };
-        let note = ReadyNote {
-            key: key.to_string(),
-            worker: "api".into(),
-            render_ms,
-            handled_ms: None,
-        };
-        tokio::spawn(async move {
-            if let Err(error) = store.put_and_announce(&key, &png, &note).await {
-                cache.store_error("put", &error);
-            }
-        });
+    /// The classic mistake, kept for the experiment: this blocks the executor thread.
+    fn fill_on_executor(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
+        let (png, rendered) = self
+            .metrics
+            .render_metrics()
+            .record(|| render_tile(key.tile, key.style, &|| false));
+        let png = png.map_err(FillError::Render)?;
+        let queued = Duration::ZERO;
+        Ok((Bytes::from(png), Source::Rendered { queued, rendered }))
     }
 }

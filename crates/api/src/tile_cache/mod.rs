@@ -16,38 +16,37 @@
 //! ends the wait within the budget, not at the render deadline. Nothing in this path turns a
 //! dependency failure into a 500.
 //!
-//! This file holds L1, the L2 lookup and the choice of fill; the fills themselves are in
-//! `local` (render on this process's pool) and `queue` (a worker through RabbitMQ, with the
-//! fallback when that path is broken).
+//! This file holds L1 and the bound on misses; a miss is filled by one of two strategies,
+//! each a type that owns its settings and has one `fill(key)`: [`LocalFill`] (embedded mode:
+//! rendered on this process's pool) or [`SharedFill`] (Redis first, then a worker through
+//! the queue, [`QueueFill`], or this process, with the fallback when the workers' path is
+//! broken).
 
 mod local;
 mod queue;
+mod shared;
+
+pub use local::{LocalFill, Placement};
+pub use queue::QueueFill;
+pub use shared::SharedFill;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fractile_queue::PublisherLink;
 use fractile_render::RenderError;
 pub use fractile_render::TileKey;
-use fractile_render_pool::{QueueFull, RenderPool};
+use fractile_render_pool::QueueFull;
 use fractile_telemetry::RateLimitedLog;
-use fractile_tile_store::{
-    ReadyListener, ReadyNote, Refusal, SeedStore, StoreError, Stored, TileStore,
-};
+use fractile_tile_store::{ReadyNote, Refusal, StoreError};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 
-use crate::config::QueueFallback;
 use crate::metrics::Metrics;
 
 /// moka's own bookkeeping per entry (about 150-180 B on 64-bit, moka-rs/moka#201) plus the
 /// key, rounded up: counted in the weight so `FRACTILE_L1_BYTES` bounds real memory.
 const ENTRY_OVERHEAD_BYTES: usize = 200;
-
-/// How often a queued miss re-reads Redis while waiting, in case the announcement was lost
-/// (pub/sub delivers at most once, and not while its connection is down).
-const RESULT_POLL_EVERY: Duration = Duration::from_millis(200);
 
 /// At most one line per this interval for each warning a failing dependency repeats on
 /// every miss.
@@ -146,50 +145,33 @@ pub enum FillError {
     Panicked,
 }
 
-/// The distributed-mode dependencies.
+/// How misses are filled.
 #[derive(Clone)]
-pub struct Backends {
-    /// The cache Redis: L2, claims, announcements.
-    pub store: TileStore,
-    /// The state store: seed records (the same server as `store` unless
-    /// `FRACTILE_STATE_REDIS_URL` names another).
-    pub seeds: SeedStore,
-    /// Announcements of tiles rendered by workers.
-    pub ready: ReadyListener,
-    /// The render queue, when `FRACTILE_AMQP_URL` is set (connected in the background: it
-    /// may have no publisher yet, or none for a while).
-    pub publisher: Option<PublisherLink>,
-    /// What a miss does when the queue cannot take it.
-    pub fallback: QueueFallback,
-    /// Interactive jobs to their own queue (the default); false only for the experiment.
-    pub queue_priority: bool,
+pub enum Fill {
+    /// Embedded mode: rendered here.
+    Local(LocalFill),
+    /// Distributed mode: Redis, then a worker or here.
+    Shared(Box<SharedFill>),
 }
 
 /// The cache and the way to fill it. Cheap to clone: clones share everything.
 #[derive(Clone)]
 pub struct TileCache {
     l1: Cache<TileKey, Bytes>,
-    pool: RenderPool,
-    backends: Option<Backends>,
-    metrics: Arc<Metrics>,
-    render_timeout: Duration,
-    /// The deliberately wrong placement of the CPU-placement experiment (see `Config`).
-    render_on_executor: bool,
+    fill: Fill,
     /// Permits for misses being filled: the admission bound of the expensive path.
     fills: Arc<Semaphore>,
-    /// How long a queued miss waits for the broker to take its job before falling back.
-    publish_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl TileCache {
     /// A cache holding up to `l1_bytes` (tile bytes plus per-entry overhead) in front of
-    /// `backends` (none: embedded mode).
+    /// `fill`, with at most `max_pending_misses` misses filled at once.
     pub fn new(
         l1_bytes: u64,
-        pool: RenderPool,
-        backends: Option<Backends>,
+        fill: Fill,
+        max_pending_misses: usize,
         metrics: Arc<Metrics>,
-        render_timeout: Duration,
     ) -> Self {
         let l1 = Cache::builder()
             .max_capacity(l1_bytes)
@@ -197,45 +179,15 @@ impl TileCache {
                 u32::try_from(png.len() + ENTRY_OVERHEAD_BYTES).unwrap_or(u32::MAX)
             })
             .build();
+        let fills = Arc::new(Semaphore::new(
+            max_pending_misses.min(Semaphore::MAX_PERMITS),
+        ));
         TileCache {
             l1,
-            pool,
-            backends,
+            fill,
+            fills,
             metrics,
-            render_timeout,
-            render_on_executor: false,
-            fills: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-            publish_timeout: Duration::from_secs(2),
         }
-    }
-
-    /// Bounds the wait for the broker to take a job (publish and confirm); past it the miss
-    /// is served per the queue fallback.
-    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.publish_timeout = timeout;
-        self
-    }
-
-    /// Bounds the misses filled at once (the default is unbounded).
-    pub fn max_pending_misses(mut self, n: usize) -> Self {
-        self.fills = Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)));
-        self
-    }
-
-    /// Renders misses on the async executor from now on (experiments only).
-    pub fn render_on_executor(mut self, yes: bool) -> Self {
-        self.render_on_executor = yes;
-        self
-    }
-
-    /// The render pool behind the cache.
-    pub fn pool(&self) -> &RenderPool {
-        &self.pool
-    }
-
-    /// The distributed-mode dependencies, if configured.
-    pub fn backends(&self) -> Option<&Backends> {
-        self.backends.as_ref()
     }
 
     /// Publishes the cache's and pools' sizes to the gauges (called before each scrape).
@@ -249,13 +201,14 @@ impl TileCache {
         m.cache_entries
             .with_label_values(&l1)
             .set(saturating_i64(self.l1.entry_count()));
-        if let Some(backends) = &self.backends {
-            let status = backends.store.pool_status();
+        if let Fill::Shared(shared) = &self.fill {
+            let status = shared.store().pool_status();
             m.redis_pool_size.set(saturating_i64(status.size as u64));
             m.redis_pool_available
                 .set(saturating_i64(status.available as u64));
-            if let Some(link) = &backends.publisher {
-                m.queue_connected.set(i64::from(link.is_connected()));
+            if let Some(queue) = shared.queue() {
+                m.queue_connected
+                    .set(i64::from(queue.link().is_connected()));
             }
         }
     }
@@ -293,7 +246,10 @@ impl TileCache {
                     self.metrics.misses_shed.inc();
                     return Err(FillError::MissesFull);
                 };
-                let (png, from) = self.fill(key).await?;
+                let (png, from) = match &self.fill {
+                    Fill::Local(local) => local.fill(key).await?,
+                    Fill::Shared(shared) => shared.fill(key).await?,
+                };
                 source = Some(from);
                 Ok::<_, FillError>(png)
             })
@@ -308,94 +264,39 @@ impl TileCache {
             elapsed: start.elapsed(),
         })
     }
+}
 
-    /// L2, then a render.
-    async fn fill(&self, key: TileKey) -> Result<(Bytes, Source), FillError> {
-        let Some(backends) = &self.backends else {
-            return self.render_here(key).await;
-        };
-        let lookup = Instant::now();
-        match backends.store.lookup(&key).await {
-            Ok(Stored::Tile(png)) => {
-                self.count("l2", "hit");
-                return Ok((
-                    png,
-                    Source::L2 {
-                        lookup: lookup.elapsed(),
-                    },
-                ));
-            }
-            Ok(Stored::Missing) => self.count("l2", "miss"),
-            // A miss: rendered again (and stored over the refused bytes, which are gone).
-            Ok(Stored::Refused(why)) => self.refused("get", why),
-            Err(error) => {
-                self.store_error("get", &error);
-                // Redis out of reach: no worker could hand the tile back; do not queue it.
-                if error.is_outage() && backends.publisher.is_some() {
-                    return self.queue_fallback(key).await;
-                }
-            }
-        }
-        match &backends.publisher {
-            Some(link) => match link.publisher() {
-                // Boxed: the queued miss's future (the claim, the publish, the wait) is over a
-                // kilobyte, and inline it would be part of every L1 miss's future, L2 hits
-                // included, which is copied whenever the miss path moves it (into its box,
-                // into moka's init).
-                Some(publisher) => {
-                    let lookup = lookup.elapsed();
-                    Box::pin(self.render_by_worker(key, backends, &publisher, lookup)).await
-                }
-                // Not connected (yet): no claim, so other replicas are not kept waiting.
-                None => {
-                    self.metrics
-                        .publishes
-                        .with_label_values(&["interactive", "unavailable"])
-                        .inc();
-                    self.queue_fallback(key).await
-                }
-            },
-            None => {
-                let rendered = self.render_here(key).await?;
-                self.store_in_background(backends, key, &rendered);
-                Ok(rendered)
-            }
-        }
+/// Counts an L2 lookup's `result` in `cache_requests_total{layer="l2"}`.
+fn l2_result(metrics: &Metrics, result: &str) {
+    metrics
+        .cache_requests
+        .with_label_values(&["l2", result])
+        .inc();
+}
+
+/// A Redis call that failed: a miss, never an error for the client. Redis down fails every
+/// miss: one WARN per interval with the count of the rest.
+fn store_failed(metrics: &Metrics, operation: &str, error: &StoreError) {
+    if matches!(error, StoreError::PoolWaitTimeout) {
+        metrics.redis_wait_timeouts.inc();
     }
-
-    fn store_error(&self, operation: &str, error: &StoreError) {
-        if matches!(error, StoreError::PoolWaitTimeout) {
-            self.metrics.redis_wait_timeouts.inc();
+    static REDIS_FAILED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+    match REDIS_FAILED.check() {
+        Some(suppressed) => {
+            tracing::warn!(%error, operation, suppressed, "redis unavailable; treating as a miss");
         }
-        if operation == "get" {
-            self.count("l2", "error");
-        }
-        // Redis down fails every miss: one WARN per interval with the count of the rest.
-        static REDIS_FAILED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
-        match REDIS_FAILED.check() {
-            Some(suppressed) => {
-                tracing::warn!(%error, operation, suppressed, "redis unavailable; treating as a miss");
-            }
-            None => tracing::debug!(%error, operation, "redis unavailable; treating as a miss"),
-        }
+        None => tracing::debug!(%error, operation, "redis unavailable; treating as a miss"),
     }
+}
 
-    /// Bytes in the cache that are not the tile: counted (`cache_requests_total{layer="l2",
-    /// result="invalid"}`) and logged once per interval with the count of the rest, since
-    /// anyone who can write to Redis can make every lookup meet them.
-    fn refused(&self, operation: &str, why: Refusal) {
-        self.count("l2", "invalid");
-        static REFUSED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
-        if let Some(suppressed) = REFUSED.check() {
-            tracing::warn!(%why, operation, suppressed, "refused bytes read from the Redis cache as a tile; deleted them, rendering it");
-        }
-    }
-
-    fn count(&self, layer: &str, result: &str) {
-        self.metrics
-            .cache_requests
-            .with_label_values(&[layer, result])
-            .inc();
+/// Bytes in the cache that are not the tile: counted (`cache_requests_total{layer="l2",
+/// result="invalid"}`) and logged once per interval with the count of the rest, since
+/// anyone who can write to Redis can make every lookup meet them.
+fn l2_refused(metrics: &Metrics, operation: &str, why: Refusal) {
+    l2_result(metrics, "invalid");
+    static REFUSED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+    if let Some(suppressed) = REFUSED.check() {
+        tracing::warn!(%why, operation, suppressed, "refused bytes read from the Redis cache as a tile; deleted them, rendering it");
     }
 }
 

@@ -59,7 +59,7 @@ pub struct RenderGate {
 
 impl RenderGate {
     pub async fn close(state: &AppState, threads: usize) -> Self {
-        let pool = state.tiles.pool();
+        let pool = &state.pool;
         let (mut release, mut results) = (Vec::new(), Vec::new());
         let far = Instant::now() + Duration::from_secs(60);
         for _ in 0..threads {

@@ -102,7 +102,7 @@ impl Cluster {
     /// An api replica (its own state: L1, pools, connections), ready to take requests.
     pub async fn api(&self, config: &Config) -> (AppState, Router) {
         let state = AppState::connect(config).await.expect("api connects");
-        if let Some(backends) = state.tiles.backends() {
+        if let Some(backends) = state.backends.as_ref() {
             assert!(
                 backends.ready.wait_connected(Duration::from_secs(5)).await,
                 "ready listener subscribes"

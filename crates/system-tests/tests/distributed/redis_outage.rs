@@ -148,8 +148,8 @@ async fn a_paused_redis_costs_a_miss_at_most_the_budget_and_readyz_reports_the_b
     let (state, app) = cluster.api(&config).await;
     let admin = fractile_api::admin::admin_app(state.clone());
     let store = state
-        .tiles
-        .backends()
+        .backends
+        .as_ref()
         .expect("redis configured")
         .store
         .clone();

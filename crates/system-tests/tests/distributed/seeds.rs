@@ -354,8 +354,8 @@ async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_
         // The queue is up: what is refused here is Redis, not the queue (a seed is refused
         // with 503 queue_unavailable until the api's background connection is made).
         let link = state
-            .tiles
-            .backends()
+            .backends
+            .as_ref()
             .and_then(|b| b.publisher.clone())
             .expect("a queue is configured");
         assert!(
