@@ -97,7 +97,10 @@ fuzz_target!(|data: &[u8]| {
                 let all = unlimited.expect("accepted under a limit, so without one");
                 assert_eq!((all.total, &all.ranges), (p.total, &p.ranges));
             }
-            Err(PlanError::TooLarge { total, limit: refused_at }) => {
+            Err(PlanError::TooLarge {
+                total,
+                limit: refused_at,
+            }) => {
                 assert_eq!(refused_at, limit);
                 let all = unlimited.expect("refused only for its size");
                 check(&request, max_zoom, u64::MAX, &all);

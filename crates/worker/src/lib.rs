@@ -26,7 +26,7 @@ use fractile_http::admin::{AdminProbe, ReadyCheck};
 use fractile_http::faults::{Fault, Faults};
 use fractile_http::fd_limit;
 use fractile_http::serve::ConnectionLimits;
-use fractile_queue::{Broker, BrokerStatus, DepthProbe, Priority};
+use fractile_queue::{Broker, BrokerStatus, Consumer, DepthProbe, Priority};
 use fractile_render_pool::RenderPool;
 use fractile_tile_store::{SeedStore, TileStore};
 use tokio_util::sync::CancellationToken;
@@ -56,7 +56,9 @@ const WORKER_FAULTS: &[Fault] = &[Fault::RenderSlowdown, Fault::PauseConsumption
 /// A configured worker, not yet connected.
 pub struct Worker {
     config: Config,
-    context: Arc<JobContext>,
+    /// What every job task shares; put behind an `Arc` when [`Worker::run`] starts, so
+    /// [`Worker::with_renderer`] always has it to itself.
+    context: JobContext,
     readiness: Readiness,
 }
 
@@ -101,7 +103,6 @@ impl Worker {
         .with_slowdown(faults.slowdown());
         let mut context = JobContext::new(config.worker_id(), store, seeds, pool, metrics, faults);
         context.priority = config.priority;
-        let context = Arc::new(context);
         Ok(Worker {
             config,
             context,
@@ -111,9 +112,7 @@ impl Worker {
 
     /// Replaces the renderer (tests inject failures with it).
     pub fn with_renderer(mut self, renderer: Renderer) -> Self {
-        if let Some(context) = Arc::get_mut(&mut self.context) {
-            context.renderer = renderer;
-        }
+        self.context.renderer = renderer;
         self
     }
 
@@ -137,8 +136,42 @@ impl Worker {
             context,
             readiness,
         } = self;
-        // The Redis pool is set aside; the RabbitMQ connection comes out of the reserve.
-        let admin_limits = ConnectionLimits::admin(
+        let context = Arc::new(context);
+        let consuming = Consuming::default();
+        // The admin port answers from the start: not ready until consuming.
+        let admin = AdminServer::start(&config, &context, &readiness, &consuming)?;
+        let session = Session {
+            config: &config,
+            context: &context,
+            readiness: &readiness,
+            consuming: &consuming,
+            tracker: TaskTracker::new(),
+        };
+        session.consume_until(shutdown).await;
+        readiness.drain();
+        finish(&session.tracker, config.process.shutdown_timeout).await;
+        admin.stop().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The admin port, served from start-up to the end of [`Worker::run`].
+struct AdminServer {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds the admin listener (the Redis pool set aside in the connection cap; the RabbitMQ
+    /// connection comes out of the reserve) and serves the probes, metrics and `/faults`.
+    fn start(
+        config: &Config,
+        context: &Arc<JobContext>,
+        readiness: &Readiness,
+        consuming: &Consuming,
+    ) -> anyhow::Result<Self> {
+        let limits = ConnectionLimits::admin(
             fd_limit::fit_connections(
                 "admin",
                 config.process.admin_max_connections,
@@ -149,133 +182,170 @@ impl Worker {
             ADMIN_HEADER_TIMEOUT,
             config.process.write_timeout,
         );
-        let admin = fractile_http::serve::bind(config.admin_listen)
+        let listener = fractile_http::serve::bind(config.admin_listen)
             .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
-        // The admin port answers from the start: not ready until consuming.
-        let consuming = Consuming::default();
-        let stop_admin = CancellationToken::new();
         let probe = WorkerProbe {
             consuming: consuming.clone(),
             store: context.store.clone(),
             seeds: context.seeds.clone(),
             metrics: Arc::clone(&context.metrics),
         };
-        let admin_app =
-            fractile_http::admin::router(probe, readiness.clone(), context.faults.clone());
-        let admin_server = tokio::spawn(fractile_http::serve::serve(
-            admin,
-            admin_app,
-            admin_limits,
+        let app = fractile_http::admin::router(probe, readiness.clone(), context.faults.clone());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(fractile_http::serve::serve(
+            listener,
+            app,
+            limits,
             context.metrics.connections.listener("admin"),
-            stop_admin.clone(),
+            stop.clone(),
         ));
-        let name = format!("fractile-worker {}", context.id);
-        let topology = config.queue.topology();
-        let tracker = TaskTracker::new();
+        Ok(AdminServer { stop, task })
+    }
+
+    /// Stops serving, waiting a moment for the last scrape.
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+    }
+}
+
+/// How one connection's consuming ended.
+enum Turn {
+    /// Shutdown: the consumers were cancelled and the jobs in progress finished.
+    Shutdown,
+    /// A consumer ended or could not recover: connect again.
+    Lost(anyhow::Error),
+}
+
+/// The worker while it runs: one connection per turn, until shutdown.
+struct Session<'a> {
+    config: &'a Config,
+    context: &'a Arc<JobContext>,
+    readiness: &'a Readiness,
+    consuming: &'a Consuming,
+    /// The jobs in progress.
+    tracker: TaskTracker,
+}
+
+impl Session<'_> {
+    /// Connects (with backoff), sets the consumers up and consumes, turn after turn, until
+    /// `shutdown` resolves. A turn ends at shutdown, or when consuming stops (a consumer
+    /// ended: its queue deleted, or a connection lapin gave up recovering).
+    async fn consume_until(&self, shutdown: impl Future<Output = ()> + Send) {
+        let name = format!("fractile-worker {}", self.context.id);
         let mut delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
         tokio::pin!(shutdown);
-
-        // One connection per turn: a turn ends at shutdown, or when consuming stops (a
-        // consumer ended: its queue deleted, or a connection lapin gave up recovering).
         loop {
             let connection = tokio::select! {
-                () = &mut shutdown => break,
-                connection = connect_with_backoff(config.amqp_url.expose(), &name) => connection,
+                () = &mut shutdown => return,
+                connection = connect_with_backoff(self.config.amqp_url.expose(), &name) => connection,
             };
-            let setup = async {
-                let interactive = connection
-                    .consumer(
-                        &topology,
-                        Priority::Interactive,
-                        config.interactive_prefetch(),
-                        &context.id,
-                    )
-                    .await?;
-                let bulk = connection
-                    .consumer(
-                        &topology,
-                        Priority::Bulk,
-                        config.bulk_prefetch(),
-                        &context.id,
-                    )
-                    .await?;
-                Ok::<_, fractile_queue::QueueError>((interactive, bulk))
-            };
-            let (mut interactive, mut bulk) = match setup.await {
+            let consumers = match self.consumers(&connection).await {
                 Ok(consumers) => consumers,
                 Err(error) => {
                     let retry_in = delays.next().unwrap_or(MAX_CONNECT_DELAY);
                     tracing::warn!(%error, ?retry_in, "setting up the consumers failed; connecting again");
                     connection.close(Duration::from_secs(2)).await;
                     tokio::select! {
-                        () = &mut shutdown => break,
+                        () = &mut shutdown => return,
                         () = tokio::time::sleep(retry_in) => continue,
                     }
                 }
             };
             delays = fractile_queue::backoff_delays(MAX_CONNECT_DELAY);
-            consuming.set(Some(connection.status()));
-            let stop_polling = CancellationToken::new();
-            tokio::spawn(poll_depths(
-                connection.depths(&topology),
-                Arc::clone(&context.metrics),
-                stop_polling.clone(),
-            ));
-            tracing::info!(
-                worker = %context.id,
-                admin = %config.admin_listen,
-                threads = config.process.render_threads().get(),
-                interactive_prefetch = config.interactive_prefetch(),
-                bulk_prefetch = config.bulk_prefetch(),
-                "consuming"
-            );
-
-            let stopped: Option<anyhow::Error> = loop {
-                tokio::select! {
-                    () = &mut shutdown => break None,
-                    next = interactive.next() => if let Err(e) = dispatch(next, Priority::Interactive, &context, &tracker) {
-                        break Some(e);
-                    },
-                    next = bulk.next() => if let Err(e) = dispatch(next, Priority::Bulk, &context, &tracker) {
-                        break Some(e);
-                    },
+            match self.consume(&connection, consumers, &mut shutdown).await {
+                Turn::Shutdown => {
+                    connection.close(Duration::from_secs(2)).await;
+                    return;
                 }
-            };
-            stop_polling.cancel();
-            consuming.set(None);
-            let Some(error) = stopped else {
-                readiness.drain();
-                // Deliveries held by an injected pause would otherwise sit out the shutdown
-                // timeout.
-                context.faults.clear();
-                tracing::info!(
-                    in_progress = tracker.len(),
-                    "shutting down: finishing jobs in progress"
-                );
-                for consumer in [&mut interactive, &mut bulk] {
-                    if let Err(error) = consumer.cancel().await {
-                        tracing::warn!(%error, tag = consumer.tag(), "cancelling a consumer failed");
-                    }
+                Turn::Lost(error) => {
+                    // Jobs in progress can no longer be settled on these channels: the broker
+                    // redelivers them, and handling a job twice changes nothing.
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "consuming stopped; not ready, connecting again"
+                    );
+                    connection.close(Duration::from_secs(2)).await;
                 }
-                finish(&tracker, config.process.shutdown_timeout).await;
-                connection.close(Duration::from_secs(2)).await;
-                break;
-            };
-            // Jobs in progress can no longer be settled on these channels: the broker
-            // redelivers them, and handling a job twice changes nothing.
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "consuming stopped; not ready, connecting again"
-            );
-            connection.close(Duration::from_secs(2)).await;
+            }
         }
+    }
 
-        readiness.drain();
-        finish(&tracker, config.process.shutdown_timeout).await;
-        stop_admin.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
-        tracing::info!("stopped");
-        Ok(())
+    /// The interactive and the bulk consumer, each with its prefetch.
+    async fn consumers(
+        &self,
+        connection: &Broker,
+    ) -> Result<(Consumer, Consumer), fractile_queue::QueueError> {
+        let (config, id) = (self.config, &self.context.id);
+        let topology = config.queue.topology();
+        let interactive = connection
+            .consumer(
+                &topology,
+                Priority::Interactive,
+                config.interactive_prefetch(),
+                id,
+            )
+            .await?;
+        let bulk = connection
+            .consumer(&topology, Priority::Bulk, config.bulk_prefetch(), id)
+            .await?;
+        Ok((interactive, bulk))
+    }
+
+    /// Hands every delivery to a job task until shutdown or until a consumer is lost; at
+    /// shutdown, cancels the consumers and lets the jobs in progress finish.
+    async fn consume(
+        &self,
+        connection: &Broker,
+        (mut interactive, mut bulk): (Consumer, Consumer),
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Turn {
+        let (config, context) = (self.config, self.context);
+        self.consuming.set(Some(connection.status()));
+        let stop_polling = CancellationToken::new();
+        tokio::spawn(poll_depths(
+            connection.depths(&config.queue.topology()),
+            Arc::clone(&context.metrics),
+            stop_polling.clone(),
+        ));
+        tracing::info!(
+            worker = %context.id,
+            admin = %config.admin_listen,
+            threads = config.process.render_threads().get(),
+            interactive_prefetch = config.interactive_prefetch(),
+            bulk_prefetch = config.bulk_prefetch(),
+            "consuming"
+        );
+        let lost = loop {
+            tokio::select! {
+                () = shutdown.as_mut() => break None,
+                next = interactive.next() => if let Err(e) = dispatch(next, Priority::Interactive, context, &self.tracker) {
+                    break Some(e);
+                },
+                next = bulk.next() => if let Err(e) = dispatch(next, Priority::Bulk, context, &self.tracker) {
+                    break Some(e);
+                },
+            }
+        };
+        stop_polling.cancel();
+        self.consuming.set(None);
+        if let Some(error) = lost {
+            return Turn::Lost(error);
+        }
+        self.readiness.drain();
+        // Deliveries held by an injected pause would otherwise sit out the shutdown timeout.
+        context.faults.clear();
+        tracing::info!(
+            in_progress = self.tracker.len(),
+            "shutting down: finishing jobs in progress"
+        );
+        for consumer in [&mut interactive, &mut bulk] {
+            if let Err(error) = consumer.cancel().await {
+                tracing::warn!(%error, tag = consumer.tag(), "cancelling a consumer failed");
+            }
+        }
+        finish(&self.tracker, config.process.shutdown_timeout).await;
+        Turn::Shutdown
     }
 }
 
