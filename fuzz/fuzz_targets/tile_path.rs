@@ -39,8 +39,8 @@ fn route(uri: &Uri) -> Option<[&str; 3]> {
 /// The tile route's decision on `uri`, as the handler makes it; `None` when the router does
 /// not send it to the handler.
 fn decide(uri: &Uri, max_zoom: MaxZoom) -> Option<Result<TileKey, ApiError>> {
-    let [z, x, y] = route(uri)?;
-    Some(request_key(uri, z, x, y, max_zoom))
+    route(uri)?;
+    Some(request_key(uri, max_zoom))
 }
 
 /// An independent reading of a canonical coordinate: `0`, or digits not starting with `0`.

@@ -1,0 +1,151 @@
+//! `GET /tiles/{z}/{x}/{y}.png?style=`: parse and validate once ([`url`]), then serve from
+//! the cache with the HTTP caching headers of the contract ([`headers`]).
+
+mod headers;
+pub mod url;
+
+pub use url::{canonical_url, request_key};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use fractile_http::error::ErrorBody;
+use fractile_http::faults::Faults;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::CacheLabel;
+use crate::state::AppState;
+use crate::tile_cache::{FillError, Source};
+use headers::{etag, not_modified, server_timing};
+
+/// Injected latency and failures (`/faults` on the admin port, off unless configured), the
+/// handler's first step: inside admission, so the added latency holds an in-flight slot and
+/// meets the request timeout, as a slow dependency would. (A middleware of its own cost every
+/// request a boxed clone of the handler and a boxed future.)
+async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
+    if let Some(latency) = faults.tile_latency() {
+        tokio::time::sleep(latency).await;
+    }
+    if faults.fail_tile() {
+        return Err(ApiError::internal(
+            "injected fault (fault_injection_active)",
+        ));
+    }
+    Ok(())
+}
+
+/// The tile handler. axum 0.8 cannot route a parameter with a suffix (`{y}.png`), so the
+/// route captures `{y}` whole and [`url::parse_tile`] strips `.png`; the document shows the URL
+/// clients use, `/tiles/{z}/{x}/{y}.png` (see [`crate::openapi`]).
+#[utoipa::path(get, path = "/tiles/{z}/{x}/{y}", tag = "tiles", operation_id = "get_tile",
+    summary = "A map tile",
+    description = "A 256×256 PNG of the Mandelbrot set. Tile URLs are canonical, one per tile: \
+        plain digits without sign or leading zeros, no percent-encoding, `.png` only, no query \
+        for the default style and exactly `?style=<name>` for another. Rendering is \
+        deterministic, so tiles are cacheable for `FRACTILE_CACHE_MAX_AGE` and carry a strong \
+        ETag.",
+    params(
+        ("z" = u8, Path, maximum = 32, example = 2,
+            description = "Zoom level, from 0 to the deployment's maximum (`FRACTILE_MAX_ZOOM`, \
+                default 24); deeper levels are 404."),
+        ("x" = u32, Path, example = 1,
+            description = "Column, from 0 to 2^z − 1; past the edge is 404."),
+        ("y" = u32, Path, example = 1,
+            description = "Row, from 0 to 2^z − 1; past the edge is 404. The URL segment is \
+                `{y}.png`."),
+        ("style" = Option<crate::schemas::OtherStyleName>, Query, example = "ocean",
+            description = "Palette. Omitted for the default, `classic`: each tile has one URL, \
+                so `?style=classic` is a 400 `non_canonical_url`, and so is any other query \
+                (an empty one, an empty or second parameter)."),
+        ("If-None-Match" = Option<String>, Header,
+            description = "ETags of a copy the client holds; a match answers 304."),
+    ),
+    responses(
+        (status = 200, description = "The tile.", body = crate::schemas::Png,
+            content_type = "image/png",
+            headers(
+                ("Cache-Control" = String, description = "`public, max-age=…, immutable`"),
+                ("ETag" = String, description = "Strong validator: renderer version, style and coordinates."),
+                ("X-Cache" = String, description = "`L1` (this replica's memory), `L2` (Redis) or `MISS` (rendered for this request)."),
+                ("Server-Timing" = String, description = "Where the time went (cache lookups, queue wait, render)."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` matched.",
+            headers(
+                ("Cache-Control" = String, description = "As on 200."),
+                ("ETag" = String, description = "As on 200."),
+            )),
+        (status = 400, description = "`invalid_coordinate` (sign, leading zero, not digits), \
+            `unknown_style`, `non_canonical_url` (percent-encoding, or the default style named), \
+            `invalid_path`, `invalid_query` (anything but no query or one `style=<name>`: an \
+            empty query, an empty or other parameter); for these two query refusals the message \
+            names the tile's canonical URL.", body = ErrorBody),
+        (status = 404, description = "`tile_not_found` (deeper than the maximum zoom, past the \
+            edge) or `not_found` (not `.png`).", body = ErrorBody),
+        (status = 500, description = "`internal`: a render failed, or a fault injected through \
+            the admin port's `/faults`.", body = ErrorBody),
+        (status = 503, description = "Refused to protect the service; retry after \
+            `Retry-After`: `overloaded` (too many requests in flight, or too many misses being \
+            filled), `render_queue_full`, `render_timeout`, `render_unavailable`, `timeout`.",
+            body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ))]
+pub async fn get_tile(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    inject_faults(&state.faults).await?;
+    let key = request_key(&uri, state.max_zoom)?;
+
+    let etag = etag(&key);
+    let cache_control = state.cache_control.clone();
+    if not_modified(&headers, &etag) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        let h = response.headers_mut();
+        h.insert(header::ETAG, etag);
+        h.insert(header::CACHE_CONTROL, cache_control);
+        response.extensions_mut().insert(CacheLabel::NotModified);
+        return Ok(response);
+    }
+
+    let served = state.tiles.get(key).await.map_err(|e| match e.as_ref() {
+        FillError::MissesFull => ApiError::unavailable(
+            ErrorCode::Overloaded,
+            "too many tiles are being rendered; retry shortly",
+        ),
+        FillError::QueueFull(_) => ApiError::unavailable(
+            ErrorCode::RenderQueueFull,
+            "render queue is full; retry shortly",
+        ),
+        FillError::Deadline => ApiError::unavailable(
+            ErrorCode::RenderTimeout,
+            "the tile did not render in time; retry shortly",
+        ),
+        FillError::QueueUnavailable => ApiError::unavailable(
+            ErrorCode::RenderUnavailable,
+            "tiles cannot be rendered right now; retry shortly",
+        ),
+        FillError::Render(_) | FillError::Panicked => ApiError::Internal(e.clone()),
+    })?;
+
+    let (x_cache, label) = match served.source {
+        Source::L1 => ("L1", CacheLabel::L1),
+        Source::L2 { .. } => ("L2", CacheLabel::L2),
+        Source::Rendered { .. } => ("MISS", CacheLabel::Rendered),
+        Source::Worker { .. } => ("MISS", CacheLabel::Worker),
+        Source::Coalesced => ("MISS", CacheLabel::Coalesced),
+    };
+    let mut response = served.png.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    h.insert(header::CACHE_CONTROL, cache_control);
+    h.insert(header::ETAG, etag);
+    h.insert("x-cache", HeaderValue::from_static(x_cache));
+    h.insert(
+        "server-timing",
+        server_timing(&served.source, served.elapsed),
+    );
+    response.extensions_mut().insert(label);
+    Ok(response)
+}
