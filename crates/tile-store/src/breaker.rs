@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge, Opts, Registry};
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// Default consecutive outages that open the breaker.
 pub const DEFAULT_BREAKER_THRESHOLD: NonZeroU32 = NonZeroU32::new(3).expect("3 is not zero");

@@ -10,8 +10,24 @@ use deadpool_redis::redis::{self, AsyncConnectionConfig};
 use deadpool_redis::{Manager, Runtime, Timeouts};
 
 use crate::breaker::Breaker;
+use crate::error::StoreError;
 use crate::pool::{self, Connection, Pool};
-use crate::{PoolStatus, StoreError, StoreSettings};
+use crate::settings::StoreSettings;
+
+/// Budget of [`RedisClient::delete_prefix`], which scans.
+#[cfg(feature = "test-util")]
+const DELETE_PREFIX_BUDGET: Duration = Duration::from_secs(30);
+
+/// The pool's occupancy, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStatus {
+    /// Connections open.
+    pub size: usize,
+    /// Connections idle in the pool.
+    pub available: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
 
 /// A pool of connections to one Redis, every call within the budget and through the
 /// breaker. Cheap to clone: clones share the pool and the breaker.
@@ -126,6 +142,28 @@ impl RedisClient {
             self.start_probe(result.as_ref().err());
         }
         result
+    }
+
+    /// Deletes every key under `prefix` (tests clean up with it).
+    #[cfg(feature = "test-util")]
+    pub(crate) async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let pattern = format!("{prefix}*");
+        self.with_conn_within(DELETE_PREFIX_BUDGET, |mut c| async move {
+            let keys: Vec<String> = {
+                let mut iter =
+                    redis::AsyncCommands::scan_match::<_, String>(&mut c, &pattern).await?;
+                let mut keys = Vec::new();
+                while let Some(k) = futures_lite::StreamExt::next(&mut iter).await {
+                    keys.push(k?);
+                }
+                keys
+            };
+            if !keys.is_empty() {
+                let _: () = redis::AsyncCommands::del(&mut c, keys).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The breaker just opened: probe Redis in the background until it answers.

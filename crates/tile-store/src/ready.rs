@@ -1,4 +1,5 @@
-//! Waking the requests that wait for a worker's render.
+//! Waking the requests that wait for a worker's render: the [`ReadyNote`] a worker
+//! announces a tile with, and the [`ReadyListener`] that hands it to the waiters.
 //!
 //! One pub/sub connection per process subscribes to the ready channel and hands each
 //! announcement to whoever registered for that tile. Pub/sub delivers at most once and not
@@ -12,12 +13,11 @@ use std::time::Duration;
 use deadpool_redis::redis;
 use fractile_render::TileKey;
 use futures_lite::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use fractile_telemetry::RateLimitedLog;
-
-use crate::ReadyNote;
 
 /// Pause before reconnecting a lost pub/sub connection.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
@@ -27,6 +27,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const FAILING_LOG_EVERY: Duration = Duration::from_secs(10);
 /// At most one WARN per this interval for malformed announcements.
 const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What a worker says when a tile is ready: which tile, who rendered it, how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyNote {
+    /// The tile, as `style/z/x/y`.
+    pub key: String,
+    /// The worker's id.
+    pub worker: String,
+    /// Render time in milliseconds (0 when the tile was already stored, not rendered now).
+    pub render_ms: f64,
+    /// Milliseconds from the job's delivery to the worker until its tile was ready to
+    /// store: the worker's checks, its wait for a render thread and the render. A waiting
+    /// request subtracts it from its own wait to see what the broker and the announcement
+    /// took, without comparing two machines' clocks. Absent from older workers' notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_ms: Option<f64>,
+}
 
 type Waiters = Arc<Mutex<HashMap<String, watch::Sender<Option<ReadyNote>>>>>;
 
