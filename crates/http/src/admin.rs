@@ -90,7 +90,7 @@ pub fn router<P: AdminProbe>(probe: P, readiness: Readiness, faults: Faults) -> 
     let (probes, _) = routes().split_for_parts();
     probes
         .with_state(admin)
-        .merge(faults::router(faults))
+        .merge(faults::routes::router(faults))
         .layer(axum::middleware::map_response(crate::no_store))
 }
 
@@ -103,7 +103,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
     let mut doc = routes().into_openapi();
-    doc.merge(faults::routes().into_openapi());
+    doc.merge(faults::routes::routes().into_openapi());
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(

@@ -14,6 +14,7 @@
 //! - [`kernel`]: the escape-time iteration, several pixels at a time, and its run-time
 //!   choice of SIMD path (the crate's only `unsafe`);
 //! - [`palette`]: the fixed set of colour styles, each a palette of 256 colours;
+//! - [`Pixels`] (`pixels.rs`): one rendered image, palette indices and their style;
 //! - [`encode`]: palette indices to an 8-bit paletted PNG.
 
 #[doc(hidden)]
@@ -21,11 +22,13 @@ pub mod bench_support;
 pub mod encode;
 pub mod kernel;
 pub mod palette;
+mod pixels;
 pub mod tile;
 
 pub use encode::{EncodeError, Encoding, IEND, MAX_TILE_BYTES, NotATile, check_tile};
 pub use kernel::KernelPath;
 pub use palette::{PALETTE_SIZE, Palette, STYLES, Style, UnknownStyle};
+pub use pixels::Pixels;
 pub use tile::{MaxZoom, TILE_SIZE, TileError, TileId, TileRange, Viewport};
 
 /// Identifies the renderer's output. Bump it whenever a change alters any tile's bytes
@@ -65,36 +68,6 @@ pub enum RenderError {
     Encode(#[from] EncodeError),
 }
 
-/// One tile's image: a palette index per pixel, row-major, and the style whose palette
-/// the indices name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pixels {
-    indices: Vec<u8>,
-    style: Style,
-}
-
-impl Pixels {
-    /// The palette indices, `TILE_SIZE * TILE_SIZE` of them.
-    pub fn indices(&self) -> &[u8] {
-        &self.indices
-    }
-
-    /// The style whose palette the indices name.
-    pub fn style(&self) -> Style {
-        self.style
-    }
-
-    /// The image as RGB, 3 bytes per pixel (for tests and comparisons; tiles are encoded
-    /// from the indices).
-    pub fn to_rgb(&self) -> Vec<u8> {
-        let palette = self.style.palette();
-        self.indices
-            .iter()
-            .flat_map(|&i| palette[usize::from(i)])
-            .collect()
-    }
-}
-
 /// Renders the tile's pixels, calling `cancelled` once per row and giving up with
 /// [`RenderError::Cancelled`] as soon as it returns true. The check is how a caller whose
 /// deadline passed (or whose client went away) reclaims the CPU: a blocking render cannot
@@ -132,7 +105,7 @@ pub fn render_pixels_with(
         };
         path.row_indices(&row, out);
     }
-    Ok(Pixels { indices, style })
+    Ok(Pixels::new(indices, style))
 }
 
 /// Renders and encodes one tile with the default [`Encoding`]: the whole job a cache miss does.

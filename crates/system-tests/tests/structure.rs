@@ -24,7 +24,19 @@ const MAX_LINES: usize = 600;
 type ModPath = Vec<String>;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root")
+}
+
+/// `path` relative to the workspace, as the failure messages show it.
+fn relative(path: &Path) -> String {
+    let root = workspace();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// Every source root of the workspace's library and binary crates.
@@ -35,7 +47,11 @@ fn source_roots() -> Vec<PathBuf> {
         .map(|entry| entry.expect("a directory entry").path().join("src"))
         .filter(|src| src.is_dir())
         .collect();
-    for other in ["loadtests/src", "loadtests/capacity/src", "k8s/autoscaling-model/src"] {
+    for other in [
+        "loadtests/src",
+        "loadtests/capacity/src",
+        "k8s/autoscaling-model/src",
+    ] {
         let src = root.join(other);
         assert!(src.is_dir(), "{other} is a source root");
         roots.push(src);
@@ -87,7 +103,10 @@ fn crates_of(src: &Path) -> Vec<BTreeMap<ModPath, String>> {
             modules.insert(path, text);
         }
     }
-    [modules, main].into_iter().filter(|m| !m.is_empty()).collect()
+    [modules, main]
+        .into_iter()
+        .filter(|m| !m.is_empty())
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -530,7 +549,7 @@ fn no_crate_has_an_import_circle() {
             let graph = graph(&modules);
             for circle in circles(&graph) {
                 let names: Vec<String> = circle.iter().map(shown).collect();
-                found.push(format!("{}: {}", src.display(), names.join(" ↔ ")));
+                found.push(format!("{}: {}", relative(&src), names.join(" ↔ ")));
             }
         }
     }
@@ -550,8 +569,11 @@ fn no_source_file_is_over_the_limit() {
     let long: Vec<String> = files
         .iter()
         .filter_map(|file| {
-            let lines = std::fs::read_to_string(file).expect("readable").lines().count();
-            (lines > MAX_LINES).then(|| format!("{}: {lines} lines", file.display()))
+            let lines = std::fs::read_to_string(file)
+                .expect("readable")
+                .lines()
+                .count();
+            (lines > MAX_LINES).then(|| format!("{}: {lines} lines", relative(file)))
         })
         .collect();
     assert!(
@@ -580,18 +602,30 @@ fn a_circle_is_caught() {
         ("error", "pub struct E;"),
     ]);
     let found = circles(&graph(&modules));
-    let names: Vec<Vec<String>> = found.iter().map(|c| c.iter().map(shown).collect()).collect();
+    let names: Vec<Vec<String>> = found
+        .iter()
+        .map(|c| c.iter().map(shown).collect())
+        .collect();
     assert_eq!(names, [["seeds", "state"]]);
 
     // Through `super` and a child named from its parent (2018 paths), three modules round.
     let modules = crate_of(&[
         ("", "mod tiles;"),
-        ("tiles", "mod url; mod headers; use headers::etag; pub struct Key;"),
-        ("tiles::headers", "use super::url::canonical; pub fn etag() {}"),
+        (
+            "tiles",
+            "mod url; mod headers; use headers::etag; pub struct Key;",
+        ),
+        (
+            "tiles::headers",
+            "use super::url::canonical; pub fn etag() {}",
+        ),
         ("tiles::url", "pub fn canonical(k: super::Key) {}"),
     ]);
     let found = circles(&graph(&modules));
-    let names: Vec<Vec<String>> = found.iter().map(|c| c.iter().map(shown).collect()).collect();
+    let names: Vec<Vec<String>> = found
+        .iter()
+        .map(|c| c.iter().map(shown).collect())
+        .collect();
     assert_eq!(names, [["tiles", "tiles::headers", "tiles::url"]]);
 }
 
@@ -605,7 +639,10 @@ fn a_re_export_is_not_a_circle() {
             "mod cache; mod tiles; pub use cache::{Cache, TileKey as Key}; \
              pub use fractile_render::Png;",
         ),
-        ("cache", "use crate::Png; pub struct Cache; pub struct TileKey;"),
+        (
+            "cache",
+            "use crate::Png; pub struct Cache; pub struct TileKey;",
+        ),
         ("tiles", "use crate::{Cache, Key};"),
         (
             "tiles::url",
@@ -614,7 +651,10 @@ fn a_re_export_is_not_a_circle() {
     ]);
     let graph = graph(&modules);
     assert_eq!(circles(&graph), Vec::<Vec<ModPath>>::new());
-    let tiles: Vec<String> = graph[&vec!["tiles".to_string()]].iter().map(shown).collect();
+    let tiles: Vec<String> = graph[&vec!["tiles".to_string()]]
+        .iter()
+        .map(shown)
+        .collect();
     assert_eq!(tiles, ["cache"]);
     assert!(graph[&vec!["cache".to_string()]].is_empty());
     assert!(graph[&vec!["tiles".to_string(), "url".to_string()]].is_empty());

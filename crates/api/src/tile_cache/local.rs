@@ -9,7 +9,8 @@ use bytes::Bytes;
 use fractile_render::{RenderError, render_tile};
 use fractile_render_pool::{Lane, RenderPool, RunError};
 
-use super::{FillError, Source, TileKey};
+use super::TileKey;
+use super::fill::{FillError, Source};
 use crate::metrics::Metrics;
 
 /// Where a local render runs.

@@ -14,7 +14,8 @@ use fractile_telemetry::RateLimitedLog;
 use fractile_tile_store::{ReadyListener, ReadyNote, ReadyWait, Stored, TileStore};
 use tokio::sync::oneshot;
 
-use super::{LOG_EVERY, Source, TileKey, WorkerWait, l2_refused, store_failed};
+use super::TileKey;
+use super::fill::{LOG_EVERY, Source, WorkerWait, l2_refused, store_failed};
 use crate::metrics::Metrics;
 
 /// How often a queued miss re-reads Redis while waiting, in case the announcement was lost

@@ -10,9 +10,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use fractile_tile_store::{ReadyNote, Stored, TileStore};
 
+use super::TileKey;
+use super::fill::{FillError, Source, l2_refused, l2_result, store_failed};
 use super::local::LocalFill;
 use super::queue::{QueueFill, QueueMiss};
-use super::{FillError, Source, TileKey, l2_refused, l2_result, store_failed};
 use crate::config::QueueFallback;
 use crate::metrics::Metrics;
 

@@ -16,10 +16,7 @@
 //!
 //! This module holds the faults and their hooks; [`routes`] is `/faults` over HTTP.
 
-mod routes;
-
-pub use routes::router;
-pub(crate) use routes::routes;
+pub mod routes;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
