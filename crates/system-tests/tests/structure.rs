@@ -341,7 +341,7 @@ fn refs_of(module: &[String], text: &str, children: &BTreeSet<String>) -> Refs {
             let mut found = Vec::new();
             paths_at(&tokens, &mut i, &[], &mut found);
             for (path, name) in found {
-                let here = path.first().is_some_and(|first| inside(first));
+                let here = path.first().is_some_and(&inside);
                 let origin = if here {
                     let absolute = absolute(module, &path);
                     refs.paths.push(absolute.clone());
@@ -375,11 +375,9 @@ fn refs_of(module: &[String], text: &str, children: &BTreeSet<String>) -> Refs {
 fn absolute(module: &[String], path: &[String]) -> ModPath {
     let mut out: ModPath = module.to_vec();
     let mut rest = path;
-    if let Some(first) = path.first() {
-        if first == "crate" {
-            out.clear();
-            rest = &path[1..];
-        }
+    if path.first().is_some_and(|first| first == "crate") {
+        out.clear();
+        rest = &path[1..];
     }
     for seg in rest {
         match seg.as_str() {
