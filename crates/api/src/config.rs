@@ -316,7 +316,9 @@ impl Config {
         MaxZoom::new(self.max_zoom).unwrap_or(MaxZoom::LIMIT)
     }
 
-    /// Settings for tests: loopback on ephemeral ports, everything else default.
+    /// Settings for tests: loopback on ephemeral ports, everything else default (feature
+    /// `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn for_tests() -> Self {
         let mut config = Config::try_load_from(["fractile-api"]).unwrap_or_else(|e| e.exit());
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -23,8 +23,8 @@ const ADMIN_LINGER: Duration = Duration::from_millis(500);
 
 /// A bound but not yet serving api: listeners are open, so tests can read the ports.
 pub struct Server {
-    traffic: TcpListener,
-    admin: TcpListener,
+    traffic: Bound,
+    admin: Bound,
     state: AppState,
     shutdown_delay: Duration,
     shutdown_timeout: Duration,
@@ -32,15 +32,32 @@ pub struct Server {
     admin_limits: ConnectionLimits,
 }
 
+/// A listener and the address it is bound to, read once when it is bound: what
+/// [`Server::traffic_addr`] and [`Server::admin_addr`] give is always the real one.
+struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Bound {
+    /// Binds the `what` listener to `addr`.
+    fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<Bound> {
+        let listener =
+            serve::bind(addr).with_context(|| format!("binding {what} listener {addr}"))?;
+        let addr = listener
+            .local_addr()
+            .with_context(|| format!("reading the address of {what} listener {addr}"))?;
+        Ok(Bound { listener, addr })
+    }
+}
+
 impl Server {
     /// Opens both listeners and builds the state.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let (traffic_limits, admin_limits) = connection_limits(&config)?;
         let state = AppState::connect(&config).await?;
-        let traffic = serve::bind(config.listen)
-            .with_context(|| format!("binding traffic listener {}", config.listen))?;
-        let admin = serve::bind(config.admin_listen)
-            .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
+        let traffic = Bound::bind("traffic", config.listen)?;
+        let admin = Bound::bind("admin", config.admin_listen)?;
         Ok(Server {
             traffic,
             admin,
@@ -54,16 +71,12 @@ impl Server {
 
     /// The traffic listener's address (the real port when bound to port 0).
     pub fn traffic_addr(&self) -> SocketAddr {
-        self.traffic
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.traffic.addr
     }
 
-    /// The admin listener's address.
+    /// The admin listener's address (the real port when bound to port 0).
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.admin.addr
     }
 
     /// The shared state, for tests that inspect metrics or occupy the render pool.
@@ -86,8 +99,8 @@ impl Server {
             admin_limits,
         } = self;
         tracing::info!(
-            traffic = %traffic.local_addr()?,
-            admin = %admin.local_addr()?,
+            traffic = %traffic.addr,
+            admin = %admin.addr,
             max_zoom = state.max_zoom.get(),
             max_connections = traffic_limits.max_connections.get(),
             admin_max_connections = admin_limits.max_connections.get(),
@@ -98,7 +111,7 @@ impl Server {
         let stop_traffic = CancellationToken::new();
         let stop_admin = CancellationToken::new();
         let mut traffic_server = tokio::spawn(serve::serve_closing(
-            traffic,
+            traffic.listener,
             app::app(state.clone()),
             traffic_limits,
             state.metrics.connections.listener("traffic"),
@@ -106,7 +119,7 @@ impl Server {
             stop_traffic.clone(),
         ));
         let mut admin_server = tokio::spawn(serve::serve(
-            admin,
+            admin.listener,
             admin::admin_app(state.clone()),
             admin_limits,
             state.metrics.connections.listener("admin"),

@@ -331,7 +331,9 @@ impl Publisher {
         Ok(self.pending(confirm))
     }
 
-    /// Publishes raw bytes to `priority`'s queue (tests send poison with it).
+    /// Publishes raw bytes to `priority`'s queue (tests send poison with it; feature
+    /// `test-util`).
+    #[cfg(feature = "test-util")]
     pub async fn publish_raw(
         &self,
         priority: Priority,

@@ -1,5 +1,5 @@
-//! A `fractile-worker` running in the test's process (feature `worker`): the one helper the
-//! worker's own tests and the system tests share.
+//! A `fractile-worker` running in the test's process (feature `worker`), and its settings on
+//! an [`Isolated`] environment: what the worker's own tests and the system tests share.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +7,8 @@ use std::time::Duration;
 use fractile_worker::metrics::WorkerMetrics;
 use fractile_worker::{Config, Worker};
 use tokio::sync::oneshot;
+
+use crate::isolation::Isolated;
 
 /// A worker running on the test's runtime until [`RunningWorker::shutdown`].
 pub struct RunningWorker {
@@ -44,5 +46,13 @@ impl RunningWorker {
             .expect("the worker stops within 30 s")
             .expect("the worker's task did not panic")
             .expect("the worker exits cleanly");
+    }
+}
+
+impl Isolated {
+    /// Settings of a worker on this environment, with `threads` render threads (from
+    /// [`Isolated::worker_args`]).
+    pub fn worker_config(&self, threads: usize) -> Config {
+        <Config as clap::Parser>::parse_from(self.worker_args(threads))
     }
 }

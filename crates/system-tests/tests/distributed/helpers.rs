@@ -1,18 +1,15 @@
-//! Test plumbing: services, an isolated cluster per test, api apps in-process (workers run
-//! through test-support's helper).
+//! Test plumbing: a cluster per test on test-support's isolated environment, api apps
+//! in-process (workers run through test-support's helper).
 
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use axum::Router;
 use fractile_api::{AppState, Config};
-use fractile_queue::Topology;
+use fractile_test_support::Isolated;
 pub use fractile_test_support::eventually;
 #[allow(unused_imports)] // each test binary uses some of them
 pub use fractile_test_support::worker::{run_worker, start_worker};
-use fractile_test_support::{Cleanup, Services, services, unique_prefix};
-use fractile_tile_store::{SeedStore, TileStore};
-use lapin::{Channel, Connection};
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The seed routes' bearer token in these tests.
@@ -36,50 +33,25 @@ pub fn seed_call(
         .expect("valid request")
 }
 
-/// One test's private Redis prefix and queues, with handles to inspect them.
+/// One test's isolated environment ([`Isolated`], whose fields and methods it derefs to),
+/// its topology declared, with api replicas and workers on it.
 pub struct Cluster {
-    pub redis: String,
-    pub amqp: String,
-    pub prefix: String,
-    pub store: TileStore,
-    /// Seed records (the same Redis here; apart in deployments).
-    pub seeds: SeedStore,
-    pub topology: Topology,
-    pub channel: Channel,
-    _connection: Connection,
-    /// Deletes the queues and keys when the test ends, however it ends.
-    _cleanup: Cleanup,
+    env: Isolated,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Isolated;
+
+    fn deref(&self) -> &Isolated {
+        &self.env
+    }
 }
 
 impl Cluster {
     pub async fn new() -> Cluster {
-        let services = services();
-        let prefix = unique_prefix();
-        let cleanup = Cleanup::new(&services, &prefix);
-        let Services { redis, amqp } = services;
-        let settings = fractile_test_support::store_settings(&redis, &prefix);
-        let store = TileStore::new(&settings).expect("store");
-        let seeds = SeedStore::new(&settings).expect("seed store");
-        let topology = Topology::new(&prefix);
-        let connection = fractile_queue::connect(&amqp, "test-inspect", Duration::from_secs(10))
-            .await
-            .expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
-        topology
-            .declare(&connection, &channel)
-            .await
-            .expect("topology");
-        Cluster {
-            redis,
-            amqp,
-            prefix,
-            store,
-            seeds,
-            topology,
-            channel,
-            _connection: connection,
-            _cleanup: cleanup,
-        }
+        let env = Isolated::new().await;
+        env.declare_topology().await;
+        Cluster { env }
     }
 
     /// Api settings for this cluster: Redis and the queue, one render thread, the seed
@@ -118,33 +90,9 @@ impl Cluster {
         (state, app)
     }
 
-    pub fn worker_config(&self, threads: usize) -> fractile_worker::Config {
-        let args =
-            fractile_test_support::worker_args(&self.redis, &self.amqp, &self.prefix, threads);
-        <fractile_worker::Config as clap::Parser>::parse_from(args)
-    }
-
-    /// Whether `queue` exists (a passive declare, on a channel of its own: a failed one
-    /// closes its channel).
-    pub async fn queue_exists(&self, queue: &str) -> bool {
-        let Ok(channel) = self._connection.create_channel().await else {
-            return false;
-        };
-        let passive = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let exists = channel
-            .queue_declare(queue.into(), passive, Default::default())
-            .await
-            .is_ok();
-        let _ = channel.close(200, "".into()).await;
-        exists
-    }
-
     /// Deletes the queues and keys now (the guard also does it if the test fails first).
     pub async fn cleanup(self) {
-        drop(self);
+        self.env.cleanup().await;
     }
 }
 

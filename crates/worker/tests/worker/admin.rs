@@ -29,7 +29,7 @@ async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> Vec<u8> {
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn admin_connections_beyond_the_cap_are_closed_at_once_and_counted() {
     let env = Env::new().await;
-    let mut config = env.worker_config();
+    let mut config = env.worker_config(2);
     // A free port, so the test knows where the admin port is.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -15,7 +15,7 @@ use crate::helpers::*;
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn an_interactive_job_is_rendered_stored_announced_then_acked() {
     let env = Env::new().await;
-    let worker = Worker::new(env.worker_config()).expect("worker");
+    let worker = Worker::new(env.worker_config(2)).expect("worker");
     let metrics = worker.metrics();
     let running = run_worker(worker);
     let stop = CancellationToken::new();
@@ -72,7 +72,7 @@ async fn a_first_interactive_delivery_renders_without_looking_for_a_stored_tile(
     for tile in [interactive, seeded] {
         env.store.put(&tile, &placeholder).await.expect("redis");
     }
-    let worker = Worker::new(env.worker_config()).expect("worker");
+    let worker = Worker::new(env.worker_config(2)).expect("worker");
     let metrics = worker.metrics();
     let running = run_worker(worker);
     env.send(&RenderJob::interactive(
@@ -116,7 +116,7 @@ async fn interactive_jobs_past_their_deadline_are_dropped_unrendered() {
     let tile = key(3, 1, 1);
     let job = RenderJob::interactive(&tile, SystemTime::now() - Duration::from_secs(1));
     env.send(&job).await;
-    let worker = Worker::new(env.worker_config()).expect("worker");
+    let worker = Worker::new(env.worker_config(2)).expect("worker");
     let metrics = worker.metrics();
     let running = run_worker(worker);
     eventually("the job is dropped", Duration::from_secs(10), || async {
@@ -148,7 +148,7 @@ async fn poison_ends_in_the_dead_letter_queue_and_nothing_else_stalls() {
             render_tile(k.tile, k.style, cancelled)
         },
     );
-    let worker = Worker::new(env.worker_config())
+    let worker = Worker::new(env.worker_config(2))
         .expect("worker")
         .with_renderer(renderer);
     let metrics = worker.metrics();

@@ -164,7 +164,7 @@ async fn shutdown_finishes_and_acks_the_job_in_progress() {
             render_tile(k.tile, k.style, cancelled)
         },
     );
-    let worker = Worker::new(env.worker_config())
+    let worker = Worker::new(env.worker_config(2))
         .expect("worker")
         .with_renderer(slow);
     let metrics = worker.metrics();
@@ -196,7 +196,7 @@ async fn shutdown_finishes_and_acks_the_job_in_progress() {
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
     let env = Env::new().await;
-    let worker = Worker::new(env.worker_config()).expect("worker");
+    let worker = Worker::new(env.worker_config(2)).expect("worker");
     let faults = worker.faults();
     pause(&faults);
     let running = run_worker(worker);
@@ -226,7 +226,7 @@ async fn a_paused_worker_holds_its_jobs_until_the_pause_lifts() {
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_failed_depth_read_is_counted_and_the_other_depths_stay_current() {
     let env = Env::new().await;
-    let worker = Worker::new(env.worker_config()).expect("worker");
+    let worker = Worker::new(env.worker_config(2)).expect("worker");
     let metrics = worker.metrics();
     // Paused: the worker holds its prefetch (2 bulk jobs) and the rest stays ready.
     pause(&worker.faults());

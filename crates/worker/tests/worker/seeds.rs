@@ -14,7 +14,7 @@ use crate::helpers::*;
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn seed_tiles_are_stored_without_an_announcement_interactive_ones_with_one() {
     let env = Env::new().await;
-    let running = run_worker(Worker::new(env.worker_config()).expect("worker"));
+    let running = run_worker(Worker::new(env.worker_config(2)).expect("worker"));
     let stop = CancellationToken::new();
     let ready = env.store.ready_listener(stop.clone());
     assert!(ready.wait_connected(Duration::from_secs(5)).await);
@@ -72,7 +72,7 @@ async fn jobs_of_a_cancelled_seed_are_acked_unrendered() {
     assert!(env.seeds.seed_cancel("cancelme").await.expect("redis"));
     let tile = key(4, 1, 1);
     env.send(&RenderJob::bulk(&tile, "cancelme")).await;
-    let worker = Worker::new(env.worker_config()).expect("worker");
+    let worker = Worker::new(env.worker_config(2)).expect("worker");
     let metrics = worker.metrics();
     let running = run_worker(worker);
     eventually("the job is skipped", Duration::from_secs(15), || async {
