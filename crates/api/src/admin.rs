@@ -20,8 +20,8 @@ impl AdminProbe for ApiProbe {
     /// whatever `FRACTILE_QUEUE_FALLBACK` says: without them the api still serves (L1, L2,
     /// and local renders or 503s for misses), they are shared by every replica so no other
     /// replica would do better, and taking every replica out of the load balancer because a
-    /// shared dependency is down would turn a degradation into an outage (ARCHITECTURE.md,
-    /// "Redis outages").
+    /// shared dependency is down would turn a degradation into an outage
+    /// (docs/redis-outages.md, "Budget, breaker, misses, readiness").
     ///
     /// `redis` is a `PING` through the store's breaker and within its budget, so the probe
     /// itself notices a Redis that stopped answering even when no traffic does, and costs

@@ -30,7 +30,7 @@
 //!
 //! The `.v2` in the interactive queue's name: the first one was a quorum queue, and a queue
 //! cannot change type (the broker refuses the declaration), so the new one has a new name
-//! and an upgrade needs no step; ARCHITECTURE.md, "Upgrading the interactive queue", says
+//! and an upgrade needs no step; docs/upgrades.md, "Upgrading the interactive queue", says
 //! what to do with the old one.
 //!
 //! The dead-letter queue is where jobs end that failed every attempt, and any message that
@@ -41,7 +41,7 @@
 //! without a bound, and a queue's arguments cannot change; so the bounded one has a new name,
 //! `.v2`, takes the old one's binding on the dead-letter exchange, and the old one (with
 //! whatever it holds) receives nothing more: [`Topology::declare`] moves the binding, so an
-//! upgrade needs no step. ARCHITECTURE.md, "Upgrading the dead-letter queue", says how to
+//! upgrade needs no step. docs/upgrades.md, "Upgrading the dead-letter queue", says how to
 //! read and then delete the old one.
 //!
 //! Interactive and bulk work are separate queues rather than one priority queue: quorum
@@ -152,7 +152,7 @@ impl Topology {
     /// declarations made on a channel it recovers). Arguments must stay identical between
     /// versions: the broker refuses a redeclaration with different ones
     /// (`PRECONDITION_FAILED`), which is logged with what to do (a bulk queue declared by a
-    /// version before its bound must be deleted once; see ARCHITECTURE.md, "Upgrading the
+    /// version before its bound must be deleted once; see docs/upgrades.md, "Upgrading the
     /// bulk queue").
     pub async fn declare(
         &self,

@@ -2,8 +2,8 @@
 //! MAC key), and its shape and HMAC-SHA256 tag (one with), on the tiles of the render crate's
 //! fixed set (mean 12.9 KB) and on the seahorse tile, one of the larger.
 //!
-//! `cargo bench -p fractile-tile-store --bench mac` prints the figures ARCHITECTURE.md and
-//! the l2-hit report quote.
+//! `cargo bench -p fractile-tile-store --bench mac` prints the figures docs/cross-cutting.md
+//! ("Trust in shared stores") and the l2-hit report quote.
 
 use std::hint::black_box;
 
