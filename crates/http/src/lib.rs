@@ -15,6 +15,8 @@
 //!   accept loops' connection metrics;
 //! - [`healthcheck`]: the `healthcheck` subcommand both binaries answer (an HTTP GET of
 //!   `/readyz`);
+//! - [`trace`]: the OpenTelemetry tracer provider, its sampler and the bounded span export
+//!   (an HTTP client, hence here and not in the settings or telemetry crates);
 //! - [`Readiness`] and [`shutdown_signal`]: the shutdown sequence's two halves.
 //!
 //! Settings live in `fractile-settings`, logging in `fractile-telemetry`, the render threads
@@ -28,6 +30,7 @@ pub mod fd_limit;
 pub mod healthcheck;
 pub mod metrics;
 pub mod serve;
+pub mod trace;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::duration::parse_duration;
 use crate::log::LogArgs;
 use crate::secret::{Secret, SecretParser};
+use crate::trace::TraceArgs;
 
 /// The settings both binaries share (a clap argument group: `#[command(flatten)]`).
 #[derive(Debug, Clone, clap::Args)]
@@ -41,13 +42,18 @@ pub struct ProcessArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+
+    /// Tracing (the standard `OTEL_*` variables).
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 impl ProcessArgs {
     /// The checks that span settings: fault injection on without its token is a
     /// configuration error. Each binary's `Config` turns the reason into clap's usage error.
     pub fn check(&self) -> Result<(), String> {
-        self.faults.injection().map(|_| ())
+        self.faults.injection()?;
+        self.trace.check()
     }
 
     /// Render threads: the configured number, or the CPUs available to this process

@@ -1,0 +1,415 @@
+//! Span export: the OpenTelemetry tracer provider both binaries install, from the standard
+//! `OTEL_*` settings ([`TraceArgs`]).
+//!
+//! Every process has a provider, so every span has a trace and span id that logs carry and
+//! that travels on (HTTP in, AMQP out), exported or not. With an endpoint, finished sampled
+//! spans go to a bounded queue ([`SPAN_QUEUE`]) that one thread of its own drains in batches
+//! to the OTLP/HTTP exporter (blocking reqwest, never on a runtime that serves requests). A
+//! collector that is down or slow costs a request nothing: when the queue is full a span is
+//! dropped, counted in `trace_spans_dropped_total{reason="queue_full"}`, and logged once per
+//! interval; a batch the collector refuses or does not take within [`EXPORT_TIMEOUT`] is
+//! counted with `reason="export_failed"`. The SDK's own batch processor counts its drops
+//! only in a log line at shutdown, hence this one.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{LazyLock, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fractile_settings::{RootSampling, Sampling, TraceArgs};
+use fractile_telemetry::RateLimitedLog;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{
+    Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
+};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+/// Finished spans waiting for export, at most; more are dropped (and counted).
+pub const SPAN_QUEUE: usize = 4096;
+/// Spans per export request, at most.
+const MAX_BATCH: usize = 512;
+/// How long a span waits for its batch to fill before the batch is sent anyway.
+const BATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one export request may take (the collector's answer included).
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the last spans to be exported.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// At most one warning per this interval for drops and failed exports.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// The export counters, one set per process, registered by each binary in its registry.
+pub struct ExportMetrics {
+    /// `trace_spans_exported_total`: spans the collector accepted.
+    pub exported: IntCounter,
+    /// `trace_spans_dropped_total{reason}`: spans lost, `queue_full` or `export_failed`.
+    pub dropped: IntCounterVec,
+}
+
+impl ExportMetrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(ExportMetrics {
+            exported: IntCounter::new(
+                "trace_spans_exported_total",
+                "Spans sent to the OTLP endpoint and accepted by it.",
+            )?,
+            dropped: IntCounterVec::new(
+                Opts::new(
+                    "trace_spans_dropped_total",
+                    "Finished sampled spans not exported: reason=\"queue_full\" (the export \
+                     queue was full: the collector is slow or down) or \"export_failed\".",
+                ),
+                &["reason"],
+            )?,
+        })
+    }
+
+    /// Registers the counters in `registry` (each binary's, once).
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.exported.clone()))?;
+        registry.register(Box::new(self.dropped.clone()))?;
+        for reason in ["queue_full", "export_failed"] {
+            self.dropped.with_label_values(&[reason]);
+        }
+        Ok(())
+    }
+}
+
+/// The process's export counters.
+pub fn export_metrics() -> &'static ExportMetrics {
+    static METRICS: LazyLock<ExportMetrics> =
+        LazyLock::new(|| ExportMetrics::new().expect("static metric definitions are valid"));
+    &METRICS
+}
+
+/// The process's tracer provider. Shut it down at exit to send the last spans.
+#[derive(Debug, Clone)]
+pub struct Tracing {
+    provider: SdkTracerProvider,
+    exporting: bool,
+}
+
+impl Tracing {
+    /// The provider the settings describe: their sampler and resource, and an exporter when
+    /// an endpoint is set. `default_service` names the service when `OTEL_SERVICE_NAME`
+    /// does not.
+    pub fn new(args: &TraceArgs, default_service: &str) -> Result<Tracing, String> {
+        let resource = Resource::builder_empty()
+            .with_service_name(args.service_name(default_service))
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .with_attributes(
+                args.resource_attributes()
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .build();
+        let mut builder = SdkTracerProvider::builder()
+            .with_sampler(sampler(args.sampling()))
+            .with_resource(resource.clone());
+        let url = args.traces_url();
+        if let Some(url) = &url {
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(url.clone())
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()
+                .map_err(|e| format!("the OTLP exporter for {url}: {e}"))?;
+            exporter.set_resource(&resource);
+            let processor = BoundedExport::start(exporter, SPAN_QUEUE, export_metrics())
+                .map_err(|e| format!("starting the span export thread: {e}"))?;
+            builder = builder.with_span_processor(processor);
+        }
+        Ok(Tracing {
+            provider: builder.build(),
+            exporting: url.is_some(),
+        })
+    }
+
+    /// The tracer `tracing-opentelemetry` makes spans with.
+    pub fn tracer(&self) -> SdkTracer {
+        self.provider.tracer("fractile")
+    }
+
+    /// Whether spans are exported (an endpoint is set).
+    pub fn exporting(&self) -> bool {
+        self.exporting
+    }
+
+    /// Sends what is queued, waiting a few seconds at most; at exit.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
+            tracing::warn!(error = %e, "spans may be lost: exporting the last ones failed");
+        }
+    }
+}
+
+/// The SDK's sampler for the settings' choice.
+fn sampler(sampling: Sampling) -> Sampler {
+    let root = |root: RootSampling| match root {
+        RootSampling::AlwaysOn => Sampler::AlwaysOn,
+        RootSampling::AlwaysOff => Sampler::AlwaysOff,
+        RootSampling::Ratio(ratio) => Sampler::TraceIdRatioBased(ratio),
+    };
+    match sampling {
+        Sampling::AlwaysOn => Sampler::AlwaysOn,
+        Sampling::AlwaysOff => Sampler::AlwaysOff,
+        Sampling::Ratio(ratio) => Sampler::TraceIdRatioBased(ratio),
+        Sampling::ParentBased(inner) => Sampler::ParentBased(Box::new(root(inner))),
+    }
+}
+
+/// What the export thread is asked to do.
+enum Message {
+    Span(Box<SpanData>),
+    /// Export what is queued, then answer.
+    Flush(SyncSender<()>),
+    /// Export what is queued, shut the exporter down, answer and end.
+    Shutdown(SyncSender<()>),
+}
+
+/// A span processor with a bounded queue that never blocks the caller, drained by a thread
+/// of its own; see the module docs.
+#[derive(Debug)]
+struct BoundedExport {
+    queue: SyncSender<Message>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl BoundedExport {
+    fn start<E: SpanExporter + 'static>(
+        exporter: E,
+        capacity: usize,
+        metrics: &'static ExportMetrics,
+    ) -> std::io::Result<Self> {
+        let (queue, receive) = mpsc::sync_channel(capacity);
+        let thread = std::thread::Builder::new()
+            .name("span-export".into())
+            .spawn(move || export_loop(exporter, receive, metrics))?;
+        Ok(BoundedExport {
+            queue,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Asks the thread for `message`'s work and waits for its answer, `timeout` at most.
+    fn ask(&self, message: fn(SyncSender<()>) -> Message, timeout: Duration) -> OTelSdkResult {
+        let (done, answered) = mpsc::sync_channel(1);
+        self.queue
+            .send(message(done))
+            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        answered
+            .recv_timeout(timeout)
+            .map_err(|_| OTelSdkError::Timeout(timeout))
+    }
+}
+
+impl SpanProcessor for BoundedExport {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        match self.queue.try_send(Message::Span(Box::new(span))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                export_metrics()
+                    .dropped
+                    .with_label_values(&["queue_full"])
+                    .inc();
+                static FULL: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+                if let Some(suppressed) = FULL.check() {
+                    tracing::warn!(
+                        suppressed,
+                        "span export queue full (the collector is slow or down): dropping spans"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.ask(Message::Flush, EXPORT_TIMEOUT + SHUTDOWN_TIMEOUT)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let result = self.ask(Message::Shutdown, timeout);
+        if result.is_ok()
+            && let Ok(mut thread) = self.thread.lock()
+            && let Some(thread) = thread.take()
+        {
+            let _ = thread.join();
+        }
+        result
+    }
+}
+
+/// The export thread: batches of at most [`MAX_BATCH`] spans, sent when full or
+/// [`BATCH_INTERVAL`] after the first span of the batch arrived.
+fn export_loop<E: SpanExporter>(
+    exporter: E,
+    queue: Receiver<Message>,
+    metrics: &'static ExportMetrics,
+) {
+    let mut batch: Vec<SpanData> = Vec::with_capacity(MAX_BATCH);
+    let mut due: Option<Instant> = None;
+    loop {
+        let wait = due.map_or(Duration::from_secs(3600), |due| {
+            due.saturating_duration_since(Instant::now())
+        });
+        match queue.recv_timeout(wait) {
+            Ok(Message::Span(span)) => {
+                batch.push(*span);
+                due.get_or_insert_with(|| Instant::now() + BATCH_INTERVAL);
+                if batch.len() >= MAX_BATCH {
+                    export(&exporter, &mut batch, metrics);
+                    due = None;
+                }
+            }
+            Ok(Message::Flush(done)) => {
+                export(&exporter, &mut batch, metrics);
+                due = None;
+                let _ = done.send(());
+            }
+            Ok(Message::Shutdown(done)) => {
+                export(&exporter, &mut batch, metrics);
+                let _ = exporter.shutdown();
+                let _ = done.send(());
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                export(&exporter, &mut batch, metrics);
+                due = None;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                export(&exporter, &mut batch, metrics);
+                let _ = exporter.shutdown();
+                return;
+            }
+        }
+    }
+}
+
+/// Sends `batch` (emptied) and counts the outcome.
+fn export<E: SpanExporter>(exporter: &E, batch: &mut Vec<SpanData>, metrics: &ExportMetrics) {
+    if batch.is_empty() {
+        return;
+    }
+    let spans = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
+    let count = spans.len() as u64;
+    match futures_lite::future::block_on(exporter.export(spans)) {
+        Ok(()) => metrics.exported.inc_by(count),
+        Err(error) => {
+            metrics
+                .dropped
+                .with_label_values(&["export_failed"])
+                .inc_by(count);
+            static FAILED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+            if let Some(suppressed) = FAILED.check() {
+                tracing::warn!(%error, spans = count, suppressed, "exporting spans failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use opentelemetry::trace::Tracer;
+
+    /// An exporter that takes `delay` per batch and counts what it got.
+    #[derive(Debug, Clone)]
+    struct Slow {
+        delay: Duration,
+        spans: Arc<AtomicU64>,
+    }
+
+    impl SpanExporter for Slow {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            std::thread::sleep(self.delay);
+            self.spans.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    fn provider(exporter: Slow, capacity: usize) -> SdkTracerProvider {
+        let processor =
+            BoundedExport::start(exporter, capacity, export_metrics()).expect("a thread");
+        SdkTracerProvider::builder()
+            .with_sampler(Sampler::AlwaysOn)
+            .with_span_processor(processor)
+            .build()
+    }
+
+    #[test]
+    fn spans_are_exported_and_flushed_at_shutdown() {
+        let spans = Arc::new(AtomicU64::new(0));
+        let provider = provider(
+            Slow {
+                delay: Duration::ZERO,
+                spans: spans.clone(),
+            },
+            64,
+        );
+        let tracer = provider.tracer("test");
+        for _ in 0..10 {
+            tracer.in_span("work", |_| {});
+        }
+        provider.shutdown().expect("shut down");
+        assert_eq!(spans.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn a_stalled_exporter_never_blocks_the_span_and_drops_are_counted() {
+        let spans = Arc::new(AtomicU64::new(0));
+        let provider = provider(
+            Slow {
+                delay: Duration::from_millis(300),
+                spans: spans.clone(),
+            },
+            8,
+        );
+        let tracer = provider.tracer("test");
+        let dropped = || {
+            export_metrics()
+                .dropped
+                .with_label_values(&["queue_full"])
+                .get()
+        };
+        let before = dropped();
+        let start = Instant::now();
+        for _ in 0..1000 {
+            tracer.in_span("work", |_| {});
+        }
+        // 1,000 spans against a queue of 8 and an exporter that takes 300 ms a batch: if a
+        // span waited for room, this would take minutes.
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(dropped() - before >= 900, "{}", dropped() - before);
+        drop(provider);
+    }
+
+    #[test]
+    fn samplers_follow_the_settings() {
+        assert!(matches!(sampler(Sampling::AlwaysOff), Sampler::AlwaysOff));
+        assert!(matches!(
+            sampler(Sampling::Ratio(0.25)),
+            Sampler::TraceIdRatioBased(r) if r == 0.25
+        ));
+        assert!(matches!(
+            sampler(Sampling::ParentBased(RootSampling::AlwaysOn)),
+            Sampler::ParentBased(_)
+        ));
+    }
+}
