@@ -33,8 +33,14 @@ use prometheus::{IntGauge, Registry};
 /// reads it (the test checks that it still does, and that the README still uses the name).
 const OTHER_VARIABLES: &[(&str, &str)] = &[
     // The service tests' Redis and RabbitMQ (Development).
-    ("FRACTILE_TEST_REDIS_URL", "crates/test-support/src/services.rs"),
-    ("FRACTILE_TEST_AMQP_URL", "crates/test-support/src/services.rs"),
+    (
+        "FRACTILE_TEST_REDIS_URL",
+        "crates/test-support/src/services.rs",
+    ),
+    (
+        "FRACTILE_TEST_AMQP_URL",
+        "crates/test-support/src/services.rs",
+    ),
     // deploy/kind/load.sh: the load test's profile and scenario.
     ("FRACTILE_LOAD_PROFILE", "deploy/kind/load.sh"),
     ("FRACTILE_LOAD_SCENARIO", "deploy/kind/load.sh"),

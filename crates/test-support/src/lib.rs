@@ -10,7 +10,8 @@
 //! - [`private_redis`]: a `redis-server` of one test's own;
 //! - [`broker`]: disturbing the shared RabbitMQ under a lock;
 //! - [`process`]: the workspace's binaries run as processes;
-//! - [`http`]: driving a router without a socket.
+//! - [`http`]: driving a router without a socket;
+//! - [`otlp`]: an OTLP/HTTP trace receiver that a binary's spans are exported to.
 //!
 //! With the `worker` feature, [`worker`] runs a `fractile-worker` in the test's process.
 //! Everything is re-exported at the root.
@@ -18,6 +19,7 @@
 pub mod broker;
 pub mod http;
 pub mod isolation;
+pub mod otlp;
 pub mod poll;
 pub mod private_redis;
 pub mod process;
