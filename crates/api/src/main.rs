@@ -17,10 +17,19 @@ async fn main() -> ExitCode {
         return code;
     }
     let config = Config::load();
-    fractile_telemetry::init(&config.process.log);
+    let traces = match fractile_http::trace::Tracing::new(&config.process.trace, "fractile-api") {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("error: tracing: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    fractile_telemetry::init(&config.process.log, traces.tracer());
     // Before the listeners exist: a SIGTERM from then on drains instead of killing.
     let shutdown = shutdown_signal();
     let result = async { Server::bind(config).await?.run(shutdown).await }.await;
+    // The last spans, a few seconds at most.
+    traces.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -74,6 +74,9 @@ pub struct SharedState {
     pub faults: Faults,
     /// Request-head limits answered with JSON.
     pub head_limits: HeadLimits,
+    /// Whether spans are exported (an OTLP endpoint is set): only then does a sampled
+    /// response name its trace in `traceresponse`.
+    pub exports_traces: bool,
 }
 
 /// The distributed-mode dependencies, connected (or connecting) in the background.
@@ -275,6 +278,7 @@ impl AppState {
             background,
             faults,
             head_limits: HeadLimits::new(config),
+            exports_traces: config.process.trace.traces_url().is_some(),
         })))
     }
 }

@@ -1,14 +1,17 @@
 //! The Prometheus plumbing every fractile process shares: a registry per process (or per
-//! app, in tests) that includes the process collector, and the text exposition.
+//! app, in tests) that includes the process collector and the span export's counters, and
+//! the text exposition.
 
 use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// A new registry with the process collector (CPU seconds, resident memory, open fds)
-/// registered: only the crate's default registry has it otherwise.
+/// registered (only the crate's default registry has it otherwise), and the span export's
+/// counters ([`crate::trace::ExportMetrics`], one set per process, shared by its registries).
 pub fn registry() -> Result<Registry, prometheus::Error> {
     let registry = Registry::new();
+    crate::trace::export_metrics().register(&registry)?;
     #[cfg(target_os = "linux")]
     {
         registry.register(Box::new(process::ProcessMetrics::for_self()))?;

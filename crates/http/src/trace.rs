@@ -4,7 +4,7 @@
 //! Every process has a provider, so every span has a trace and span id that logs carry and
 //! that travels on (HTTP in, AMQP out), exported or not. With an endpoint, finished sampled
 //! spans go to a bounded queue ([`SPAN_QUEUE`]) that one thread of its own drains in batches
-//! to the OTLP/HTTP exporter (blocking reqwest, never on a runtime that serves requests). A
+//! (at most [`SPAN_QUEUE`] + 512 spans held in all) to the OTLP/HTTP exporter (blocking reqwest, never on a runtime that serves requests). A
 //! collector that is down or slow costs a request nothing: when the queue is full a span is
 //! dropped, counted in `trace_spans_dropped_total{reason="queue_full"}`, and logged once per
 //! interval; a batch the collector refuses or does not take within [`EXPORT_TIMEOUT`] is
@@ -396,8 +396,12 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
-        assert!(dropped() - before >= 900, "{}", dropped() - before);
-        drop(provider);
+        // What the queue and the thread's batch could not hold was dropped and counted;
+        // the rest is exported at shutdown: nothing is lost without a count.
+        provider.shutdown().expect("shut down");
+        let dropped = dropped() - before;
+        assert!(dropped > 0);
+        assert_eq!(dropped + spans.load(Ordering::Relaxed), 1000);
     }
 
     #[test]

@@ -31,8 +31,9 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     BasicRejectOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Acker, Channel, Connection, ConnectionStatus};
+use opentelemetry::trace::SpanContext;
 
 use crate::{InvalidJob, Priority, QueueError, RenderJob, Topology};
 use crate::{connect, delivery_attempts, max_attempts};
@@ -146,6 +147,7 @@ impl Broker {
             channel,
             inner,
             priority,
+            queue: Arc::from(topology.queue_for(priority)),
             tag,
             recovering: None,
         })
@@ -170,11 +172,24 @@ impl Broker {
 
 type Recovery = Pin<Box<dyn Future<Output = Result<(), lapin::Error>> + Send>>;
 
+/// The span context a message's trace headers name, if valid (long or short strings).
+fn trace_context(headers: Option<&FieldTable>) -> Option<SpanContext> {
+    let headers = headers?;
+    let text = |name: &str| match headers.inner().get(name) {
+        Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
+        Some(AMQPValue::ShortString(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let [parent, state] = crate::TRACE_HEADERS;
+    fractile_telemetry::context::extract(text(parent), text(state))
+}
+
 /// Deliveries of one queue, with manual settling.
 pub struct Consumer {
     channel: Channel,
     inner: lapin::Consumer,
     priority: Priority,
+    queue: Arc<str>,
     tag: String,
     /// A recovery being waited for, kept here so [`Consumer::next`] is cancel-safe.
     recovering: Option<Recovery>,
@@ -195,7 +210,10 @@ impl Consumer {
                 tracing::info!(priority = ?self.priority, "consumer recovered");
             }
             match self.inner.next().await {
-                Some(Ok(delivery)) => return Ok(Some(Delivery::new(delivery, self.priority))),
+                Some(Ok(delivery)) => {
+                    let queue = Arc::clone(&self.queue);
+                    return Ok(Some(Delivery::new(delivery, self.priority, queue)));
+                }
                 Some(Err(error)) => {
                     tracing::warn!(%error, priority = ?self.priority, "consumer error; waiting for the connection to recover");
                     let channel = self.channel.clone();
@@ -234,19 +252,34 @@ impl Consumer {
 pub struct Delivery {
     acker: Option<Acker>,
     priority: Priority,
+    queue: Arc<str>,
     attempts: u32,
+    trace_context: Option<SpanContext>,
     job: Result<(RenderJob, TileKey), InvalidJob>,
 }
 
 impl Delivery {
-    fn new(delivery: lapin::message::Delivery, priority: Priority) -> Self {
+    fn new(delivery: lapin::message::Delivery, priority: Priority, queue: Arc<str>) -> Self {
         let job = RenderJob::decode(&delivery.data).and_then(|job| job.key().map(|key| (job, key)));
         Delivery {
             attempts: delivery_attempts(&delivery.properties, delivery.redelivered),
+            trace_context: trace_context(delivery.properties.headers().as_ref()),
             acker: Some(delivery.acker),
             priority,
+            queue,
             job,
         }
+    }
+
+    /// The publisher's span, from the message's trace headers ([`crate::TRACE_HEADERS`]);
+    /// `None` for a job published without them.
+    pub fn trace_context(&self) -> Option<&SpanContext> {
+        self.trace_context.as_ref()
+    }
+
+    /// The queue the delivery came from.
+    pub fn queue(&self) -> &str {
+        &self.queue
     }
 
     /// The job and its validated tile, or why the message is not a valid job (it is then

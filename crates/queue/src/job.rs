@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 /// Version of the message format; a worker dead-letters formats it does not know.
 const FORMAT: u8 = 1;
 
+/// The AMQP message headers that carry a job's trace context beside its body: W3C Trace
+/// Context's `traceparent` and `tracestate`, as long strings. Optional: a job without them
+/// (another publisher, an older api) is processed as a root trace.
+pub const TRACE_HEADERS: [&str; 2] = [
+    fractile_telemetry::context::TRACEPARENT,
+    fractile_telemetry::context::TRACESTATE,
+];
+
 /// Who waits for a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -43,7 +43,7 @@ pub use connection::{AMQP_SCHEMES, QueueError, check_url, connect};
 pub use consume::{
     Broker, BrokerStatus, Consumer, Delivery, DepthProbe, Settle, Settled, consumer_tag,
 };
-pub use job::{InvalidJob, Priority, RenderJob, unix_ms};
+pub use job::{InvalidJob, Priority, RenderJob, TRACE_HEADERS, unix_ms};
 pub use link::{MAX_RECONNECT_DELAY, PublisherLink, backoff_delays};
 pub use publish::{PendingConfirm, Publisher, REDECLARE_EVERY};
 pub use topology::{

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
+use tracing::Instrument;
 
 use crate::connection::{QueueError, connect};
 use crate::job::{Priority, RenderJob};
@@ -141,23 +142,28 @@ impl Publisher {
         queue: Priority,
     ) -> Result<PendingConfirm, QueueError> {
         self.ready_to_publish()?;
+        let queue_name = self.topology.queue_for(queue);
+        let body = job.encode();
+        let message_id = job.message_id();
+        let span = publish_span(queue_name, &message_id, body.len());
         let properties = BasicProperties::default()
             .with_delivery_mode(delivery_mode(queue))
             .with_content_type("application/json".into())
-            .with_message_id(job.message_id().into())
-            .with_headers(FieldTable::default());
+            .with_message_id(message_id.into())
+            .with_headers(trace_headers(&span));
         let confirm = self
             .channel
             .basic_publish(
                 "".into(),
-                self.topology.queue_for(queue).into(),
+                queue_name.into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
                 },
-                &job.encode(),
+                &body,
                 properties,
             )
+            .instrument(span)
             .await?;
         Ok(self.pending(confirm))
     }
@@ -239,4 +245,31 @@ impl Publisher {
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
+}
+
+/// The PRODUCER span of a publish, with the messaging conventions' attributes. Jobs go
+/// through the default exchange, which routes by queue name, so the queue is the
+/// destination that means something (and the routing key).
+fn publish_span(queue: &str, message_id: &str, body_size: usize) -> tracing::Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {queue}"),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = queue,
+        messaging.rabbitmq.destination.routing_key = queue,
+        messaging.message.id = message_id,
+        messaging.message.body.size = body_size,
+    )
+}
+
+/// The message headers that carry `span`'s context to the consumer ([`crate::TRACE_HEADERS`]).
+fn trace_headers(span: &tracing::Span) -> FieldTable {
+    let mut headers = FieldTable::default();
+    for (name, value) in fractile_telemetry::context::inject(span) {
+        headers.insert(name.into(), AMQPValue::LongString(value.into()));
+    }
+    headers
 }

@@ -3,9 +3,13 @@
 //! one line per interval for a warning that repeats, with the count of the rest, and
 //! [`causes`], an error's whole chain as one field.
 //!
-//! Storage and queue crates log through it, so it depends on no HTTP crate; an exporter
-//! that ships spans over the network belongs with the binaries, not here.
+//! [`context`] carries trace context across processes (W3C `traceparent`, in HTTP headers,
+//! AMQP message headers and Redis values).
+//!
+//! Storage and queue crates log through it, so it depends on no HTTP crate; the exporter
+//! that ships spans over the network is `fractile-http`'s.
 
+pub mod context;
 pub mod ratelimited_log;
 pub mod subscriber;
 

@@ -1,39 +1,117 @@
 //! The `tracing` subscriber: JSON lines for containers, pretty for terminals; level from
-//! `RUST_LOG` (default `info`). What the settings ask for is [`LogArgs`]; this installs it.
+//! `RUST_LOG` (default `info`); and the OpenTelemetry layer, which gives every span a trace
+//! and span id (exported or not, see `fractile_http::trace`). What the settings ask for is
+//! [`LogArgs`]; this installs it. A JSON line written inside a span carries that span's
+//! `trace_id` and `span_id` (hex, the names of OpenTelemetry's log data model).
 
 use std::fmt as stdfmt;
 
 use fractile_settings::{LogArgs, LogFormat};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::trace::SdkTracer;
 use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FormatFields, FormattedFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// Installs the global subscriber the settings ask for (see [`init_format`]).
-pub fn init(args: &LogArgs) {
-    init_format(args.log_format);
-}
-
-/// Installs the global subscriber. A second call (tests) leaves the first in place.
-pub fn init_format(format: LogFormat) {
+/// Installs the global subscriber the settings ask for, with `tracer` making the spans'
+/// OpenTelemetry side. A second call (tests) leaves the first in place.
+pub fn init(args: &LogArgs, tracer: SdkTracer) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .fmt_fields(JsonSpanFields),
-            )
-            .try_init(),
+    // What the layer records beyond the span's own fields costs every request's span:
+    // source locations, thread names and busy/idle times are left out.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let _ = match args.log_format {
+        LogFormat::Json => registry.with(json_layer()).try_init(),
         LogFormat::Pretty => registry
             .with(fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())))
             .try_init(),
     };
+}
+
+/// Installs a subscriber without the OpenTelemetry layer (tests of log lines). A second
+/// call leaves the first in place.
+pub fn init_format(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry.with(json_layer()).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())))
+            .try_init(),
+    };
+}
+
+/// The JSON lines: the event's fields flattened, the current span's fields as `span`, and
+/// its trace and span ids.
+fn json_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let json = fmt::format()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false);
+    fmt::layer()
+        .event_format(WithTraceIds(json))
+        .fmt_fields(JsonSpanFields)
+}
+
+/// A JSON event format with `"trace_id"` and `"span_id"` added when the event is inside a
+/// span with a valid OpenTelemetry context. Only lines written pay for it (nothing is
+/// logged on a cache hit at `info`).
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> stdfmt::Result {
+        // Before the inner format reads the span's extensions: the context lookup takes them
+        // for writing.
+        let ids = ctx.lookup_current().and_then(|span| {
+            tracing::dispatcher::get_default(|dispatch| {
+                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+            })
+        });
+        let ids = ids.and_then(|cx| {
+            let span = cx.span();
+            let sc = span.span_context();
+            sc.is_valid()
+                .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(256);
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        // The object's closing brace is the last one (a newline may follow).
+        let Some(end) = line.rfind('}') else {
+            return writer.write_str(&line);
+        };
+        writer.write_str(&line[..end])?;
+        write!(
+            writer,
+            ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+        )?;
+        writer.write_str(&line[end..])
+    }
 }
 
 /// Span fields as a JSON object, written straight into the span's buffer.
@@ -96,9 +174,10 @@ impl<'a, 'w> JsonObject<'a, 'w> {
         }
     }
 
-    /// Writes `"name":` and then the value with `value`.
+    /// Writes `"name":` and then the value with `value`. Fields named `otel.*` are
+    /// instructions to the OpenTelemetry layer (a span's name and kind), not data: left out.
     fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'w>) -> stdfmt::Result) {
-        if self.result.is_err() {
+        if self.result.is_err() || field.name().starts_with("otel.") {
             return;
         }
         let separator = if std::mem::take(&mut self.first) {

@@ -15,8 +15,9 @@ use fractile_http::faults::Faults;
 use fractile_queue::{Delivery, Priority, RenderJob, Settle, Settled};
 use fractile_render::{RenderError, TileKey, render_tile};
 use fractile_render_pool::{Lane, RenderPool, Unfinished};
-use fractile_telemetry::RateLimitedLog;
+use fractile_telemetry::{RateLimitedLog, context};
 use fractile_tile_store::{ReadyNote, SeedOutcome, SeedState, SeedStore, TileStore};
+use tracing::Instrument;
 
 use crate::metrics::WorkerMetrics;
 
@@ -93,6 +94,11 @@ impl JobContext {
         // Paused by fault injection: hold the delivery unacked. Prefetch then stops the
         // broker from sending more, so the queue grows as it would behind a stuck worker.
         self.faults.unpaused().await;
+        let span = process_span(&delivery);
+        self.handle_in_span(delivery).instrument(span).await;
+    }
+
+    async fn handle_in_span(&self, delivery: Delivery) {
         let delivered = Instant::now();
         let queue = match delivery.priority() {
             Priority::Interactive => "interactive",
@@ -167,7 +173,11 @@ impl JobContext {
             return self.seed_progress(job, key, SeedOutcome::Done).await;
         }
 
-        match self.render(job, key).await {
+        let rendered = self
+            .render(job, key)
+            .instrument(tracing::info_span!("render", tile = %key))
+            .await;
+        match rendered {
             Rendered::Png(png, took) => {
                 let note = self.note(&key, took, delivered);
                 self.store(job, key, &png, &note).await
@@ -269,8 +279,18 @@ impl JobContext {
             // Only a tile a request may be waiting for is announced: a seed's tiles would
             // wake every api replica's listener for nobody.
             let stored = match job.priority {
-                Priority::Interactive => self.store.put_and_announce(&key, png, note).await,
-                Priority::Bulk => self.store.put(&key, png).await,
+                Priority::Interactive => {
+                    self.store
+                        .put_and_announce(&key, png, note)
+                        .instrument(tracing::info_span!("store and announce", tile = %key))
+                        .await
+                }
+                Priority::Bulk => {
+                    self.store
+                        .put(&key, png)
+                        .instrument(tracing::info_span!("store", tile = %key))
+                        .await
+                }
             };
             match stored {
                 Ok(()) => return self.seed_progress(job, key, SeedOutcome::Done).await,
@@ -380,6 +400,34 @@ impl Drop for InProgress {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// The CONSUMER span of one delivery, `process <queue>`: the publish span's child when the
+/// message carries its context, and linked to it as well (trace views that follow parents,
+/// like Jaeger's, draw the job inside the request; those that show links, like Tempo's,
+/// keep the two apart and joined). A message without trace headers starts a new trace.
+fn process_span(delivery: &Delivery) -> tracing::Span {
+    let queue = delivery.queue();
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format_args!("process {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = queue,
+        messaging.rabbitmq.destination.routing_key = queue,
+        messaging.message.id = tracing::field::Empty,
+        attempt = delivery.attempts(),
+    );
+    if let Ok((job, _)) = delivery.job() {
+        span.record("messaging.message.id", job.message_id().as_str());
+    }
+    if let Some(remote) = delivery.trace_context() {
+        context::set_parent(&span, remote.clone());
+        context::add_link(&span, remote.clone());
+    }
+    span
 }
 
 #[cfg(test)]

@@ -14,10 +14,20 @@ async fn main() -> ExitCode {
         return code;
     }
     let config = Config::load();
-    fractile_telemetry::init(&config.process.log);
+    let traces = match fractile_http::trace::Tracing::new(&config.process.trace, "fractile-worker")
+    {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("error: tracing: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    fractile_telemetry::init(&config.process.log, traces.tracer());
     // Before the admin listener exists: a SIGTERM from then on drains instead of killing.
     let shutdown = shutdown_signal();
     let result = async { Worker::new(config)?.run(shutdown).await }.await;
+    // The last spans, a few seconds at most.
+    traces.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
