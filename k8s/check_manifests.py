@@ -65,6 +65,20 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "R
 FOREIGN_METRICS = {"up": "Prometheus (one sample per scrape target)"}
 FOREIGN_PREFIXES = {"rabbitmq_": "RabbitMQ's Prometheus plugin (port 15692)"}
 BINARY_JOBS = {"fractile-api": "fractile-api", "fractile-worker": "fractile-worker"}
+# Environment names of the fractile containers that are not FRACTILE_* settings and not
+# helpers expanded by $(NAME) in another value: the OpenTelemetry SDK's standard variables
+# (k8s/components/tracing sets the first three). The binaries read them, but their --help
+# does not list them yet, so `drift` cannot check them against it: it prints, per binary,
+# which of them --help lists, and once it lists them all this table can go (the FRACTILE_*
+# check then covers them, with `[env: OTEL_...]` names collected by help_of).
+KNOWN_ENV = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP/HTTP base URL (spans go to <base>/v1/traces)",
+    "OTEL_TRACES_SAMPLER": "sampler name (default parentbased_always_on)",
+    "OTEL_TRACES_SAMPLER_ARG": "sampler ratio, 0..1",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "full traces URL, overrides the endpoint",
+    "OTEL_SERVICE_NAME": "service.name (default fractile-api / fractile-worker)",
+    "OTEL_RESOURCE_ATTRIBUTES": "extra resource attributes, k=v,k2=v2",
+}
 
 
 class Failures:
@@ -150,6 +164,49 @@ def autoscaler_targets(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
     return targets
 
 
+def fractile_containers(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(workload, pod spec, container) for every container running a fractile image."""
+    for d in docs:
+        spec = pod_spec(d)
+        if spec is None:
+            continue
+        for c in containers(spec):
+            if str(c.get("image", "")).split(":")[0].split("/")[-1] == "fractile":
+                yield d, spec, c
+
+
+def check_env_names(docs: list[dict[str, Any]], fails: Failures) -> None:
+    """Each env name of a fractile container is a FRACTILE_* setting (checked against --help
+    by `drift`), a helper another value expands with $(NAME), or in KNOWN_ENV. A container
+    that exports spans (OTEL_EXPORTER_OTLP_ENDPOINT) and is restricted by a NetworkPolicy
+    with Egress must be allowed out to the endpoint's port by one of them."""
+    for d, _spec, c in fractile_containers(docs):
+        where = f"{ident(d)} container {c.get('name')}"
+        env, _ = container_env(c, docs, Failures(quiet=True), where)
+        expanded = {m for e in c.get("env", []) or [] for m in re.findall(r"\$\((\w+)\)", str(e.get("value", "")))}
+        for name in sorted(env):
+            fails.check(name.startswith("FRACTILE_") or name in expanded or name in KNOWN_ENV,
+                        f"{where}: env {name} is not a FRACTILE_* setting, not expanded by another "
+                        f"value and not in KNOWN_ENV (check_manifests.py)")
+        endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if not endpoint:
+            continue
+        m = re.match(r"^\w+://[^/:]+(?::(\d+))?", endpoint)
+        port = int(m.group(1)) if m and m.group(1) else (443 if endpoint.startswith("https") else 80)
+        labels = d.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {}
+        for pol in (x for x in docs if x.get("kind") == "NetworkPolicy"):
+            sel = pol.get("spec", {}).get("podSelector") or {}
+            if "Egress" not in (pol.get("spec", {}).get("policyTypes") or []) or sel.get("matchExpressions") \
+                    or any(labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
+                continue
+            if not sel.get("matchLabels"):
+                continue  # default deny and DNS: every pod, opened by the pod's own policy
+            rules = pol.get("spec", {}).get("egress") or []
+            fails.check(any(not r.get("ports") or any(p.get("port") == port for p in r["ports"]) for r in rules),
+                        f"{where}: exports spans to {endpoint}, but {ident(pol)} allows no egress to "
+                        f"port {port} (list k8s/components/tracing after network-policies)")
+
+
 def check_structure(docs: list[dict[str, Any]], fails: Failures) -> None:
     """The checks shared by `static` and `drift`."""
     seen: set[tuple[str, str, str]] = set()
@@ -186,6 +243,7 @@ def check_structure(docs: list[dict[str, Any]], fails: Failures) -> None:
                         resource in (res.get(part) or {}),
                         f"{ident(d)} container {c.get('name')}: no {part}.{resource}",
                     )
+    check_env_names(docs, fails)
 
 
 def cmd_static(args: argparse.Namespace) -> int:
@@ -636,11 +694,12 @@ def check_metric_names(exprs: list[tuple[str, str]], exported: Exported, recorde
 
 
 def help_of(binary: Path) -> tuple[set[str], dict[str, str]]:
-    """(FRACTILE_* names the binary accepts, their defaults) from `--help`."""
+    """(environment names the binary accepts, their FRACTILE_* defaults) from `--help`:
+    every `[env: NAME]`, so OTEL_* names count too once --help lists them."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     text = subprocess.run([str(binary), "--help"], check=True, capture_output=True, text=True,
                           env=env).stdout
-    names = set(re.findall(r"\[env: (FRACTILE_[A-Z0-9_]+)", text))
+    names = set(re.findall(r"\[env: ([A-Z][A-Z0-9_]*)", text))
     defaults: dict[str, str] = {}
     # clap: "... [env: NAME=] [default: VALUE]" (the "=" shows a value set in the environment).
     for m in re.finditer(r"\[env: (FRACTILE_[A-Z0-9_]+)=?[^\]]*\]\s*\[default: ([^\]]*)\]", text):
@@ -903,6 +962,7 @@ def collect_workloads(docs: list[dict[str, Any]], bin_dir: Path, fails: Failures
 # What k8s/tests/drifted must be rejected for: one drift of each kind the checks look for.
 DRIFTED_EXPECTED = {
     "an env name the binary does not accept": "FRACTILE_ADMIN_PORT is not accepted by fractile-api",
+    "an env name neither FRACTILE_* nor known": "env OTEL_EXPORTER_OTLP_ENDPIONT is not a FRACTILE_* setting",
     "admin port != FRACTILE_ADMIN_LISTEN": "container port `admin` 9000 != FRACTILE_ADMIN_LISTEN 0.0.0.0:9100",
     "probe port != FRACTILE_ADMIN_LISTEN": "readinessProbe port admin (9000) != FRACTILE_ADMIN_LISTEN 0.0.0.0:9100",
     "traffic port != FRACTILE_LISTEN": "container port `http` 8080 != FRACTILE_LISTEN 0.0.0.0:8081",
@@ -942,6 +1002,10 @@ def cmd_drift(args: argparse.Namespace) -> int:
     workloads = collect_workloads(docs, bin_dir, fails)
     for w in workloads:
         check_workload(w, fails)
+    for w in workloads:
+        listed = sorted(n for n in KNOWN_ENV if n in w.accepted)
+        print(f"  KNOWN_ENV (OTEL_*, not checked against --help): {w.binary} --help lists "
+              f"{len(listed)} of {len(KNOWN_ENV)}{': ' + ', '.join(listed) if listed else ''}")
     if len(workloads) != 2:
         return fails.summary("drift")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static validation of the Kubernetes manifests (k8s/), no cluster needed:
-#   * kustomize builds of the base, each component on it, the valid combinations and both
-#     overlays; keda and hpa-cpu together must be refused (two autoscalers on one Deployment);
+#   * kustomize builds of the base, each component on it, the valid combinations (tracing
+#     included, which no overlay uses) and both overlays; keda and hpa-cpu together must be refused (two autoscalers on one Deployment);
 #   * every built-in object against the Kubernetes 1.34 schemas, strictly (unknown fields are
 #     errors); KEDA's objects against KEDA's schemas; negative fixtures prove both can fail;
 #   * structure: no duplicate objects, one autoscaler per Deployment and no `replicas:` in
@@ -68,13 +68,16 @@ python3 k8s/tests/test_check_manifests.py 2>&1 | tail -n 3 | sed 's/^/   /' || f
 
 step "kustomize builds ($(kubectl version --client 2>/dev/null | grep -i kustomize))"
 build base k8s/base
-for c in kind keda hpa-cpu network-policies; do
+for c in kind keda hpa-cpu network-policies tracing; do
   combination "base+$c" "$c"
 done
 combination "base+keda+network-policies" keda network-policies
 combination "base+hpa-cpu+network-policies" hpa-cpu network-policies
 combination "base+kind+keda+network-policies" kind keda network-policies
 combination "base+kind+hpa-cpu+network-policies" kind hpa-cpu network-policies
+# tracing after network-policies, as an overlay must list it (it extends their egress); the
+# structure check below fails a build whose policies keep the api from its collector.
+combination "base+kind+keda+network-policies+tracing" kind keda network-policies tracing
 for dir in "$work"/base+*/; do
   name=$(basename "$dir")
   build "$name" "$dir"

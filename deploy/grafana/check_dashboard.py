@@ -8,7 +8,9 @@ Static checks (always):
   * no string anywhere contains `${DS_` (an import placeholder provisioning cannot fill);
   * every target has a non-empty `expr`;
   * panel ids are unique and panels do not overlap on the grid;
-  * the datasource provisioning file pins a prometheus datasource with uid `prometheus`.
+  * the datasource provisioning file pins a prometheus datasource with uid `prometheus`;
+  * every link to Explore (a panel's or the dashboard's) decodes, and each datasource it
+    names is provisioned by a file beside that one (jaeger.yml: uid `jaeger`).
 
 Live checks (with --prometheus URL): every query is also evaluated as an instant query
 through URL/api/v1/query, after replacing Grafana's variables ($__rate_interval -> 1m,
@@ -207,6 +209,48 @@ def parse_datasources(text: str) -> list[dict[str, str]]:
     return items
 
 
+def provisioned_uids(path: Path) -> set[str]:
+    """The datasource uids of every provisioning file in path's directory."""
+    uids: set[str] = set()
+    for file in sorted(path.parent.glob("*.y*ml")):
+        try:
+            uids.update(i["uid"] for i in parse_datasources(file.read_text(encoding="utf-8")) if i.get("uid"))
+        except OSError:
+            continue
+    return uids
+
+
+def check_explore_links(dashboard: dict, where: str, uids: set[str], failures: Failures) -> int:
+    """Links to /explore: their `panes` JSON parses and names only provisioned datasources.
+    Returns how many were checked."""
+    links = [(f"dashboard link {link.get('title', '')!r}", link) for link in dashboard.get("links") or []]
+    for panel, label, _nested in iter_panels(dashboard.get("panels", [])):
+        links += [(f"{label} link {link.get('title', '')!r}", link) for link in panel.get("links") or []]
+    checked = 0
+    for label, link in links:
+        url = urllib.parse.urlsplit(str(link.get("url", "")))
+        if not url.path.endswith("/explore"):
+            continue
+        checked += 1
+        panes = urllib.parse.parse_qs(url.query).get("panes")
+        try:
+            panes_json = json.loads(panes[0]) if panes else None
+        except json.JSONDecodeError as err:
+            failures.add(where, f"{label}: its panes= is not JSON: {err}")
+            continue
+        if not isinstance(panes_json, dict) or not panes_json:
+            failures.add(where, f"{label}: an Explore link without panes=")
+            continue
+        for pane in panes_json.values():
+            named = [pane.get("datasource")] + [
+                datasource_uid(q.get("datasource")) for q in pane.get("queries") or [] if q.get("datasource")]
+            for uid in named:
+                if uid not in uids:
+                    failures.add(where, f"{label}: datasource {uid!r} is not provisioned "
+                                        f"(provisioned uids: {sorted(uids)})")
+    return checked
+
+
 def check_datasources(path: Path, failures: Failures) -> None:
     where = str(path)
     try:
@@ -298,10 +342,13 @@ def main(argv: list[str]) -> int:
     failures = Failures()
     check_datasources(args.datasources, failures)
     checked = []
+    uids = provisioned_uids(args.datasources)
+    explore_links = 0
     for path in paths:
         result = check_dashboard(path, failures)
         if result:
             checked.append((path, *result))
+            explore_links += check_explore_links(result[0], str(path), uids, failures)
 
     evaluated = 0
     if args.prometheus and not failures.messages:
@@ -333,7 +380,7 @@ def main(argv: list[str]) -> int:
     panels = sum(count for _, _, count, _ in checked)
     queries = sum(len(q) for _, _, _, q in checked)
     summary = (f"OK: {len(checked)} dashboard(s), {panels} panels (rows included), "
-               f"{queries} queries checked; "
+               f"{queries} queries and {explore_links} Explore links checked; "
                f"datasource uid {DS_UID!r} pinned in {shorten(args.datasources)}")
     if args.prometheus:
         summary += f"; {evaluated} queries evaluated against {args.prometheus}"

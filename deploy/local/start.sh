@@ -18,6 +18,13 @@
 # FRACTILE_LOCAL_FAULTS=on turns fault injection on in every api and worker, for a drill or a
 # chaos test: /faults on their admin ports then takes changes with ADMIN_TOKEN from .env as
 # `Authorization: Bearer`. Off by default, as in compose and k8s.
+# Tracing: the OpenTelemetry variables of the caller's environment (OTEL_EXPORTER_OTLP_ENDPOINT,
+# OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_RESOURCE_ATTRIBUTES, ... every OTEL_*
+# name) reach every api and worker as they are, and only those: none is taken from .env,
+# whose values are the compose stack's. Unset, the binaries export nothing. With a collector
+# or a Jaeger all-in-one listening for OTLP/HTTP on this machine:
+#   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 deploy/local/start.sh
+# Leave OTEL_SERVICE_NAME unset: the api and the workers default to their own names.
 # It uses the same nginx.conf, prometheus.yml and alerts.yml as the compose stack; only the
 # upstream servers and scrape targets (hostnames) are generated for loopback. Redis runs as a
 # private instance with the compose stack's settings; RabbitMQ is the machine's broker (it is
@@ -41,8 +48,13 @@ fi
 mkdir -p "$run"/{nginx,prometheus}
 # The shell's NGINX_V1_ROUTES wins over .env's, as with docker compose.
 v1_routes=${NGINX_V1_ROUTES:-}
+# The caller's OTEL_* settings, as NAME=VALUE for `env` below (an empty list without any).
+otel=()
+while IFS= read -r name; do otel+=("$name=${!name}"); done < <(compgen -e | grep '^OTEL_' || true)
 # shellcheck source=/dev/null
 set -a; source "$root/.env"; set +a
+# Whatever OTEL_* .env set is the compose stack's (a collector name only compose resolves).
+while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^OTEL_' || true)
 v1_routes=${v1_routes:-${NGINX_V1_ROUTES:-closed}}
 case "$v1_routes" in
   open | closed) ;;
@@ -127,14 +139,17 @@ case "${FRACTILE_LOCAL_FAULTS:-off}" in
   off) ;;
   *) echo "FRACTILE_LOCAL_FAULTS must be on or off" >&2; exit 2 ;;
 esac
+if [ ${#otel[@]} -gt 0 ]; then
+  echo "tracing settings passed to the api and the workers: ${otel[*]%%=*}"
+fi
 api_only=(FRACTILE_SEED_TOKEN="$SEED_TOKEN")
 for i in $(seq 1 "$apis"); do
-  env "${common[@]}" "${api_only[@]}" FRACTILE_LISTEN="127.0.0.1:1808$i" FRACTILE_ADMIN_LISTEN="127.0.0.1:1908$i" \
+  env "${common[@]}" "${otel[@]}" "${api_only[@]}" FRACTILE_LISTEN="127.0.0.1:1808$i" FRACTILE_ADMIN_LISTEN="127.0.0.1:1908$i" \
     "$bin/fractile-api" > "$run/api-$i.log" 2>&1 &
   record "api-$i" $!
 done
 for i in $(seq 1 "$workers"); do
-  env "${common[@]}" FRACTILE_ADMIN_LISTEN="127.0.0.1:1909$i" FRACTILE_WORKER_ID="worker-$i" \
+  env "${common[@]}" "${otel[@]}" FRACTILE_ADMIN_LISTEN="127.0.0.1:1909$i" FRACTILE_WORKER_ID="worker-$i" \
     "$bin/fractile-worker" > "$run/worker-$i.log" 2>&1 &
   record "worker-$i" $!
 done

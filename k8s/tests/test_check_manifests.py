@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Unit tests of k8s/check_manifests.py's PromQL name extraction and metric matching.
+"""Unit tests of k8s/check_manifests.py's PromQL name extraction and metric matching, and of
+its environment-name check.
 
 Run: python3 k8s/tests/test_check_manifests.py (standard library unittest + PyYAML).
 """
@@ -18,6 +19,7 @@ from check_manifests import (  # noqa: E402  (the path above first)
     Exported,
     Failures,
     MetricRef,
+    check_env_names,
     check_metric_names,
     duration_seconds,
     jobs_for,
@@ -133,6 +135,51 @@ http_requests_total{status="2xx"} 3
         self.assertEqual(duration_seconds("500ms"), 0.5)
         with self.assertRaises(ValueError):
             duration_seconds("20")
+
+
+def deployment(name: str, env: list[dict], image: str = "fractile:0.1.0") -> dict:
+    labels = {"app.kubernetes.io/name": "fractile", "app.kubernetes.io/component": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": name, "image": image, "env": env}]}}}}
+
+
+def egress_policy(name: str, ports: list[int]) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name},
+            "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/component": name}},
+                     "policyTypes": ["Egress"],
+                     "egress": [{"ports": [{"protocol": "TCP", "port": p}]} for p in ports]}}
+
+
+class EnvNames(unittest.TestCase):
+    ENV = [
+        {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        {"name": "FRACTILE_REDIS_URL", "value": "redis://fractile:$(REDIS_PASSWORD)@redis:6379"},
+        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector.observability:4318"},
+        {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"},
+    ]
+
+    def failures(self, docs: list[dict]) -> list[str]:
+        fails = Failures(quiet=True)
+        check_env_names(docs, fails)
+        return fails.items
+
+    def test_settings_helpers_and_known_names_pass(self) -> None:
+        self.assertEqual(self.failures([deployment("api", self.ENV)]), [])
+
+    def test_an_unknown_name_fails_on_fractile_images_only(self) -> None:
+        env = self.ENV + [{"name": "OTEL_EXPORTER_OTLP_ENDPIONT", "value": "x"}]
+        items = self.failures([deployment("api", env), deployment("redis", env, image="redis:7.4-alpine")])
+        self.assertEqual(len(items), 1, items)
+        self.assertIn("Deployment/api container api: env OTEL_EXPORTER_OTLP_ENDPIONT", items[0])
+
+    def test_egress_to_the_collector_port(self) -> None:
+        self.assertEqual(self.failures([deployment("api", self.ENV), egress_policy("api", [6379, 4318])]), [])
+        items = self.failures([deployment("api", self.ENV), egress_policy("api", [6379])])
+        self.assertEqual(len(items), 1, items)
+        self.assertIn("NetworkPolicy/api allows no egress to port 4318", items[0])
+        # A policy of another component does not restrict this one.
+        self.assertEqual(self.failures([deployment("api", self.ENV), egress_policy("worker", [6379])]), [])
 
 
 if __name__ == "__main__":
