@@ -118,6 +118,7 @@ fn page_routes() -> OpenApiRouter<AppState> {
 /// Wraps `routes` in the layers every traffic request goes through. Public so tests can put
 /// routes of their own (one that panics, say) behind the same stack.
 pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
+    let exports_traces = state.exports_traces;
     routes
         .layer(
             ServiceBuilder::new()
@@ -130,7 +131,9 @@ pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
                 // logged by `track_http` (`log_failure`), which sees their cause.
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(request_span)
+                        .make_span_with(move |request: &Request<Body>| {
+                            request_span(request, exports_traces)
+                        })
                         .on_request(())
                         .on_response(DefaultOnResponse::new().level(Level::DEBUG))
                         .on_failure(()),
@@ -222,7 +225,7 @@ fn json_error_body(response: Response) -> Response {
     Response::from_parts(parts, json.into_body())
 }
 
-fn request_span(request: &Request<Body>) -> tracing::Span {
+fn request_span(request: &Request<Body>, exports_traces: bool) -> tracing::Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -231,19 +234,28 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let request_id = header("x-request-id").unwrap_or("");
     let method = request.method();
-    // The server span of the HTTP conventions: named and labelled by route template, never
-    // the raw path. Log lines show the span's fields but not `otel.*` (see
-    // `fractile_telemetry::JsonSpanFields`), so the name costs no formatting there.
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        request_id,
-    );
+    // The server span of the HTTP conventions: labelled by route template, never the raw
+    // path. Every field costs every request twice (the log layer formats it, the
+    // OpenTelemetry layer keeps it), so what only an exported span needs (its name, its kind)
+    // is there only when spans are exported; log lines leave `otel.*` out either way (see
+    // `fractile_telemetry::JsonSpanFields`).
+    let span = if exports_traces {
+        tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = route,
+            request_id,
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            http.request.method = %method,
+            http.route = route,
+            request_id,
+        )
+    };
     // A caller's `traceparent` (nginx passes it on) makes this span its child, and with a
     // parent-based sampler its sampling decision is the caller's.
     if let Some(remote) =
@@ -283,16 +295,12 @@ async fn track_http(State(state): State<AppState>, request: Request, next: Next)
         Err(refused) => refused.into_response(),
     };
     let mut response = no_store_on_5xx(json_error_body(response));
-    let span = tracing::Span::current();
-    let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
-    if state.exports_traces
-        && let Some(value) = trace_response(&span)
-    {
-        response.headers_mut().insert(TRACERESPONSE, value);
+    if state.exports_traces {
+        let span = tracing::Span::current();
+        context::record_status(&span, response.status().as_u16());
+        if let Some(value) = trace_response(&span) {
+            response.headers_mut().insert(TRACERESPONSE, value);
+        }
     }
     let limit = match response.status() {
         StatusCode::PAYLOAD_TOO_LARGE => Some("body"),

@@ -116,23 +116,34 @@ fn metric_names(paragraph: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every `FRACTILE_[A-Z0-9_]+` name in `text`.
+/// Every setting name in `text`: `FRACTILE_[A-Z0-9_]+`, and `OTEL_[A-Z0-9_]+` (tracing's
+/// standard variables, the one exception to the prefix).
 fn fractile_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("FRACTILE_") {
-        let tail = &rest[i + "FRACTILE_".len()..];
-        let len = tail
-            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(tail.len());
-        let name = tail[..len].trim_end_matches('_');
-        if !name.is_empty() {
-            names.insert(format!("FRACTILE_{name}"));
+    for prefix in SETTING_PREFIXES {
+        let mut rest = text;
+        while let Some(i) = rest.find(prefix) {
+            // Only a name's start: `XOTEL_` is not a setting.
+            let starts = rest[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+            let tail = &rest[i + prefix.len()..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = tail[..len].trim_end_matches('_');
+            if starts && !name.is_empty() {
+                names.insert(format!("{prefix}{name}"));
+            }
+            rest = tail;
         }
-        rest = tail;
     }
     names
 }
+
+/// The prefixes of setting names.
+const SETTING_PREFIXES: [&str; 2] = ["FRACTILE_", "OTEL_"];
 
 /// A row of the Configuration table: flag and default cells as written.
 #[derive(Debug, PartialEq)]
@@ -145,7 +156,11 @@ struct Row {
 fn table_rows(configuration: &str) -> BTreeMap<String, Row> {
     configuration
         .lines()
-        .filter(|line| line.starts_with("| `FRACTILE_"))
+        .filter(|line| {
+            SETTING_PREFIXES
+                .iter()
+                .any(|prefix| line.starts_with(&format!("| `{prefix}")))
+        })
         .filter_map(|line| {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             let (variable, flag, default) = (cells.get(1)?, cells.get(2)?, cells.get(3)?);

@@ -79,6 +79,15 @@ pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
+/// Records an HTTP server span's status: `http.response.status_code`, and the span's
+/// status as an error for a 5xx (the HTTP conventions leave 4xx unset on a server span).
+pub fn record_status(span: &tracing::Span, status: u16) {
+    span.set_attribute("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.set_status(opentelemetry::trace::Status::error(""));
+    }
+}
+
 /// Whether `span` is sampled (its trace is recorded and exported).
 pub fn is_sampled(span: &tracing::Span) -> bool {
     span.context().span().span_context().is_sampled()
