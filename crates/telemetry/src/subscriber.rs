@@ -22,12 +22,13 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 pub fn init(args: &LogArgs, tracer: SdkTracer) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // What the layer does beyond keeping the span's own fields costs every request's span:
-    // source locations, thread names and busy/idle times are left out, and entering a span
+    // source locations, targets, thread names and busy/idle times are left out, and entering a span
     // does not make its context OpenTelemetry's current one (fractile reads a span's context
     // from the span, `context::inject`), which cost more than the rest of the layer.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_location(false)
+        .with_target(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_context_activation(false);

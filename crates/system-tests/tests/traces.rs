@@ -1,0 +1,362 @@
+//! One request, one trace: the api and the worker run as processes against the real Redis
+//! and RabbitMQ, exporting OTLP/HTTP to a receiver in this test process
+//! (`fractile_test_support::otlp`), and the spans they send are checked for what the
+//! traces promise.
+//!
+//! - A queued miss with a caller's `traceparent`: the api's SERVER span is the caller's
+//!   child, named and labelled by route template; its PRODUCER `publish <queue>` span is the
+//!   server span's child with the messaging attributes; the worker's CONSUMER
+//!   `process <queue>` span is the publish span's child and links to it; the render and the
+//!   store are the consumer's children. The response's `traceresponse` names the trace.
+//! - A job published without trace headers is processed as a new trace (no parent, no link)
+//!   and its tile stored.
+//! - A collector that never answers costs no request its latency, and the spans the export
+//!   queue cannot hold are dropped and counted.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fractile_queue::{Priority, RenderJob};
+use fractile_render::{MaxZoom, Style, TileId, TileKey};
+use fractile_test_support::otlp::{Receiver, Span, SpanKind};
+use fractile_test_support::{Isolated, Process, TILE_MAC_KEY, workspace_binary};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A caller's sampled context: trace `4bf9…4736`, span `00f0…02b7`.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// The distributed settings both binaries share, on `env`'s prefix, exporting to `endpoint`.
+fn shared_args(env: &Isolated) -> Vec<String> {
+    [
+        "--amqp-url",
+        &env.amqp,
+        "--redis-url",
+        &env.redis,
+        "--queue-prefix",
+        &env.prefix,
+        "--key-prefix",
+        &env.prefix,
+        "--tile-mac-key",
+        TILE_MAC_KEY,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+fn command(binary: &str, args: Vec<String>, endpoint: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(workspace_binary(binary));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("RUST_LOG", "info");
+    command
+}
+
+/// An api process and its traffic and admin addresses (read from its `listening` line).
+struct Api {
+    /// Killed when the test ends.
+    _process: Process,
+    traffic: String,
+    admin: String,
+}
+
+fn start_api(env: &Isolated, endpoint: &str) -> Api {
+    let mut args = shared_args(env);
+    args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+    let process = Process::spawn(command("fractile-api", args, endpoint));
+    let line = process.wait_for_line(WAIT, |line| line.contains("\"listening\""));
+    let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    let field = |name: &str| {
+        json[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} in {line}"))
+            .to_string()
+    };
+    Api {
+        traffic: field("traffic"),
+        admin: field("admin"),
+        _process: process,
+    }
+}
+
+fn start_worker(env: &Isolated, endpoint: &str) -> Process {
+    let mut args = shared_args(env);
+    args.extend(["--render-threads".into(), "2".into()]);
+    let process = Process::spawn(command("fractile-worker", args, endpoint));
+    process.wait_for_line(WAIT, |line| line.contains("connected to RabbitMQ"));
+    process
+}
+
+/// A response's status and headers (lower-case names) and body length.
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+}
+
+/// `GET path` on `addr` over a connection of its own, with `headers`.
+async fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: fractile\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request sent");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Answer { status, headers }
+}
+
+fn one<'a>(spans: &'a [Span], pred: impl Fn(&Span) -> bool, what: &str) -> &'a Span {
+    let found: Vec<&Span> = spans.iter().filter(|s| pred(s)).collect();
+    assert_eq!(found.len(), 1, "{what}: {found:#?}\nall: {spans:#?}");
+    found[0]
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_queued_miss_is_one_trace_from_the_caller_to_the_render() {
+    let receiver = Receiver::start().await;
+    let env = Isolated::new().await;
+    env.declare_topology().await;
+    let _worker = start_worker(&env, &receiver.endpoint());
+    let api = start_api(&env, &receiver.endpoint());
+    // The api connects to the broker in the background; until then a miss renders here.
+    let deadline = Instant::now() + WAIT;
+    while metric(&get_body(&api.admin, "/metrics").await, "queue_connected") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the api never connected to RabbitMQ"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let answer = get(
+        &api.traffic,
+        "/tiles/7/20/45.png?style=fire",
+        &[("traceparent", &traceparent)],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.headers.get("x-cache").map(String::as_str),
+        Some("MISS")
+    );
+
+    let queue = env.topology.queue_for(Priority::Interactive).to_string();
+    let spans = receiver
+        .wait_for(WAIT, |spans| {
+            spans.iter().any(|s| s.name == format!("process {queue}"))
+                && spans.iter().any(|s| s.name == "store and announce")
+                && spans.iter().any(|s| s.name == "GET /tiles/{z}/{x}/{y}")
+        })
+        .await;
+    let in_trace: Vec<Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == CALLER_TRACE)
+        .cloned()
+        .collect();
+
+    let server = one(&in_trace, |s| s.kind == SpanKind::Server, "the server span");
+    assert_eq!(server.name, "GET /tiles/{z}/{x}/{y}");
+    assert_eq!(server.service, "fractile-api");
+    assert_eq!(server.parent_span_id.as_deref(), Some(CALLER_SPAN));
+    assert_eq!(server.attr("http.route"), Some("/tiles/{z}/{x}/{y}"));
+    assert_eq!(server.attr("http.request.method"), Some("GET"));
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    assert!(
+        server
+            .attributes
+            .values()
+            .all(|v| !v.contains("/tiles/7/20")),
+        "no raw path: {server:#?}"
+    );
+    assert_eq!(
+        answer.headers.get("traceresponse"),
+        Some(&format!("00-{CALLER_TRACE}-{}-01", server.span_id))
+    );
+
+    let publish = one(
+        &in_trace,
+        |s| s.kind == SpanKind::Producer,
+        "the publish span",
+    );
+    assert_eq!(publish.name, format!("publish {queue}"));
+    assert_eq!(
+        publish.parent_span_id.as_deref(),
+        Some(server.span_id.as_str())
+    );
+    assert_eq!(publish.attr("messaging.system"), Some("rabbitmq"));
+    assert_eq!(
+        publish.attr("messaging.destination.name"),
+        Some(queue.as_str())
+    );
+    assert_eq!(publish.attr("messaging.operation.type"), Some("send"));
+    assert_eq!(publish.attr("messaging.message.id"), Some("fire/7/20/45"));
+    assert!(publish.attr("messaging.message.body.size").is_some());
+
+    let process = one(
+        &in_trace,
+        |s| s.kind == SpanKind::Consumer,
+        "the process span",
+    );
+    assert_eq!(process.name, format!("process {queue}"));
+    assert_eq!(process.service, "fractile-worker");
+    assert_eq!(
+        process.parent_span_id.as_deref(),
+        Some(publish.span_id.as_str())
+    );
+    assert_eq!(
+        process.links,
+        [(CALLER_TRACE.to_string(), publish.span_id.clone())]
+    );
+    assert_eq!(process.attr("messaging.operation.type"), Some("process"));
+    for child in ["render", "store and announce"] {
+        let span = one(&in_trace, |s| s.name == child, child);
+        assert_eq!(
+            span.parent_span_id.as_deref(),
+            Some(process.span_id.as_str()),
+            "{child}"
+        );
+    }
+    drop(api);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_job_without_trace_headers_is_a_new_trace() {
+    let receiver = Receiver::start().await;
+    let env = Isolated::new().await;
+    env.declare_topology().await;
+    let _worker = start_worker(&env, &receiver.endpoint());
+
+    let publisher =
+        fractile_queue::Publisher::connect(&env.amqp, "traces-test", env.topology.clone(), WAIT)
+            .await
+            .expect("a publisher");
+    let tile = TileId::new(6, 11, 22, MaxZoom::new(18).expect("valid")).expect("a tile");
+    let key = TileKey {
+        tile,
+        style: Style::Ocean,
+    };
+    let job = RenderJob::interactive(&key, std::time::SystemTime::now() + WAIT);
+    publisher
+        .publish_raw(Priority::Interactive, &job.encode())
+        .await
+        .expect("published")
+        .confirmed()
+        .await
+        .expect("confirmed");
+
+    let queue = env.topology.queue_for(Priority::Interactive).to_string();
+    let spans = receiver
+        .wait_for(WAIT, |spans| {
+            spans.iter().any(|s| s.name == format!("process {queue}"))
+                && spans.iter().any(|s| s.name == "store and announce")
+        })
+        .await;
+    let process = one(&spans, |s| s.kind == SpanKind::Consumer, "the process span");
+    assert_eq!(process.parent_span_id, None);
+    assert!(process.links.is_empty());
+    assert!(env.store.exists(&[key]).await.expect("redis")[0]);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_collector_that_never_answers_costs_no_request_its_latency() {
+    let receiver = Receiver::stalled().await;
+    let env = Isolated::new().await;
+    env.declare_topology().await;
+    let api = start_api(&env, &receiver.endpoint());
+    // One render, then hits: each request makes a span the export queue must take or drop.
+    assert_eq!(get(&api.traffic, "/tiles/2/1/1.png", &[]).await.status, 200);
+    let mut slowest = Duration::ZERO;
+    let started = Instant::now();
+    let requests = 6_000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let addr = api.traffic.clone();
+        tasks.spawn(async move {
+            let mut slowest = Duration::ZERO;
+            for _ in (worker..requests).step_by(8) {
+                let start = Instant::now();
+                assert_eq!(get(&addr, "/tiles/2/1/1.png", &[]).await.status, 200);
+                slowest = slowest.max(start.elapsed());
+            }
+            slowest
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        slowest = slowest.max(done.expect("a client task"));
+    }
+    // An export waits up to 5 s for the collector: a request that waited on one would take
+    // that long.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest request {slowest:?}"
+    );
+    assert!(
+        receiver.requests() >= 1,
+        "the exporter reached the stalled collector"
+    );
+    let metrics = get_body(&api.admin, "/metrics").await;
+    let dropped = metric(&metrics, "trace_spans_dropped_total{reason=\"queue_full\"}");
+    assert!(
+        dropped > 0.0,
+        "{requests} spans in {:?} against a queue of 4,096 and a stalled collector: {dropped}",
+        started.elapsed()
+    );
+}
+
+/// `GET path`'s body as text.
+async fn get_body(addr: &str, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: fractile\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request sent");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    String::from_utf8_lossy(&raw).to_string()
+}
+
+/// The value of the sample named `series` (name and labels as exposed).
+fn metric(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in /metrics"))
+}
