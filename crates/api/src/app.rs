@@ -34,7 +34,7 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, ErrorCode, Failure};
 use crate::metrics::{CacheLabel, InFlightGuard, Metrics, UNMATCHED};
 use crate::seeds;
-use crate::state::AppState;
+use crate::state::{AppState, Traces};
 use crate::tiles::{__path_get_tile, get_tile};
 
 /// Largest request body accepted (tile requests have none; seeds are small JSON).
@@ -118,7 +118,7 @@ fn page_routes() -> OpenApiRouter<AppState> {
 /// Wraps `routes` in the layers every traffic request goes through. Public so tests can put
 /// routes of their own (one that panics, say) behind the same stack.
 pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
-    let exports_traces = state.exports_traces;
+    let traces = state.traces;
     routes
         .layer(
             ServiceBuilder::new()
@@ -132,7 +132,7 @@ pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(move |request: &Request<Body>| {
-                            request_span(request, exports_traces)
+                            request_span(request, traces)
                         })
                         .on_request(())
                         .on_response(DefaultOnResponse::new().level(Level::DEBUG))
@@ -225,7 +225,7 @@ fn json_error_body(response: Response) -> Response {
     Response::from_parts(parts, json.into_body())
 }
 
-fn request_span(request: &Request<Body>, exports_traces: bool) -> tracing::Span {
+fn request_span(request: &Request<Body>, traces: Traces) -> tracing::Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -234,34 +234,38 @@ fn request_span(request: &Request<Body>, exports_traces: bool) -> tracing::Span 
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let request_id = header("x-request-id").unwrap_or("");
     let method = request.method();
-    // The server span of the HTTP conventions: labelled by route template, never the raw
-    // path. Every field costs every request twice (the log layer formats it, the
-    // OpenTelemetry layer keeps it), so what only an exported span needs (its name, its kind)
-    // is there only when spans are exported; log lines leave `otel.*` out either way (see
-    // `fractile_telemetry::JsonSpanFields`).
-    let span = if exports_traces {
-        tracing::info_span!(
+    // Log lines show a span's fields (`method`, `route`, `request_id`, as they always have),
+    // and every field costs every request twice: the log layer formats it, the OpenTelemetry
+    // layer keeps it. What only an exported span needs (its name and kind, the HTTP
+    // conventions' attribute names) is added only when spans are exported; log lines leave
+    // `otel.*` out (see `fractile_telemetry::JsonSpanFields`). Labelled by route template,
+    // never the raw path.
+    let exported = traces == Traces::Exported;
+    let span = if exported {
+        let span = tracing::info_span!(
             "request",
             otel.name = %format_args!("{method} {route}"),
             otel.kind = "server",
-            http.request.method = %method,
-            http.route = route,
+            method = method.as_str(),
+            route,
             request_id,
-        )
+        );
+        span
     } else {
-        tracing::info_span!(
-            "request",
-            http.request.method = %method,
-            http.route = route,
-            request_id,
-        )
+        tracing::info_span!("request", method = method.as_str(), route, request_id)
     };
+    if traces == Traces::Off {
+        return span;
+    }
     // A caller's `traceparent` (nginx passes it on) makes this span its child, and with a
     // parent-based sampler its sampling decision is the caller's.
-    if let Some(remote) =
-        context::extract(header(context::TRACEPARENT), header(context::TRACESTATE))
+    if let Some(parent) = header(context::TRACEPARENT)
+        && let Some(remote) = context::extract(Some(parent), header(context::TRACESTATE))
     {
         context::set_parent(&span, remote);
+    }
+    if exported {
+        context::http_server(&span, method.as_str(), route);
     }
     span
 }
@@ -295,7 +299,7 @@ async fn track_http(State(state): State<AppState>, request: Request, next: Next)
         Err(refused) => refused.into_response(),
     };
     let mut response = no_store_on_5xx(json_error_body(response));
-    if state.exports_traces {
+    if state.traces == Traces::Exported {
         let span = tracing::Span::current();
         context::record_status(&span, response.status().as_u16());
         if let Some(value) = trace_response(&span) {

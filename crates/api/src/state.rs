@@ -74,9 +74,33 @@ pub struct SharedState {
     pub faults: Faults,
     /// Request-head limits answered with JSON.
     pub head_limits: HeadLimits,
-    /// Whether spans are exported (an OTLP endpoint is set): only then does a sampled
-    /// response name its trace in `traceresponse`.
-    pub exports_traces: bool,
+    /// What tracing does for a request: nothing (`OTEL_SDK_DISABLED`), spans kept for their
+    /// context only, or spans exported (only then does a sampled response name its trace in
+    /// `traceresponse`).
+    pub traces: Traces,
+}
+
+/// What tracing does for each request, from the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traces {
+    /// Off (`OTEL_SDK_DISABLED=true`): no span context, in or out.
+    Off,
+    /// Spans have a context (it travels, logs carry its ids) but are not exported.
+    Kept,
+    /// Spans are exported.
+    Exported,
+}
+
+impl Traces {
+    fn of(settings: &fractile_settings::TraceArgs) -> Traces {
+        if settings.sdk_disabled {
+            Traces::Off
+        } else if settings.traces_url().is_some() {
+            Traces::Exported
+        } else {
+            Traces::Kept
+        }
+    }
 }
 
 /// The distributed-mode dependencies, connected (or connecting) in the background.
@@ -278,7 +302,7 @@ impl AppState {
             background,
             faults,
             head_limits: HeadLimits::new(config),
-            exports_traces: config.process.trace.traces_url().is_some(),
+            traces: Traces::of(&config.process.trace),
         })))
     }
 }

@@ -90,6 +90,7 @@ pub fn export_metrics() -> &'static ExportMetrics {
 pub struct Tracing {
     provider: SdkTracerProvider,
     exporting: bool,
+    disabled: bool,
 }
 
 impl Tracing {
@@ -126,12 +127,14 @@ impl Tracing {
         Ok(Tracing {
             provider: builder.build(),
             exporting: url.is_some(),
+            disabled: args.sdk_disabled,
         })
     }
 
-    /// The tracer `tracing-opentelemetry` makes spans with.
-    pub fn tracer(&self) -> SdkTracer {
-        self.provider.tracer("fractile")
+    /// The tracer `tracing-opentelemetry` makes spans with; `None` when tracing is off
+    /// (`OTEL_SDK_DISABLED=true`).
+    pub fn tracer(&self) -> Option<SdkTracer> {
+        (!self.disabled).then(|| self.provider.tracer("fractile"))
     }
 
     /// Whether spans are exported (an endpoint is set).

@@ -208,10 +208,24 @@ fn parse_service_name(value: &str) -> Result<String, String> {
     Ok(value.trim().to_string())
 }
 
+/// `OTEL_SDK_DISABLED`: `true` or `false`, any case; `""` reads as unset (`false`).
+fn parse_disabled(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "" | "false" => Ok(false),
+        "true" => Ok(true),
+        _ => Err(format!("{value:?}: want true or false")),
+    }
+}
+
 /// Tracing's settings (a clap argument group both binaries flatten, through
 /// [`crate::ProcessArgs`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
+    /// `true` turns tracing off altogether: no spans, no trace context in or out, no trace
+    /// ids in logs, and none of its cost on each request.
+    #[arg(long = "otel-sdk-disabled", env = "OTEL_SDK_DISABLED", value_parser = parse_disabled, default_value = "false", action = clap::ArgAction::Set)]
+    pub sdk_disabled: bool,
+
     /// OTLP/HTTP base URL to send spans to (`http://collector:4318`; spans go to its
     /// `/v1/traces`). Unset: nothing is exported, but trace context still travels (HTTP in,
     /// AMQP out) and log lines still carry trace and span ids.
@@ -242,8 +256,11 @@ pub struct TraceArgs {
 
 impl TraceArgs {
     /// Where spans are sent: the traces URL if set, else the base URL's `/v1/traces`;
-    /// `None` when neither is set (nothing is exported).
+    /// `None` when neither is set (nothing is exported) or tracing is off.
     pub fn traces_url(&self) -> Option<String> {
+        if self.sdk_disabled {
+            return None;
+        }
         if let Some(url) = self
             .otlp_traces_endpoint
             .as_ref()
@@ -415,6 +432,26 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_sdk_can_be_turned_off_and_then_exports_nothing() {
+        assert!(!parse(&[]).expect("default").sdk_disabled);
+        let t = parse(&[
+            "--otel-sdk-disabled",
+            "TRUE",
+            "--otel-exporter-otlp-endpoint",
+            "http://c:4318",
+        ])
+        .expect("ok");
+        assert!(t.sdk_disabled);
+        assert_eq!(t.traces_url(), None);
+        assert!(
+            !parse(&["--otel-sdk-disabled", ""])
+                .expect("empty")
+                .sdk_disabled
+        );
+        assert!(parse(&["--otel-sdk-disabled", "yes"]).is_err());
     }
 
     #[test]

@@ -79,6 +79,13 @@ pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
+/// Gives an HTTP server span the conventions' attributes for its request:
+/// `http.request.method` and `http.route` (the route template, never the raw path).
+pub fn http_server(span: &tracing::Span, method: &str, route: &str) {
+    span.set_attribute("http.request.method", method.to_string());
+    span.set_attribute("http.route", route.to_string());
+}
+
 /// Records an HTTP server span's status: `http.response.status_code`, and the span's
 /// status as an error for a 5xx (the HTTP conventions leave 4xx unset on a server span).
 pub fn record_status(span: &tracing::Span, status: u16) {

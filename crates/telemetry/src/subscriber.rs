@@ -18,20 +18,24 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs the global subscriber the settings ask for, with `tracer` making the spans'
-/// OpenTelemetry side. A second call (tests) leaves the first in place.
-pub fn init(args: &LogArgs, tracer: SdkTracer) {
+/// OpenTelemetry side (none: tracing is off). A second call (tests) leaves the first in
+/// place.
+pub fn init(args: &LogArgs, tracer: Option<SdkTracer>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // What the layer does beyond keeping the span's own fields costs every request's span:
-    // source locations, targets, thread names and busy/idle times are left out, and entering a span
-    // does not make its context OpenTelemetry's current one (fractile reads a span's context
-    // from the span, `context::inject`), which cost more than the rest of the layer.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_target(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false)
-        .with_context_activation(false);
+    // source locations, targets, thread names and busy/idle times are left out, and
+    // entering a span does not make its context OpenTelemetry's current one (fractile reads a
+    // span's context from the span, `context::inject`), which cost more than the rest of the
+    // layer.
+    let otel = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_target(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+    });
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = match args.log_format {
         LogFormat::Json => registry.with(json_layer()).try_init(),
