@@ -145,7 +145,7 @@ impl Publisher {
         let queue_name = self.topology.queue_for(queue);
         let body = job.encode();
         let message_id = job.message_id();
-        let span = publish_span(queue_name, &message_id, body.len());
+        let span = publish_span(queue_name, &message_id, body.len(), queue);
         let properties = BasicProperties::default()
             .with_delivery_mode(delivery_mode(queue))
             .with_content_type("application/json".into())
@@ -250,19 +250,46 @@ impl Publisher {
 /// The PRODUCER span of a publish, with the messaging conventions' attributes. Jobs go
 /// through the default exchange, which routes by queue name, so the queue is the
 /// destination that means something (and the routing key).
-fn publish_span(queue: &str, message_id: &str, body_size: usize) -> tracing::Span {
-    tracing::info_span!(
-        "publish",
-        otel.name = %format_args!("publish {queue}"),
-        otel.kind = "producer",
-        messaging.system = "rabbitmq",
-        messaging.operation.type = "send",
-        messaging.operation.name = "publish",
-        messaging.destination.name = queue,
-        messaging.rabbitmq.destination.routing_key = queue,
-        messaging.message.id = message_id,
-        messaging.message.body.size = body_size,
-    )
+///
+/// An interactive job's span is the current span's child: the request waiting for it. A
+/// bulk job's starts a trace of its own, linked to the current span (a seed's expansion
+/// batch): a seed of 100,000 tiles would otherwise be one trace of 100,000 renders, which no
+/// trace view can show.
+fn publish_span(
+    queue: &str,
+    message_id: &str,
+    body_size: usize,
+    priority: Priority,
+) -> tracing::Span {
+    macro_rules! span {
+        ($($parent:tt)*) => {
+            tracing::info_span!(
+                $($parent)*
+                "publish",
+                otel.name = %format_args!("publish {queue}"),
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.operation.type = "send",
+                messaging.operation.name = "publish",
+                messaging.destination.name = queue,
+                messaging.rabbitmq.destination.routing_key = queue,
+                messaging.message.id = message_id,
+                messaging.message.body.size = body_size,
+            )
+        };
+    }
+    match priority {
+        Priority::Interactive => span!(),
+        Priority::Bulk => {
+            let span = span!(parent: None,);
+            if let Some(cause) =
+                fractile_telemetry::context::span_context(&tracing::Span::current())
+            {
+                fractile_telemetry::context::add_link(&span, cause);
+            }
+            span
+        }
+    }
 }
 
 /// The message headers that carry `span`'s context to the consumer ([`crate::TRACE_HEADERS`]).

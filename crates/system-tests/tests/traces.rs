@@ -8,6 +8,11 @@
 //!   server span's child with the messaging attributes; the worker's CONSUMER
 //!   `process <queue>` span is the publish span's child and links to it; the render and the
 //!   store are the consumer's children. The response's `traceresponse` names the trace.
+//! - A request that waited on a render another replica's request queued links its span to
+//!   the worker's span that made the tile (its context comes in the announcement).
+//! - A seed is one trace: the `POST`, the expansion below it, its batches below that; each of
+//!   its jobs is a trace of its own (publish, then the worker's process span) linked to the
+//!   batch that queued it.
 //! - A job published without trace headers is processed as a new trace (no parent, no link)
 //!   and its tile stored.
 //! - A collector that never answers costs no request its latency, and the spans the export
@@ -70,9 +75,12 @@ struct Api {
     admin: String,
 }
 
+/// The seed routes' token of these tests' apis.
+const SEED_TOKEN: &str = "seed-token-of-the-trace-tests";
+
 fn start_api(env: &Isolated, endpoint: &str) -> Api {
     let mut args = shared_args(env);
-    args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+    args.extend(["--listen", "127.0.0.1:0", "--seed-token", SEED_TOKEN].map(String::from));
     let process = Process::spawn(command("fractile-api", args, endpoint));
     let line = process.wait_for_line(WAIT, |line| line.contains("\"listening\""));
     let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
@@ -105,12 +113,27 @@ struct Answer {
 
 /// `GET path` on `addr` over a connection of its own, with `headers`.
 async fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    send(addr, "GET", path, headers, "").await
+}
+
+/// `method path` with `headers` and `body` on `addr`, over a connection of its own.
+async fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: fractile\r\nConnection: close\r\n");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: fractile\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
+    request.push_str(body);
     stream
         .write_all(request.as_bytes())
         .await
@@ -256,6 +279,157 @@ async fn a_queued_miss_is_one_trace_from_the_caller_to_the_render() {
 
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_request_that_waited_on_another_replicas_render_links_to_it() {
+    let receiver = Receiver::start().await;
+    let env = Isolated::new().await;
+    env.declare_topology().await;
+    let _worker = start_worker(&env, &receiver.endpoint());
+    let (a, b) = (
+        start_api(&env, &receiver.endpoint()),
+        start_api(&env, &receiver.endpoint()),
+    );
+    connected(&a).await;
+    connected(&b).await;
+    // A and B ask for the same tile at once: one takes the render claim and queues the
+    // job, the other finds the claim and waits for the announcement. A tile both found
+    // stored or rendered apart proves nothing: another tile then.
+    let joined = |answer: &Answer| {
+        answer.headers.get("x-cache").map(String::as_str) == Some("MISS")
+            && answer
+                .headers
+                .get("server-timing")
+                .is_some_and(|t| t.contains("claim") && !t.contains("publish"))
+    };
+    let trace_of = |answer: &Answer| {
+        answer
+            .headers
+            .get("traceresponse")
+            .and_then(|t| t.split('-').nth(1))
+            .expect("traceresponse")
+            .to_string()
+    };
+    for x in 0..20u32 {
+        let path = format!("/tiles/9/{}/180.png?style=ocean", 90 + x);
+        let (first, second) =
+            tokio::join!(get(&a.traffic, &path, &[]), get(&b.traffic, &path, &[]));
+        assert_eq!((first.status, second.status), (200, 200));
+        let (queued, waited) = match (joined(&first), joined(&second)) {
+            (false, true) => (first, second),
+            (true, false) => (second, first),
+            _ => continue,
+        };
+        let (render_trace, waiter_trace) = (trace_of(&queued), trace_of(&waited));
+        assert_ne!(render_trace, waiter_trace);
+        let spans = receiver
+            .wait_for(WAIT, |spans| {
+                spans
+                    .iter()
+                    .any(|s| s.trace_id == waiter_trace && s.kind == SpanKind::Server)
+                    && spans
+                        .iter()
+                        .any(|s| s.trace_id == render_trace && s.kind == SpanKind::Consumer)
+            })
+            .await;
+        let render = one(
+            &spans,
+            |s| s.trace_id == render_trace && s.kind == SpanKind::Consumer,
+            "the worker's span",
+        );
+        let waiter = one(
+            &spans,
+            |s| s.trace_id == waiter_trace && s.kind == SpanKind::Server,
+            "the waiting request's span",
+        );
+        assert_eq!(
+            waiter.links,
+            [(render_trace.clone(), render.span_id.clone())]
+        );
+        return;
+    }
+    panic!("no request joined the other's render claim in 20 tiles");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_seed_is_one_trace_and_its_jobs_link_to_it() {
+    let receiver = Receiver::start().await;
+    let env = Isolated::new().await;
+    env.declare_topology().await;
+    let _worker = start_worker(&env, &receiver.endpoint());
+    let api = start_api(&env, &receiver.endpoint());
+    connected(&api).await;
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let authorization = format!("Bearer {SEED_TOKEN}");
+    let answer = send(
+        &api.traffic,
+        "POST",
+        "/v1/seeds",
+        &[
+            ("traceparent", &traceparent),
+            ("authorization", &authorization),
+            ("content-type", "application/json"),
+        ],
+        r#"{"min_zoom": 0, "max_zoom": 1, "style": "fire"}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 202);
+    let bulk = env.topology.queue_for(Priority::Bulk).to_string();
+    // Five tiles: five jobs, five renders.
+    let spans = receiver
+        .wait_for(WAIT, |spans| {
+            spans
+                .iter()
+                .filter(|s| s.name == format!("process {bulk}"))
+                .count()
+                == 5
+                && spans.iter().any(|s| s.name == "seed expansion")
+        })
+        .await;
+    let server = one(
+        &spans,
+        |s| s.kind == SpanKind::Server && s.trace_id == CALLER_TRACE,
+        "the POST's span",
+    );
+    let expansion = one(&spans, |s| s.name == "seed expansion", "the expansion");
+    assert_eq!(expansion.trace_id, CALLER_TRACE);
+    assert_eq!(
+        expansion.parent_span_id.as_deref(),
+        Some(server.span_id.as_str())
+    );
+    let batches: Vec<&Span> = spans.iter().filter(|s| s.name == "seed batch").collect();
+    assert!(!batches.is_empty());
+    for batch in &batches {
+        assert_eq!(
+            batch.parent_span_id.as_deref(),
+            Some(expansion.span_id.as_str())
+        );
+    }
+    let publishes: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Producer)
+        .collect();
+    assert_eq!(publishes.len(), 5, "{publishes:#?}");
+    for publish in &publishes {
+        // A trace of its own, linked to a batch of the seed's trace.
+        assert_eq!(publish.parent_span_id, None);
+        assert_ne!(publish.trace_id, CALLER_TRACE);
+        assert_eq!(publish.links.len(), 1);
+        assert_eq!(publish.links[0].0, CALLER_TRACE);
+        assert!(batches.iter().any(|b| b.span_id == publish.links[0].1));
+        let process = one(
+            &spans,
+            |s| s.kind == SpanKind::Consumer && s.trace_id == publish.trace_id,
+            "the job's process span",
+        );
+        assert_eq!(
+            process.parent_span_id.as_deref(),
+            Some(publish.span_id.as_str())
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_job_without_trace_headers_is_a_new_trace() {
     let receiver = Receiver::start().await;
     let env = Isolated::new().await;
@@ -338,6 +512,18 @@ async fn a_collector_that_never_answers_costs_no_request_its_latency() {
         "{requests} spans in {:?} against a queue of 4,096 and a stalled collector: {dropped}",
         started.elapsed()
     );
+}
+
+/// Waits until `api` is connected to the broker: until then a miss renders in the api.
+async fn connected(api: &Api) {
+    let deadline = Instant::now() + WAIT;
+    while metric(&get_body(&api.admin, "/metrics").await, "queue_connected") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the api never connected to RabbitMQ"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `GET path`'s body as text.

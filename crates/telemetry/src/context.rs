@@ -35,6 +35,21 @@ pub fn inject(span: &tracing::Span) -> Vec<(&'static str, String)> {
     pairs.0
 }
 
+/// `span`'s W3C `traceparent` alone, for a carrier with one field for it.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    inject(span)
+        .into_iter()
+        .find_map(|(name, value)| (name == TRACEPARENT).then_some(value))
+}
+
+/// `span`'s own span context, if valid (to link another span to it).
+pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+    let cx = span.context();
+    let span_ref = cx.span();
+    let sc = span_ref.span_context();
+    sc.is_valid().then(|| sc.clone())
+}
+
 /// The remote span context a carrier's `traceparent` and `tracestate` name, if valid.
 pub fn extract(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<SpanContext> {
     struct Fields<'a>(Option<&'a str>, Option<&'a str>);

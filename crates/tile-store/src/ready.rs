@@ -43,6 +43,12 @@ pub struct ReadyNote {
     /// took, without comparing two machines' clocks. Absent from older workers' notes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_ms: Option<f64>,
+    /// The W3C `traceparent` of the worker's span that made the tile, so a request that
+    /// waited on another's render can link to it. Absent from older workers' notes (no
+    /// link), and ignored by older apis (serde skips unknown fields): a rolling upgrade in
+    /// either order loses only links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 type Waiters = Arc<Mutex<HashMap<String, watch::Sender<Option<ReadyNote>>>>>;

@@ -358,6 +358,7 @@ impl JobContext {
             worker: self.id.clone(),
             render_ms: took.as_secs_f64() * 1000.0,
             handled_ms: Some(delivered.elapsed().as_secs_f64() * 1000.0),
+            traceparent: context::traceparent(&tracing::Span::current()),
         }
     }
 }

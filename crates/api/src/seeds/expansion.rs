@@ -20,6 +20,7 @@ use fractile_telemetry::RateLimitedLog;
 use fractile_tile_store::{LeaseStep, SeedOutcome, SeedState, SeedStore, StoreError, TileStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::plan::{Plan, plan_of};
 
@@ -101,8 +102,11 @@ impl Expansions {
             expander: self.expander.clone(),
         };
         let stop = self.stop.clone();
+        // A child of the current span: the `POST /v1/seeds` request's when the seed is new,
+        // so the seed is one trace; a taken-over expansion starts a trace of its own.
+        let span = tracing::info_span!("seed expansion", seed = %expansion.id, cursor);
         self.tasks
-            .spawn(async move { expansion.run(plan, cursor, stop).await });
+            .spawn(async move { expansion.run(plan, cursor, stop).await }.instrument(span));
     }
 
     /// Looks for expansions whose holder stopped renewing its lease (a replica killed or cut
@@ -341,7 +345,11 @@ impl Expansion {
         let mut full_delays = fractile_queue::backoff_delays(QUEUE_FULL_MAX_DELAY);
         loop {
             let queued_before = progress.queued;
-            let delay = match self.batch_step(&mut progress).await {
+            let delay = match self
+                .batch_step(&mut progress)
+                .instrument(tracing::info_span!("seed batch", seed = %self.id))
+                .await
+            {
                 Ok(()) => return Some((progress.queued, progress.skipped)),
                 Err(BatchFailure::QueueFull) => {
                     // Not a failure: workers drain the queue. Wait as long as that takes,

@@ -119,6 +119,7 @@ impl SharedFill {
             worker: "api".into(),
             render_ms,
             handled_ms: None,
+            traceparent: fractile_telemetry::context::traceparent(&tracing::Span::current()),
         };
         let (store, metrics, png) = (
             self.store.clone(),

@@ -162,6 +162,7 @@ mod tests {
             worker: "worker-1\"; evil".into(),
             render_ms: 6.5,
             handled_ms: Some(10.0),
+            traceparent: None,
         };
         let mut out = String::new();
         worker_timing(&mut out, &queued_miss(Some(note)));
@@ -183,6 +184,7 @@ mod tests {
             worker: "w".into(),
             render_ms: f64::NAN,
             handled_ms: None,
+            traceparent: None,
         };
         let mut out = String::new();
         worker_timing(&mut out, &queued_miss(Some(old_worker)));
@@ -197,6 +199,7 @@ mod tests {
             worker: "w".into(),
             render_ms: 1.0,
             handled_ms: Some(2.0),
+            traceparent: None,
         };
         let mut joined = queued_miss(Some(heard));
         assert!(joined.transit().is_some());

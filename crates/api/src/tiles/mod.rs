@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use fractile_http::error::ErrorBody;
 use fractile_http::faults::Faults;
+use fractile_telemetry::context;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::CacheLabel;
@@ -33,6 +34,20 @@ async fn inject_faults(faults: &Faults) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// A request that waited on a render another request queued (it joined that request's
+/// render claim, maybe on another replica) links its span to the worker's span that made
+/// the tile, named in the announcement: "why did this request wait" leads to that render's
+/// trace. The request that queued the job is in that trace already.
+fn link_to_the_render(source: &Source) {
+    if let Source::Worker(wait) = source
+        && wait.publish.is_none()
+        && let Some(parent) = wait.note.as_ref().and_then(|n| n.traceparent.as_deref())
+        && let Some(render) = context::extract(Some(parent), None)
+    {
+        context::add_link(&tracing::Span::current(), render);
+    }
 }
 
 /// The tile handler. axum 0.8 cannot route a parameter with a suffix (`{y}.png`), so the
@@ -129,6 +144,7 @@ pub async fn get_tile(
         FillError::Render(_) | FillError::Panicked => ApiError::Internal(e.clone()),
     })?;
 
+    link_to_the_render(&served.source);
     let (x_cache, label) = match served.source {
         Source::L1 => ("L1", CacheLabel::L1),
         Source::L2 { .. } => ("L2", CacheLabel::L2),
