@@ -15,7 +15,10 @@ target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 
 mkdir -p "$here/output"
+# Exporting spans (to a port nothing listens on: the exports fail, counted, and cost the
+# requests nothing), so sampled responses carry traceresponse, which the tile labels show.
 FRACTILE_LISTEN=127.0.0.1:$port FRACTILE_ADMIN_LISTEN=127.0.0.1:$admin_port \
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9 \
   "$target_dir/debug/fractile-api" > "$here/output/api.log" 2>&1 &
 api=$!
 trap 'kill -TERM $api 2>/dev/null; wait $api 2>/dev/null || true' EXIT

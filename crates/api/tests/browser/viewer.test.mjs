@@ -16,7 +16,8 @@
 //      (the SRI hashes match the npm package's files) and its CSS applied;
 //   2. within 20 s at least one tile element (.fractile-tile) is painted
 //      (data-loaded="1") and its <img> holds a decoded 256x256 image;
-//   3. painted tiles carry data-cache (L1/L2/MISS) and a numeric data-ms;
+//   3. painted tiles carry data-cache (L1/L2/MISS), a numeric data-ms and, from the
+//      api's traceresponse (run.sh starts it exporting spans), data-trace (32 hex digits);
 //   4. a 503 + Retry-After: 1 answer for one tile (injected by the test) shows
 //      an error tile and that tile is re-fetched and painted afterwards;
 //   5. zooming in (the zoom control's "+") paints tiles of the next zoom;
@@ -216,11 +217,12 @@ try {
     return `${await page.locator(painted).count()} painted`;
   });
 
-  await check('painted tiles carry data-cache and data-ms', async () => {
+  await check('painted tiles carry data-cache, data-ms and data-trace', async () => {
     const tiles = await page.$$eval(painted, (els) => els.map((el) => ({ ...el.dataset })));
     for (const t of tiles) {
       assert(['L1', 'L2', 'MISS'].includes(t.cache), `tile ${t.z}/${t.x}/${t.y}: data-cache=${t.cache}`);
       assert(t.ms !== '' && Number.isFinite(Number(t.ms)), `tile ${t.z}/${t.x}/${t.y}: data-ms=${t.ms}`);
+      assert(/^[0-9a-f]{32}$/.test(t.trace || ''), `tile ${t.z}/${t.x}/${t.y}: data-trace=${t.trace}`);
     }
     return [...new Set(tiles.map((t) => t.cache))].join('/');
   });
