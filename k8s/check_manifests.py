@@ -77,6 +77,7 @@ KNOWN_ENV = {
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "full traces URL, overrides the endpoint",
     "OTEL_SERVICE_NAME": "service.name (default fractile-api / fractile-worker)",
     "OTEL_RESOURCE_ATTRIBUTES": "extra resource attributes, k=v,k2=v2",
+    "OTEL_SDK_DISABLED": "true: no tracing at all",
 }
 
 
