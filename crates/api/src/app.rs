@@ -241,27 +241,36 @@ fn request_span(request: &Request<Body>, traces: Traces) -> tracing::Span {
     // `otel.*` out (see `fractile_telemetry::JsonSpanFields`). Labelled by route template,
     // never the raw path.
     let exported = traces == Traces::Exported;
+    let parent = match traces {
+        Traces::Off => None,
+        _ => header(context::TRACEPARENT)
+            .and_then(|parent| context::extract(Some(parent), header(context::TRACESTATE))),
+    };
     let span = if exported {
-        let span = tracing::info_span!(
+        tracing::info_span!(
             "request",
             otel.name = %format_args!("{method} {route}"),
             otel.kind = "server",
             method = method.as_str(),
             route,
             request_id,
-        );
-        span
-    } else {
+        )
+    } else if parent.is_some() {
         tracing::info_span!("request", method = method.as_str(), route, request_id)
+    } else {
+        // Not exported and no caller's context to continue: out of OpenTelemetry (see
+        // `fractile_telemetry::UNTRACED`); a job this request queues starts the trace.
+        tracing::info_span!(
+            target: "fractile_api::untraced",
+            "request",
+            method = method.as_str(),
+            route,
+            request_id
+        )
     };
-    if traces == Traces::Off {
-        return span;
-    }
     // A caller's `traceparent` (nginx passes it on) makes this span its child, and with a
     // parent-based sampler its sampling decision is the caller's.
-    if let Some(parent) = header(context::TRACEPARENT)
-        && let Some(remote) = context::extract(Some(parent), header(context::TRACESTATE))
-    {
+    if let Some(remote) = parent {
         context::set_parent(&span, remote);
     }
     if exported {

@@ -13,6 +13,9 @@
 //! - A seed is one trace: the `POST`, the expansion below it, its batches below that; each of
 //!   its jobs is a trace of its own (publish, then the worker's process span) linked to the
 //!   batch that queued it.
+//! - Without an endpoint the api exports nothing but still passes a caller's context on to
+//!   the worker, and a job it queues for a request without one starts a trace the worker
+//!   continues.
 //! - A job published without trace headers is processed as a new trace (no parent, no link)
 //!   and its tile stored.
 //! - A collector that never answers costs no request its latency, and the spans the export
@@ -275,6 +278,72 @@ async fn a_queued_miss_is_one_trace_from_the_caller_to_the_render() {
         );
     }
     drop(api);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn without_an_endpoint_the_api_still_passes_the_context_on() {
+    let receiver = Receiver::start().await;
+    let env = Isolated::new().await;
+    env.declare_topology().await;
+    let _worker = start_worker(&env, &receiver.endpoint());
+    // The api exports nothing (the variable set empty reads as unset).
+    let api = start_api(&env, "");
+    connected(&api).await;
+    let queue = env.topology.queue_for(Priority::Interactive).to_string();
+
+    // A caller's context goes on to the worker through the api's (unexported) spans.
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let answer = get(
+        &api.traffic,
+        "/tiles/8/40/90.png",
+        &[("traceparent", &traceparent)],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        !answer.headers.contains_key("traceresponse"),
+        "nothing is exported"
+    );
+    // Without one, the job's publish starts the trace the worker continues.
+    assert_eq!(
+        get(&api.traffic, "/tiles/8/41/90.png", &[]).await.status,
+        200
+    );
+
+    let spans = receiver
+        .wait_for(WAIT, |spans| {
+            spans
+                .iter()
+                .filter(|s| s.name == format!("process {queue}"))
+                .count()
+                == 2
+        })
+        .await;
+    assert!(
+        spans.iter().all(|s| s.service == "fractile-worker"),
+        "{spans:#?}"
+    );
+    let processes: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Consumer)
+        .collect();
+    for process in &processes {
+        let parent = process
+            .parent_span_id
+            .as_deref()
+            .expect("the api's publish span");
+        assert_eq!(process.links.len(), 1);
+        assert_eq!(process.links[0].1, parent);
+    }
+    assert_eq!(
+        processes
+            .iter()
+            .filter(|p| p.trace_id == CALLER_TRACE)
+            .count(),
+        1,
+        "{processes:#?}"
+    );
 }
 
 #[tokio::test]
