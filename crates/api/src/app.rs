@@ -273,7 +273,9 @@ fn request_span(request: &Request<Body>, traces: Traces) -> tracing::Span {
     if let Some(remote) = parent {
         context::set_parent(&span, remote);
     }
-    if exported {
+    // The sampling decision is made here (the parent is known): only a span that will be
+    // exported is given the conventions' attributes.
+    if exported && context::is_sampled(&span) {
         context::http_server(&span, method.as_str(), route);
     }
     span
