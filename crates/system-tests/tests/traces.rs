@@ -10,6 +10,8 @@
 //!   store are the consumer's children. The response's `traceresponse` names the trace.
 //! - A request that waited on a render another replica's request queued links its span to
 //!   the worker's span that made the tile (its context comes in the announcement).
+//! - A request that waited on another's fill in its own replica links to that request's
+//!   span.
 //! - A seed is one trace: the `POST`, the expansion below it, its batches below that; each of
 //!   its jobs is a trace of its own (publish, then the worker's process span) linked to the
 //!   batch that queued it.
@@ -416,6 +418,64 @@ async fn a_request_that_waited_on_another_replicas_render_links_to_it() {
         return;
     }
     panic!("no request joined the other's render claim in 20 tiles");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_request_that_waited_on_a_fill_in_its_replica_links_to_it() {
+    let receiver = Receiver::start().await;
+    let env = Isolated::new().await;
+    env.declare_topology().await;
+    let _worker = start_worker(&env, &receiver.endpoint());
+    let api = start_api(&env, &receiver.endpoint());
+    connected(&api).await;
+    // Two requests for one cold tile on one replica: one fills it, the other waits on that
+    // fill (`coalesced` in its Server-Timing). A pair that did not meet proves nothing.
+    for x in 0..20u32 {
+        let path = format!("/tiles/9/{}/200.png?style=ocean", 300 + x);
+        let (first, second) =
+            tokio::join!(get(&api.traffic, &path, &[]), get(&api.traffic, &path, &[]));
+        assert_eq!((first.status, second.status), (200, 200));
+        let coalesced = |a: &Answer| {
+            a.headers
+                .get("server-timing")
+                .is_some_and(|t| t.starts_with("coalesced"))
+        };
+        let (filled, waited) = match (coalesced(&first), coalesced(&second)) {
+            (false, true) => (first, second),
+            (true, false) => (second, first),
+            _ => continue,
+        };
+        let trace_of = |a: &Answer| {
+            a.headers
+                .get("traceresponse")
+                .and_then(|t| t.split('-').nth(1))
+                .expect("traceresponse")
+                .to_string()
+        };
+        let (fill_trace, wait_trace) = (trace_of(&filled), trace_of(&waited));
+        let spans = receiver
+            .wait_for(WAIT, |spans| {
+                [&fill_trace, &wait_trace].iter().all(|t| {
+                    spans
+                        .iter()
+                        .any(|s| &&s.trace_id == t && s.kind == SpanKind::Server)
+                })
+            })
+            .await;
+        let server = |trace: &str| {
+            one(
+                &spans,
+                |s| s.trace_id == trace && s.kind == SpanKind::Server,
+                "a server span",
+            )
+            .clone()
+        };
+        let (fill, wait) = (server(&fill_trace), server(&wait_trace));
+        assert_eq!(wait.links, [(fill_trace.clone(), fill.span_id.clone())]);
+        return;
+    }
+    panic!("no request waited on the other's fill in 20 tiles");
 }
 
 #[tokio::test]
