@@ -166,6 +166,38 @@ async fn send(
     Answer { status, headers }
 }
 
+/// The trace id a response's `traceresponse` names.
+fn trace_of(answer: &Answer) -> String {
+    answer
+        .headers
+        .get("traceresponse")
+        .and_then(|t| t.split('-').nth(1))
+        .expect("traceresponse")
+        .to_string()
+}
+
+/// Asks `a` and `b` at once for the same cold tile (`path(n)`, a new one each round) until
+/// `waited` says one answer waited on the other's work; then (the one that did the work, the
+/// one that waited). A pair that did not meet proves nothing: another tile then.
+async fn a_pair_that_met(
+    a: &str,
+    b: &str,
+    path: impl Fn(u32) -> String,
+    waited: impl Fn(&Answer) -> bool,
+) -> (Answer, Answer) {
+    for n in 0..20u32 {
+        let path = path(n);
+        let (first, second) = tokio::join!(get(a, &path, &[]), get(b, &path, &[]));
+        assert_eq!((first.status, second.status), (200, 200));
+        match (waited(&first), waited(&second)) {
+            (false, true) => return (first, second),
+            (true, false) => return (second, first),
+            _ => {}
+        }
+    }
+    panic!("no request waited on the other's work in 20 tiles");
+}
+
 fn one<'a>(spans: &'a [Span], pred: impl Fn(&Span) -> bool, what: &str) -> &'a Span {
     let found: Vec<&Span> = spans.iter().filter(|s| pred(s)).collect();
     assert_eq!(found.len(), 1, "{what}: {found:#?}\nall: {spans:#?}");
@@ -362,8 +394,7 @@ async fn a_request_that_waited_on_another_replicas_render_links_to_it() {
     connected(&a).await;
     connected(&b).await;
     // A and B ask for the same tile at once: one takes the render claim and queues the
-    // job, the other finds the claim and waits for the announcement. A tile both found
-    // stored or rendered apart proves nothing: another tile then.
+    // job, the other finds the claim and waits for the announcement.
     let joined = |answer: &Answer| {
         answer.headers.get("x-cache").map(String::as_str) == Some("MISS")
             && answer
@@ -371,53 +402,34 @@ async fn a_request_that_waited_on_another_replicas_render_links_to_it() {
                 .get("server-timing")
                 .is_some_and(|t| t.contains("claim") && !t.contains("publish"))
     };
-    let trace_of = |answer: &Answer| {
-        answer
-            .headers
-            .get("traceresponse")
-            .and_then(|t| t.split('-').nth(1))
-            .expect("traceresponse")
-            .to_string()
-    };
-    for x in 0..20u32 {
-        let path = format!("/tiles/9/{}/180.png?style=ocean", 90 + x);
-        let (first, second) =
-            tokio::join!(get(&a.traffic, &path, &[]), get(&b.traffic, &path, &[]));
-        assert_eq!((first.status, second.status), (200, 200));
-        let (queued, waited) = match (joined(&first), joined(&second)) {
-            (false, true) => (first, second),
-            (true, false) => (second, first),
-            _ => continue,
-        };
-        let (render_trace, waiter_trace) = (trace_of(&queued), trace_of(&waited));
-        assert_ne!(render_trace, waiter_trace);
-        let spans = receiver
-            .wait_for(WAIT, |spans| {
-                spans
+    let tile = |n: u32| format!("/tiles/9/{}/180.png?style=ocean", 90 + n);
+    let (queued, waited) = a_pair_that_met(&a.traffic, &b.traffic, tile, joined).await;
+    let (render_trace, waiter_trace) = (trace_of(&queued), trace_of(&waited));
+    assert_ne!(render_trace, waiter_trace);
+    let spans = receiver
+        .wait_for(WAIT, |spans| {
+            spans
+                .iter()
+                .any(|s| s.trace_id == waiter_trace && s.kind == SpanKind::Server)
+                && spans
                     .iter()
-                    .any(|s| s.trace_id == waiter_trace && s.kind == SpanKind::Server)
-                    && spans
-                        .iter()
-                        .any(|s| s.trace_id == render_trace && s.kind == SpanKind::Consumer)
-            })
-            .await;
-        let render = one(
-            &spans,
-            |s| s.trace_id == render_trace && s.kind == SpanKind::Consumer,
-            "the worker's span",
-        );
-        let waiter = one(
-            &spans,
-            |s| s.trace_id == waiter_trace && s.kind == SpanKind::Server,
-            "the waiting request's span",
-        );
-        assert_eq!(
-            waiter.links,
-            [(render_trace.clone(), render.span_id.clone())]
-        );
-        return;
-    }
-    panic!("no request joined the other's render claim in 20 tiles");
+                    .any(|s| s.trace_id == render_trace && s.kind == SpanKind::Consumer)
+        })
+        .await;
+    let render = one(
+        &spans,
+        |s| s.trace_id == render_trace && s.kind == SpanKind::Consumer,
+        "the worker's span",
+    );
+    let waiter = one(
+        &spans,
+        |s| s.trace_id == waiter_trace && s.kind == SpanKind::Server,
+        "the waiting request's span",
+    );
+    assert_eq!(
+        waiter.links,
+        [(render_trace.clone(), render.span_id.clone())]
+    );
 }
 
 #[tokio::test]
@@ -430,52 +442,35 @@ async fn a_request_that_waited_on_a_fill_in_its_replica_links_to_it() {
     let api = start_api(&env, &receiver.endpoint());
     connected(&api).await;
     // Two requests for one cold tile on one replica: one fills it, the other waits on that
-    // fill (`coalesced` in its Server-Timing). A pair that did not meet proves nothing.
-    for x in 0..20u32 {
-        let path = format!("/tiles/9/{}/200.png?style=ocean", 300 + x);
-        let (first, second) =
-            tokio::join!(get(&api.traffic, &path, &[]), get(&api.traffic, &path, &[]));
-        assert_eq!((first.status, second.status), (200, 200));
-        let coalesced = |a: &Answer| {
-            a.headers
-                .get("server-timing")
-                .is_some_and(|t| t.starts_with("coalesced"))
-        };
-        let (filled, waited) = match (coalesced(&first), coalesced(&second)) {
-            (false, true) => (first, second),
-            (true, false) => (second, first),
-            _ => continue,
-        };
-        let trace_of = |a: &Answer| {
-            a.headers
-                .get("traceresponse")
-                .and_then(|t| t.split('-').nth(1))
-                .expect("traceresponse")
-                .to_string()
-        };
-        let (fill_trace, wait_trace) = (trace_of(&filled), trace_of(&waited));
-        let spans = receiver
-            .wait_for(WAIT, |spans| {
-                [&fill_trace, &wait_trace].iter().all(|t| {
-                    spans
-                        .iter()
-                        .any(|s| &&s.trace_id == t && s.kind == SpanKind::Server)
-                })
+    // fill (`coalesced` in its Server-Timing).
+    let coalesced = |answer: &Answer| {
+        answer
+            .headers
+            .get("server-timing")
+            .is_some_and(|t| t.starts_with("coalesced"))
+    };
+    let tile = |n: u32| format!("/tiles/9/{}/200.png?style=ocean", 300 + n);
+    let (filled, waited) = a_pair_that_met(&api.traffic, &api.traffic, tile, coalesced).await;
+    let (fill_trace, wait_trace) = (trace_of(&filled), trace_of(&waited));
+    let spans = receiver
+        .wait_for(WAIT, |spans| {
+            [&fill_trace, &wait_trace].iter().all(|t| {
+                spans
+                    .iter()
+                    .any(|s| &&s.trace_id == t && s.kind == SpanKind::Server)
             })
-            .await;
-        let server = |trace: &str| {
-            one(
-                &spans,
-                |s| s.trace_id == trace && s.kind == SpanKind::Server,
-                "a server span",
-            )
-            .clone()
-        };
-        let (fill, wait) = (server(&fill_trace), server(&wait_trace));
-        assert_eq!(wait.links, [(fill_trace.clone(), fill.span_id.clone())]);
-        return;
-    }
-    panic!("no request waited on the other's fill in 20 tiles");
+        })
+        .await;
+    let server = |trace: &str| {
+        one(
+            &spans,
+            |s| s.trace_id == trace && s.kind == SpanKind::Server,
+            "a server span",
+        )
+        .clone()
+    };
+    let (fill, wait) = (server(&fill_trace), server(&wait_trace));
+    assert_eq!(wait.links, [(fill_trace.clone(), fill.span_id.clone())]);
 }
 
 #[tokio::test]
