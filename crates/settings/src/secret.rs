@@ -69,18 +69,36 @@ impl clap::builder::TypedValueParser for SecretParser {
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<Secret, clap::Error> {
-        let checked = value
-            .to_str()
-            .ok_or_else(|| "it must be visible ASCII without spaces".to_owned())
-            .and_then(|v| Secret::new(v, self.min_bytes));
-        checked.map_err(|why| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("invalid value for {}: {why}\n", setting_name(arg)),
-            )
-            .with_cmd(cmd)
-        })
+        parse_quietly(
+            cmd,
+            arg,
+            value,
+            "it must be visible ASCII without spaces",
+            |v| Secret::new(v, self.min_bytes),
+        )
     }
+}
+
+/// A clap value parser's work for a value that must never be shown: `parse` the value as
+/// text, and refuse it naming the setting and why, not quoting it (clap's own refusals do).
+pub(crate) fn parse_quietly<T>(
+    cmd: &clap::Command,
+    arg: Option<&clap::Arg>,
+    value: &std::ffi::OsStr,
+    not_utf8: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, clap::Error> {
+    let parsed = value
+        .to_str()
+        .ok_or_else(|| not_utf8.to_owned())
+        .and_then(parse);
+    parsed.map_err(|why| {
+        clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!("invalid value for {}: {why}\n", setting_name(arg)),
+        )
+        .with_cmd(cmd)
+    })
 }
 
 /// How an error names a setting: its variable and its flag, `FRACTILE_X (--x <X>)`.

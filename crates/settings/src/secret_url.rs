@@ -151,20 +151,7 @@ impl clap::builder::TypedValueParser for UrlParser {
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<SecretUrl, clap::Error> {
-        let checked = value
-            .to_str()
-            .ok_or_else(|| "it is not UTF-8".to_owned())
-            .and_then(|v| self.check(v));
-        checked.map_err(|why| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!(
-                    "invalid value for {}: {why}\n",
-                    crate::secret::setting_name(arg)
-                ),
-            )
-            .with_cmd(cmd)
-        })
+        crate::secret::parse_quietly(cmd, arg, value, "it is not UTF-8", |v| self.check(v))
     }
 }
 

@@ -43,20 +43,7 @@ impl clap::builder::TypedValueParser for EndpointParser {
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<OtlpEndpoint, clap::Error> {
-        let parsed = value
-            .to_str()
-            .ok_or_else(|| "it is not UTF-8".to_owned())
-            .and_then(parse_endpoint);
-        parsed.map_err(|why| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!(
-                    "invalid value for {}: {why}\n",
-                    crate::secret::setting_name(arg)
-                ),
-            )
-            .with_cmd(cmd)
-        })
+        crate::secret::parse_quietly(cmd, arg, value, "it is not UTF-8", parse_endpoint)
     }
 }
 

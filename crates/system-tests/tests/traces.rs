@@ -207,20 +207,8 @@ fn one<'a>(spans: &'a [Span], pred: impl Fn(&Span) -> bool, what: &str) -> &'a S
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_queued_miss_is_one_trace_from_the_caller_to_the_render() {
-    let receiver = Receiver::start().await;
-    let env = Isolated::new().await;
-    env.declare_topology().await;
-    let _worker = start_worker(&env, &receiver.endpoint());
-    let api = start_api(&env, &receiver.endpoint());
-    // The api connects to the broker in the background; until then a miss renders here.
-    let deadline = Instant::now() + WAIT;
-    while metric(&get_body(&api.admin, "/metrics").await, "queue_connected") < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the api never connected to RabbitMQ"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (receiver, env, _worker) = with_a_worker().await;
+    let api = connected_api(&env, &receiver.endpoint()).await;
 
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let answer = get(
@@ -317,13 +305,9 @@ async fn a_queued_miss_is_one_trace_from_the_caller_to_the_render() {
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn without_an_endpoint_the_api_still_passes_the_context_on() {
-    let receiver = Receiver::start().await;
-    let env = Isolated::new().await;
-    env.declare_topology().await;
-    let _worker = start_worker(&env, &receiver.endpoint());
+    let (receiver, env, _worker) = with_a_worker().await;
     // The api exports nothing (the variable set empty reads as unset).
-    let api = start_api(&env, "");
-    connected(&api).await;
+    let api = connected_api(&env, "").await;
     let queue = env.topology.queue_for(Priority::Interactive).to_string();
 
     // A caller's context goes on to the worker through the api's (unexported) spans.
@@ -383,16 +367,9 @@ async fn without_an_endpoint_the_api_still_passes_the_context_on() {
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_request_that_waited_on_another_replicas_render_links_to_it() {
-    let receiver = Receiver::start().await;
-    let env = Isolated::new().await;
-    env.declare_topology().await;
-    let _worker = start_worker(&env, &receiver.endpoint());
-    let (a, b) = (
-        start_api(&env, &receiver.endpoint()),
-        start_api(&env, &receiver.endpoint()),
-    );
-    connected(&a).await;
-    connected(&b).await;
+    let (receiver, env, _worker) = with_a_worker().await;
+    let a = connected_api(&env, &receiver.endpoint()).await;
+    let b = connected_api(&env, &receiver.endpoint()).await;
     // A and B ask for the same tile at once: one takes the render claim and queues the
     // job, the other finds the claim and waits for the announcement.
     let joined = |answer: &Answer| {
@@ -435,12 +412,8 @@ async fn a_request_that_waited_on_another_replicas_render_links_to_it() {
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_request_that_waited_on_a_fill_in_its_replica_links_to_it() {
-    let receiver = Receiver::start().await;
-    let env = Isolated::new().await;
-    env.declare_topology().await;
-    let _worker = start_worker(&env, &receiver.endpoint());
-    let api = start_api(&env, &receiver.endpoint());
-    connected(&api).await;
+    let (receiver, env, _worker) = with_a_worker().await;
+    let api = connected_api(&env, &receiver.endpoint()).await;
     // Two requests for one cold tile on one replica: one fills it, the other waits on that
     // fill (`coalesced` in its Server-Timing).
     let coalesced = |answer: &Answer| {
@@ -476,12 +449,8 @@ async fn a_request_that_waited_on_a_fill_in_its_replica_links_to_it() {
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_seed_is_one_trace_and_its_jobs_link_to_it() {
-    let receiver = Receiver::start().await;
-    let env = Isolated::new().await;
-    env.declare_topology().await;
-    let _worker = start_worker(&env, &receiver.endpoint());
-    let api = start_api(&env, &receiver.endpoint());
-    connected(&api).await;
+    let (receiver, env, _worker) = with_a_worker().await;
+    let api = connected_api(&env, &receiver.endpoint()).await;
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let authorization = format!("Bearer {SEED_TOKEN}");
     let answer = send(
@@ -555,10 +524,7 @@ async fn a_seed_is_one_trace_and_its_jobs_link_to_it() {
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_job_without_trace_headers_is_a_new_trace() {
-    let receiver = Receiver::start().await;
-    let env = Isolated::new().await;
-    env.declare_topology().await;
-    let _worker = start_worker(&env, &receiver.endpoint());
+    let (receiver, env, _worker) = with_a_worker().await;
 
     let publisher =
         fractile_queue::Publisher::connect(&env.amqp, "traces-test", env.topology.clone(), WAIT)
@@ -636,6 +602,23 @@ async fn a_collector_that_never_answers_costs_no_request_its_latency() {
         "{requests} spans in {:?} against a queue of 4,096 and a stalled collector: {dropped}",
         started.elapsed()
     );
+}
+
+/// A receiver, a test environment with its topology declared, and a worker exporting to
+/// the receiver.
+async fn with_a_worker() -> (Receiver, Isolated, Process) {
+    let receiver = Receiver::start().await;
+    let env = Isolated::new().await;
+    env.declare_topology().await;
+    let worker = start_worker(&env, &receiver.endpoint());
+    (receiver, env, worker)
+}
+
+/// An api exporting to `endpoint`, once it is connected to the broker.
+async fn connected_api(env: &Isolated, endpoint: &str) -> Api {
+    let api = start_api(env, endpoint);
+    connected(&api).await;
+    api
 }
 
 /// Waits until `api` is connected to the broker: until then a miss renders in the api.
