@@ -29,21 +29,22 @@ impl fmt::Display for OtlpEndpoint {
     }
 }
 
-/// The parser of the endpoint settings: its refusals name the variable but never echo the
-/// value (it may hold a credential), unlike clap's own.
-#[derive(Debug, Clone, Copy)]
-struct EndpointParser;
+/// A value parser from a function, whose refusals name the variable as well as the flag
+/// (clap's own name only the flag, and an operator sets these as variables) and never
+/// quote the value (an endpoint may hold a credential).
+#[derive(Clone, Copy)]
+struct Named<T>(fn(&str) -> Result<T, String>);
 
-impl clap::builder::TypedValueParser for EndpointParser {
-    type Value = OtlpEndpoint;
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Named<T> {
+    type Value = T;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<OtlpEndpoint, clap::Error> {
-        crate::secret::parse_quietly(cmd, arg, value, "it is not UTF-8", parse_endpoint)
+    ) -> Result<T, clap::Error> {
+        crate::secret::parse_quietly(cmd, arg, value, "it is not UTF-8", self.0)
     }
 }
 
@@ -210,34 +211,34 @@ fn parse_disabled(value: &str) -> Result<bool, String> {
 pub struct TraceArgs {
     /// `true` turns tracing off altogether: no spans, no trace context in or out, no trace
     /// ids in logs, and none of its cost on each request.
-    #[arg(long = "otel-sdk-disabled", env = "OTEL_SDK_DISABLED", value_parser = parse_disabled, default_value = "false", action = clap::ArgAction::Set)]
+    #[arg(long = "otel-sdk-disabled", env = "OTEL_SDK_DISABLED", value_parser = Named(parse_disabled), default_value = "false", action = clap::ArgAction::Set)]
     pub sdk_disabled: bool,
 
     /// OTLP/HTTP base URL to send spans to (`http://collector:4318`; spans go to its
     /// `/v1/traces`). Unset: nothing is exported, but trace context still travels (HTTP in,
     /// AMQP out) and log lines still carry trace and span ids.
-    #[arg(long = "otel-exporter-otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = EndpointParser)]
+    #[arg(long = "otel-exporter-otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = Named(parse_endpoint))]
     pub otlp_endpoint: Option<OtlpEndpoint>,
 
     /// OTLP/HTTP URL for spans, used as given (overrides the base URL's `/v1/traces`).
-    #[arg(long = "otel-exporter-otlp-traces-endpoint", env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_parser = EndpointParser)]
+    #[arg(long = "otel-exporter-otlp-traces-endpoint", env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_parser = Named(parse_endpoint))]
     pub otlp_traces_endpoint: Option<OtlpEndpoint>,
 
     /// The service's name in traces (default: the binary's name).
-    #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME", value_parser = parse_service_name)]
+    #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME", value_parser = Named(parse_service_name))]
     pub service_name: Option<String>,
 
     /// Sampler: `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`,
     /// `parentbased_always_off`, `parentbased_traceidratio`.
-    #[arg(long = "otel-traces-sampler", env = "OTEL_TRACES_SAMPLER", value_parser = parse_sampler, default_value = "parentbased_always_on")]
+    #[arg(long = "otel-traces-sampler", env = "OTEL_TRACES_SAMPLER", value_parser = Named(parse_sampler), default_value = "parentbased_always_on")]
     pub sampler: SamplerName,
 
     /// The ratio of the `*traceidratio` samplers, from 0 to 1 (default 1).
-    #[arg(long = "otel-traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG", value_parser = parse_ratio)]
+    #[arg(long = "otel-traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG", value_parser = Named(parse_ratio))]
     pub sampler_arg: Option<Ratio>,
 
     /// Resource attributes, `key=value,key=value` (`deployment.environment.name=demo`).
-    #[arg(long = "otel-resource-attributes", env = "OTEL_RESOURCE_ATTRIBUTES", value_parser = parse_resource_attributes)]
+    #[arg(long = "otel-resource-attributes", env = "OTEL_RESOURCE_ATTRIBUTES", value_parser = Named(parse_resource_attributes))]
     pub resource_attributes: Option<ResourceAttributes>,
 }
 

@@ -123,6 +123,55 @@ fn every_url_the_clients_refuse_exits_2_naming_its_variable_without_the_password
 }
 
 /// Found by the hostile trial: fault injection used to need no credential. On without
+/// Tracing's `OTEL_*` settings are checked like the rest, where the SDK would ignore what
+/// it cannot use: each refusal exits 2 naming the variable, and never shows an endpoint's
+/// credentials.
+#[test]
+fn tracing_settings_the_sdk_would_ignore_exit_2_naming_their_variable() {
+    for (settings, variable) in [
+        (
+            &[("OTEL_TRACES_SAMPLER", "AlwaysOn")][..],
+            "OTEL_TRACES_SAMPLER",
+        ),
+        (
+            &[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ][..],
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        (
+            &[("OTEL_TRACES_SAMPLER_ARG", "0.5")][..],
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")][..],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (
+            &[(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://user:SECRET@collector:4318",
+            )][..],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (
+            &[("OTEL_RESOURCE_ATTRIBUTES", "team")][..],
+            "OTEL_RESOURCE_ATTRIBUTES",
+        ),
+        (&[("OTEL_SDK_DISABLED", "yes")][..], "OTEL_SDK_DISABLED"),
+    ] {
+        let mut command = api();
+        command.envs(settings.iter().copied());
+        let (status, output) =
+            Process::spawn(command).wait_exit_with_output(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{settings:?}: {output}");
+        assert!(output.contains(variable), "{settings:?}: {output}");
+        assert!(!output.contains("SECRET"), "{settings:?}: {output}");
+        assert!(!output.contains("panicked"), "{settings:?}: {output}");
+    }
+}
+
 /// `FRACTILE_ADMIN_TOKEN`, or with one too short, is a configuration error.
 #[test]
 fn fault_injection_without_a_good_admin_token_exits_2_without_printing_it() {
