@@ -84,6 +84,7 @@ fn link_to_the_render(source: &Source) {
                 ("ETag" = String, description = "Strong validator: renderer version, style and coordinates."),
                 ("X-Cache" = String, description = "`L1` (this replica's memory), `L2` (Redis) or `MISS` (rendered for this request)."),
                 ("Server-Timing" = String, description = "Where the time went (cache lookups, queue wait, render)."),
+                ("traceresponse" = String, description = "W3C Trace Context Level 2, `00-<trace id>-<span id>-01`: the request's trace, on a sampled request when the api exports spans."),
             )),
         (status = 304, description = "Not modified: `If-None-Match` matched.",
             headers(
