@@ -98,15 +98,7 @@ impl Tracing {
     /// an endpoint is set. `default_service` names the service when `OTEL_SERVICE_NAME`
     /// does not.
     pub fn new(args: &TraceArgs, default_service: &str) -> Result<Tracing, String> {
-        let resource = Resource::builder_empty()
-            .with_service_name(args.service_name(default_service))
-            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-            .with_attributes(
-                args.resource_attributes()
-                    .iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-            )
-            .build();
+        let resource = resource(args, default_service);
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(sampler(args.sampling()))
             .with_resource(resource.clone());
@@ -148,6 +140,20 @@ impl Tracing {
             tracing::warn!(error = %e, "spans may be lost: exporting the last ones failed");
         }
     }
+}
+
+/// The spans' resource: the version, the configured attributes, and the service name after
+/// them (`TraceArgs::service_name` settles its precedence).
+fn resource(args: &TraceArgs, default_service: &str) -> Resource {
+    Resource::builder_empty()
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attributes(
+            args.resource_attributes()
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_service_name(args.service_name(default_service))
+        .build()
 }
 
 /// The SDK's sampler for the settings' choice.
@@ -405,6 +411,40 @@ mod tests {
         let dropped = dropped() - before;
         assert!(dropped > 0);
         assert_eq!(dropped + spans.load(Ordering::Relaxed), 1000);
+    }
+
+    #[test]
+    fn the_resource_names_the_service_as_the_settings_say() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            trace: TraceArgs,
+        }
+        let name = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+                .expect("valid");
+            let resource = resource(&cli.trace, "fractile-api");
+            let get = |key: &'static str| {
+                resource
+                    .get(&opentelemetry::Key::from_static_str(key))
+                    .map(|v| v.to_string())
+            };
+            (get("service.name"), get("team"), get("service.version"))
+        };
+        let version = Some(env!("CARGO_PKG_VERSION").to_string());
+        assert_eq!(
+            name(&[]),
+            (Some("fractile-api".into()), None, version.clone())
+        );
+        let attrs = ["--otel-resource-attributes", "service.name=tiles,team=maps"];
+        assert_eq!(
+            name(&attrs),
+            (Some("tiles".into()), Some("maps".into()), version.clone())
+        );
+        let mut both = attrs.to_vec();
+        both.extend(["--otel-service-name", "edge"]);
+        assert_eq!(name(&both).0.as_deref(), Some("edge"));
     }
 
     #[test]

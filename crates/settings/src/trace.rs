@@ -261,11 +261,19 @@ impl TraceArgs {
         Some(format!("{base}/v1/traces"))
     }
 
-    /// The service name: the configured one, or `default` (the binary's name).
+    /// The service name: `OTEL_SERVICE_NAME`, else a `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES` (the specification's precedence), else `default` (the
+    /// binary's name).
     pub fn service_name(&self, default: &str) -> String {
+        let from_attributes = || {
+            self.resource_attributes()
+                .iter()
+                .find(|(key, _)| key == "service.name")
+                .map(|(_, value)| value.clone())
+        };
         match self.service_name.as_deref() {
             Some(name) if !name.is_empty() => name.to_string(),
-            _ => default.to_string(),
+            _ => from_attributes().unwrap_or_else(|| default.to_string()),
         }
     }
 
@@ -456,6 +464,16 @@ mod tests {
                 ("team".into(), "tiles and maps".into())
             ]
         );
+        let named = parse(&["--otel-resource-attributes", "service.name=tiles"]).expect("ok");
+        assert_eq!(named.service_name("fractile-api"), "tiles");
+        let both = parse(&[
+            "--otel-resource-attributes",
+            "service.name=tiles",
+            "--otel-service-name",
+            "maps",
+        ])
+        .expect("ok");
+        assert_eq!(both.service_name("fractile-api"), "maps");
         for bad in ["novalue", "=x", "k=%zz", "k=%ff"] {
             assert!(
                 parse(&["--otel-resource-attributes", bad]).is_err(),
