@@ -144,6 +144,9 @@ pub struct Metrics {
     /// `coalesced_waits_total{scope}`: misses that waited for a render another request (this
     /// process: `local`) or another replica (`cluster`) had started.
     pub coalesced: IntCounterVec,
+    /// `render_claims_taken_over_total`: render claims another replica took and let lapse
+    /// without publishing the job (it died in between), taken over by a waiting miss.
+    pub claims_taken_over: IntCounter,
     /// `redis_pool_connections`: open connections.
     pub redis_pool_size: IntGauge,
     /// `redis_pool_available`: idle connections.
@@ -243,6 +246,10 @@ impl Metrics {
             ),
             &["scope"],
         )?;
+        let claims_taken_over = IntCounter::new(
+            "render_claims_taken_over_total",
+            "Render claims that lapsed unpublished (their replica died) and were taken over by a waiting miss.",
+        )?;
         let redis_pool_size = IntGauge::new("redis_pool_connections", "Open Redis connections.")?;
         let redis_pool_available =
             IntGauge::new("redis_pool_available", "Idle Redis connections.")?;
@@ -286,6 +293,7 @@ impl Metrics {
             confirm_latency,
             result_wait,
             coalesced,
+            claims_taken_over,
             redis_pool_size,
             redis_pool_available,
             redis_wait_timeouts,
@@ -320,6 +328,7 @@ impl Metrics {
         r.register(Box::new(self.confirm_latency.clone()))?;
         r.register(Box::new(self.result_wait.clone()))?;
         r.register(Box::new(self.coalesced.clone()))?;
+        r.register(Box::new(self.claims_taken_over.clone()))?;
         r.register(Box::new(self.redis_pool_size.clone()))?;
         r.register(Box::new(self.redis_pool_available.clone()))?;
         r.register(Box::new(self.redis_wait_timeouts.clone()))?;

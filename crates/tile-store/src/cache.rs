@@ -234,6 +234,26 @@ impl TileStore {
             .await
     }
 
+    /// Extends a render claim this caller holds to `ttl` (once its job is published); false
+    /// if the claim is gone.
+    pub async fn hold_claim(&self, key: &TileKey, ttl: Duration) -> Result<bool, StoreError> {
+        let k = self.keys.claim(key);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.redis
+            .with_conn(|mut c| async move {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&k)
+                    .arg(1)
+                    .arg("XX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(set.is_some())
+            })
+            .await
+    }
+
     /// Starts the pub/sub listener that wakes waiters when workers announce tiles.
     pub fn ready_listener(&self, stop: tokio_util::sync::CancellationToken) -> ReadyListener {
         ReadyListener::spawn(

@@ -22,6 +22,13 @@ use crate::metrics::Metrics;
 /// (pub/sub delivers at most once, and not while its connection is down).
 const RESULT_POLL_EVERY: Duration = Duration::from_millis(200);
 
+/// How long a render claim lives until its job is published; then it is held for the render
+/// deadline. A replica that dies between claiming and publishing (a SIGKILL, an OOM kill)
+/// leaves a claim nobody will honour: it lapses after this, and a replica waiting on it takes
+/// the claim over and publishes the job, instead of waiting out the deadline for a render
+/// that was never asked for.
+const CLAIM_UNTIL_PUBLISHED: Duration = Duration::from_secs(1);
+
 /// Why the workers did not bring a tile back.
 #[derive(Debug)]
 pub enum QueueMiss {
@@ -118,8 +125,9 @@ impl QueueFill {
         };
         let publish = published.as_ref().map(|p| p.took);
         let refused = published.map(|p| p.refused);
+        let joined = (!claimed).then_some(&publisher);
         let found = self
-            .await_tile(&key, announcement, refused, started, deadline)
+            .await_tile(&key, announcement, refused, joined, started, deadline)
             .await?;
         let waited = started.elapsed();
         self.observe_wait("ok", waited);
@@ -139,7 +147,8 @@ impl QueueFill {
     /// Takes the render claim (`SET NX`, living as long as the render deadline): true if
     /// this replica publishes the job, false if another replica already did.
     async fn claim(&self, key: &TileKey) -> Result<bool, QueueMiss> {
-        match self.store.claim_render(key, self.render_timeout).await {
+        let until_published = CLAIM_UNTIL_PUBLISHED.min(self.render_timeout);
+        match self.store.claim_render(key, until_published).await {
             Ok(claimed) => Ok(claimed),
             Err(error) => {
                 // Without Redis no worker can hand the tile back.
@@ -160,10 +169,17 @@ impl QueueFill {
                 .unwrap_or(Err(QueueError::Timeout("publish")));
         let took = publishing.elapsed();
         match published {
-            Ok(pending) => Ok(Published {
-                took,
-                refused: self.watch_confirm(pending, publishing),
-            }),
+            Ok(pending) => {
+                // Published: the claim now lives as long as the render may take. Off the
+                // request's path; if it fails, the claim lapses and a waiting replica queues
+                // the job again (a second render of the same bytes, nothing worse).
+                let (store, key, ttl) = (self.store.clone(), *key, self.render_timeout);
+                tokio::spawn(async move { store.hold_claim(&key, ttl).await });
+                Ok(Published {
+                    took,
+                    refused: self.watch_confirm(pending, publishing),
+                })
+            }
             Err(error) => {
                 // Every miss fails the same way while the broker is down: one line per
                 // interval, the rest counted (and in render_jobs_published_total).
@@ -181,11 +197,16 @@ impl QueueFill {
     /// subscription goes down (it would hear of nothing), and every [`RESULT_POLL_EVERY`],
     /// until the deadline ([`QueueMiss::Deadline`]), a refused job or Redis out of reach
     /// ([`QueueMiss::Broken`]).
+    ///
+    /// A request that joined another replica's claim (`joined`, with the publisher to use)
+    /// takes the claim over when it lapses without the tile, and publishes the job itself
+    /// (see [`CLAIM_UNTIL_PUBLISHED`]).
     async fn await_tile(
         &self,
         key: &TileKey,
         mut announcement: ReadyWait,
         mut refused: Option<oneshot::Receiver<()>>,
+        mut joined: Option<&Publisher>,
         started: Instant,
         deadline: Instant,
     ) -> Result<Found, QueueMiss> {
@@ -219,7 +240,17 @@ impl QueueFill {
                     let fetch = fetch.elapsed();
                     return Ok(Found { png, fetch, heard });
                 }
-                Ok(Stored::Missing) => {}
+                Ok(Stored::Missing) => {
+                    if let Some(publisher) = joined
+                        && started.elapsed() >= CLAIM_UNTIL_PUBLISHED
+                        && self.claim(key).await?
+                    {
+                        // The claim lapsed without a tile: its holder never published.
+                        joined = None;
+                        self.metrics.claims_taken_over.inc();
+                        refused = Some(self.publish(key, publisher).await?.refused);
+                    }
+                }
                 // Deleted; the worker's tile, when it comes, replaces nothing.
                 Ok(Stored::Refused(why)) => l2_refused(&self.metrics, "result", why),
                 Err(error) => {

@@ -152,6 +152,51 @@ async fn a_miss_is_rendered_by_a_worker() {
     cluster.cleanup().await;
 }
 
+/// Found by the SIGKILL step of the end-to-end test: a replica killed between taking a
+/// render claim and publishing its job left a claim that lived for the render deadline, and
+/// every replica that joined it waited the whole deadline for a render nobody had asked for
+/// (503 `render_timeout` after 5 s). Now a claim lives a second until its job is published,
+/// and a waiting miss takes a lapsed one over and publishes the job.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_claim_whose_replica_died_before_publishing_is_taken_over() {
+    let cluster = Cluster::new().await;
+    let worker = start_worker(cluster.worker_config(2));
+    let mut config = cluster.api_config();
+    config.render_timeout = Duration::from_secs(5);
+    let (state, app) = cluster.api(&config).await;
+    // The claim a dead replica left: taken, never published, never held for longer.
+    let tile = TileId::new(8, 100, 121, MaxZoom::LIMIT).expect("valid");
+    let claim = format!(
+        "{}rendering:{RENDER_VERSION}:classic:{}:{}:{}",
+        cluster.prefix,
+        tile.z(),
+        tile.x(),
+        tile.y()
+    );
+    let mut c = redis_connection(&cluster.redis).await;
+    let _: () = redis::cmd("SET")
+        .arg(&claim)
+        .arg(1)
+        .arg("PX")
+        .arg(1000)
+        .query_async(&mut c)
+        .await
+        .expect("SET");
+    let started = std::time::Instant::now();
+    let response = send(&app, get("/tiles/8/100/121.png")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?} on a claim nobody would honour",
+        started.elapsed()
+    );
+    assert_eq!(state.metrics.claims_taken_over.get(), 1);
+    assert_eq!(worker.metrics.render.count("ok"), 1);
+    worker.shutdown().await;
+    cluster.cleanup().await;
+}
+
 #[tokio::test]
 #[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
 async fn a_cold_tile_requested_on_three_replicas_renders_once() {
