@@ -217,26 +217,22 @@ impl TileStore {
     /// across all api replicas, false while another claim lives. This is what makes
     /// concurrent misses on several replicas produce one render job.
     pub async fn claim_render(&self, key: &TileKey, ttl: Duration) -> Result<bool, StoreError> {
-        let k = self.keys.claim(key);
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.redis
-            .with_conn(|mut c| async move {
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(&k)
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ms)
-                    .query_async(&mut c)
-                    .await?;
-                Ok(set.is_some())
-            })
-            .await
+        self.set_claim(key, ttl, "NX").await
     }
 
     /// Extends a render claim this caller holds to `ttl` (once its job is published); false
     /// if the claim is gone.
     pub async fn hold_claim(&self, key: &TileKey, ttl: Duration) -> Result<bool, StoreError> {
+        self.set_claim(key, ttl, "XX").await
+    }
+
+    /// `SET` of `key`'s claim for `ttl` under `condition` (`NX`: none yet; `XX`: one lives).
+    async fn set_claim(
+        &self,
+        key: &TileKey,
+        ttl: Duration,
+        condition: &'static str,
+    ) -> Result<bool, StoreError> {
         let k = self.keys.claim(key);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         self.redis
@@ -244,7 +240,7 @@ impl TileStore {
                 let set: Option<String> = redis::cmd("SET")
                     .arg(&k)
                     .arg(1)
-                    .arg("XX")
+                    .arg(condition)
                     .arg("PX")
                     .arg(ms)
                     .query_async(&mut c)
