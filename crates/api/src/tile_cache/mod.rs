@@ -3,7 +3,7 @@
 //!
 //! Concurrent misses for the same tile in one process share one fill (moka runs a single
 //! init future per key and hands its result to every waiter). Across replicas, a render
-//! claim in Redis (`SET NX` with the render deadline as its lifetime) lets one replica queue
+//! claim in Redis (`SET NX`, a second until its job is published, then the render deadline) lets one replica queue
 //! the job while the others only wait for its announcement. Failed fills are not cached.
 //!
 //! Degradation: a Redis error is a miss (counted). Every Redis call is bounded by the

@@ -144,8 +144,9 @@ impl QueueFill {
         Ok((found.png, source))
     }
 
-    /// Takes the render claim (`SET NX`, living as long as the render deadline): true if
-    /// this replica publishes the job, false if another replica already did.
+    /// Takes the render claim (`SET NX`, living [`CLAIM_UNTIL_PUBLISHED`] until `publish` holds
+    /// it for the render deadline): true if this replica publishes the job, false if another
+    /// replica already did.
     async fn claim(&self, key: &TileKey) -> Result<bool, QueueMiss> {
         let until_published = CLAIM_UNTIL_PUBLISHED.min(self.render_timeout);
         match self.store.claim_render(key, until_published).await {
