@@ -20,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{BoxError, Router};
 use fractile_telemetry::{RateLimitedLog, context};
+use opentelemetry::trace::SpanContext;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -275,19 +276,16 @@ fn request_span(request: &Request<Body>, traces: Traces) -> tracing::Span {
     }
     // The sampling decision is made here (the parent is known): only a span that will be
     // exported is given the conventions' attributes.
-    if exported && context::is_sampled(&span) {
+    if exported && context::span_context(&span).is_some_and(|sc| sc.is_sampled()) {
         context::http_server(&span, method.as_str(), route);
     }
     span
 }
 
-/// `traceresponse` (W3C Trace Context Level 2) naming this request's trace and server span,
-/// on a sampled request when spans are exported: what a client needs to find the trace.
-fn trace_response(span: &tracing::Span) -> Option<HeaderValue> {
-    if !context::is_sampled(span) {
-        return None;
-    }
-    let (trace_id, span_id) = context::ids(span)?;
+/// `traceresponse` (W3C Trace Context Level 2) naming a sampled request's trace and server
+/// span: what a client needs to find the trace.
+fn trace_response(server: &SpanContext) -> Option<HeaderValue> {
+    let (trace_id, span_id) = (server.trace_id(), server.span_id());
     HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-01")).ok()
 }
 
@@ -310,11 +308,14 @@ async fn track_http(State(state): State<AppState>, request: Request, next: Next)
         Err(refused) => refused.into_response(),
     };
     let mut response = no_store_on_5xx(json_error_body(response));
+    // An exported request's span, when sampled: its status, and `traceresponse` naming it.
     if state.traces == Traces::Exported {
         let span = tracing::Span::current();
-        context::record_status(&span, response.status().as_u16());
-        if let Some(value) = trace_response(&span) {
-            response.headers_mut().insert(TRACERESPONSE, value);
+        if let Some(server) = context::span_context(&span).filter(SpanContext::is_sampled) {
+            context::record_status(&span, response.status().as_u16());
+            if let Some(value) = trace_response(&server) {
+                response.headers_mut().insert(TRACERESPONSE, value);
+            }
         }
     }
     let limit = match response.status() {

@@ -89,7 +89,6 @@ pub fn export_metrics() -> &'static ExportMetrics {
 #[derive(Debug, Clone)]
 pub struct Tracing {
     provider: SdkTracerProvider,
-    exporting: bool,
     disabled: bool,
 }
 
@@ -118,7 +117,6 @@ impl Tracing {
         }
         Ok(Tracing {
             provider: builder.build(),
-            exporting: url.is_some(),
             disabled: args.sdk_disabled,
         })
     }
@@ -127,11 +125,6 @@ impl Tracing {
     /// (`OTEL_SDK_DISABLED=true`).
     pub fn tracer(&self) -> Option<SdkTracer> {
         (!self.disabled).then(|| self.provider.tracer("fractile"))
-    }
-
-    /// Whether spans are exported (an endpoint is set).
-    pub fn exporting(&self) -> bool {
-        self.exporting
     }
 
     /// Sends what is queued, waiting a few seconds at most; at exit.

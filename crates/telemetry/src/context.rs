@@ -85,15 +85,6 @@ pub fn add_link(span: &tracing::Span, other: SpanContext) {
     span.add_link(other);
 }
 
-/// A span's trace and span ids, lower-case hex; `None` when it has no valid context.
-pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
-    let cx = span.context();
-    let span_ref = cx.span();
-    let sc = span_ref.span_context();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
-}
-
 /// Gives an HTTP server span the conventions' attributes for its request:
 /// `http.request.method` and `http.route` (the route template, never the raw path).
 pub fn http_server(span: &tracing::Span, method: &str, route: &str) {
@@ -108,11 +99,6 @@ pub fn record_status(span: &tracing::Span, status: u16) {
     if status >= 500 {
         span.set_status(opentelemetry::trace::Status::error(""));
     }
-}
-
-/// Whether `span` is sampled (its trace is recorded and exported).
-pub fn is_sampled(span: &tracing::Span) -> bool {
-    span.context().span().span_context().is_sampled()
 }
 
 #[cfg(test)]
@@ -145,6 +131,6 @@ mod tests {
     #[test]
     fn without_the_layer_nothing_is_injected() {
         assert!(inject(&tracing::Span::none()).is_empty());
-        assert!(ids(&tracing::Span::none()).is_none());
+        assert!(span_context(&tracing::Span::none()).is_none());
     }
 }

@@ -14,7 +14,7 @@ pub mod ratelimited_log;
 pub mod subscriber;
 
 pub use ratelimited_log::RateLimitedLog;
-pub use subscriber::{JsonSpanFields, UNTRACED, init, init_format};
+pub use subscriber::{JsonSpanFields, UNTRACED, init};
 
 /// An error and its sources, `outer: inner: root`, as `anyhow`'s `{:#}` writes them: the
 /// value of an `error` field, since `%error` shows only the outermost message.

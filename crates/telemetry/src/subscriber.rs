@@ -66,19 +66,6 @@ fn is_untraced(meta: &tracing::Metadata<'_>) -> bool {
     meta.target().ends_with(UNTRACED)
 }
 
-/// Installs a subscriber without the OpenTelemetry layer (tests of log lines). A second
-/// call leaves the first in place.
-pub fn init_format(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
-        LogFormat::Json => registry.with(json_layer(std::io::stdout)).try_init(),
-        LogFormat::Pretty => registry
-            .with(fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())))
-            .try_init(),
-    };
-}
-
 /// The JSON lines: the event's fields flattened, the current span's fields as `span`, and
 /// its trace and span ids.
 fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
@@ -379,7 +366,8 @@ mod tests {
             span.in_scope(|| tracing::warn!(n = 1, "inside"));
             let untraced = tracing::info_span!(target: "app::untraced", "request");
             untraced.in_scope(|| tracing::warn!("inside an untraced span"));
-            crate::context::ids(&span).expect("a traced span has ids")
+            let sc = crate::context::span_context(&span).expect("a traced span has a context");
+            (sc.trace_id().to_string(), sc.span_id().to_string())
         });
         let lines = lines.json();
         assert_eq!(lines.len(), 3, "{lines:#?}");
