@@ -299,9 +299,7 @@ impl Config {
                  workers return tiles through Redis",
             ));
         }
-        config.process.check().map_err(|why| {
-            Self::command().error(clap::error::ErrorKind::MissingRequiredArgument, why)
-        })?;
+        config.process.check_for::<Self>()?;
         Ok(config)
     }
 

@@ -50,10 +50,18 @@ pub struct ProcessArgs {
 
 impl ProcessArgs {
     /// The checks that span settings: fault injection on without its token is a
-    /// configuration error. Each binary's `Config` turns the reason into clap's usage error.
+    /// configuration error, and so are tracing settings that contradict each other
+    /// ([`ProcessArgs::check_for`] makes the reason a usage error).
     pub fn check(&self) -> Result<(), String> {
         self.faults.injection()?;
         self.trace.check()
+    }
+
+    /// [`ProcessArgs::check`] as the usage error of the binary's command `C` (exit 2), what
+    /// each binary's `Config` returns.
+    pub fn check_for<C: clap::CommandFactory>(&self) -> Result<(), clap::Error> {
+        self.check()
+            .map_err(|why| C::command().error(clap::error::ErrorKind::MissingRequiredArgument, why))
     }
 
     /// Render threads: the configured number, or the CPUs available to this process

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroUsize};
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use fractile_queue::QueueArgs;
 use fractile_settings::{ProcessArgs, SecretUrl, UrlParser};
 use fractile_tile_store::RedisArgs;
@@ -85,9 +85,7 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         let config = Self::try_parse_from(args)?;
-        config.process.check().map_err(|why| {
-            Self::command().error(clap::error::ErrorKind::MissingRequiredArgument, why)
-        })?;
+        config.process.check_for::<Self>()?;
         Ok(config)
     }
 
