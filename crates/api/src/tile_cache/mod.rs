@@ -24,7 +24,7 @@
 //! broken).
 
 mod fill;
-mod in_flight;
+mod fill_spans;
 mod local;
 mod queue;
 mod shared;
@@ -43,8 +43,8 @@ use moka::future::Cache;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
+use fill_spans::FillSpans;
 use fractile_telemetry::context;
-use in_flight::InFlight;
 
 /// moka's own bookkeeping per entry (about 150-180 B on 64-bit, moka-rs/moka#201) plus the
 /// key, rounded up: counted in the weight so `FRACTILE_L1_BYTES` bounds real memory.
@@ -66,8 +66,8 @@ pub struct TileCache {
     fill: Fill,
     /// Permits for misses being filled: the admission bound of the expensive path.
     fills: Arc<Semaphore>,
-    /// The span of each fill in progress, for the requests that wait on it.
-    in_flight: Arc<InFlight>,
+    /// The span of each recent fill, for the requests that waited on it.
+    fill_spans: FillSpans,
     metrics: Arc<Metrics>,
 }
 
@@ -93,7 +93,7 @@ impl TileCache {
             l1,
             fill,
             fills,
-            in_flight: Arc::default(),
+            fill_spans: FillSpans::default(),
             metrics,
         }
     }
@@ -143,15 +143,13 @@ impl TileCache {
     async fn miss(&self, key: TileKey, start: Instant) -> Result<Served, Arc<FillError>> {
         self.metrics.l1_lookup(false);
         // Only the request whose init future runs fills `source`; the others waited on it,
-        // and link their spans to the one that did the work if they saw it start.
+        // and link their spans to the one that did the work.
         let mut source = None;
-        let filling = self.in_flight.filling(&key);
         let png = self
             .l1
             .try_get_with(key, async {
-                let _filling = self
-                    .in_flight
-                    .start(key, context::span_context(&tracing::Span::current()));
+                self.fill_spans
+                    .started(key, context::span_context(&tracing::Span::current()));
                 // Requests waiting on misses hold their admission slot for as long as the
                 // render takes; bounding the misses keeps slots free for hits. Refused at
                 // once, like the global limit.
@@ -169,8 +167,8 @@ impl TileCache {
             .await?;
         let source = source.unwrap_or_else(|| {
             self.metrics.coalesced.with_label_values(&["local"]).inc();
-            if let Some(fill) = filling {
-                context::add_link(&tracing::Span::current(), fill);
+            if let Some(filler) = self.fill_spans.filler(&key) {
+                context::add_link(&tracing::Span::current(), filler);
             }
             Source::Coalesced
         });
