@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{BoxError, Router};
@@ -27,8 +27,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::DeadlineBody;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -43,6 +42,12 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// W3C Trace Context Level 2's response header.
 const TRACERESPONSE: &str = "traceresponse";
+
+/// The request headers every request's span reads, as names: a lookup by `&str` parses and
+/// lower-cases the name on every call, a few hundred instructions per request.
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static(context::TRACEPARENT);
+static TRACESTATE: HeaderName = HeaderName::from_static(context::TRACESTATE);
 
 /// The traffic application: tile routes behind admission control, the viewer, and JSON 404/405s.
 pub fn app(state: AppState) -> Router {
@@ -119,29 +124,17 @@ fn page_routes() -> OpenApiRouter<AppState> {
 /// Wraps `routes` in the layers every traffic request goes through. Public so tests can put
 /// routes of their own (one that panics, say) behind the same stack.
 pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
-    let traces = state.traces;
     routes
         .layer(
             ServiceBuilder::new()
                 // Reuse the load balancer's id when it sent one, else make one.
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
-                // One span per request, named by route template, carrying the request id, so
-                // every log line inside it has both. The per-request line is DEBUG: a log line
-                // per hit costs more than the rest of the stack (STACK.md §16). Failures are
-                // logged by `track_http` (`log_failure`), which sees their cause.
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(move |request: &Request<Body>| {
-                            request_span(request, traces)
-                        })
-                        .on_request(())
-                        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                        .on_failure(()),
-                )
-                // Metrics, no-store on 5xx, JSON error bodies, the head limits and the log of
-                // 5xx: one middleware, since each `from_fn` layer costs every request a boxed
-                // clone of everything beneath it.
+                // The request's span, metrics, no-store on 5xx, JSON error bodies, the head
+                // limits and the log of 5xx: one middleware, since each layer costs every
+                // request a boxed clone of everything beneath it, and tower-http's trace layer
+                // enters its span on every poll of the response and of its body (three entries
+                // an L1 hit, each a walk through every layer of the subscriber).
                 .layer(middleware::from_fn_with_state(state.clone(), track_http))
                 // A panicking handler becomes a 500; the connection and the process live on.
                 .layer(CatchPanicLayer::custom(
@@ -226,27 +219,39 @@ fn json_error_body(response: Response) -> Response {
     Response::from_parts(parts, json.into_body())
 }
 
-fn request_span(request: &Request<Body>, traces: Traces) -> tracing::Span {
+/// The request's span, named by route template (never the raw path) and carrying the request
+/// id, so every log line inside it has both.
+fn request_span(request: &Request<Body>, traces: &Traces) -> tracing::Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or(UNMATCHED, MatchedPath::as_str);
     let headers = request.headers();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let request_id = header("x-request-id").unwrap_or("");
+    let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let request_id = header(&REQUEST_ID).unwrap_or("");
     let method = request.method();
+    let parent = match traces {
+        Traces::Off => None,
+        _ => header(&TRACEPARENT)
+            .and_then(|parent| context::extract(Some(parent), header(&TRACESTATE))),
+    };
+    // Whether this span is one OpenTelemetry sees: a caller's context continues (its
+    // sampling decision is then the sampler's, from the parent); with nothing to continue,
+    // only a request that starts a sampled trace when spans are exported (`RootSampler`:
+    // an unsampled span costs as much as a sampled one and nothing would show it).
+    let (traced, exported) = match traces {
+        Traces::Off => (false, false),
+        Traces::Kept => (parent.is_some(), false),
+        Traces::Exported(roots) => {
+            let traced = parent.is_some() || roots.sample();
+            (traced, traced)
+        }
+    };
     // Log lines show a span's fields (`method`, `route`, `request_id`, as they always have),
     // and every field costs every request twice: the log layer formats it, the OpenTelemetry
     // layer keeps it. What only an exported span needs (its name and kind, the HTTP
-    // conventions' attribute names) is added only when spans are exported; log lines leave
-    // `otel.*` out (see `fractile_telemetry::JsonSpanFields`). Labelled by route template,
-    // never the raw path.
-    let exported = traces == Traces::Exported;
-    let parent = match traces {
-        Traces::Off => None,
-        _ => header(context::TRACEPARENT)
-            .and_then(|parent| context::extract(Some(parent), header(context::TRACESTATE))),
-    };
+    // conventions' attribute names) is added only when it is exported; log lines leave
+    // `otel.*` out (see `fractile_telemetry::JsonSpanFields`).
     let span = if exported {
         tracing::info_span!(
             "request",
@@ -256,11 +261,11 @@ fn request_span(request: &Request<Body>, traces: Traces) -> tracing::Span {
             route,
             request_id,
         )
-    } else if parent.is_some() {
+    } else if traced {
         tracing::info_span!("request", method = method.as_str(), route, request_id)
     } else {
-        // Not exported and no caller's context to continue: out of OpenTelemetry (see
-        // `fractile_telemetry::UNTRACED`); a job this request queues starts the trace.
+        // Out of OpenTelemetry (see `fractile_telemetry::UNTRACED`): a job this request
+        // queues starts the trace.
         tracing::info_span!(
             target: "fractile_api::untraced",
             "request",
@@ -290,6 +295,7 @@ fn trace_response(server: &SpanContext) -> Option<HeaderValue> {
 }
 
 /// The request's own middleware, in this order:
+/// - makes its span ([`request_span`]), in which the rest runs;
 /// - counts it in `http_requests_in_flight` (with a drop guard, so shed, timed-out and
 ///   abandoned requests count down too);
 /// - answers 414 / 431 with a JSON body for a head over the limits, before any other work
@@ -299,6 +305,14 @@ fn trace_response(server: &SpanContext) -> Option<HeaderValue> {
 /// - records its status and latency by route template;
 /// - logs a 5xx, with its cause ([`log_failure`]).
 async fn track_http(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let span = request_span(&request, &state.traces);
+    track(state, request, next, span.clone())
+        .instrument(span)
+        .await
+}
+
+/// [`track_http`] inside the request's `span`.
+async fn track(state: AppState, request: Request, next: Next, span: tracing::Span) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let metrics = &state.metrics;
     let _in_flight = InFlightGuard::new(&metrics.in_flight);
@@ -309,13 +323,15 @@ async fn track_http(State(state): State<AppState>, request: Request, next: Next)
     };
     let mut response = no_store_on_5xx(json_error_body(response));
     // An exported request's span, when sampled: its status, and `traceresponse` naming it.
-    if state.traces == Traces::Exported {
-        let span = tracing::Span::current();
-        if let Some(server) = context::span_context(&span).filter(SpanContext::is_sampled) {
-            context::record_status(&span, response.status().as_u16());
-            if let Some(value) = trace_response(&server) {
-                response.headers_mut().insert(TRACERESPONSE, value);
-            }
+    let exported = matches!(state.traces, Traces::Exported(_));
+    if let Some(server) = exported
+        .then(|| context::span_context(&span))
+        .flatten()
+        .filter(SpanContext::is_sampled)
+    {
+        context::record_status(&span, response.status().as_u16());
+        if let Some(value) = trace_response(&server) {
+            response.headers_mut().insert(TRACERESPONSE, value);
         }
     }
     let limit = match response.status() {
@@ -333,15 +349,24 @@ async fn track_http(State(state): State<AppState>, request: Request, next: Next)
         .copied()
         .unwrap_or(CacheLabel::Unset);
     let elapsed = start.elapsed();
+    let status = response.status();
     metrics
         .http(
             route.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
-            response.status(),
+            status,
             cache,
         )
         .observe(elapsed);
-    if response.status().is_server_error() {
-        log_failure(response.status(), response.extensions().get(), elapsed);
+    if status.is_server_error() {
+        log_failure(status, response.extensions().get(), elapsed);
+    } else {
+        // The per-request line is DEBUG: a log line per hit costs more than the rest of the
+        // stack (STACK.md §16). Failures are logged above, with their cause.
+        tracing::debug!(
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request finished"
+        );
     }
     response
 }

@@ -81,14 +81,15 @@ pub struct SharedState {
 }
 
 /// What tracing does for each request, from the settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Traces {
     /// Off (`OTEL_SDK_DISABLED=true`): no span context, in or out.
     Off,
     /// Spans have a context (it travels, logs carry its ids) but are not exported.
     Kept,
-    /// Spans are exported.
-    Exported,
+    /// Spans are exported; a request without a caller's context is traced when this
+    /// sampler picks it.
+    Exported(fractile_http::trace::RootSampler),
 }
 
 impl Traces {
@@ -96,7 +97,7 @@ impl Traces {
         if settings.sdk_disabled {
             Traces::Off
         } else if settings.traces_url().is_some() {
-            Traces::Exported
+            Traces::Exported(fractile_http::trace::RootSampler::new(settings.sampling()))
         } else {
             Traces::Kept
         }

@@ -15,6 +15,8 @@
 //! - A seed is one trace: the `POST`, the expansion below it, its batches below that; each of
 //!   its jobs is a trace of its own (publish, then the worker's process span) linked to the
 //!   batch that queued it.
+//! - A seed whose expansion another replica takes over (its holder died) stays one trace: the
+//!   record keeps the `POST`'s context, and the new holder's expansion is its child.
 //! - Without an endpoint the api exports nothing but still passes a caller's context on to
 //!   the worker, and a job it queues for a request without one starts a trace the worker
 //!   continues.
@@ -22,6 +24,9 @@
 //!   and its tile stored.
 //! - A collector that never answers costs no request its latency, and the spans the export
 //!   queue cannot hold are dropped and counted.
+//! - A ratio sampler traces that ratio of the requests that come without a caller's context
+//!   (decided before their span is made, so an unsampled request pays for no span), and a
+//!   caller's decision is followed.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -30,6 +35,7 @@ use fractile_queue::{Priority, RenderJob};
 use fractile_render::{MaxZoom, Style, TileId, TileKey};
 use fractile_test_support::otlp::{Receiver, Span, SpanKind};
 use fractile_test_support::{Isolated, Process, TILE_MAC_KEY, workspace_binary};
+use fractile_tile_store::{NewSeed, SeedAdmission, SeedQuotas, SeedRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -84,8 +90,14 @@ struct Api {
 const SEED_TOKEN: &str = "seed-token-of-the-trace-tests";
 
 fn start_api(env: &Isolated, endpoint: &str) -> Api {
+    start_api_with(env, endpoint, &[])
+}
+
+/// [`start_api`] with `extra` arguments.
+fn start_api_with(env: &Isolated, endpoint: &str, extra: &[&str]) -> Api {
     let mut args = shared_args(env);
     args.extend(["--listen", "127.0.0.1:0", "--seed-token", SEED_TOKEN].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
     let process = Process::spawn(command("fractile-api", args, endpoint));
     let line = process.wait_for_line(WAIT, |line| line.contains("\"listening\""));
     let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
@@ -466,18 +478,8 @@ async fn a_seed_is_one_trace_and_its_jobs_link_to_it() {
     )
     .await;
     assert_eq!(answer.status, 202);
-    let bulk = env.topology.queue_for(Priority::Bulk).to_string();
     // Five tiles: five jobs, five renders.
-    let spans = receiver
-        .wait_for(WAIT, |spans| {
-            spans
-                .iter()
-                .filter(|s| s.name == format!("process {bulk}"))
-                .count()
-                == 5
-                && spans.iter().any(|s| s.name == "seed expansion")
-        })
-        .await;
+    let spans = a_five_tile_seed(&receiver, &env).await;
     let server = one(
         &spans,
         |s| s.kind == SpanKind::Server && s.trace_id == CALLER_TRACE,
@@ -518,6 +520,40 @@ async fn a_seed_is_one_trace_and_its_jobs_link_to_it() {
             process.parent_span_id.as_deref(),
             Some(publish.span_id.as_str())
         );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_seed_taken_over_by_another_replica_stays_in_its_trace() {
+    let (receiver, env, _worker) = with_a_worker().await;
+    // A seed accepted in the caller's trace by a replica that died at once: its lease ran
+    // out, nothing expanded.
+    let mut record = SeedRecord::new(5, (0, 1), None, "fire", 0);
+    record.traceparent = Some(format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"));
+    let orphan = NewSeed {
+        id: "orphan",
+        record: &record,
+        ttl: Duration::from_secs(600),
+        lease: Some(("a-replica-that-died", Duration::from_millis(1))),
+    };
+    let quotas = SeedQuotas {
+        max_active: 10,
+        max_queued_tiles: 1_000,
+    };
+    assert_eq!(
+        env.seeds.seed_admit(&orphan, quotas).await.expect("redis"),
+        SeedAdmission::Admitted
+    );
+    // A replica that looks for orphans every third of a second takes it over.
+    let api = start_api_with(&env, &receiver.endpoint(), &["--seed-lease", "1s"]);
+    connected(&api).await;
+    let spans = a_five_tile_seed(&receiver, &env).await;
+    let expansion = one(&spans, |s| s.name == "seed expansion", "the expansion");
+    assert_eq!(expansion.trace_id, CALLER_TRACE);
+    assert_eq!(expansion.parent_span_id.as_deref(), Some(CALLER_SPAN));
+    for batch in spans.iter().filter(|s| s.name == "seed batch") {
+        assert_eq!(batch.trace_id, CALLER_TRACE);
     }
 }
 
@@ -602,6 +638,101 @@ async fn a_collector_that_never_answers_costs_no_request_its_latency() {
         "{requests} spans in {:?} against a queue of 4,096 and a stalled collector: {dropped}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_ratio_sampler_traces_that_ratio_of_requests_and_follows_the_caller() {
+    let receiver = Receiver::start().await;
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ];
+    let mut command = command(
+        "fractile-api",
+        args.map(String::from).to_vec(),
+        &receiver.endpoint(),
+    );
+    command
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0.5");
+    let process = Process::spawn(command);
+    let line = process.wait_for_line(WAIT, |line| line.contains("\"listening\""));
+    let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    let traffic = json["traffic"].as_str().expect("traffic").to_string();
+    let path = "/tiles/2/1/1.png";
+    assert_eq!(get(&traffic, path, &[]).await.status, 200);
+
+    // Requests without a caller's context: about half are traced. Deciding at the root and
+    // then asking the sampler again would trace a quarter (50 of 200, four standard
+    // deviations below the bound).
+    const REQUESTS: usize = 200;
+    let mut traced = std::collections::BTreeSet::new();
+    for _ in 0..REQUESTS {
+        let answer = get(&traffic, path, &[]).await;
+        assert_eq!(answer.status, 200);
+        if answer.headers.contains_key("traceresponse") {
+            traced.insert(trace_of(&answer));
+        }
+    }
+    assert!(
+        (70..=130).contains(&traced.len()),
+        "{} of {REQUESTS} requests traced at a ratio of 0.5",
+        traced.len()
+    );
+
+    // A caller's decision is followed: sampled, always traced as its child; not sampled,
+    // never.
+    let sampled = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let unsampled = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-00");
+    for _ in 0..10 {
+        let answer = get(&traffic, path, &[("traceparent", &sampled)]).await;
+        assert_eq!(trace_of(&answer), CALLER_TRACE);
+        let answer = get(&traffic, path, &[("traceparent", &unsampled)]).await;
+        assert!(!answer.headers.contains_key("traceresponse"));
+    }
+
+    // Exactly the traced requests' server spans are exported.
+    let servers = |spans: &[Span]| -> Vec<String> {
+        spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Server && s.trace_id != CALLER_TRACE)
+            .map(|s| s.trace_id.clone())
+            .collect()
+    };
+    let spans = receiver
+        .wait_for(WAIT, |spans| {
+            servers(spans).len() >= traced.len()
+                && spans.iter().filter(|s| s.trace_id == CALLER_TRACE).count() >= 10
+        })
+        .await;
+    let exported: std::collections::BTreeSet<String> = servers(&spans).into_iter().collect();
+    assert!(
+        traced.is_subset(&exported),
+        "every traced request's span is exported"
+    );
+    assert!(
+        exported.len() <= traced.len() + 1,
+        "only traced requests' spans are exported (the first, rendering request may be one): {} \
+         spans for {} traced requests",
+        exported.len(),
+        traced.len()
+    );
+    drop(process);
+}
+
+/// The spans of a seed of five tiles, once its expansion and its five renders are in.
+async fn a_five_tile_seed(receiver: &Receiver, env: &Isolated) -> Vec<Span> {
+    let process = format!("process {}", env.topology.queue_for(Priority::Bulk));
+    receiver
+        .wait_for(WAIT, |spans| {
+            spans.iter().filter(|s| s.name == process).count() == 5
+                && spans.iter().any(|s| s.name == "seed expansion")
+        })
+        .await
 }
 
 /// A receiver, a test environment with its topology declared, and a worker exporting to

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use fractile_queue::{Publisher, PublisherLink, QueueError, RenderJob};
 use fractile_render::{MaxZoom, TileKey, TileRange};
-use fractile_telemetry::RateLimitedLog;
+use fractile_telemetry::{RateLimitedLog, context};
 use fractile_tile_store::{LeaseStep, SeedOutcome, SeedState, SeedStore, StoreError, TileStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -94,17 +94,24 @@ impl Expansions {
         tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
     }
 
-    /// Expands seed `id` from `cursor` in the background, under this replica's lease.
-    pub fn spawn(&self, id: String, plan: Plan, cursor: u64) {
+    /// Expands seed `id` from `cursor` in the background, under this replica's lease, in the
+    /// seed's trace (`traceparent`, kept in its record).
+    pub fn spawn(&self, id: String, plan: Plan, cursor: u64, traceparent: Option<&str>) {
         let expansion = Expansion {
             backends: self.backends.clone(),
             id,
             expander: self.expander.clone(),
         };
         let stop = self.stop.clone();
-        // A child of the current span: the `POST /v1/seeds` request's when the seed is new,
-        // so the seed is one trace; a taken-over expansion starts a trace of its own.
-        let span = tracing::info_span!("seed expansion", seed = %expansion.id, cursor);
+        // A child of the span that accepted the seed (the `POST /v1/seeds`), whether this
+        // replica accepted it or took it over from one that stopped: the seed is one trace.
+        // Without that context (an untraced request, a record of an earlier version) the
+        // expansion starts a trace.
+        let span =
+            tracing::info_span!(parent: None, "seed expansion", seed = %expansion.id, cursor);
+        if let Some(seed) = traceparent.and_then(|t| context::extract(Some(t), None)) {
+            context::set_parent(&span, seed);
+        }
         self.tasks
             .spawn(async move { expansion.run(plan, cursor, stop).await }.instrument(span));
     }
@@ -152,7 +159,7 @@ impl Expansions {
             match plan_of(&record, self.max_zoom) {
                 Ok(plan) => {
                     tracing::info!(seed = %id, cursor, total = plan.total, "taking over a seed's expansion whose holder stopped");
-                    self.spawn(id, plan, cursor);
+                    self.spawn(id, plan, cursor, record.traceparent.as_deref());
                 }
                 Err(error) => {
                     // Accepted by a replica configured differently (a deeper maximum zoom):

@@ -275,13 +275,15 @@ pub async fn create(
         ));
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let record = SeedRecord::new(
+    let mut record = SeedRecord::new(
         plan.total,
         (request.min_zoom, request.max_zoom),
         request.bbox,
         plan.style.name(),
         unix_ms(SystemTime::now()),
     );
+    // The seed's trace is this request's: its expansion joins it wherever it runs.
+    record.traceparent = fractile_telemetry::context::traceparent(&tracing::Span::current());
     let expander = expansions.expander();
     let seed = NewSeed {
         id: &id,
@@ -323,7 +325,7 @@ pub async fn create(
     tracing::info!(seed = %id, tiles = plan.total, "seed accepted");
     // The record as just written: no second round trip that could fail after the accept.
     let status = status_of(&id, &record);
-    expansions.spawn(id.clone(), plan, 0);
+    expansions.spawn(id.clone(), plan, 0, record.traceparent.as_deref());
 
     let mut response = (StatusCode::ACCEPTED, Json(status)).into_response();
     let location = HeaderValue::from_str(&format!("/v1/seeds/{id}")).map_err(ApiError::internal)?;

@@ -115,6 +115,10 @@ pub struct SeedRecord {
     pub style: String,
     /// When it was accepted (ms since the Unix epoch).
     pub created_unix_ms: u64,
+    /// The W3C `traceparent` of the span that accepted it (the `POST`), so the expansion is
+    /// part of the seed's trace whichever replica runs it; `None` when that span had no
+    /// context, and in records of versions before traces (their expansion starts a trace).
+    pub traceparent: Option<String>,
 }
 
 impl SeedRecord {
@@ -139,6 +143,7 @@ impl SeedRecord {
             bbox,
             style: style.to_owned(),
             created_unix_ms,
+            traceparent: None,
         }
     }
 
@@ -167,6 +172,9 @@ impl SeedRecord {
         ];
         if let Some(cursor) = self.cursor {
             fields.push(("cursor", cursor.to_string()));
+        }
+        if let Some(traceparent) = &self.traceparent {
+            fields.push(("traceparent", traceparent.clone()));
         }
         if let Some(b) = self.bbox {
             // `Display` of an f64 is the shortest text that parses back to the same value.
@@ -233,6 +241,7 @@ impl SeedRecord {
             bbox,
             style: text("style").unwrap_or_default().to_owned(),
             created_unix_ms: number("created_unix_ms")?,
+            traceparent: text("traceparent").map(str::to_owned),
         })
     }
 }
@@ -270,6 +279,8 @@ mod tests {
         record.skipped = 100;
         record.done = 7;
         record.failed = 2;
+        record.traceparent =
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned());
         let fields: HashMap<String, String> = record
             .fields()
             .into_iter()
