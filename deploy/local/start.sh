@@ -4,11 +4,14 @@
 #   nginx 127.0.0.1:8080 ─► api ×3 (18081-18083, admin 19081-19083) ─► redis 127.0.0.1:6391
 #                                      ├─► redis-state 127.0.0.1:6392 (seed records)
 #                                      └─► rabbitmq (vhost fractile-local) ─► worker ×2 (admin 19091-19092)
-#   prometheus 127.0.0.1:9090 scrapes them all, with the stack's alert rules.
+#   prometheus 127.0.0.1:9090 scrapes them all, with the stack's alert rules, and sends
+#   alerts to alertmanager 127.0.0.1:9093, which routes them to the alert log 127.0.0.1:9095
+#   ($run/alert-log.log: one JSON line per page or ticket, with its runbook).
 #
 # FRACTILE_LOCAL_APIS and FRACTILE_LOCAL_WORKERS set the number of api replicas (default 3)
 # and workers (default 2); FRACTILE_LOCAL_PORT, FRACTILE_LOCAL_PROMETHEUS_PORT and
-# FRACTILE_LOCAL_RUN move the ports and the run folder. For before/after measurements,
+# FRACTILE_LOCAL_RUN move the ports and the run folder (FRACTILE_LOCAL_ALERTMANAGER_PORT and
+# FRACTILE_LOCAL_ALERT_LOG_PORT too). For before/after measurements,
 # FRACTILE_LOCAL_BIN runs the binaries in that folder instead of building this tree's, and
 # FRACTILE_LOCAL_NGINX takes nginx.conf, upstream.compose.conf and v1.*.conf from that
 # folder instead of deploy/nginx/.
@@ -29,12 +32,15 @@
 # upstream servers and scrape targets (hostnames) are generated for loopback. Redis runs as a
 # private instance with the compose stack's settings; RabbitMQ is the machine's broker (it is
 # started if it is not running) with a vhost of its own. Credentials come from .env.
-# Needs Debian's nginx, prometheus, redis-server and rabbitmq-server. Stop with stop.sh.
+# Needs Debian's nginx, prometheus, prometheus-alertmanager, redis-server and rabbitmq-server.
+# Stop with stop.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 run=${FRACTILE_LOCAL_RUN:-/tmp/fractile-local}
 lb_port=${FRACTILE_LOCAL_PORT:-8080}
 prometheus_port=${FRACTILE_LOCAL_PROMETHEUS_PORT:-9090}
+alertmanager_port=${FRACTILE_LOCAL_ALERTMANAGER_PORT:-9093}
+alert_log_port=${FRACTILE_LOCAL_ALERT_LOG_PORT:-9095}
 redis_port=${FRACTILE_LOCAL_REDIS_PORT:-6391}
 state_redis_port=${FRACTILE_LOCAL_STATE_REDIS_PORT:-6392}
 apis=${FRACTILE_LOCAL_APIS:-3}   # api replicas (1-9); the load-balancer experiment uses 1
@@ -45,7 +51,7 @@ if [ -s "$run/pids" ]; then
   echo "a local stack seems to run already ($run/pids); stop it with deploy/local/stop.sh" >&2
   exit 1
 fi
-mkdir -p "$run"/{nginx,prometheus}
+mkdir -p "$run"/{nginx,prometheus,alertmanager}
 # The shell's NGINX_V1_ROUTES wins over .env's, as with docker compose.
 v1_routes=${NGINX_V1_ROUTES:-}
 # The caller's OTEL_* settings, as NAME=VALUE for `env` below (an empty list without any).
@@ -177,12 +183,26 @@ nginx -p "$run/nginx" -c "$run/nginx/nginx.conf" -g "daemon off; pid $run/nginx.
 record nginx $!
 wait_http nginx "http://127.0.0.1:$lb_port/nginx-health"
 
+echo "alertmanager on 127.0.0.1:$alertmanager_port, alert log on 127.0.0.1:$alert_log_port"
+ALERT_LOG_HOST=127.0.0.1 python3 "$root/deploy/alertmanager/alert-log.py" "$alert_log_port" \
+  > "$run/alert-log.log" 2>&1 &
+record alert-log $!
+# The stack's routes and inhibitions; only the receivers' address is this machine's.
+sed "s#http://alert-log:9095/#http://127.0.0.1:$alert_log_port/#" \
+  "$root/deploy/alertmanager/alertmanager.yml" > "$run/alertmanager/alertmanager.yml"
+prometheus-alertmanager --config.file="$run/alertmanager/alertmanager.yml" \
+  --storage.path="$run/alertmanager/data" --cluster.listen-address= \
+  --web.listen-address="127.0.0.1:$alertmanager_port" > "$run/alertmanager.log" 2>&1 &
+record alertmanager $!
+wait_http alertmanager "http://127.0.0.1:$alertmanager_port/-/ready"
+
 echo "prometheus on 127.0.0.1:$prometheus_port"
-cp "$root/deploy/prometheus/alerts.yml" "$run/prometheus/alerts.yml"
+cp "$root/deploy/prometheus/alerts.yml" "$root/deploy/prometheus/slo-rules.yml" "$run/prometheus/"
 python3 "$root/deploy/local/targets.py" "$root/deploy/prometheus/prometheus.yml" \
   fractile-api="$(seq -s, -f '127.0.0.1:1908%g' 1 "$apis")" \
   fractile-worker="$(seq -s, -f '127.0.0.1:1909%g' 1 "$workers")" \
-  prometheus="127.0.0.1:$prometheus_port" > "$run/prometheus/prometheus.yml"
+  prometheus="127.0.0.1:$prometheus_port" alertmanager="127.0.0.1:$alertmanager_port" \
+  > "$run/prometheus/prometheus.yml"
 prometheus --config.file="$run/prometheus/prometheus.yml" --storage.tsdb.path="$run/prometheus/data" \
   --web.listen-address="127.0.0.1:$prometheus_port" > "$run/prometheus.log" 2>&1 &
 record prometheus $!

@@ -79,8 +79,8 @@ pub const BROKER_DELIVERY_LIMIT: i64 = 10;
 pub const BULK_MAX_LENGTH: u32 = 250_000;
 
 /// Most messages the dead-letter queue keeps; past it the oldest are dropped. Far above
-/// what a healthy deployment puts there (the `JobsDeadLettered` alert fires at the first),
-/// so it only bites on a flood of poison.
+/// what a healthy deployment puts there (the `DeadLetterQueueNotEmpty` alert fires on the
+/// first), so it only bites on a flood of poison.
 pub const DEAD_MAX_LENGTH: u32 = 10_000;
 
 /// Most bytes of message bodies the dead-letter queue keeps; past it the oldest are dropped.

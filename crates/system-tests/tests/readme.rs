@@ -50,6 +50,11 @@ const OTHER_VARIABLES: &[(&str, &str)] = &[
     ("FRACTILE_LOCAL_FAULTS", "deploy/local/start.sh"),
     // Rewrites the committed OpenAPI document (HTTP API).
     ("FRACTILE_WRITE_OPENAPI", "crates/api/tests/api/openapi.rs"),
+    // Regenerates the SLO rules (SLOs and alerts).
+    (
+        "FRACTILE_WRITE_SLO_RULES",
+        "crates/system-tests/tests/slo.rs",
+    ),
 ];
 
 /// Exported metrics the README names by example only ("the process collector's
