@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench fuzz browser-test schemathesis lint validate k8s-validate e2e flood experiments stack-up stack-down ci
+.PHONY: run test bench fuzz browser-test schemathesis lint validate k8s-validate e2e drill flood experiments stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -36,6 +36,9 @@ k8s-validate:   ## k8s/: kustomize builds, schemas, checkov, promtool; the manif
 
 e2e:            ## the whole topology as local processes, end to end
 	deploy/local/e2e.sh
+
+drill:          ## each fault on the local topology makes its alerts' expressions true (about 6 minutes)
+	deploy/local/drill.sh
 
 flood:          ## 1,200 connections of new tiles through nginx for 30 s: nothing but tiles and the api's 503s
 	loadtests/flood.sh check
