@@ -8,6 +8,7 @@ Run: python3 k8s/tests/test_check_manifests.py (standard library unittest + PyYA
 from __future__ import annotations
 
 import sys
+import tempfile
 import unittest
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from check_manifests import (  # noqa: E402  (the path above first)
     check_env_names,
     check_metric_names,
     duration_seconds,
+    expressions,
     jobs_for,
     metric_refs,
     parse_exposition,
@@ -128,6 +130,20 @@ http_requests_total{status="2xx"} 3
         fails = Failures()
         check_metric_names([("empty", "vector(1)")], self.exported(), set(), fails)
         self.assertEqual(len(fails.items), 1)
+
+    def test_a_constant_recording_rule_is_recorded_not_checked(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            rules = Path(tmp) / "rules.yml"
+            rules.write_text(
+                "groups:\n  - name: g\n    rules:\n"
+                "      - record: slo:objective:ratio\n        expr: vector(0.999)\n"
+                "      - alert: Always\n        expr: vector(1)\n"
+            )
+            board = Path(tmp) / "board.json"
+            board.write_text("{}")
+            exprs, _, recorded = expressions([], [rules], board)
+        self.assertEqual(recorded, {"slo:objective:ratio"})
+        self.assertEqual(exprs, [("rules.yml Always", "vector(1)")])
 
     def test_durations(self) -> None:
         self.assertEqual(duration_seconds("20s"), 20)
