@@ -78,7 +78,7 @@ async fn a_burst_of_shed_requests_writes_no_warning_but_a_500_does() {
     );
 
     // A real failure is an ERROR, logged once (by the tracking middleware, not also by the
-    // error type or the trace layer): the capture above would have seen one.
+    // error type): the capture above would have seen one.
     let panics =
         fractile_api::app::stack(Router::new().route("/boom", route_get(boom)), state.clone());
     assert_eq!(
