@@ -144,20 +144,18 @@ def traffic(lb: str, stop: threading.Event) -> None:
         time.sleep(0.2)
 
 
-def alerts() -> dict[tuple[str, str], str]:
-    """(alert, severity) -> expression, for every alerting rule."""
-    found = {}
+def alerts() -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+    """(alert, severity) -> expression, for every alerting rule; and alert -> the file name
+    of its runbook, from the rule's own `runbook_url`."""
+    found, runbooks = {}, {}
     for path in RULE_FILES:
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
                 if "alert" in rule:
                     found[(rule["alert"], rule["labels"]["severity"])] = rule["expr"]
-    return found
-
-
-def runbook(alert: str) -> str:
-    slug = "".join("-" + c.lower() if c.isupper() else c for c in alert).lstrip("-")
-    return f"[{slug}.md](../../../docs/runbooks/{slug}.md)"
+                    url = rule["annotations"]["runbook_url"]
+                    runbooks[rule["alert"]] = url.rsplit("/", 1)[-1]
+    return found, runbooks
 
 
 def faults(stack: Stack) -> dict:
@@ -198,7 +196,7 @@ def faults(stack: Stack) -> dict:
     }
 
 
-def drill(stack: Stack, name: str, fault: dict, rules: dict) -> tuple[list, list]:
+def drill(stack: Stack, fault: dict, rules: dict, runbooks: dict) -> tuple[list, list]:
     stack.fresh_prometheus()
     time.sleep(15)  # a baseline of good traffic in every window
     pages = [k for k in rules if k[1] == "page"]
@@ -224,14 +222,16 @@ def drill(stack: Stack, name: str, fault: dict, rules: dict) -> tuple[list, list
     deadline = time.time() + 60
     while not stack.ready() and time.time() < deadline:
         time.sleep(1)
-    rows = [(fault["what"], f"{k[0]} ({k[1]})", became.get(k), runbook(k[0])) for k in fault["expect"]]
+    link = "[{0}](../../../docs/runbooks/{0})".format
+    rows = [(fault["what"], f"{k[0]} ({k[1]})", became.get(k), link(runbooks[k[0]]))
+            for k in fault["expect"]]
     return rows, sorted(stray)
 
 
 def main() -> int:
     run, port, lb, report, *chosen = sys.argv[1:]
     stack = Stack(Path(run), int(port))
-    rules = alerts()
+    rules, runbooks = alerts()
     table = faults(stack)
     chosen = chosen or list(table)
     unknown = [c for c in chosen if c not in table]
@@ -245,7 +245,7 @@ def main() -> int:
     try:
         for name in chosen:
             print(f"== {name}", flush=True)
-            rows, stray = drill(stack, name, table[name], rules)
+            rows, stray = drill(stack, table[name], rules, runbooks)
             for row in rows:
                 print(f"   {row[1]}: {'true after ' + str(row[2]) + ' s' if row[2] is not None else 'NEVER TRUE'}", flush=True)
                 if row[2] is None:
