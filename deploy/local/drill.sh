@@ -5,8 +5,8 @@
 # the topology. Prints the table fault → alert → runbook and writes it to $run/drill-table.md
 # (loadtests/reports/drill/README.md holds a run's).
 #
-# Usage: deploy/local/drill.sh [FAULT...]   (default: all five, about 6 minutes;
-#   errors latency no-workers redis-paused broker-stopped)
+# Usage: deploy/local/drill.sh [FAULT...]   (default: all six, about 8 minutes;
+#   errors latency no-workers redis-paused broker-stopped overload)
 # It stops and starts RabbitMQ's app (broker-stopped): run it where nothing else uses the
 # machine's broker. Ports as start.sh's, moved with the same variables.
 set -euo pipefail

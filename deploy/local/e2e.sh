@@ -73,11 +73,16 @@ echo "tile requests per replica:$split"
 echo "== prometheus: targets, dashboard queries, alert rules"
 for _ in $(seq 1 100); do
   up=$(curl -fsS "$prometheus/api/v1/query?query=sum(up)" | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(int(float(r[0]["value"][1])) if r else 0)')
-  [ "$up" -eq 6 ] && break
+  [ "$up" -eq 7 ] && break
   sleep 0.2
 done
-[ "$up" -eq 6 ] || fail "$up of 6 targets up"
-echo "targets up: $up of 6 (api ×3, worker ×2, prometheus)"
+[ "$up" -eq 7 ] || fail "$up of 7 targets up"
+echo "targets up: $up of 7 (api ×3, worker ×2, the edge's mtail, prometheus)"
+# The edge counted the tile requests nginx answered above (the load-sharing run's included).
+edge=$(curl -fsS "http://127.0.0.1:${FRACTILE_LOCAL_MTAIL_PORT:-3903}/metrics" \
+  | awk '$1 == "fractile_edge_tile_requests_total" { print int($2) }')
+[ "${edge:-0}" -gt 0 ] || fail "the edge's mtail counted no tile request (fractile_edge_tile_requests_total)"
+echo "the edge counted $edge valid tile requests"
 python3 "$root/deploy/grafana/check_dashboard.py" "$root/deploy/grafana/dashboards/fractile.json" --prometheus "$prometheus"
 curl -fsS "$prometheus/api/v1/rules" | python3 -c '
 import json, sys

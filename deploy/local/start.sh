@@ -4,6 +4,7 @@
 #   nginx 127.0.0.1:8080 ─► api ×3 (18081-18083, admin 19081-19083) ─► redis 127.0.0.1:6391
 #                                      ├─► redis-state 127.0.0.1:6392 (seed records)
 #                                      └─► rabbitmq (vhost fractile-local) ─► worker ×2 (admin 19091-19092)
+#   nginx ─► edge log ─► mtail 127.0.0.1:3903: the edge's responses, as metrics
 #   prometheus 127.0.0.1:9090 scrapes them all, with the stack's alert rules, and sends
 #   alerts to alertmanager 127.0.0.1:9093, which routes them to the alert log 127.0.0.1:9095
 #   ($run/alert-log.log: one JSON line per page or ticket, with its runbook).
@@ -11,7 +12,8 @@
 # FRACTILE_LOCAL_APIS and FRACTILE_LOCAL_WORKERS set the number of api replicas (default 3)
 # and workers (default 2); FRACTILE_LOCAL_PORT, FRACTILE_LOCAL_PROMETHEUS_PORT and
 # FRACTILE_LOCAL_RUN move the ports and the run folder (FRACTILE_LOCAL_ALERTMANAGER_PORT and
-# FRACTILE_LOCAL_ALERT_LOG_PORT too). For before/after measurements,
+# FRACTILE_LOCAL_ALERT_LOG_PORT and FRACTILE_LOCAL_MTAIL_PORT too). For before/after
+# measurements,
 # FRACTILE_LOCAL_BIN runs the binaries in that folder instead of building this tree's, and
 # FRACTILE_LOCAL_NGINX takes nginx.conf, upstream.compose.conf and v1.*.conf from that
 # folder instead of deploy/nginx/.
@@ -32,7 +34,8 @@
 # upstream servers and scrape targets (hostnames) are generated for loopback. Redis runs as a
 # private instance with the compose stack's settings; RabbitMQ is the machine's broker (it is
 # started if it is not running) with a vhost of its own. Credentials come from .env.
-# Needs Debian's nginx, prometheus, prometheus-alertmanager, redis-server and rabbitmq-server.
+# Needs Debian's nginx, mtail, prometheus, prometheus-alertmanager, redis-server and
+# rabbitmq-server.
 # Stop with stop.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,6 +44,7 @@ lb_port=${FRACTILE_LOCAL_PORT:-8080}
 prometheus_port=${FRACTILE_LOCAL_PROMETHEUS_PORT:-9090}
 alertmanager_port=${FRACTILE_LOCAL_ALERTMANAGER_PORT:-9093}
 alert_log_port=${FRACTILE_LOCAL_ALERT_LOG_PORT:-9095}
+mtail_port=${FRACTILE_LOCAL_MTAIL_PORT:-3903}   # mtail's metrics (the edge's responses)
 redis_port=${FRACTILE_LOCAL_REDIS_PORT:-6391}
 state_redis_port=${FRACTILE_LOCAL_STATE_REDIS_PORT:-6392}
 apis=${FRACTILE_LOCAL_APIS:-3}   # api replicas (1-9); the load-balancer experiment uses 1
@@ -51,7 +55,7 @@ if [ -s "$run/pids" ]; then
   echo "a local stack seems to run already ($run/pids); stop it with deploy/local/stop.sh" >&2
   exit 1
 fi
-mkdir -p "$run"/{nginx,prometheus,alertmanager}
+mkdir -p "$run"/{nginx,prometheus,alertmanager,mtail}
 # The shell's NGINX_V1_ROUTES wins over .env's, as with docker compose.
 v1_routes=${NGINX_V1_ROUTES:-}
 # The caller's OTEL_* settings, as NAME=VALUE for `env` below (an empty list without any).
@@ -162,9 +166,22 @@ done
 for i in $(seq 1 "$apis"); do wait_http "api-$i" "http://127.0.0.1:1908$i/readyz"; done
 for i in $(seq 1 "$workers"); do wait_http "worker-$i" "http://127.0.0.1:1909$i/readyz"; done
 
+echo "mtail on 127.0.0.1:$mtail_port (nginx's edge log $run/nginx/edge.log)"
+cp "$root/deploy/mtail/edge.mtail" "$run/mtail/"
+: > "$run/nginx/edge.log"
+mtail -progs "$run/mtail" -logs "$run/nginx/edge.log" -address 127.0.0.1 -port "$mtail_port" \
+  -emit_prog_label=false -logtostderr > "$run/mtail.log" 2>&1 &
+record mtail $!
+wait_http mtail "http://127.0.0.1:$mtail_port/metrics"
+
 echo "nginx on 127.0.0.1:$lb_port (/v1/ $v1_routes)"
-# Same nginx.conf; listen on loopback only, and an upstream of loopback ports instead of DNS.
-sed "s/listen 8080;/listen 127.0.0.1:$lb_port;/" "$nginx_dir/nginx.conf" > "$run/nginx/nginx.conf"
+# Same nginx.conf; listen on loopback only, an upstream of loopback ports instead of DNS, and
+# the edge log in the run folder, for this stack's mtail.
+grep -q ' /var/log/nginx/edge/edge.log ' "$nginx_dir/nginx.conf" \
+  || echo "no edge log (/var/log/nginx/edge/edge.log) in $nginx_dir/nginx.conf: the edge's metrics stay at 0" >&2
+sed -e "s/listen 8080;/listen 127.0.0.1:$lb_port;/" \
+  -e "s# /var/log/nginx/edge/edge.log # $run/nginx/edge.log #" \
+  "$nginx_dir/nginx.conf" > "$run/nginx/nginx.conf"
 cp "$nginx_dir/v1.$v1_routes.conf" "$run/nginx/v1.conf"
 # The compose upstream with loopback servers in place of Docker's DNS name (and its
 # resolver), each with the compose server's parameters: one file decides how nginx treats
@@ -201,6 +218,7 @@ cp "$root/deploy/prometheus/alerts.yml" "$root/deploy/prometheus/slo-rules.yml" 
 python3 "$root/deploy/local/targets.py" "$root/deploy/prometheus/prometheus.yml" \
   fractile-api="$(seq -s, -f '127.0.0.1:1908%g' 1 "$apis")" \
   fractile-worker="$(seq -s, -f '127.0.0.1:1909%g' 1 "$workers")" \
+  fractile-edge="127.0.0.1:$mtail_port" \
   prometheus="127.0.0.1:$prometheus_port" alertmanager="127.0.0.1:$alertmanager_port" \
   > "$run/prometheus/prometheus.yml"
 prometheus --config.file="$run/prometheus/prometheus.yml" --storage.tsdb.path="$run/prometheus/data" \

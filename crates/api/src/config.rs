@@ -248,6 +248,13 @@ pub struct Config {
     #[arg(long, env = "FRACTILE_SEED_LEASE", default_value = "30s", value_parser = fractile_settings::parse_nonzero_duration)]
     pub seed_lease: Duration,
 
+    /// The seed-progress SLI's period: how often the deployment judges whether its running
+    /// seeds advanced (a tile of one finished), counted in `seed_minutes_total`. Every
+    /// replica offers a quarter of it apart and the first in each period takes the sample, so
+    /// set the same on every replica; the SLO (deploy/slo/) speaks of minutes.
+    #[arg(long, env = "FRACTILE_SEED_PROGRESS_PERIOD", default_value = "60s", value_parser = fractile_settings::parse_nonzero_duration)]
+    pub seed_progress_period: Duration,
+
     /// Render misses directly on the async executor instead of the render pool. Deliberately
     /// wrong (a render blocks every request on that executor thread): it exists only so the
     /// load-test experiment can show what the render pool buys. Never enable it in production.

@@ -144,6 +144,10 @@ pub struct Metrics {
     /// `coalesced_waits_total{scope}`: misses that waited for a render another request (this
     /// process: `local`) or another replica (`cluster`) had started.
     pub coalesced: IntCounterVec,
+    /// `seed_minutes_total{outcome}`: minutes through which seeds ran, `advanced` (a tile of
+    /// one of them finished in the minute) or `stalled` (none did); each minute counted by
+    /// one replica (see `seeds::Expansions::start_progress_sampling`).
+    pub seed_minutes: IntCounterVec,
     /// `render_claims_taken_over_total`: render claims another replica took and let lapse
     /// without publishing the job (it died in between), taken over by a waiting miss.
     pub claims_taken_over: IntCounter,
@@ -246,6 +250,16 @@ impl Metrics {
             ),
             &["scope"],
         )?;
+        let seed_minutes = IntCounterVec::new(
+            Opts::new(
+                "seed_minutes_total",
+                "Minutes through which seeds ran: advanced (a tile of one finished in the minute) or stalled (none did). Each minute is counted by one replica.",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["advanced", "stalled"] {
+            seed_minutes.with_label_values(&[outcome]);
+        }
         let claims_taken_over = IntCounter::new(
             "render_claims_taken_over_total",
             "Render claims that lapsed unpublished (their replica died) and were taken over by a waiting miss.",
@@ -293,6 +307,7 @@ impl Metrics {
             confirm_latency,
             result_wait,
             coalesced,
+            seed_minutes,
             claims_taken_over,
             redis_pool_size,
             redis_pool_available,
@@ -328,6 +343,7 @@ impl Metrics {
         r.register(Box::new(self.confirm_latency.clone()))?;
         r.register(Box::new(self.result_wait.clone()))?;
         r.register(Box::new(self.coalesced.clone()))?;
+        r.register(Box::new(self.seed_minutes.clone()))?;
         r.register(Box::new(self.claims_taken_over.clone()))?;
         r.register(Box::new(self.redis_pool_size.clone()))?;
         r.register(Box::new(self.redis_pool_available.clone()))?;

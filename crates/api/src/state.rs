@@ -209,9 +209,14 @@ impl AppState {
             _ => None,
         };
         let state = Self::build(config, backends, background)?;
-        // Expansions whose replica died are continued here (see `seeds`).
+        // Expansions whose replica died are continued here (see `seeds`), and the running
+        // seeds' progress is sampled for the seed-progress SLO.
         if let Ok(expansions) = state.seeds.expansions() {
             expansions.start_takeover();
+            expansions.start_progress_sampling(
+                state.metrics.seed_minutes.clone(),
+                config.seed_progress_period,
+            );
         }
         Ok(state)
     }

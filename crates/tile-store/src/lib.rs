@@ -48,8 +48,8 @@ pub use error::StoreError;
 pub use mac::{Refusal, TileMac};
 pub use ready::{ReadyListener, ReadyNote, ReadyWait};
 pub use seed::{
-    LeaseStep, NewSeed, SeedAdmission, SeedBBox, SeedOutcome, SeedQuotas, SeedRecord, SeedState,
-    SeedStore,
+    LeaseStep, NewSeed, ProgressSample, SeedAdmission, SeedBBox, SeedOutcome, SeedQuotas,
+    SeedRecord, SeedState, SeedStore,
 };
 pub use settings::{
     DEFAULT_BUDGET, REDIS_SCHEMES, RedisArgs, RedisLimits, StoreSettings, check_url,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use fractile_render::{MaxZoom, Style, TileKey, TileRange};
 use fractile_test_support::{Cleanup, services, unique_prefix};
 use fractile_tile_store::{
-    LeaseStep, NewSeed, SeedAdmission, SeedOutcome, SeedQuotas, SeedRecord, SeedState, SeedStore,
-    StoreSettings,
+    LeaseStep, NewSeed, ProgressSample, SeedAdmission, SeedOutcome, SeedQuotas, SeedRecord,
+    SeedState, SeedStore, StoreSettings,
 };
 
 /// A store under a fresh prefix, the prefix, and the guard that deletes its keys.
@@ -612,4 +612,74 @@ async fn records_of_earlier_versions_count_from_their_sets_and_finish() {
         .await
         .expect("redis");
     assert_eq!(state(&store, "old").await, SeedState::Done);
+}
+
+/// Sleeps until just after the next multiple of `period` by this machine's clock (the test's
+/// Redis is local, so its clock is this one).
+async fn next_period(period: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    let into =
+        Duration::from_nanos(u64::try_from(now.as_nanos() % period.as_nanos()).expect("small"));
+    tokio::time::sleep(period - into + Duration::from_millis(20)).await;
+}
+
+/// The progress sample counts each running seed once per period, advanced when a tile of it
+/// finished since the period before, stalled when none did; the first call in a period
+/// samples for every replica, later ones get nothing; a seed is judged only against the
+/// period just before, so a gap (nobody sampled) or a new seed is no judgement; finished
+/// seeds are not counted.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn the_progress_sample_judges_each_running_seed_once_per_period() {
+    let (store, _, _cleanup) = store();
+    let period = Duration::from_secs(1);
+    running(&store, "moving", 1).await;
+    running(&store, "stuck", 1).await;
+    running(&store, "finished", 4).await;
+
+    next_period(period).await;
+    let first = store.seed_progress_sample(period).await.expect("redis");
+    // Nothing to compare with yet: the seeds are noted, not judged.
+    assert_eq!(first, Some(ProgressSample::default()));
+    // The same period again (another replica): already sampled.
+    assert_eq!(
+        store.seed_progress_sample(period).await.expect("redis"),
+        None
+    );
+
+    store
+        .seed_mark("moving", SeedOutcome::Done, &zoom_one()[1..2])
+        .await
+        .expect("redis");
+    // A failed tile is no progress.
+    store
+        .seed_mark("stuck", SeedOutcome::Failed, &zoom_one()[1..2])
+        .await
+        .expect("redis");
+    next_period(period).await;
+    let second = store.seed_progress_sample(period).await.expect("redis");
+    assert_eq!(
+        second,
+        Some(ProgressSample {
+            advanced: 1,
+            stalled: 1
+        })
+    );
+
+    // A period nobody sampled: the next sample notes, and judges nothing.
+    next_period(period).await;
+    next_period(period).await;
+    let after_gap = store.seed_progress_sample(period).await.expect("redis");
+    assert_eq!(after_gap, Some(ProgressSample::default()));
+    next_period(period).await;
+    let again = store.seed_progress_sample(period).await.expect("redis");
+    assert_eq!(
+        again,
+        Some(ProgressSample {
+            advanced: 0,
+            stalled: 2
+        })
+    );
 }

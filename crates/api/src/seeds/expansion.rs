@@ -18,6 +18,7 @@ use fractile_queue::{Publisher, PublisherLink, QueueError, RenderJob};
 use fractile_render::{MaxZoom, TileKey, TileRange};
 use fractile_telemetry::{RateLimitedLog, context};
 use fractile_tile_store::{LeaseStep, SeedOutcome, SeedState, SeedStore, StoreError, TileStore};
+use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -121,6 +122,43 @@ impl Expansions {
     pub fn start_takeover(&self) {
         let this = self.clone();
         self.tasks.spawn(async move { this.take_over().await });
+    }
+
+    /// Judges once a `period` (`FRACTILE_SEED_PROGRESS_PERIOD`, a minute), for the whole
+    /// deployment, whether bulk rendering moves: every replica offers four times a period, the
+    /// first in each period samples ([`SeedStore::seed_progress_sample`]) and counts the
+    /// period in `minutes` (`seed_minutes_total{outcome}`) if seeds ran through it:
+    /// `advanced` if a tile of any of them finished, `stalled` if none did. Each period is
+    /// counted once, by whichever replica took the sample, so the fleet's sum is the
+    /// seed-progress SLI. Any seed, not every seed: one bulk queue serves the seeds' jobs in
+    /// the order they were queued, so a seed queued behind another waits by design; a seed
+    /// whose jobs were lost stalls every minute once it runs alone. Runs until shutdown.
+    pub fn start_progress_sampling(&self, minutes: IntCounterVec, period: Duration) {
+        let this = self.clone();
+        self.tasks
+            .spawn(async move { this.sample_progress(minutes, period).await });
+    }
+
+    async fn sample_progress(self, minutes: IntCounterVec, period: Duration) {
+        static FAILED: RateLimitedLog = RateLimitedLog::new(LOG_EVERY);
+        let [advanced, stalled] =
+            ["advanced", "stalled"].map(|outcome| minutes.with_label_values(&[outcome]));
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(period / 4) => {}
+            }
+            match self.backends.seeds.seed_progress_sample(period).await {
+                Ok(Some(sample)) if sample.advanced > 0 => advanced.inc(),
+                Ok(Some(sample)) if sample.stalled > 0 => stalled.inc(),
+                Ok(_) => {}
+                Err(error) => {
+                    if let Some(suppressed) = FAILED.check() {
+                        tracing::warn!(%error, suppressed, "sampling the seeds' progress failed");
+                    }
+                }
+            }
+        }
     }
 
     async fn take_over(self) {

@@ -394,3 +394,51 @@ async fn with_redis_unreachable_every_seed_route_is_503_with_retry_after_logged_
     drop(hung);
     cluster.cleanup().await;
 }
+
+/// The seed-progress SLI (`seed_minutes_total`, sampled once a period for the deployment): a
+/// seed whose jobs nobody renders stalls each period, and advances once a worker takes them.
+#[tokio::test]
+#[ignore = "needs Redis and RabbitMQ: make test (or cargo test -- --include-ignored)"]
+async fn a_seed_without_workers_stalls_and_advances_once_one_runs() {
+    let cluster = Cluster::new().await;
+    let mut config = cluster.api_config();
+    config.seed_progress_period = Duration::from_secs(1);
+    let (state, app) = cluster.api(&config).await;
+    let minutes = |outcome: &str| {
+        state
+            .metrics
+            .seed_minutes
+            .with_label_values(&[outcome])
+            .get()
+    };
+
+    let accepted = send(
+        &app,
+        post_seed(r#"{"min_zoom": 0, "max_zoom": 5, "style": "fire"}"#),
+    )
+    .await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let location = header(&accepted, "location");
+    eventually(
+        "a period counted stalled",
+        Duration::from_secs(20),
+        || async { minutes("stalled") >= 1 },
+    )
+    .await;
+    assert_eq!(minutes("advanced"), 0, "no worker, no tile finished");
+
+    let worker = start_worker(cluster.worker_config(2));
+    eventually(
+        "a period counted advanced",
+        Duration::from_secs(30),
+        || async { minutes("advanced") >= 1 },
+    )
+    .await;
+
+    assert_eq!(
+        send(&app, cancel_seed(&location)).await.status(),
+        StatusCode::OK
+    );
+    worker.shutdown().await;
+    cluster.cleanup().await;
+}

@@ -1,7 +1,7 @@
 //! Where a seed lives in the state store: its record `{prefix}seed:{id}`, the sets
-//! `{prefix}seed:{id}:done` / `:failed` of its finished tiles, and the registry
-//! `{prefix}seeds`. The admission and take-over scripts build record keys themselves, as
-//! prefix .. `seed:` .. id.
+//! `{prefix}seed:{id}:done` / `:failed` of its finished tiles, the registry `{prefix}seeds`,
+//! and the progress sample's hash `{prefix}seed-progress`. The admission, take-over and
+//! progress scripts build record keys themselves, as prefix .. `seed:` .. id.
 
 use super::record::SeedOutcome;
 
@@ -22,6 +22,12 @@ impl SeedKeys {
         format!("{}seeds", self.prefix)
     }
 
+    /// The progress sample's hash: the period sampled last, and each running seed's finished
+    /// tiles then (see [`super::SeedStore::seed_progress_sample`]).
+    pub(super) fn progress(&self) -> String {
+        format!("{}seed-progress", self.prefix)
+    }
+
     /// The set of a seed's tiles that ended as `outcome`.
     pub(super) fn tiles(&self, id: &str, outcome: SeedOutcome) -> String {
         format!("{}seed:{id}:{}", self.prefix, outcome.name())
@@ -39,6 +45,7 @@ mod tests {
         };
         assert_eq!(keys.seed("ab"), "fractile:seed:ab");
         assert_eq!(keys.registry(), "fractile:seeds");
+        assert_eq!(keys.progress(), "fractile:seed-progress");
         assert_eq!(keys.tiles("ab", SeedOutcome::Done), "fractile:seed:ab:done");
         assert_eq!(
             keys.tiles("ab", SeedOutcome::Failed),

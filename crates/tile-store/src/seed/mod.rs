@@ -44,7 +44,7 @@
 //! **Where each part lives.** `record.rs`: the states and the record; `keys.rs`: the key
 //! names; `store.rs`: the [`SeedStore`] handle, reads and the cancel; `admission.rs`: the
 //! quotas and the registry walk; `lease.rs`: the expansion lease and its take-over;
-//! `progress.rs`: the marks of finished tiles; `lua.rs`: what the scripts share.
+//! `progress.rs`: the marks of finished tiles and the progress sample; `lua.rs`: what the scripts share.
 
 mod admission;
 mod keys;
@@ -56,5 +56,6 @@ mod store;
 
 pub use admission::{NewSeed, SeedAdmission, SeedQuotas};
 pub use lease::LeaseStep;
+pub use progress::ProgressSample;
 pub use record::{SeedBBox, SeedOutcome, SeedRecord, SeedState};
 pub use store::SeedStore;
