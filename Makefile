@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench fuzz browser-test schemathesis lint validate k8s-validate e2e drill flood experiments stack-up stack-down ci
+.PHONY: run test bench fuzz browser-test schemathesis clients-test lint validate k8s-validate e2e drill flood experiments stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -19,6 +19,9 @@ browser-test:   ## headless Chromium opens the viewer; screenshots in crates/api
 schemathesis:   ## schemathesis against the OpenAPI document: api + worker on Redis and RabbitMQ
 	crates/api/tests/schemathesis/run.sh
 
+clients-test:   ## real map clients read the metadata: OWSLib, and GDAL (gdal-bin) against the tiles
+	crates/api/tests/clients/run.sh
+
 lint:
 	cargo fmt --all --check
 	cargo fmt --manifest-path fuzz/Cargo.toml --all --check
@@ -37,7 +40,7 @@ k8s-validate:   ## k8s/: kustomize builds, schemas, checkov, promtool; the manif
 e2e:            ## the whole topology as local processes, end to end
 	deploy/local/e2e.sh
 
-drill:          ## each fault on the local topology makes its alerts' expressions true (about 6 minutes)
+drill:          ## each fault on the local topology makes its alerts' expressions true (about 9 minutes)
 	deploy/local/drill.sh
 
 flood:          ## 1,200 connections of new tiles through nginx for 30 s: nothing but tiles and the api's 503s

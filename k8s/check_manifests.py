@@ -1099,11 +1099,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
             sources = []
             for attempt in range(2):
                 status, body, headers = http_get(f"http://{traffic}/tiles/{z}/{x}/{y}.png", timeout=30)
-                sources.append(headers.get("x-cache", headers.get("X-Cache", "?")))
+                sources.append(headers.get("cache-status", headers.get("Cache-Status", "?")))
                 fails.check(status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n",
                             f"tile /tiles/{z}/{x}/{y}.png request {attempt + 1} answered {status}")
             status, _, _ = http_get(f"http://{traffic}/tiles/{z}/9/9.png")
-            print(f"  traffic: /tiles/{z}/{x}/{y}.png twice (x-cache {' then '.join(sources)}), "
+            print(f"  traffic: /tiles/{z}/{x}/{y}.png twice (cache-status {' then '.join(sources)}), "
                   f"an out-of-range tile ({status})")
 
             exported = Exported()

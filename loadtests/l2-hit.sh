@@ -63,10 +63,10 @@ l2_mac_pid=${pids[-1]}
 pin_core=0 start fractile-api 19692 "$work/l1.log" "${redis_env[@]}" FRACTILE_LISTEN=127.0.0.1:18692
 l1_pid=${pids[-1]}
 each_tile 18692                                             # L1 warm: from now on every request is an L1 hit
-for check in "18691 L2" "18693 L2" "18692 L1"; do
+for check in "18691 l2" "18693 l2" "18692 l1"; do
   read -r port layer <<< "$check"
-  got=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$port/tiles/6/5/7.png" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache" { print $2 }')
-  [ "$got" = "$layer" ] || { echo "port $port answered X-Cache: $got, not $layer" >&2; exit 1; }
+  got=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$port/tiles/6/5/7.png" | tr -d '\r' | awk -F': ' 'tolower($1) == "cache-status" { print $2 }')
+  [ "$got" = "fractile; hit; detail=$layer" ] || { echo "port $port answered Cache-Status: $got, not a $layer hit" >&2; exit 1; }
 done
 redis_pid=$(pgrep -x redis-server | head -n 1 || true)
 # Redis joins wrk on core 1 for the measurement, all its threads, so the api has core 0 to

@@ -52,7 +52,7 @@ stop_all
 
 pinned 0 fractile-worker 19901 "$out/worker.log" "${shared[@]}" FRACTILE_RENDER_THREADS=1
 worker=${pids[0]}
-echo "| scenario rate tiles/s | seconds | sent | dropped by generator | goodput/s | p50 ms | p99 ms | 503 | errors | api cores | 2xx per api CPU-s | in-flight mean | in-flight max | api mean ms | rate x api mean | generator cores | X-Cache |"
+echo "| scenario rate tiles/s | seconds | sent | dropped by generator | goodput/s | p50 ms | p99 ms | 503 | errors | api cores | 2xx per api CPU-s | in-flight mean | in-flight max | api mean ms | rate x api mean | generator cores | cache mix |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for run in $(for r in $rates; do echo "browse:$r"; done; for r in $hot_rates; do echo "hot:$r"; done); do
   scenario=${run%%:*} rate=${run##*:} length=$seconds

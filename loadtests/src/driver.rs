@@ -32,7 +32,8 @@ pub struct Outcome {
     pub latency: Duration,
     /// HTTP status, or `None` for a transport error or timeout.
     pub status: Option<u16>,
-    /// The `X-Cache` header.
+    /// Where the api served it from: the `detail` of its `Cache-Status` entry (`l1`, `l2`,
+    /// `rendered`, `worker`, `coalesced`, `not_modified`).
     pub cache: Option<String>,
 }
 
@@ -133,12 +134,23 @@ async fn fetch(
     let status = response.status().as_u16();
     let cache = response
         .headers()
-        .get("x-cache")
+        .get("cache-status")
         .and_then(|v| v.to_str().ok())
+        .and_then(served_from)
         .map(str::to_owned);
     // Read the whole body: latency is to the last byte.
     response.into_body().collect().await?;
     Ok((status, cache))
+}
+
+/// The `detail` of the api's own entry (`fractile`) of a `Cache-Status` value (RFC 9211:
+/// entries separated by commas, parameters by semicolons).
+fn served_from(cache_status: &str) -> Option<&str> {
+    let ours = cache_status
+        .split(',')
+        .find(|entry| entry.split(';').next().map(str::trim) == Some("fractile"))?;
+    ours.split(';')
+        .find_map(|param| param.trim().strip_prefix("detail="))
 }
 
 /// A latency histogram in microseconds, up to a minute.
@@ -153,4 +165,20 @@ pub fn by_second(outcomes: &[Outcome]) -> BTreeMap<u64, Vec<&Outcome>> {
         seconds.entry(o.due as u64).or_default().push(o);
     }
     seconds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_from;
+
+    #[test]
+    fn the_api_entry_of_cache_status_gives_the_layer_whatever_caches_appended() {
+        assert_eq!(served_from("fractile; hit; detail=l1"), Some("l1"));
+        assert_eq!(
+            served_from("fractile; fwd=miss; stored; detail=worker, nginx; hit"),
+            Some("worker")
+        );
+        assert_eq!(served_from("nginx; hit"), None);
+        assert_eq!(served_from("fractile"), None);
+    }
 }

@@ -49,11 +49,11 @@ pub struct Summary {
     pub goodput_per_s: f64,
     /// Status class (or `503`, `transport`) → count.
     pub status_mix: BTreeMap<String, u64>,
-    /// `X-Cache` value of successful responses → count.
+    /// Where successful responses came from (`Cache-Status` detail) → count.
     pub cache_mix: BTreeMap<String, u64>,
     /// Latency of successful responses.
     pub ok_latency: Percentiles,
-    /// Latency of successful responses by `X-Cache`.
+    /// Latency of successful responses by `Cache-Status` detail.
     pub latency_by_cache: BTreeMap<String, Percentiles>,
     /// 5xx other than 503, and transport errors: what a smoke test fails on.
     pub errors: u64,
@@ -207,10 +207,13 @@ impl Summary {
             self.machine, self.commit
         );
         md.push_str(&table(std::slice::from_ref(self)));
-        let _ = writeln!(md, "\nLatency by `X-Cache` (successful responses):\n");
         let _ = writeln!(
             md,
-            "| X-Cache | count | p50 ms | p90 ms | p99 ms | max ms |\n| --- | --- | --- | --- | --- | --- |"
+            "\nLatency by `Cache-Status` detail (successful responses):\n"
+        );
+        let _ = writeln!(
+            md,
+            "| Cache-Status detail | count | p50 ms | p90 ms | p99 ms | max ms |\n| --- | --- | --- | --- | --- | --- |"
         );
         for (cache, p) in &self.latency_by_cache {
             let _ = writeln!(
@@ -237,7 +240,7 @@ pub fn table(runs: &[Summary]) -> String {
         .into_iter()
         .collect();
     let mut md = String::from(
-        "| run | sent | goodput/s | p50 ms | p90 ms | p99 ms | max ms | status mix | X-Cache mix | errors |",
+        "| run | sent | goodput/s | p50 ms | p90 ms | p99 ms | max ms | status mix | cache mix | errors |",
     );
     for e in &extras {
         let _ = write!(md, " {e} |");

@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{BoxError, Router};
@@ -24,6 +24,7 @@ use opentelemetry::trace::SpanContext;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::DeadlineBody;
@@ -31,11 +32,12 @@ use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::CorsOrigins;
 use crate::error::{ApiError, ErrorCode, Failure};
 use crate::metrics::{CacheLabel, InFlightGuard, Metrics, UNMATCHED};
-use crate::seeds;
 use crate::state::{AppState, Traces};
-use crate::tiles::{__path_get_tile, get_tile};
+use crate::tiles::{__path_get_tile, EXPOSED_HEADERS, allow_any_origin, get_tile};
+use crate::{metadata, seeds};
 
 /// Largest request body accepted (tile requests have none; seeds are small JSON).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -56,9 +58,16 @@ pub fn app(state: AppState) -> Router {
         // Must sit above them.
         .layer(HandleErrorLayer::new({
             let metrics = state.metrics.clone();
+            let any_origin = state.cors == CorsOrigins::Any;
             move |err: BoxError| {
                 let metrics = metrics.clone();
-                async move { admission_error(&metrics, err) }
+                async move {
+                    let mut response = admission_error(&metrics, err);
+                    if any_origin {
+                        allow_any_origin(response.headers_mut());
+                    }
+                    response
+                }
             }
         }))
         // Refuse at once instead of queueing when the limit below is reached.
@@ -74,11 +83,19 @@ pub fn app(state: AppState) -> Router {
     // more, and every request clones every box of its route. The path and the document entry
     // are the annotation's, as for every route.
     let (schemas, paths, _unlayered) = routes!(get_tile);
-    let tiles = Router::from(OpenApiRouter::new().routes((
-        schemas,
-        paths,
-        axum::routing::get(get_tile.layer(admission)),
-    )));
+    // CORS outermost, so a shed 503 is readable by the page too: tower-http's layer for an
+    // allow-list; for `*`, two constant headers set by the handler and by the shed path
+    // (`tiles::allow_any_origin`, which says why). The preflight is answered by the layer
+    // itself, on an OPTIONS route of its own (the tile route is GET only).
+    let cors = cors_layer(&state.cors);
+    let layered = cors.clone().filter(|_| state.cors != CorsOrigins::Any);
+    let mut tile_route = axum::routing::get(
+        get_tile.layer(ServiceBuilder::new().option_layer(layered).layer(admission)),
+    );
+    if let Some(cors) = &cors {
+        tile_route = tile_route.options(preflight.layer(cors.clone()));
+    }
+    let tiles = Router::from(OpenApiRouter::new().routes((schemas, paths, tile_route)));
     // Operator routes: the bearer token before anything else (body, Redis) is looked at.
     let seeds = Router::from(seed_routes())
         .route_layer(middleware::from_fn_with_state(
@@ -86,14 +103,51 @@ pub fn app(state: AppState) -> Router {
             seeds::authorize,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), body_deadline));
+    let mut pages = Router::from(page_routes());
+    if let Some(cors) = cors {
+        pages = pages.layer(cors);
+    }
     stack(
         tiles
             .merge(seeds)
-            .merge(Router::from(page_routes()))
+            .merge(pages)
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed),
         state,
     )
+}
+
+/// The CORS layer of the tiles and the document (`FRACTILE_CORS_ALLOW_ORIGINS`): GET and
+/// HEAD, the diagnostics exposed, preflights cached for a day. With `*` no `Vary` is sent
+/// (the answer is the same for every origin, so shared caches keep one copy; tower-http
+/// would otherwise vary every response on the preflight headers); with a list, `Vary:
+/// Origin`, since the answer then depends on it. `None` when CORS is off.
+fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {
+    let (allow, vary): (AllowOrigin, Vec<HeaderName>) = match origins {
+        CorsOrigins::Off => return None,
+        CorsOrigins::Any => (AllowOrigin::any(), Vec::new()),
+        CorsOrigins::List(list) => (
+            AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+            vec![header::ORIGIN],
+        ),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::HEAD])
+            .allow_headers([
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers(EXPOSED_HEADERS)
+            .max_age(Duration::from_secs(86_400))
+            .vary(vary),
+    )
+}
+
+/// Never called: the CORS layer around it answers every OPTIONS request itself.
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 /// Every traffic route, each registered from its OpenAPI annotation, without the layers
@@ -114,11 +168,13 @@ fn seed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(seeds::routes::show, seeds::routes::cancel))
 }
 
-/// The viewer and the document: never shed.
+/// The viewer, the document and the map clients' metadata: never shed.
 fn page_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(viewer))
         .routes(routes!(openapi_json))
+        .routes(routes!(metadata::tilejson))
+        .routes(routes!(metadata::wmts_capabilities))
 }
 
 /// Wraps `routes` in the layers every traffic request goes through. Public so tests can put
@@ -177,15 +233,30 @@ fn log_failure(status: StatusCode, failure: Option<&Failure>, latency: Duration)
 /// At most one ERROR line per this interval for failed responses.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Marks every 5xx `Cache-Control: no-store`, replacing whatever a handler set: a cached
-/// refusal would keep serving the error after the service recovered. `ApiError` sets it too;
-/// this also covers 5xx made elsewhere (an extractor's rejection, a bare status code).
-fn no_store_on_5xx(mut response: Response) -> Response {
-    if response.status().is_server_error() {
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
+/// How long a shared cache may keep a 404: a tile past the edge or the deepest zoom stays
+/// absent until the deployment's configuration changes, so a minute spares the api a
+/// crawler's repeats without keeping a reconfigured zoom away for long.
+const NOT_FOUND_CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=60");
+
+/// Says how long an error may be kept, so no cache guesses (Varnish kept a bare 404 for
+/// 120 s, nginx not at all): every 5xx `no-store`, replacing whatever a handler set (a cached
+/// refusal would keep serving the error after the service recovered; `ApiError` sets it too,
+/// this also covers 5xx made elsewhere); a 404 briefly and publicly
+/// ([`NOT_FOUND_CACHE_CONTROL`]); every other 4xx `no-store` (a malformed request's answer
+/// is of no use to anyone else, and 401/403/429 depend on who asks and when). A handler's own
+/// `Cache-Control` on a 4xx stays.
+fn cache_control_on_errors(mut response: Response) -> Response {
+    let status = response.status();
+    let value = if status.is_server_error() {
+        HeaderValue::from_static("no-store")
+    } else if !status.is_client_error() || response.headers().contains_key(header::CACHE_CONTROL) {
+        return response;
+    } else if status == StatusCode::NOT_FOUND {
+        NOT_FOUND_CACHE_CONTROL
+    } else {
+        HeaderValue::from_static("no-store")
+    };
+    response.headers_mut().insert(header::CACHE_CONTROL, value);
     response
 }
 
@@ -301,7 +372,8 @@ fn trace_response(server: &SpanContext) -> Option<HeaderValue> {
 /// - answers 414 / 431 with a JSON body for a head over the limits, before any other work
 ///   (hyper's own, bodyless refusals sit at twice these limits);
 /// - gives every error a JSON body, whoever produced it ([`json_error_body`]);
-/// - marks every 5xx `no-store` ([`no_store_on_5xx`]);
+/// - says how long an error may be cached: 5xx and most 4xx `no-store`, a 404 a minute
+///   ([`cache_control_on_errors`]);
 /// - records its status and latency by route template;
 /// - logs a 5xx, with its cause ([`log_failure`]).
 async fn track_http(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -321,7 +393,7 @@ async fn track(state: AppState, request: Request, next: Next, span: tracing::Spa
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     };
-    let mut response = no_store_on_5xx(json_error_body(response));
+    let mut response = cache_control_on_errors(json_error_body(response));
     // An exported request's span, when sampled: its status, and `traceresponse` naming it.
     let exported = matches!(state.traces, Traces::Exported(_));
     if let Some(server) = exported

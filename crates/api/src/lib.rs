@@ -22,6 +22,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod head_limits;
+pub mod metadata;
 pub mod metrics;
 pub mod openapi;
 pub mod schemas;

@@ -52,6 +52,7 @@ pub const REGENERATE: &str =
         (name = "tiles", description = "Map tiles, behind admission control."),
         (name = "seeds", description = "Bulk pre-rendering; needs `FRACTILE_SEED_TOKEN`, Redis and RabbitMQ."),
         (name = "viewer", description = "The map page and this document; never shed."),
+        (name = "metadata", description = "TileJSON and WMTS capabilities for map clients; never shed."),
         (name = "admin", description = "Probes, metrics and fault injection, on the admin port."),
     ),
     components(schemas(ErrorBody, ErrorCode, StyleName, OtherStyleName, Png, SeedBBox)),

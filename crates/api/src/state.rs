@@ -16,7 +16,7 @@ use fractile_render_pool::RenderPool;
 use fractile_tile_store::{ReadyListener, SeedQuotas, SeedStore, TileStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, CorsOrigins, PublicUrl};
 use crate::head_limits::HeadLimits;
 use crate::metrics::Metrics;
 use crate::seeds::{self, Expansions, SeedSettings, Seeds};
@@ -56,6 +56,10 @@ pub struct SharedState {
     pub cache_control: HeaderValue,
     /// Tile requests admitted at once.
     pub max_in_flight: usize,
+    /// Origins allowed to read the tiles and the document from a script (CORS).
+    pub cors: CorsOrigins,
+    /// Where clients reach the api (`FRACTILE_PUBLIC_URL`), for the metadata's URLs.
+    pub public_url: Option<PublicUrl>,
     /// Upper bound on a tile request.
     pub request_timeout: Duration,
     /// Flipped when shutdown starts.
@@ -296,6 +300,8 @@ impl AppState {
             max_zoom,
             cache_control,
             max_in_flight: config.max_in_flight.get(),
+            cors: config.cors_allow_origins.clone(),
+            public_url: config.public_url.clone(),
             request_timeout: config.request_timeout,
             readiness: Readiness::default(),
             viewer: VIEWER_HTML

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use fractile_test_support::{BrokerLock, rabbitmqctl};
+use fractile_test_support::{BrokerLock, cache_layer, rabbitmqctl};
 
 use helpers::*;
 
@@ -143,7 +143,7 @@ async fn a_memory_alarm_bounds_misses_spares_hits_and_clears_without_a_restart()
     let started = Instant::now();
     let hit = send(&app, get("/tiles/6/1/1.png")).await;
     assert_eq!(
-        (hit.status(), header(&hit, "x-cache")),
+        (hit.status(), cache_layer(&hit).to_owned()),
         (StatusCode::OK, "L1".into())
     );
     assert!(started.elapsed() < Duration::from_millis(500));

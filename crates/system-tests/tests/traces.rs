@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use fractile_queue::{Priority, RenderJob};
 use fractile_render::{MaxZoom, Style, TileId, TileKey};
 use fractile_test_support::otlp::{Receiver, Span, SpanKind};
-use fractile_test_support::{Isolated, Process, TILE_MAC_KEY, workspace_binary};
+use fractile_test_support::{Isolated, Process, TILE_MAC_KEY, cache_layer_of, workspace_binary};
 use fractile_tile_store::{NewSeed, SeedAdmission, SeedQuotas, SeedRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -231,7 +231,10 @@ async fn a_queued_miss_is_one_trace_from_the_caller_to_the_render() {
     .await;
     assert_eq!(answer.status, 200);
     assert_eq!(
-        answer.headers.get("x-cache").map(String::as_str),
+        answer
+            .headers
+            .get("cache-status")
+            .map(|v| cache_layer_of(v)),
         Some("MISS")
     );
 
@@ -385,7 +388,11 @@ async fn a_request_that_waited_on_another_replicas_render_links_to_it() {
     // A and B ask for the same tile at once: one takes the render claim and queues the
     // job, the other finds the claim and waits for the announcement.
     let joined = |answer: &Answer| {
-        answer.headers.get("x-cache").map(String::as_str) == Some("MISS")
+        answer
+            .headers
+            .get("cache-status")
+            .map(|v| cache_layer_of(v))
+            == Some("MISS")
             && answer
                 .headers
                 .get("server-timing")

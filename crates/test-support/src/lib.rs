@@ -29,7 +29,7 @@ pub mod settings;
 pub mod worker;
 
 pub use broker::{BROKER_LOCK, BrokerLock, rabbitmqctl};
-pub use http::{body_bytes, body_json, get, header, oneshot};
+pub use http::{body_bytes, body_json, cache_layer, cache_layer_of, get, header, oneshot};
 pub use isolation::{Cleanup, Isolated, unique_prefix};
 pub use poll::eventually;
 pub use private_redis::PrivateRedis;

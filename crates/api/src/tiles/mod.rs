@@ -4,6 +4,7 @@
 mod headers;
 pub mod url;
 
+pub use headers::{EXPOSED_HEADERS, allow_any_origin};
 pub use url::{canonical_url, request_key};
 
 use axum::extract::State;
@@ -14,11 +15,12 @@ use fractile_http::error::ErrorBody;
 use fractile_http::faults::Faults;
 use fractile_telemetry::context;
 
+use crate::config::CorsOrigins;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::CacheLabel;
 use crate::state::AppState;
 use crate::tile_cache::{FillError, Source};
-use headers::{etag, not_modified, server_timing};
+use headers::{CACHE_STATUS, REFUSED, cache_status, etag, not_modified, server_timing};
 
 /// Injected latency and failures (`/faults` on the admin port, off unless configured), the
 /// handler's first step: inside admission, so the added latency holds an in-flight slot and
@@ -82,7 +84,11 @@ fn link_to_the_render(source: &Source) {
             headers(
                 ("Cache-Control" = String, description = "`public, max-age=…, immutable`"),
                 ("ETag" = String, description = "Strong validator: renderer version, style and coordinates."),
-                ("X-Cache" = String, description = "`L1` (this replica's memory), `L2` (Redis) or `MISS` (rendered for this request)."),
+                ("Cache-Status" = String, description = "RFC 9211, this service's entry `fractile`: \
+                    `fractile; hit; detail=l1` (this replica's memory), `detail=l2` (Redis), or \
+                    `fractile; fwd=miss; stored; detail=rendered` (here) or `detail=worker` (by a \
+                    worker), `fractile; fwd=miss; collapsed; detail=coalesced` (waited on another \
+                    request's render). Caches in front append their own entries."),
                 ("Server-Timing" = String, description = "Where the time went (cache lookups, queue wait, render)."),
                 ("traceresponse" = String, description = "W3C Trace Context Level 2, `00-<trace id>-<span id>-01`: the request's trace, on a sampled request when the api exports spans."),
             )),
@@ -90,6 +96,7 @@ fn link_to_the_render(source: &Source) {
             headers(
                 ("Cache-Control" = String, description = "As on 200."),
                 ("ETag" = String, description = "As on 200."),
+                ("Cache-Status" = String, description = "`fractile; hit; detail=not_modified`."),
             )),
         (status = 400, description = "`invalid_coordinate` (sign, leading zero, not digits), \
             `unknown_style`, `non_canonical_url` (percent-encoding, or the default style named), \
@@ -104,23 +111,45 @@ fn link_to_the_render(source: &Source) {
             `Retry-After`: `overloaded` (too many requests in flight, or too many misses being \
             filled), `render_queue_full`, `render_timeout`, `render_unavailable`, `timeout`.",
             body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+            headers(
+                ("Retry-After" = u32, description = "Seconds to wait."),
+                ("Cache-Status" = String, description = "`fractile; fwd=miss; detail=refused` \
+                    when the tile could not be filled (not on a shed request, refused before \
+                    the handler)."),
+            )),
     ))]
-pub async fn get_tile(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+pub async fn get_tile(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    let mut response = match serve(&state, &uri, &headers).await {
+        Ok(response) => response,
+        Err(refused) => {
+            let mut response = refused.into_response();
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(CACHE_STATUS, HeaderValue::from_static(REFUSED));
+            }
+            response
+        }
+    };
+    if state.cors == CorsOrigins::Any {
+        allow_any_origin(response.headers_mut());
+    }
+    response
+}
+
+/// The tile, or why not.
+async fn serve(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
     inject_faults(&state.faults).await?;
-    let key = request_key(&uri, state.max_zoom)?;
+    let key = request_key(uri, state.max_zoom)?;
 
     let etag = etag(&key);
     let cache_control = state.cache_control.clone();
-    if not_modified(&headers, &etag) {
+    if not_modified(headers, &etag) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         let h = response.headers_mut();
         h.insert(header::ETAG, etag);
         h.insert(header::CACHE_CONTROL, cache_control);
+        h.insert(CACHE_STATUS, cache_status(CacheLabel::NotModified));
         response.extensions_mut().insert(CacheLabel::NotModified);
         return Ok(response);
     }
@@ -146,19 +175,22 @@ pub async fn get_tile(
     })?;
 
     link_to_the_render(&served.source);
-    let (x_cache, label) = match served.source {
-        Source::L1 => ("L1", CacheLabel::L1),
-        Source::L2 { .. } => ("L2", CacheLabel::L2),
-        Source::Rendered { .. } => ("MISS", CacheLabel::Rendered),
-        Source::Worker { .. } => ("MISS", CacheLabel::Worker),
-        Source::Coalesced => ("MISS", CacheLabel::Coalesced),
+    let label = match served.source {
+        Source::L1 => CacheLabel::L1,
+        Source::L2 { .. } => CacheLabel::L2,
+        Source::Rendered { .. } => CacheLabel::Rendered,
+        Source::Worker { .. } => CacheLabel::Worker,
+        Source::Coalesced => CacheLabel::Coalesced,
     };
     let mut response = served.png.into_response();
     let h = response.headers_mut();
+    // Room for every header the stack adds (type, caching, provenance, timing, CORS, the
+    // request id, the trace): one allocation instead of the map growing twice on the way.
+    h.reserve(12);
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
     h.insert(header::CACHE_CONTROL, cache_control);
     h.insert(header::ETAG, etag);
-    h.insert("x-cache", HeaderValue::from_static(x_cache));
+    h.insert(CACHE_STATUS, cache_status(label));
     h.insert(
         "server-timing",
         server_timing(&served.source, served.elapsed),

@@ -30,7 +30,7 @@ pub fn app_with(config: &Config) -> (AppState, Router) {
 
 /// Sends one request through `app` without a socket.
 pub use fractile_test_support::oneshot as send;
-pub use fractile_test_support::{body_bytes, body_json, get};
+pub use fractile_test_support::{body_bytes, body_json, cache_layer, get};
 
 /// The `error.code` of a JSON error response.
 pub async fn error_code(response: Response<Body>) -> String {

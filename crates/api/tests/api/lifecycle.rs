@@ -23,7 +23,8 @@ async fn a_real_server_serves_tiles_probes_and_metrics() {
         .await
         .expect("tile");
     assert_eq!(tile.status(), 200);
-    assert_eq!(tile.headers()["x-cache"], "MISS");
+    let status = tile.headers()["cache-status"].to_str().expect("ascii");
+    assert_eq!(fractile_test_support::cache_layer_of(status), "MISS");
     assert!(tile.bytes().await.expect("body").starts_with(b"\x89PNG"));
 
     for probe in ["livez", "readyz"] {

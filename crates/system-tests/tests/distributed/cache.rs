@@ -21,7 +21,7 @@ async fn replicas_share_tiles_through_redis() {
 
     let miss = send(&first, get("/tiles/6/10/20.png")).await;
     assert_eq!(
-        (miss.status(), header(&miss, "x-cache")),
+        (miss.status(), cache_layer(&miss).to_owned()),
         (StatusCode::OK, "MISS".into())
     );
     let key = TileKey {
@@ -35,7 +35,7 @@ async fn replicas_share_tiles_through_redis() {
     )
     .await;
     let shared = send(&second, get("/tiles/6/10/20.png")).await;
-    assert_eq!(header(&shared, "x-cache"), "L2");
+    assert_eq!(cache_layer(&shared).to_owned(), "L2");
     assert!(header(&shared, "server-timing").starts_with("l2;"));
     let hits = second_state
         .metrics
@@ -75,7 +75,7 @@ async fn a_tile_rendered_by_the_api_is_announced_with_its_render_time() {
     let mut announcement = listener.register(&key);
 
     let miss = send(&app, get("/tiles/7/30/40.png")).await;
-    assert_eq!(header(&miss, "x-cache"), "MISS");
+    assert_eq!(cache_layer(&miss).to_owned(), "MISS");
     let note = tokio::time::timeout(Duration::from_secs(5), announcement.announced())
         .await
         .expect("the api announces its render");
@@ -107,7 +107,7 @@ async fn a_miss_is_rendered_by_a_worker() {
     let (state, app) = cluster.api(&cluster.api_config()).await;
     let response = send(&app, get("/tiles/5/7/9.png?style=ocean")).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(header(&response, "x-cache"), "MISS");
+    assert_eq!(cache_layer(&response).to_owned(), "MISS");
     // Every stage of the queued miss, the worker's own account included.
     let timing = header(&response, "server-timing");
     let stages: Vec<&str> = timing

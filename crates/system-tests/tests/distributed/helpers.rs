@@ -98,7 +98,7 @@ impl Cluster {
 
 /// Sends one request through `app` without a socket.
 pub use fractile_test_support::oneshot as send;
-pub use fractile_test_support::{body_json, get, header};
+pub use fractile_test_support::{body_json, cache_layer, get, header};
 
 /// Log lines written while the guard lives, on this thread (a current-thread runtime runs
 /// the handlers here).

@@ -41,7 +41,7 @@ async fn without_its_broker_the_api_renders_misses_here_and_refuses_seeds() {
     assert_eq!(miss.status(), StatusCode::OK);
     assert!(header(&miss, "server-timing").starts_with("queue;"));
     let hit = send(&app, get("/tiles/4/2/2.png")).await;
-    assert_eq!(header(&hit, "x-cache"), "L1");
+    assert_eq!(cache_layer(&hit).to_owned(), "L1");
     let (status, body) = readyz(&state).await;
     assert_eq!(
         (status, body["queue"].as_str()),

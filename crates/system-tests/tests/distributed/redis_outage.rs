@@ -168,13 +168,13 @@ async fn a_paused_redis_costs_a_miss_at_most_the_budget_and_readyz_reports_the_b
     );
     // A tile stored before the pause, to be read from L2 once Redis is back.
     let before = send(&app, get("/tiles/5/3/3.png")).await;
-    assert_eq!(header(&before, "x-cache"), "MISS");
+    assert_eq!(cache_layer(&before).to_owned(), "MISS");
 
     redis.pause();
     let (miss, took) = timed(Duration::from_secs(5), send(&app, get("/tiles/5/4/4.png"))).await;
     eprintln!("first miss during the pause (pool of 32): {took:?}");
     assert_eq!(
-        (miss.status(), header(&miss, "x-cache")),
+        (miss.status(), cache_layer(&miss).to_owned()),
         (StatusCode::OK, "MISS".into())
     );
     assert!(took < BUDGET + MARGIN, "took {took:?}");
@@ -232,7 +232,7 @@ async fn a_paused_redis_costs_a_miss_at_most_the_budget_and_readyz_reports_the_b
     // A replica with a cold L1 reads the tile stored before the pause.
     let (_, fresh) = cluster.api(&config).await;
     let hit = send(&fresh, get("/tiles/5/3/3.png")).await;
-    assert_eq!(header(&hit, "x-cache"), "L2");
+    assert_eq!(cache_layer(&hit).to_owned(), "L2");
     cluster.cleanup().await;
 }
 
@@ -277,7 +277,7 @@ async fn a_miss_waiting_for_a_worker_falls_back_within_the_budget_when_redis_sta
     let response = response.expect("request task");
     eprintln!("waiting miss answered {took:?} after the pause");
     assert_eq!(
-        (response.status(), header(&response, "x-cache")),
+        (response.status(), cache_layer(&response).to_owned()),
         (StatusCode::OK, "MISS".into())
     );
     // At most one poll interval (200 ms), then one lookup within the budget, then a render.
@@ -306,7 +306,7 @@ async fn a_miss_waiting_for_a_worker_falls_back_at_once_when_redis_dies() {
     let response = response.expect("request task");
     eprintln!("waiting miss answered {took:?} after the kill");
     assert_eq!(
-        (response.status(), header(&response, "x-cache")),
+        (response.status(), cache_layer(&response).to_owned()),
         (StatusCode::OK, "MISS".into())
     );
     assert!(took < BUDGET + MARGIN, "took {took:?}");
@@ -407,13 +407,13 @@ async fn losing_redis_degrades_to_l1_and_local_renders_then_recovers() {
     // Cached tiles still come from L1; misses are rendered here; nothing is a 500.
     let hit = send(&app, get("/tiles/4/1/1.png")).await;
     assert_eq!(
-        (hit.status(), header(&hit, "x-cache")),
+        (hit.status(), cache_layer(&hit).to_owned()),
         (StatusCode::OK, "L1".into())
     );
     for x in 2..6 {
         let miss = send(&app, get(&format!("/tiles/4/{x}/1.png"))).await;
         assert_eq!(
-            (miss.status(), header(&miss, "x-cache")),
+            (miss.status(), cache_layer(&miss).to_owned()),
             (StatusCode::OK, "MISS".into())
         );
     }
@@ -443,7 +443,7 @@ async fn losing_redis_degrades_to_l1_and_local_renders_then_recovers() {
             async move {
                 assert_eq!(send(&app, get(&uri)).await.status(), StatusCode::OK);
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                header(&send(&fresh, get(&uri)).await, "x-cache") == "L2"
+                cache_layer(&send(&fresh, get(&uri)).await) == "L2"
             }
         },
     )

@@ -11,6 +11,9 @@ use fractile_render::MaxZoom;
 use fractile_settings::{ProcessArgs, Secret, SecretParser, SecretUrl, UrlParser, parse_duration};
 use fractile_tile_store::RedisArgs;
 
+mod web;
+pub use web::{CorsOrigins, PublicUrl, ViewerAssets};
+
 use fractile_queue::AMQP_SCHEMES;
 use fractile_tile_store::REDIS_SCHEMES;
 
@@ -21,52 +24,6 @@ pub enum QueueFallback {
     Local,
     /// Answer 503 + Retry-After.
     Reject,
-}
-
-/// The base URL the viewer loads Leaflet from, validated: an `https://` URL or an absolute
-/// path on the api's own origin, without a trailing `/`, made only of characters that need no
-/// escaping in an HTML attribute or a CSP header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ViewerAssets {
-    base: String,
-    origin: Option<String>,
-}
-
-impl ViewerAssets {
-    /// Parses a `FRACTILE_VIEWER_ASSETS` value.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~/:@%+".contains(c);
-        if let Some(bad) = s.chars().find(|&c| !allowed(c)) {
-            return Err(format!(
-                "{bad:?} is not allowed in the viewer asset URL (letters, digits and -._~/:@%+ only)"
-            ));
-        }
-        let base = s.trim_end_matches('/').to_owned();
-        if let Some(rest) = s.strip_prefix("https://") {
-            let authority = rest.split('/').next().unwrap_or_default();
-            if authority.is_empty() || authority.contains('@') {
-                return Err("an https URL needs a host (and no user name)".into());
-            }
-            Ok(Self {
-                origin: Some(format!("https://{authority}")),
-                base,
-            })
-        } else if s.starts_with('/') && !s.starts_with("//") {
-            Ok(Self { base, origin: None })
-        } else {
-            Err("expected an https:// URL or a path on this server starting with /".into())
-        }
-    }
-
-    /// The base, without a trailing `/`: the page loads `{base}/leaflet.js` and `{base}/leaflet.css`.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// The origin the page's CSP must allow (`https://host[:port]`); `None` for a same-origin path.
-    pub fn origin(&self) -> Option<&str> {
-        self.origin.as_deref()
-    }
 }
 
 /// The api's settings.
@@ -116,6 +73,26 @@ pub struct Config {
         value_parser = ViewerAssets::parse
     )]
     pub viewer_assets: ViewerAssets,
+
+    /// Web origins whose scripts may read the tiles and the API document (CORS): `*` (any
+    /// page, the default, as public tile services do), origins separated by commas
+    /// (`https://maps.example.com`), or `off`. A list makes every tile vary by `Origin`,
+    /// which splits each shared cache's (CDN, proxy) copy of a tile per origin. The seed
+    /// routes and the admin port never send CORS headers.
+    #[arg(
+        long,
+        env = "FRACTILE_CORS_ALLOW_ORIGINS",
+        default_value = "*",
+        value_parser = CorsOrigins::parse
+    )]
+    pub cors_allow_origins: CorsOrigins,
+
+    /// The URL clients reach the api at, e.g. `https://tiles.example.com` (a path prefix is
+    /// kept): the TileJSON and WMTS documents name the tiles under it, and shared caches may
+    /// keep them. Unset: built from each request's `Host` as `http://…`, and not cacheable.
+    /// Set it behind a proxy that terminates TLS.
+    #[arg(long, env = "FRACTILE_PUBLIC_URL", value_parser = PublicUrl::parse)]
+    pub public_url: Option<PublicUrl>,
 
     /// Renders that may wait for a thread; when full, a miss gets 503 + Retry-After at once.
     #[arg(long, env = "FRACTILE_RENDER_QUEUE", default_value_t = 64)]
