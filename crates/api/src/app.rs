@@ -15,15 +15,16 @@ use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Router};
 use fractile_telemetry::{RateLimitedLog, context};
 use opentelemetry::trace::SpanContext;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -37,7 +38,8 @@ use crate::error::{ApiError, ErrorCode, Failure};
 use crate::metrics::{CacheLabel, InFlightGuard, Metrics, UNMATCHED};
 use crate::state::{AppState, Traces};
 use crate::tiles::{__path_get_tile, EXPOSED_HEADERS, allow_any_origin, get_tile};
-use crate::{metadata, seeds};
+use crate::validator::{weak_etag, with_validator};
+use crate::{metadata, pages, seeds};
 
 /// Largest request body accepted (tile requests have none; seeds are small JSON).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -103,7 +105,9 @@ pub fn app(state: AppState) -> Router {
             seeds::authorize,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), body_deadline));
-    let mut pages = Router::from(page_routes());
+    // The pages are text (but the favicon): gzipped for clients that take it. Never the
+    // tiles: a PNG does not compress, and the hot path would pay for the negotiation.
+    let mut pages = Router::from(page_routes()).layer(CompressionLayer::new());
     if let Some(cors) = cors {
         pages = pages.layer(cors);
     }
@@ -171,8 +175,9 @@ fn seed_routes() -> OpenApiRouter<AppState> {
 /// The viewer, the document and the map clients' metadata: never shed.
 fn page_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(viewer))
+        .routes(routes!(pages::viewer))
         .routes(routes!(openapi_json))
+        .routes(routes!(pages::favicon))
         .routes(routes!(metadata::tilejson))
         .routes(routes!(metadata::wmts_capabilities))
 }
@@ -485,24 +490,6 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The map viewer. It loads Leaflet from `FRACTILE_VIEWER_ASSETS`, pinned by integrity hash;
-/// the CSP (built at start-up) allows that origin.
-#[utoipa::path(get, path = "/", tag = "viewer", operation_id = "viewer",
-    summary = "The map viewer",
-    responses((status = 200, description = "An HTML page showing the tiles on a slippy map.",
-        content_type = "text/html; charset=utf-8", body = String,
-        headers(
-            ("Cache-Control" = String, description = "`no-cache`"),
-            ("Content-Security-Policy" = String, description = "Allows the viewer's assets' origin (`FRACTILE_VIEWER_ASSETS`)."),
-        ))))]
-async fn viewer(State(state): State<AppState>) -> Response {
-    let mut response = Html(state.viewer.clone()).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_SECURITY_POLICY, state.viewer_csp.clone());
-    response
-}
-
 /// The OpenAPI document of every route, the admin port's included, generated from the
 /// handlers' annotations ([`crate::openapi`] completes it).
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -523,19 +510,28 @@ pub fn document_json() -> &'static Bytes {
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "viewer", operation_id = "openapi",
     summary = "This document",
-    responses((status = 200, description = "The OpenAPI 3.1 document of the api.",
-        content_type = "application/json", body = Object,
-        headers(("Cache-Control" = String, description = "`no-cache`")))))]
-pub async fn openapi_json() -> Response {
-    (
-        [
+    params(("If-None-Match" = Option<String>, Header, description = "A copy's ETag; a match answers 304.")),
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of the api.",
+            content_type = "application/json", body = Object,
+            headers(
+                ("Cache-Control" = String, description = "`no-cache`"),
+                ("ETag" = String, description = "Weak validator of the document."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` matched."),
+    ))]
+pub async fn openapi_json(request: HeaderMap) -> Response {
+    static ETAG: LazyLock<HeaderValue> = LazyLock::new(|| weak_etag(document_json()));
+    with_validator(
+        &request,
+        &ETAG,
+        document_json().clone(),
+        &[
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        document_json().clone(),
     )
-        .into_response()
 }

@@ -25,12 +25,14 @@ pub mod head_limits;
 pub mod metadata;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod schemas;
 pub mod seeds;
 pub mod server;
 pub mod state;
 pub mod tile_cache;
 pub mod tiles;
+pub mod validator;
 
 pub use config::Config;
 pub use fractile_http::{Readiness, shutdown_signal};

@@ -13,12 +13,14 @@ use std::fmt::Write as _;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use bytes::Bytes;
 use fractile_http::error::ErrorBody;
 use fractile_render::{STYLES, Style};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
+use crate::validator::{weak_etag, with_validator};
 
 /// How long a shared cache may keep a document built from `FRACTILE_PUBLIC_URL`: it changes
 /// only with the configuration.
@@ -93,13 +95,20 @@ fn tile_template(base: &str, style: Style, z: &str, x: &str, y: &str) -> String 
     description = "The tile URL template, zoom range, bounds and attribution of one style, for \
         MapLibre GL, QGIS and other TileJSON clients. URLs are absolute: from \
         `FRACTILE_PUBLIC_URL`, or from the request's `Host` (then `no-store`).",
-    params(("style" = Option<crate::schemas::OtherStyleName>, Query, example = "ocean",
-        description = "Omitted for the default, `classic`.")),
+    params(
+        ("style" = Option<crate::schemas::OtherStyleName>, Query, example = "ocean",
+            description = "Omitted for the default, `classic`."),
+        ("If-None-Match" = Option<String>, Header, description = "A copy's ETag; a match answers 304."),
+    ),
     responses(
         (status = 200, description = "The TileJSON document.", content_type = "application/json",
             body = Object,
-            headers(("Cache-Control" = String,
-                description = "`public, max-age=300` with `FRACTILE_PUBLIC_URL`, else `no-store`."))),
+            headers(
+                ("Cache-Control" = String,
+                    description = "`public, max-age=300` with `FRACTILE_PUBLIC_URL`, else `no-store`."),
+                ("ETag" = String, description = "Weak validator of the document."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` matched."),
         (status = 400, description = "`invalid_query`, `unknown_style`, or `bad_request` (no \
             usable `Host` and no `FRACTILE_PUBLIC_URL`).", body = ErrorBody),
     ))]
@@ -123,17 +132,19 @@ pub async fn tilejson(
         "bounds": [-180.0, -MAX_LATITUDE, 180.0, MAX_LATITUDE],
         "center": [0.0, 0.0, 2.min(max_zoom)],
     });
-    Ok((
-        [
+    let body = Bytes::from(document.to_string());
+    Ok(with_validator(
+        &headers,
+        &weak_etag(&body),
+        body,
+        &[
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
             (header::CACHE_CONTROL, cache_control),
         ],
-        document.to_string(),
-    )
-        .into_response())
+    ))
 }
 
 /// XML-escapes `text` for an attribute or element.
@@ -221,11 +232,16 @@ pub fn capabilities(base: &str, max_zoom: u8) -> String {
     description = "Every style as a layer of the RESTful WMTS, on the GoogleMapsCompatible \
         (Web Mercator) tile matrix set from zoom 0 to `FRACTILE_MAX_ZOOM`: for GDAL \
         (`gdalinfo WMTS:<url>`), QGIS, OpenLayers and MapProxy. URLs as in the TileJSON.",
+    params(("If-None-Match" = Option<String>, Header, description = "A copy's ETag; a match answers 304.")),
     responses(
         (status = 200, description = "The capabilities document.", content_type = "application/xml",
             body = String,
-            headers(("Cache-Control" = String,
-                description = "`public, max-age=300` with `FRACTILE_PUBLIC_URL`, else `no-store`."))),
+            headers(
+                ("Cache-Control" = String,
+                    description = "`public, max-age=300` with `FRACTILE_PUBLIC_URL`, else `no-store`."),
+                ("ETag" = String, description = "Weak validator of the document."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` matched."),
         (status = 400, description = "`bad_request`: no usable `Host` and no \
             `FRACTILE_PUBLIC_URL`.", body = ErrorBody),
     ))]
@@ -234,17 +250,19 @@ pub async fn wmts_capabilities(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (base, cache_control) = base_url(&state, &headers)?;
-    Ok((
-        [
+    let body = Bytes::from(capabilities(&base, state.max_zoom.get()));
+    Ok(with_validator(
+        &headers,
+        &weak_etag(&body),
+        body,
+        &[
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/xml"),
             ),
             (header::CACHE_CONTROL, cache_control),
         ],
-        capabilities(&base, state.max_zoom.get()),
-    )
-        .into_response())
+    ))
 }
 
 #[cfg(test)]

@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::FromRef;
 use axum::http::HeaderValue;
+use base64::Engine as _;
 use fractile_http::Readiness;
 use fractile_http::faults::{Fault, Faults};
 use fractile_queue::{Priority, PublisherLink};
 use fractile_render::MaxZoom;
 use fractile_render_pool::RenderPool;
 use fractile_tile_store::{ReadyListener, SeedQuotas, SeedStore, TileStore};
+use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, CorsOrigins, PublicUrl};
@@ -68,6 +70,12 @@ pub struct SharedState {
     pub viewer: bytes::Bytes,
     /// The viewer page's Content-Security-Policy (it allows the Leaflet asset origin).
     pub viewer_csp: HeaderValue,
+    /// The viewer page's validator.
+    pub viewer_etag: HeaderValue,
+    /// `/favicon.ico`: a PNG of the whole set.
+    pub favicon: bytes::Bytes,
+    /// The favicon's validator.
+    pub favicon_etag: HeaderValue,
     /// How long a request body may take to arrive.
     pub body_read_timeout: Duration,
     /// The seed routes' state: settings, and the expansions in distributed mode.
@@ -292,6 +300,10 @@ impl AppState {
             },
             expansions,
         );
+        let favicon = favicon()?;
+        let viewer = VIEWER_HTML
+            .replace("{{MAX_ZOOM}}", &max_zoom.get().to_string())
+            .replace("{{LEAFLET_BASE}}", config.viewer_assets.base());
         Ok(AppState(Arc::new(SharedState {
             tiles,
             pool,
@@ -304,11 +316,11 @@ impl AppState {
             public_url: config.public_url.clone(),
             request_timeout: config.request_timeout,
             readiness: Readiness::default(),
-            viewer: VIEWER_HTML
-                .replace("{{MAX_ZOOM}}", &max_zoom.get().to_string())
-                .replace("{{LEAFLET_BASE}}", config.viewer_assets.base())
-                .into(),
-            viewer_csp: viewer_csp(&config.viewer_assets)?,
+            viewer_csp: viewer_csp(&viewer, &config.viewer_assets)?,
+            viewer_etag: crate::validator::weak_etag(viewer.as_bytes()),
+            viewer: viewer.into(),
+            favicon_etag: crate::validator::weak_etag(&favicon),
+            favicon,
             body_read_timeout: config.body_read_timeout,
             seeds,
             background,
@@ -319,15 +331,44 @@ impl AppState {
     }
 }
 
-/// The viewer's CSP: its own origin, plus the origin of the Leaflet assets when they are off-site.
-fn viewer_csp(assets: &crate::config::ViewerAssets) -> anyhow::Result<HeaderValue> {
+/// The viewer's CSP: its own origin, plus the origin of the Leaflet assets when they are
+/// off-site. Scripts run only from those origins and as the page's own inline scripts, each
+/// allowed by its SHA-256 (`'unsafe-inline'` would let any injected script run too); styles
+/// keep `'unsafe-inline'` (Leaflet positions its panes and tiles with style attributes).
+fn viewer_csp(page: &str, assets: &crate::config::ViewerAssets) -> anyhow::Result<HeaderValue> {
     let cdn = assets.origin().map(|o| format!(" {o}")).unwrap_or_default();
+    let scripts: String = inline_scripts(page)
+        .map(|script| {
+            let digest = sha2::Sha256::digest(script.as_bytes());
+            format!(
+                " 'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        })
+        .collect();
     HeaderValue::from_str(&format!(
-        "default-src 'self'; script-src 'self' 'unsafe-inline'{cdn}; \
+        "default-src 'self'; script-src 'self'{scripts}{cdn}; \
          style-src 'self' 'unsafe-inline'{cdn}; img-src 'self' blob: data:{cdn}; \
          connect-src 'self'; frame-ancestors 'none'"
     ))
     .context("building the viewer's Content-Security-Policy")
+}
+
+/// The bodies of `page`'s inline scripts (`<script>…</script>`, no attributes), as a CSP hash
+/// covers them: exactly the text between the tags.
+fn inline_scripts(page: &str) -> impl Iterator<Item = &str> {
+    page.split("<script>")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("</script>").map(|(body, _)| body))
+}
+
+/// `/favicon.ico`: the classic zoom-0 tile, rendered once at start-up (a PNG; browsers take
+/// one under that name).
+fn favicon() -> anyhow::Result<bytes::Bytes> {
+    let tile = fractile_render::TileId::new(0, 0, 0, MaxZoom::LIMIT).context("tile 0/0/0")?;
+    let png = fractile_render::render_tile(tile, fractile_render::Style::Classic, &|| false)
+        .context("rendering the favicon")?;
+    Ok(png.into())
 }
 
 impl AppState {

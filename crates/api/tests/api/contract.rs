@@ -249,10 +249,26 @@ async fn the_viewer_loads_leaflet_from_the_configured_asset_base_and_its_csp_all
     // The default is unpkg, as before.
     let (html, csp) = viewer_with_assets("https://unpkg.com/leaflet@1.9.4/dist").await;
     assert!(html.contains(r#"src="https://unpkg.com/leaflet@1.9.4/dist/leaflet.js""#));
+    // Scripts: the page's own inline script by its hash, never 'unsafe-inline'.
+    let script = html
+        .split("<script>")
+        .nth(1)
+        .and_then(|rest| rest.split_once("</script>"))
+        .map(|(body, _)| body)
+        .expect("an inline script");
+    let hash = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script.as_bytes()))
+    };
     assert!(
-        csp.contains("script-src 'self' 'unsafe-inline' https://unpkg.com;"),
+        csp.contains(&format!(
+            "script-src 'self' 'sha256-{hash}' https://unpkg.com;"
+        )),
         "{csp}"
     );
+    let scripts = asset_directives(&csp)[0];
+    assert!(!scripts.contains("unsafe-inline"), "{csp}");
 }
 
 #[tokio::test]

@@ -12,5 +12,6 @@ mod helpers;
 mod lifecycle;
 mod metadata;
 mod openapi;
+mod pages;
 mod refusals;
 mod seed_access;
