@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench fuzz browser-test schemathesis clients-test lint validate k8s-validate e2e drill flood experiments stack-up stack-down ci
+.PHONY: run test bench fuzz browser-test schemathesis clients-test openapi-lint lint validate k8s-validate e2e drill flood experiments stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -21,6 +21,9 @@ schemathesis:   ## schemathesis against the OpenAPI document: api + worker on Re
 
 clients-test:   ## real map clients read the metadata: OWSLib, and GDAL (gdal-bin) against the tiles
 	crates/api/tests/clients/run.sh
+
+openapi-lint:   ## redocly's recommended rules on the OpenAPI document (needs node, npm)
+	crates/api/tests/redocly/run.sh
 
 lint:
 	cargo fmt --all --check

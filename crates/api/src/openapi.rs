@@ -25,6 +25,7 @@ use utoipa::openapi::header::Header;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::server::{ServerBuilder, ServerVariableBuilder};
 use utoipa::openapi::{OpenApi as Document, RefOr, ResponseBuilder};
 
 use crate::schemas::{OtherStyleName, Png, SeedBBox, StyleName};
@@ -83,6 +84,48 @@ pub fn document(traffic: Document) -> Document {
         }
     }
     doc.merge(fractile_http::admin::openapi());
+    // Which port each operation lives on, for generic tools (client generators, schemathesis
+    // run on the document alone): the traffic port serves this document, so `/`; the admin
+    // operations name the admin port, of the api or of a worker, on its own paths.
+    doc.servers = Some(vec![
+        ServerBuilder::new()
+            .url("/")
+            .description(Some(
+                "The traffic port (`FRACTILE_LISTEN`), which serves this document: every \
+                 operation not tagged `admin`.",
+            ))
+            .build(),
+    ]);
+    let admin_port = ServerBuilder::new()
+        .url("http://{host}:{port}")
+        .description(Some(
+            "The admin port (`FRACTILE_ADMIN_LISTEN`) of the api (default 9000) or of a worker \
+             (9001 in the compose stack); never behind the load balancer.",
+        ))
+        .parameter(
+            "host",
+            ServerVariableBuilder::new().default_value("127.0.0.1"),
+        )
+        .parameter("port", ServerVariableBuilder::new().default_value("9000"))
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ];
+        let mut admin = false;
+        for op in ops.into_iter().flatten() {
+            admin |= op.tags.iter().flatten().any(|t| t == ADMIN_TAG);
+            // An open operation says so (`security: []`), rather than leaving a reader to
+            // wonder whether the document forgot its scheme.
+            op.security.get_or_insert_with(Vec::new);
+        }
+        if admin {
+            item.servers = Some(vec![admin_port.clone()]);
+        }
+    }
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "seed_token",

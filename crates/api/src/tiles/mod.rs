@@ -66,9 +66,9 @@ fn link_to_the_render(source: &Source) {
         ("z" = u8, Path, maximum = 32, example = 2,
             description = "Zoom level, from 0 to the deployment's maximum (`FRACTILE_MAX_ZOOM`, \
                 default 24); deeper levels are 404."),
-        ("x" = u32, Path, example = 1,
+        ("x" = i64, Path, minimum = 0, maximum = 4_294_967_295_i64, example = 1,
             description = "Column, from 0 to 2^z − 1; past the edge is 404."),
-        ("y" = u32, Path, example = 1,
+        ("y" = i64, Path, minimum = 0, maximum = 4_294_967_295_i64, example = 1,
             description = "Row, from 0 to 2^z − 1; past the edge is 404. The URL segment is \
                 `{y}.png`."),
         ("style" = Option<crate::schemas::OtherStyleName>, Query, example = "ocean",

@@ -22,7 +22,15 @@ fn operations() -> Vec<(String, Method, String)> {
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("path item") {
-            let Ok(method) = method.to_uppercase().parse::<Method>() else {
+            // A path item's other members (`servers`, `parameters`) are no methods.
+            let known = [
+                "get", "put", "post", "delete", "options", "head", "patch", "trace",
+            ];
+            let Some(method) = known
+                .contains(&method.as_str())
+                .then(|| method.to_uppercase().parse::<Method>().ok())
+                .flatten()
+            else {
                 continue;
             };
             let tag = op["tags"][0].as_str().expect("every operation is tagged");
@@ -232,4 +240,45 @@ fn the_error_codes_in_the_document_are_the_enum() {
         .map(|code| code.as_str())
         .collect();
     assert_eq!(listed, codes);
+}
+
+/// Found by generic tools: with no `servers`, a default schemathesis run called the admin
+/// operations on the traffic port (12 failures) and `openapi-python-client` generated an
+/// admin client for the wrong port; open operations without `security: []` failed redocly's
+/// lint; `x`/`y` as `int32` refused the columns of zooms past 31.
+#[test]
+fn every_operation_says_where_it_lives_and_what_it_needs() {
+    let doc = generated();
+    assert_eq!(doc["servers"][0]["url"], "/");
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let admin = item
+            .as_object()
+            .expect("path item")
+            .values()
+            .any(|op| op["tags"][0] == "admin");
+        if admin {
+            assert_eq!(item["servers"][0]["url"], "http://{host}:{port}", "{path}");
+            assert_eq!(item["servers"][0]["variables"]["port"]["default"], "9000");
+        } else {
+            assert!(item.get("servers").is_none(), "{path}");
+        }
+        for (method, op) in item.as_object().expect("path item") {
+            if method == "servers" {
+                continue;
+            }
+            assert!(op["security"].is_array(), "{method} {path}: no security");
+        }
+    }
+    let tile = &doc["paths"]["/tiles/{z}/{x}/{y}.png"]["get"];
+    assert_eq!(tile["security"], serde_json::json!([]));
+    assert_eq!(
+        doc["paths"]["/v1/seeds"]["post"]["security"][0]["seed_token"],
+        serde_json::json!([])
+    );
+    for param in tile["parameters"].as_array().expect("parameters") {
+        if param["name"] == "x" || param["name"] == "y" {
+            assert_eq!(param["schema"]["format"], "int64");
+            assert_eq!(param["schema"]["maximum"], 4_294_967_295_u64);
+        }
+    }
 }
