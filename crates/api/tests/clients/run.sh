@@ -3,8 +3,9 @@
 # vendored): OWSLib (PyPI, pinned) parses the WMTS capabilities; GDAL (Debian's gdal-bin, 3.6)
 # opens them (`gdalinfo WMTS:…`) and cuts a tile-aligned window at zoom 2 whose pixels must
 # match the api's own tile; the TileJSON document's template fetches that tile. Against the
-# embedded api (debug build) on a free loopback port, stopped on exit.
-# Needs: cargo, python3 (venv), gdal-bin.
+# embedded api (debug build) on a free loopback port, stopped on exit. Last, nginx's
+# proxy_cache in front appends its own Cache-Status entry to the api's (a hit on the repeat).
+# Needs: cargo, python3 (venv), gdal-bin, nginx.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../../.." && pwd)
@@ -73,4 +74,47 @@ url=${template/\{z\}/2}; url=${url/\{x\}/1}; url=${url/\{y\}/2}
 curl -fsS -o "$out/from-tilejson.png" "$url"
 cmp -s "$out/from-tilejson.png" "$out/tile.png" || { echo "$url is not the tile" >&2; exit 1; }
 echo "   $url"
+echo "== a shared cache in front appends its own Cache-Status entry (nginx proxy_cache)"
+# The recipe of docs/cross-cutting.md ("Provenance"): nginx keeps the api's entry and adds
+# its own, so the last entry is the cache nearest the client.
+read -r cache_port < <(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$out/nginx/cache" "$out/nginx/tmp"
+# Workers as this user: they write the cache into this run's private folder (run as root,
+# nginx would otherwise switch them to nobody, who cannot).
+cat > "$out/nginx/nginx.conf" <<NGINX
+$([ "$(id -u)" -eq 0 ] && echo "user root;")
+worker_processes 1;
+error_log $out/nginx/error.log warn;
+pid $out/nginx/nginx.pid;
+events { worker_connections 64; }
+http {
+    access_log off;
+    proxy_cache_path $out/nginx/cache keys_zone=tiles:1m;
+    proxy_temp_path $out/nginx/tmp;
+    client_body_temp_path $out/nginx/tmp;
+    map \$upstream_cache_status \$nginx_entry { HIT "nginx; hit"; default "nginx; fwd=miss"; }
+    server {
+        listen 127.0.0.1:$cache_port;
+        location / {
+            proxy_pass $base;
+            proxy_cache tiles;
+            proxy_hide_header Cache-Status;
+            add_header Cache-Status "\$upstream_http_cache_status, \$nginx_entry" always;
+        }
+    }
+}
+NGINX
+nginx -p "$out/nginx" -c "$out/nginx/nginx.conf"
+trap 'nginx -p "$out/nginx" -c "$out/nginx/nginx.conf" -s stop 2> /dev/null || true; kill -TERM "$api" 2> /dev/null || true; wait "$api" 2> /dev/null || true; rm -rf "$out"' EXIT
+status_of() { curl -fsS -o /dev/null -D - "http://127.0.0.1:$cache_port$1" | tr -d '\r' | awk -F': ' 'tolower($1) == "cache-status" { print $2 }'; }
+first=$(status_of /tiles/3/1/1.png) || { tail -5 "$out/nginx/error.log" >&2; exit 1; }
+second=$(status_of /tiles/3/1/1.png)
+[ "$first" = "fractile; fwd=miss; stored; detail=rendered, nginx; fwd=miss" ] \
+  || { echo "first answer through the cache: Cache-Status: $first" >&2; exit 1; }
+case "$second" in
+  *", nginx; hit") ;;
+  *) echo "second answer through the cache: Cache-Status: $second" >&2; exit 1 ;;
+esac
+echo "   first: $first"
+echo "   then:  $second"
 echo "clients ok"
