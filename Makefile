@@ -13,7 +13,7 @@ bench:          ## kernel, encoder and tile-bytes benchmarks (figures in README.
 fuzz:           ## each cargo-fuzz target for FUZZ_SECONDS (default 300) on a copy of its corpus
 	fuzz/run.sh
 
-browser-test:   ## headless Chromium opens the viewer; screenshots in crates/api/tests/browser/output
+browser-test:   ## headless Chromium: the viewer, MapLibre GL and OpenLayers; screenshots in crates/api/tests/browser/output
 	crates/api/tests/browser/run.sh
 
 schemathesis:   ## schemathesis against the OpenAPI document: api + worker on Redis and RabbitMQ

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts a debug fractile-api on loopback, runs the headless-Chromium viewer test against it,
-# and stops the api again, whatever happens. Screenshots land in output/.
+# Starts a debug fractile-api on loopback, runs the headless-Chromium tests against it (the
+# viewer; MapLibre GL and OpenLayers from another origin), and stops the api again, whatever
+# happens. Screenshots land in output/.
 # Needs: cargo, node + npm, and Chromium at /usr/bin/chromium (or $CHROMIUM).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,3 +31,5 @@ for _ in $(seq 1 100); do
 done
 
 node "$here/viewer.test.mjs" "http://127.0.0.1:$port"
+# MapLibre GL and OpenLayers on a page of another origin: CORS, TileJSON and WMTS.
+node "$here/map-clients.test.mjs" "http://127.0.0.1:$port"
