@@ -57,6 +57,35 @@ for name, svc in s.items():
         assert p.get("host_ip") == "127.0.0.1", f"{name} publishes {p} beyond 127.0.0.1"
 print("   tracing profile: api and worker export to otel-collector:4318; every published port on 127.0.0.1")
 '
+# Every pulled image and every base image is a variable (a registry mirror names its own), and
+# a mirror's names reach every service and build: set each variable and look for it.
+python3 - << 'PY'
+import json, re, subprocess
+text = open("docker-compose.yml").read()
+for image in re.findall(r"^\s*image:\s*(\S+)", text, re.M):
+    assert image.startswith("${") or image.startswith("fractile"), f"image {image} is not a variable"
+variables = sorted(set(re.findall(r"\$\{([A-Z_]+_IMAGE):-", text)))
+env = {v: f"mirror.example/{v.lower()}" for v in variables}
+import os
+out = subprocess.run(["docker-compose", "--profile", "tracing", "--profile", "loadtest", "config", "--format", "json"],
+                     env={**os.environ, **env}, check=True, capture_output=True, text=True).stdout
+config = json.loads(out)
+used = set()
+for name, svc in config["services"].items():
+    image = svc.get("image", "")
+    if image.startswith("mirror.example/"):
+        used.add(image)
+    for value in (svc.get("build") or {}).get("args", {}).values():
+        used.add(value)
+missing = sorted(v for v, m in env.items() if m not in used)
+assert not missing, f"set but used nowhere: {missing}"
+for path in ("deploy/Dockerfile", "deploy/mtail/Dockerfile"):
+    for line in open(path):
+        if line.startswith("FROM "):
+            base = line.split()[1]
+            assert base.startswith("${") or re.match(r"^[a-z]+$", base), f"{path}: FROM {base} is not a build argument"
+print(f"   images: {len(variables)} variables ({', '.join(variables)}), each reaching its services or builds")
+PY
 
 step "deploy/Dockerfile, deploy/mtail/Dockerfile (hadolint)"
 hadolint deploy/Dockerfile deploy/mtail/Dockerfile

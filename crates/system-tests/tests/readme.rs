@@ -50,6 +50,8 @@ const OTHER_VARIABLES: &[(&str, &str)] = &[
     ("FRACTILE_LOCAL_FAULTS", "deploy/local/start.sh"),
     // Rewrites the committed OpenAPI document (HTTP API).
     ("FRACTILE_WRITE_OPENAPI", "crates/api/tests/api/openapi.rs"),
+    // The compose file's collector image (The demo stack: images from a mirror).
+    ("OTEL_COLLECTOR_IMAGE", "docker-compose.yml"),
     // Regenerates the SLO rules (SLOs and alerts).
     (
         "FRACTILE_WRITE_SLO_RULES",
