@@ -133,6 +133,12 @@ pub struct ReadinessReport {
     /// `ready`, `draining`, or why the process is not ready.
     #[schema(example = "ready")]
     pub status: &'static str,
+    /// The binary's version.
+    #[schema(example = "0.1.0")]
+    pub version: &'static str,
+    /// The source revision it was built from (`unknown` when the build had none).
+    #[schema(example = "3f9a50d2c1ab")]
+    pub revision: &'static str,
     /// Names of the injected faults in force (`/faults`).
     pub faults: Vec<&'static str>,
     /// The dependencies' states (`"redis": "up"`, ...).
@@ -168,6 +174,8 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     };
     let report = ReadinessReport {
         status,
+        version: crate::build_info::VERSION,
+        revision: crate::build_info::REVISION,
         faults: admin.faults.active(),
         details,
     };
@@ -286,6 +294,8 @@ mod tests {
         let (code, cache, body) = get(&app, "/readyz").await;
         assert_eq!((code, cache.as_str()), (StatusCode::OK, "no-store"));
         assert_eq!(body["status"], "ready");
+        assert_eq!(body["version"], crate::build_info::VERSION);
+        assert_eq!(body["revision"], crate::build_info::REVISION);
         assert_eq!(body["redis"], "up");
         assert_eq!(body["faults"], json!([]));
 

@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod bearer;
+pub mod build_info;
 pub mod error;
 pub mod faults;
 pub mod fd_limit;

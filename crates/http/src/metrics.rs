@@ -7,11 +7,13 @@ use prometheus::{
 };
 
 /// A new registry with the process collector (CPU seconds, resident memory, open fds)
-/// registered (only the crate's default registry has it otherwise), and the span export's
-/// counters ([`crate::trace::ExportMetrics`], one set per process, shared by its registries).
+/// registered (only the crate's default registry has it otherwise), the span export's
+/// counters ([`crate::trace::ExportMetrics`], one set per process, shared by its registries)
+/// and the build's identity (`fractile_build_info`, [`crate::build_info`]).
 pub fn registry() -> Result<Registry, prometheus::Error> {
     let registry = Registry::new();
     crate::trace::export_metrics().register(&registry)?;
+    crate::build_info::register(&registry)?;
     #[cfg(target_os = "linux")]
     {
         registry.register(Box::new(process::ProcessMetrics::for_self()))?;

@@ -50,6 +50,8 @@ const OTHER_VARIABLES: &[(&str, &str)] = &[
     ("FRACTILE_LOCAL_FAULTS", "deploy/local/start.sh"),
     // Rewrites the committed OpenAPI document (HTTP API).
     ("FRACTILE_WRITE_OPENAPI", "crates/api/tests/api/openapi.rs"),
+    // The source revision a build embeds (crates/http/build.rs; HTTP API, admin port).
+    ("FRACTILE_REVISION", "crates/http/build.rs"),
     // The compose file's collector image (The demo stack: images from a mirror).
     ("OTEL_COLLECTOR_IMAGE", "docker-compose.yml"),
     // Regenerates the SLO rules (SLOs and alerts).

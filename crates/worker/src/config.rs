@@ -12,7 +12,7 @@ use fractile_tile_store::RedisArgs;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "fractile-worker",
-    version,
+    version = fractile_http::build_info::VERSION_LINE,
     about = "fractile's render worker: renders queued tiles into Redis."
 )]
 pub struct Config {

@@ -30,7 +30,7 @@ pub enum QueueFallback {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "fractile-api",
-    version,
+    version = fractile_http::build_info::VERSION_LINE,
     about = "fractile's tile api: serves Mandelbrot map tiles."
 )]
 pub struct Config {
