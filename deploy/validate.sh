@@ -84,7 +84,14 @@ for path in ("deploy/Dockerfile", "deploy/mtail/Dockerfile"):
         if line.startswith("FROM "):
             base = line.split()[1]
             assert base.startswith("${") or re.match(r"^[a-z]+$", base), f"{path}: FROM {base} is not a build argument"
-print(f"   images: {len(variables)} variables ({', '.join(variables)}), each reaching its services or builds")
+for port in re.findall(r'"127\.0\.0\.1:([^"]+)"', text):
+    assert port.startswith("${"), f"published port {port} is not a variable"
+for name in ("api", "worker"):
+    svc = config["services"][name]
+    assert svc.get("user") == "65532:65532" and svc.get("read_only") is True, f"{name}: not nonroot and read-only"
+    assert svc.get("cap_drop") == ["ALL"] and "no-new-privileges:true" in svc.get("security_opt", []), f"{name}: capabilities"
+print(f"   images: {len(variables)} variables ({', '.join(variables)}), each reaching its services or builds;")
+print("   every published port a variable; api and worker nonroot, read-only, no capabilities")
 PY
 
 step "deploy/Dockerfile, deploy/mtail/Dockerfile (hadolint)"
