@@ -89,7 +89,7 @@ st() (
     --suppress-health-check too_slow --warnings off "$@"
 )
 status=0
-echo "--- traffic port (tags tiles, seeds, viewer)"
+echo "--- traffic port (tags tiles, seeds, viewer, metadata)"
 # Every check but one: `DELETE /v1/seeds/{id}` cancels a seed, it does not remove it. The
 # seed stays readable, in state `cancelled`, so an operator sees what was cancelled and how
 # far it got (README, "Distributed mode"): a 200 for it after the DELETE is the contract, which
