@@ -1,5 +1,5 @@
 # The few commands people run. CI (.ci/run) calls the same ones.
-.PHONY: run test bench fuzz browser-test schemathesis clients-test openapi-lint lint validate k8s-validate e2e drill flood experiments stack-up stack-down ci
+.PHONY: run test bench fuzz browser-test schemathesis clients-test openapi-lint deny lint validate k8s-validate e2e drill flood experiments stack-up stack-down ci
 
 run:            ## serve the map at http://localhost:8080 (admin on :9000)
 	cargo run --release -p fractile-api
@@ -24,6 +24,9 @@ clients-test:   ## real map clients read the metadata: OWSLib, and GDAL (gdal-bi
 
 openapi-lint:   ## redocly's recommended rules on the OpenAPI document (needs node, npm)
 	crates/api/tests/redocly/run.sh
+
+deny:           ## the dependency policy: licences, bans, sources (deny.toml; needs cargo-deny 0.18.9)
+	cargo deny --locked check licenses bans sources
 
 lint:
 	cargo fmt --all --check
