@@ -18,8 +18,10 @@ use bytes::Bytes;
 use fractile_http::error::ErrorBody;
 use fractile_render::{STYLES, Style};
 
+use crate::config::is_authority;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
+use crate::tiles::url::{style_named, tile_url};
 use crate::validator::{weak_etag, with_validator};
 
 /// How long a shared cache may keep a document built from `FRACTILE_PUBLIC_URL`: it changes
@@ -44,11 +46,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> Result<(String, HeaderValu
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
-        })
+        .filter(|h| is_authority(h))
         .ok_or_else(|| ApiError::BadRequest {
             code: ErrorCode::BadRequest,
             message: "the metadata's URLs are built from the Host header, which is missing or \
@@ -73,20 +71,12 @@ fn style_of(uri: &Uri) -> Result<Style, ApiError> {
             code: ErrorCode::InvalidQuery,
             message: "the TileJSON document takes no query but one `style=<name>`".into(),
         })?;
-    name.parse()
-        .map_err(|e: fractile_render::UnknownStyle| ApiError::BadRequest {
-            code: ErrorCode::UnknownStyle,
-            message: e.to_string(),
-        })
+    style_named(name)
 }
 
-/// The canonical tile URL template of `style` under `base`: no query for the default style.
+/// The canonical tile URL template of `style` under `base` ([`tile_url`]).
 fn tile_template(base: &str, style: Style, z: &str, x: &str, y: &str) -> String {
-    let mut url = format!("{base}/tiles/{z}/{x}/{y}.png");
-    if style != Style::default() {
-        let _ = write!(url, "?style={}", style.name());
-    }
-    url
+    format!("{base}{}", tile_url(z, x, y, style))
 }
 
 /// `GET /tilejson.json`.

@@ -70,19 +70,6 @@ pub fn document(traffic: Document) -> Document {
     if let Some(item) = doc.paths.paths.remove(TILE_ROUTE) {
         doc.paths.paths.insert(TILE_PATH.to_owned(), item);
     }
-    for item in doc.paths.paths.values_mut() {
-        let ops = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-        ];
-        for op in ops.into_iter().flatten() {
-            if !op.tags.iter().flatten().any(|t| t == ADMIN_TAG) {
-                add_stack_responses(op);
-            }
-        }
-    }
     doc.merge(fractile_http::admin::openapi());
     // Which port each operation lives on, for generic tools (client generators, schemathesis
     // run on the document alone): the traffic port serves this document, so `/`; the admin
@@ -117,7 +104,11 @@ pub fn document(traffic: Document) -> Document {
         ];
         let mut admin = false;
         for op in ops.into_iter().flatten() {
-            admin |= op.tags.iter().flatten().any(|t| t == ADMIN_TAG);
+            if op.tags.iter().flatten().any(|t| t == ADMIN_TAG) {
+                admin = true;
+            } else {
+                add_stack_responses(op);
+            }
             // An open operation says so (`security: []`), rather than leaving a reader to
             // wonder whether the document forgot its scheme.
             op.security.get_or_insert_with(Vec::new);

@@ -1,8 +1,11 @@
 //! Validators of the documents beside the tiles (the viewer, the OpenAPI document, the
 //! favicon, the metadata): a weak ETag from the bytes, since the compression layer of
 //! `app.rs` may send them gzipped, another representation of the same content; and the 304
-//! a matching `If-None-Match` gets. Tiles have their own strong ETags (`tiles/headers.rs`).
+//! a matching `If-None-Match` gets ([`not_modified`], which the tiles' strong ETags
+//! (`tiles/headers.rs`) share).
 //! A leaf: it imports nothing of the api.
+
+use std::fmt::Write as _;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,10 +19,26 @@ pub fn weak_etag(body: &[u8]) -> HeaderValue {
     let mut tag = String::with_capacity(36);
     tag.push_str("W/\"");
     for byte in &digest[..16] {
-        tag.push_str(&format!("{byte:02x}"));
+        let _ = write!(tag, "{byte:02x}");
     }
     tag.push('"');
     HeaderValue::from_str(&tag).unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""))
+}
+
+/// Whether `If-None-Match` lists `etag` or is `*`, by the weak comparison RFC 9110 prescribes
+/// for this header (`W/` ignored on both sides). The tiles' strong ETags use it too.
+pub fn not_modified(request: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Some(Ok(value)) = request.get(header::IF_NONE_MATCH).map(|v| v.to_str()) else {
+        return false;
+    };
+    let ours = etag
+        .as_bytes()
+        .strip_prefix(b"W/")
+        .unwrap_or(etag.as_bytes());
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
 }
 
 /// `body` with its validator: 304 (no body) when `If-None-Match` lists `etag` (weak
@@ -30,19 +49,7 @@ pub fn with_validator(
     body: Bytes,
     headers: &[(header::HeaderName, HeaderValue)],
 ) -> Response {
-    let ours = etag
-        .as_bytes()
-        .strip_prefix(b"W/")
-        .unwrap_or(etag.as_bytes());
-    let matches = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|list| {
-            list.split(',')
-                .map(str::trim)
-                .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
-        });
-    let mut response = if matches {
+    let mut response = if not_modified(request, etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         body.into_response()

@@ -12,7 +12,7 @@ use fractile_settings::{ProcessArgs, Secret, SecretParser, SecretUrl, UrlParser,
 use fractile_tile_store::RedisArgs;
 
 mod web;
-pub use web::{CorsOrigins, PublicUrl, ViewerAssets};
+pub use web::{CorsOrigins, PublicUrl, ViewerAssets, is_authority};
 
 use fractile_queue::AMQP_SCHEMES;
 use fractile_tile_store::REDIS_SCHEMES;

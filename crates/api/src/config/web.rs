@@ -48,6 +48,14 @@ impl ViewerAssets {
     }
 }
 
+/// Whether `s` is a `host[:port]` (a name, an IPv4 address or a bracketed IPv6 one) and
+/// nothing else: no user, path, query or character a URL or a header would need escaped.
+pub fn is_authority(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+}
+
 /// Which web origins may read the tiles and the metadata from a script
 /// (`FRACTILE_CORS_ALLOW_ORIGINS`): every one (`*`), a list, or none.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,11 +85,7 @@ impl CorsOrigins {
                      https://maps.example.com separated by commas"
                 ));
             };
-            let valid = matches!(scheme, "http" | "https")
-                && !authority.is_empty()
-                && authority
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+            let valid = matches!(scheme, "http" | "https") && is_authority(authority);
             if !valid {
                 return Err(format!(
                     "{origin:?} is not an origin: an origin is http(s)://host[:port], without a \
@@ -108,10 +112,7 @@ impl PublicUrl {
             .or_else(|| trimmed.strip_prefix("http://"))
             .ok_or("expected an http:// or https:// URL, such as https://tiles.example.com")?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let host_ok = !authority.is_empty()
-            && authority
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+        let host_ok = is_authority(authority);
         let path_ok = path
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-._~/".contains(c));

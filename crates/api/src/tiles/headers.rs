@@ -74,19 +74,6 @@ pub(super) fn etag(key: &TileKey) -> HeaderValue {
     header_value(value, "\"invalid\"")
 }
 
-/// `If-None-Match` matches when it lists our tag (weak comparison, as RFC 9110 prescribes
-/// for this header) or is `*`.
-pub(super) fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    let Some(Ok(value)) = headers.get(header::IF_NONE_MATCH).map(|v| v.to_str()) else {
-        return false;
-    };
-    let ours = etag.as_bytes();
-    value
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
-}
-
 /// A duration in milliseconds with three decimals, written from integer microseconds: float
 /// formatting with a precision cost an L1 hit more than the rest of its headers together.
 struct Millis(Duration);
@@ -181,6 +168,7 @@ fn worker_timing(out: &mut String, wait: &WorkerWait) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validator::not_modified;
     use fractile_render::{MaxZoom, Style, TileId};
     use fractile_tile_store::ReadyNote;
 

@@ -20,7 +20,8 @@ use crate::error::{ApiError, ErrorCode};
 use crate::metrics::CacheLabel;
 use crate::state::AppState;
 use crate::tile_cache::{FillError, Source};
-use headers::{CACHE_STATUS, REFUSED, cache_status, etag, not_modified, server_timing};
+use crate::validator::not_modified;
+use headers::{CACHE_STATUS, REFUSED, cache_status, etag, server_timing};
 
 /// Injected latency and failures (`/faults` on the admin port, off unless configured), the
 /// handler's first step: inside admission, so the added latency holds an in-flight slot and

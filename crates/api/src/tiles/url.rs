@@ -5,7 +5,7 @@
 //! 400; well-formed coordinates that name no tile (too deep, past the edge, too large for the
 //! type, not `.png`) are 404.
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 
 use axum::http::Uri;
 use fractile_render::{MaxZoom, Style, TileId};
@@ -18,11 +18,27 @@ use crate::tile_cache::TileKey;
 /// any other. [`request_key`] parses it back to `key` and refuses every other spelling.
 pub fn canonical_url(key: &TileKey) -> String {
     let t = key.tile;
-    let mut url = format!("/tiles/{}/{}/{}.png", t.z(), t.x(), t.y());
-    if key.style != Style::default() {
-        let _ = write!(url, "?style={}", key.style.name());
+    tile_url(t.z(), t.x(), t.y(), key.style)
+}
+
+/// The canonical spelling of a tile URL's path and query, from any coordinates: numbers for
+/// a tile ([`canonical_url`]), or a client's placeholders (`{z}`, `{TileMatrix}`) for the
+/// URL templates of the metadata documents.
+pub fn tile_url(z: impl Display, x: impl Display, y: impl Display, style: Style) -> String {
+    let mut url = format!("/tiles/{z}/{x}/{y}.png");
+    if style != Style::default() {
+        let _ = write!(url, "?style={}", style.name());
     }
     url
+}
+
+/// The style a URL's `style=<name>` names, or the 400 `unknown_style`.
+pub fn style_named(name: &str) -> Result<Style, ApiError> {
+    name.parse()
+        .map_err(|e: fractile_render::UnknownStyle| ApiError::BadRequest {
+            code: ErrorCode::UnknownStyle,
+            message: e.to_string(),
+        })
 }
 
 /// Everything the tile route decides about a request's URI once the router has matched
@@ -67,12 +83,7 @@ pub fn query_style(query: Option<&str>, tile: TileId) -> Result<Style, ApiError>
                 ),
             }
         })?;
-    let style: Style =
-        name.parse()
-            .map_err(|e: fractile_render::UnknownStyle| ApiError::BadRequest {
-                code: ErrorCode::UnknownStyle,
-                message: e.to_string(),
-            })?;
+    let style = style_named(name)?;
     if style == Style::default() {
         return Err(ApiError::BadRequest {
             code: ErrorCode::NonCanonicalUrl,
